@@ -1,0 +1,43 @@
+#pragma once
+// Equivalence check of two models on the same random inputs.
+#include <string>
+#include <vector>
+
+#include <torch/arg.h>
+
+#include "rmnet/models/model.h"
+
+namespace rmnet {
+
+struct VerifyOptions {
+  /// Batch size of the random inputs.
+  TORCH_ARG(int64_t, batch) = 2;
+  /// Spatial size of the random inputs (square); 0 picks 32 for CIFAR-style models and 64
+  /// for ImageNet-style ones.
+  TORCH_ARG(int64_t, input_size) = 0;
+  /// Standard deviation of the Gaussian inputs: large, so that ReLU6 clips and BN statistics matter.
+  TORCH_ARG(double, scale) = 10.0;
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Allowed relative error (max |a-b| / max |a|); 0 picks 1e-4 for float32 and 1e-10 for float64.
+  TORCH_ARG(double, tolerance) = 0.0;
+};
+
+struct VerifyReport {
+  double max_abs_error = 0.0;
+  double max_rel_error = 0.0;  ///< max |a - b| / max |a|
+  double tolerance = 0.0;
+  bool passed = false;
+  std::vector<int64_t> input_shape;
+  std::string dtype;
+  std::string to_string() const;
+};
+
+/// Runs both models in eval mode under NoGradGuard on the same inputs and compares outputs.
+/// Training flags are restored afterwards; nothing else is changed.
+VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate,
+                                const VerifyOptions& options = VerifyOptions());
+
+/// The default verification input size for a model (see VerifyOptions::input_size).
+int64_t default_input_size(const ModelImpl& model);
+
+}  // namespace rmnet

@@ -1,0 +1,66 @@
+#pragma once
+// The common base of every rmnet model (residual families and the plain network) and the
+// options that describe one. A model plus its ModelOptions is self-describing: that is what a
+// model file stores, so loading one needs no flag about its architecture.
+#include <map>
+#include <memory>
+#include <string>
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+
+namespace rmnet {
+
+/// Options every architecture understands; a family ignores the fields it has no use for.
+struct ModelOptions {
+  ModelOptions() = default;
+  explicit ModelOptions(std::string arch) : arch_(std::move(arch)) {}
+  /// Registry name of the architecture ("resnet18", "mobilenet_v2", ...; "plain" for a chain).
+  TORCH_ARG(std::string, arch);
+  /// Number of output classes of the classifier.
+  TORCH_ARG(int64_t, num_classes) = 1000;
+  /// Number of input image channels (1 for grayscale data sets).
+  TORCH_ARG(int64_t, in_channels) = 3;
+  /// Width multiplier (MobileNetV2).
+  TORCH_ARG(double, width_mult) = 1.0;
+  /// MobileNetV2 activation: ReLU6 as torchvision (true) or plain ReLU (false).
+  TORCH_ARG(bool, relu6) = true;
+  /// Zero-initialise the last BN of each residual branch (torchvision's zero_init_residual).
+  TORCH_ARG(bool, zero_init_residual) = false;
+  /// Residual blocks keep running mean/var of their input and output (buffers rm_in_mean,
+  /// rm_in_var, rm_out_mean, rm_out_var), so the identity BNs of a converted network carry
+  /// real statistics (paper, Appendix A.3). Off by default to keep torchvision's state_dict keys.
+  TORCH_ARG(bool, track_block_stats) = false;
+};
+
+/// Base class of all rmnet models: a torch::nn::Module with a forward and a self-description.
+class ModelImpl : public torch::nn::Module {
+ public:
+  explicit ModelImpl(ModelOptions options) : options_(std::move(options)) {}
+  ~ModelImpl() override = default;
+
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  /// Family name: "resnet", "mobilenet_v2" or "plain".
+  virtual std::string family() const = 0;
+
+  const ModelOptions& options() const { return options_; }
+  /// Free-form string metadata stored in the model file (conversion record, source arch, ...).
+  std::map<std::string, std::string>& metadata() { return metadata_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ protected:
+  ModelOptions options_;
+  std::map<std::string, std::string> metadata_;
+};
+
+using ModelPtr = std::shared_ptr<ModelImpl>;
+
+/// Number of parameters (all, trainable or not).
+int64_t count_parameters(const torch::nn::Module& module);
+
+/// Fills every BatchNorm's running mean/var, weight and bias with random values (and the
+/// blocks' tracked statistics when present), so that an identity-BN mistake cannot hide in a
+/// test. Used by the tests and by `rmnet init --random-bn`.
+void randomize_batchnorm(torch::nn::Module& module, uint64_t seed);
+
+}  // namespace rmnet

@@ -1,0 +1,138 @@
+#include "chain.h"
+
+namespace rmnet::detail {
+
+torch::Tensor to_f64(const torch::Tensor& t) {
+  auto c = t.detach().to(torch::kCPU);
+  return c.is_floating_point() ? c.to(torch::kDouble) : c.clone();
+}
+
+BNParams BNParams::from(const torch::nn::BatchNorm2dImpl& bn) {
+  const auto& o = bn.options;
+  TORCH_CHECK(o.track_running_stats(), "BatchNorm2d without running statistics cannot be converted");
+  BNParams p;
+  const auto c = o.num_features();
+  auto dopt = torch::TensorOptions().dtype(torch::kDouble);
+  p.weight = o.affine() ? to_f64(bn.weight) : torch::ones({c}, dopt);
+  p.bias = o.affine() ? to_f64(bn.bias) : torch::zeros({c}, dopt);
+  p.mean = to_f64(bn.running_mean);
+  p.var = to_f64(bn.running_var);
+  p.eps = o.eps();
+  return p;
+}
+
+BNParams BNParams::identity(const torch::Tensor& mean, const torch::Tensor& var, double eps) {
+  BNParams p;
+  p.mean = to_f64(mean);
+  p.var = to_f64(var);
+  p.eps = eps;
+  p.weight = torch::sqrt(p.var + eps);
+  p.bias = p.mean.clone();
+  return p;
+}
+
+BNParams BNParams::cat(const std::vector<BNParams>& parts) {
+  BNParams p;
+  std::vector<torch::Tensor> w, b, m, v;
+  for (const auto& q : parts) {
+    TORCH_CHECK(q.eps == parts.front().eps, "cannot join BatchNorms with different eps (", q.eps, " vs ",
+                parts.front().eps, ")");
+    w.push_back(q.weight);
+    b.push_back(q.bias);
+    m.push_back(q.mean);
+    v.push_back(q.var);
+  }
+  p.weight = torch::cat(w);
+  p.bias = torch::cat(b);
+  p.mean = torch::cat(m);
+  p.var = torch::cat(v);
+  p.eps = parts.front().eps;
+  return p;
+}
+
+void Chain::conv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t stride, int64_t padding,
+                 int64_t groups) {
+  ChainLayer l;
+  l.spec = LayerSpec::conv(weight.size(1) * groups, weight.size(0), weight.size(2), stride, padding, groups,
+                           bias.defined());
+  l.tensors["weight"] = to_f64(weight);
+  if (bias.defined()) l.tensors["bias"] = to_f64(bias);
+  layers.push_back(std::move(l));
+}
+
+void Chain::batchnorm(const BNParams& bn, double momentum) {
+  ChainLayer l;
+  l.spec = LayerSpec::batchnorm(bn.weight.size(0), bn.eps, momentum);
+  l.tensors["weight"] = bn.weight;
+  l.tensors["bias"] = bn.bias;
+  l.tensors["running_mean"] = bn.mean;
+  l.tensors["running_var"] = bn.var;
+  layers.push_back(std::move(l));
+}
+
+void Chain::relu() { layers.push_back({LayerSpec::relu(), {}}); }
+
+void Chain::prelu(const torch::Tensor& slopes) {
+  layers.push_back({LayerSpec::prelu(slopes.size(0)), {{"weight", to_f64(slopes)}}});
+}
+
+void Chain::clamp(const torch::Tensor& lo, const torch::Tensor& hi) {
+  layers.push_back({LayerSpec::clamp(lo.size(0)), {{"min", to_f64(lo)}, {"max", to_f64(hi)}}});
+}
+
+void Chain::maxpool(int64_t kernel, int64_t stride, int64_t padding) {
+  layers.push_back({LayerSpec::maxpool(kernel, stride, padding), {}});
+}
+void Chain::avgpool() { layers.push_back({LayerSpec::avgpool(), {}}); }
+void Chain::flatten() { layers.push_back({LayerSpec::flatten(), {}}); }
+
+void Chain::linear(const torch::Tensor& weight, const torch::Tensor& bias) {
+  ChainLayer l;
+  l.spec = LayerSpec::linear(weight.size(1), weight.size(0), bias.defined());
+  l.tensors["weight"] = to_f64(weight);
+  if (bias.defined()) l.tensors["bias"] = to_f64(bias);
+  layers.push_back(std::move(l));
+}
+
+Chain Chain::from(const PlainNetImpl& net) {
+  Chain c;
+  for (size_t i = 0; i < net.size(); ++i) {
+    ChainLayer l;
+    l.spec = net.spec(i);
+    auto m = net.layer(i);
+    for (const auto& p : m->named_parameters(false)) l.tensors[p.key()] = to_f64(p.value());
+    for (const auto& b : m->named_buffers(false)) l.tensors[b.key()] = to_f64(b.value());
+    c.layers.push_back(std::move(l));
+  }
+  return c;
+}
+
+PlainNet Chain::build(const ModelOptions& options, torch::ScalarType dtype, torch::Device device) const {
+  std::vector<LayerSpec> specs;
+  for (const auto& l : layers) specs.push_back(l.spec);
+  PlainNet net(std::move(specs), options);
+  net->to(device, dtype);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto m = net->layer(i);
+    auto params = m->named_parameters(false);
+    auto buffers = m->named_buffers(false);
+    for (const auto& [name, src] : layers[i].tensors) {
+      torch::Tensor* dst = params.find(name);
+      if (!dst) dst = buffers.find(name);
+      TORCH_CHECK(dst, "plain layer ", i, " (", layers[i].spec.describe(), ") has no tensor '", name, "'");
+      TORCH_CHECK(dst->sizes() == src.sizes(), "plain layer ", i, " (", layers[i].spec.describe(), "): '",
+                  name, "' has shape ", dst->sizes(), " but the conversion produced ", src.sizes());
+      dst->copy_(src);
+    }
+  }
+  return net;
+}
+
+std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module& m) {
+  for (const auto& p : m.parameters())
+    if (p.is_floating_point()) return {p.scalar_type(), p.device()};
+  return {torch::kFloat, torch::Device(torch::kCPU)};
+}
+
+}  // namespace rmnet::detail

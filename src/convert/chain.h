@@ -1,0 +1,63 @@
+#pragma once
+// Internal: a plain network under construction, as layer specs plus float64 CPU tensors.
+// The conversion passes build one of these and turn it into a PlainNet at the end, so all weight
+// arithmetic happens in float64 whatever the model's dtype.
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "rmnet/models/plain.h"
+
+namespace rmnet::detail {
+
+struct ChainLayer {
+  LayerSpec spec;
+  std::map<std::string, torch::Tensor> tensors;  // float64 CPU (integer buffers kept as is)
+  const torch::Tensor& at(const std::string& name) const {
+    auto it = tensors.find(name);
+    TORCH_CHECK(it != tensors.end(), "plain layer ", spec.describe(), " has no tensor '", name, "'");
+    return it->second;
+  }
+};
+
+/// BatchNorm parameters in float64.
+struct BNParams {
+  torch::Tensor weight, bias, mean, var;
+  double eps = 1e-5;
+  torch::Tensor scale() const { return weight / torch::sqrt(var + eps); }  // a
+  torch::Tensor shift() const { return bias - mean * scale(); }            // beta - mean * a
+  static BNParams from(const torch::nn::BatchNorm2dImpl& bn);
+  /// A BN that is the identity in eval mode yet carries real statistics: w = sqrt(var+eps), b = mean.
+  static BNParams identity(const torch::Tensor& mean, const torch::Tensor& var, double eps = 1e-5);
+  static BNParams cat(const std::vector<BNParams>& parts);
+};
+
+torch::Tensor to_f64(const torch::Tensor& t);
+
+struct Chain {
+  std::vector<ChainLayer> layers;
+
+  void conv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t stride, int64_t padding,
+            int64_t groups = 1);
+  void batchnorm(const BNParams& bn, double momentum = 0.1);
+  void relu();
+  void prelu(const torch::Tensor& slopes);
+  void clamp(const torch::Tensor& lo, const torch::Tensor& hi);
+  void maxpool(int64_t kernel, int64_t stride, int64_t padding);
+  void avgpool();
+  void flatten();
+  void linear(const torch::Tensor& weight, const torch::Tensor& bias);
+  void push(ChainLayer layer) { layers.push_back(std::move(layer)); }
+
+  /// Reads every layer of a plain network (tensors converted to float64 CPU).
+  static Chain from(const PlainNetImpl& net);
+  /// Instantiates the chain as a PlainNet of the given dtype/device.
+  PlainNet build(const ModelOptions& options, torch::ScalarType dtype, torch::Device device) const;
+};
+
+/// dtype and device of a module's first floating parameter (float32/CPU when it has none).
+std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module& m);
+
+}  // namespace rmnet::detail

@@ -1,0 +1,355 @@
+// Pass 1 of the conversion: the RM operation (reserve + merge) on every residual block.
+//
+// Notation per block: x is the block input (C_in channels), W1.. the branch convs, (a, s) the
+// scale/shift of a BN in eval mode (a = gamma / sqrt(var + eps), s = beta - mean * a).
+//   reserve: the first conv gets C_in extra Dirac filters (Eq. 1); its BN gets an identity BN on
+//            them (w = sqrt(var + eps), b = mean, with the block's tracked input statistics);
+//            ReLU keeps them (x >= 0 after a ResNet block), otherwise a PReLU of slope 1 or a
+//            clamp of (-inf, +inf) does (MobileNetV2, whose block input can be negative).
+//   merge:   the last conv takes the reserved channels as extra inputs with Dirac weights (Eq. 3):
+//            [a_last * W_last | a_sc * P] with bias s_last + s_sc, where P is the shortcut (the
+//            identity, or the downsample projection padded to the kernel size), followed by an
+//            identity BN with the block's output statistics (so every conv of the BN-kept form
+//            has a BN, for fine-tuning and slimming).
+#include "rmnet/convert/rm.h"
+
+#include <chrono>
+#include <limits>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "chain.h"
+#include "rmnet/convert/fuse.h"
+#include "rmnet/models/mobilenet.h"
+#include "rmnet/models/resnet.h"
+
+namespace rmnet {
+namespace nn = torch::nn;
+using detail::BNParams;
+using detail::Chain;
+using detail::to_f64;
+
+namespace {
+
+const auto kF64 = torch::TensorOptions().dtype(torch::kDouble);
+
+/// Child i of a Sequential as T (Sequential::ptr<T> cannot name modules whose forward is inherited,
+/// such as BatchNorm2d).
+template <typename T>
+std::shared_ptr<T> child(const nn::Sequential& seq, size_t i) {
+  auto p = std::dynamic_pointer_cast<T>(seq->ptr(i));
+  TORCH_CHECK(p, "unexpected module at position ", i, " of a Sequential");
+  return p;
+}
+
+/// Eq. 1: Dirac filters I[c, c, k/2, k/2] = 1 for `channels` channels, dense (groups 1).
+torch::Tensor dirac(int64_t channels, int64_t kernel) {
+  auto w = torch::zeros({channels, channels, kernel, kernel}, kF64);
+  auto idx = torch::arange(channels);
+  w.index_put_({idx, idx, kernel / 2, kernel / 2}, 1.0);
+  return w;
+}
+
+/// Pads a 1x1 kernel to kernel x kernel (centred), e.g. the downsample projection to 3x3.
+torch::Tensor pad_kernel(const torch::Tensor& w, int64_t kernel) {
+  if (w.size(2) == kernel) return w;
+  TORCH_CHECK(w.size(2) == 1 && w.size(3) == 1, "can only pad 1x1 kernels (got ", w.sizes(), ")");
+  auto out = torch::zeros({w.size(0), w.size(1), kernel, kernel}, kF64);
+  out.index_put_({torch::indexing::Slice(), torch::indexing::Slice(), kernel / 2, kernel / 2},
+                 w.index({torch::indexing::Slice(), torch::indexing::Slice(), 0, 0}));
+  return out;
+}
+
+torch::Tensor scale_out(const torch::Tensor& w, const torch::Tensor& a) { return w * a.view({-1, 1, 1, 1}); }
+
+/// A conv whose output is [conv_a(x_a) ; x_r]: the original (possibly grouped) conv on the first
+/// channels, Dirac filters passing the `reserve` last channels. The result is block-diagonal;
+/// where the original conv's groups are square and their size divides `reserve`, it is exactly a
+/// grouped conv with reserve/group_size extra groups (the design doc's 5x-instead-of-25x
+/// Bottleneck); otherwise a dense conv with the blocks on the diagonal.
+std::pair<torch::Tensor, int64_t> block_diagonal(const torch::Tensor& wa, int64_t groups_a, int64_t reserve,
+                                                 bool grouped) {
+  const int64_t k = wa.size(2), oa = wa.size(0), gin = wa.size(1), gout = oa / groups_a;
+  const int64_t ia = gin * groups_a;
+  if ((grouped || groups_a > 1) && gin == gout && reserve % gin == 0) {
+    const int64_t extra = reserve / gin;
+    auto wr = torch::zeros({reserve, gin, k, k}, kF64);
+    for (int64_t g = 0; g < extra; ++g)
+      for (int64_t j = 0; j < gin; ++j) wr.index_put_({g * gin + j, j, k / 2, k / 2}, 1.0);
+    return {torch::cat({wa, wr}, 0), groups_a + extra};
+  }
+  using torch::indexing::Slice;
+  auto w = torch::zeros({oa + reserve, ia + reserve, k, k}, kF64);
+  for (int64_t g = 0; g < groups_a; ++g)
+    w.index_put_({Slice(g * gout, (g + 1) * gout), Slice(g * gin, (g + 1) * gin)},
+                 wa.index({Slice(g * gout, (g + 1) * gout)}));
+  w.index_put_({Slice(oa, oa + reserve), Slice(ia, ia + reserve)}, dirac(reserve, k));
+  return {w, 1};
+}
+
+struct Stats {
+  torch::Tensor in_mean, in_var, out_mean, out_var;
+};
+Stats block_stats(const ResidualBlockBase& block, int64_t in, int64_t out) {
+  const auto& s = block.stats();
+  if (s.defined()) return {to_f64(s.in_mean), to_f64(s.in_var), to_f64(s.out_mean), to_f64(s.out_var)};
+  return {torch::zeros({in}, kF64), torch::ones({in}, kF64), torch::zeros({out}, kF64), torch::ones({out}, kF64)};
+}
+
+/// The shortcut as a 1x1 weight and a bias: the identity, or the downsample conv with its BN folded.
+struct Shortcut {
+  torch::Tensor weight, bias;  // [out, in, 1, 1], [out]
+};
+Shortcut shortcut_of(const nn::Sequential& downsample, int64_t channels) {
+  if (!downsample) return {dirac(channels, 1), torch::zeros({channels}, kF64)};
+  auto conv = downsample->ptr<nn::Conv2dImpl>(0);
+  auto bn = BNParams::from(*child<nn::BatchNorm2dImpl>(downsample, 1));
+  TORCH_CHECK(conv->options.kernel_size()->at(0) == 1, "downsample conv must be 1x1");
+  return {scale_out(to_f64(conv->weight), bn.scale()), bn.shift()};
+}
+
+int64_t stride_of(const nn::Conv2dImpl& c) { return c.options.stride()->at(0); }
+int64_t groups_of(const nn::Conv2dImpl& c) { return c.options.groups(); }
+int64_t padding_of(const nn::Conv2dImpl& c) {
+  const auto* p = std::get_if<torch::ExpandingArray<2>>(&c.options.padding());
+  TORCH_CHECK(p, "convs with 'same'/'valid' padding are not supported");
+  return (*p)->at(0);
+}
+torch::Tensor weight_of(const nn::Conv2dImpl& c) {
+  TORCH_CHECK(!c.options.bias(), "branch convs with a bias are not supported");
+  return to_f64(c.weight);
+}
+
+void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
+  const int64_t cin = b.conv1->options.in_channels(), cmid = b.conv1->options.out_channels();
+  const int64_t cout = b.conv2->options.out_channels(), s = b.stride;
+  const auto st = block_stats(b, cin, cout);
+  const auto bn1 = BNParams::from(*b.bn1), bn2 = BNParams::from(*b.bn2);
+  const auto w1 = weight_of(*b.conv1), w2 = weight_of(*b.conv2);
+  if (b.downsample && mode == DownsampleMode::Type1) {
+    // Figure 2(a): [W1 ; Wd padded to 3x3], BN [bn1 ; bn_d], PReLU [0 ; 1], merge [a2 W2 | I].
+    auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
+    auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
+    ch.conv(torch::cat({w1, pad_kernel(to_f64(dconv->weight), 3)}, 0), {}, s, 1);
+    ch.batchnorm(BNParams::cat({bn1, dbn}));
+    ch.prelu(torch::cat({torch::zeros({cmid}, kF64), torch::ones({cout}, kF64)}));
+    ch.conv(torch::cat({scale_out(w2, bn2.scale()), dirac(cout, 3)}, 1), bn2.shift(), 1, 1);
+  } else {
+    // Figure 1 / Figure 2(b): [W1 ; Dirac (stride s)], BN [bn1 ; identity], ReLU,
+    // merge [a2 W2 | P padded to 3x3] with P the identity or the downsample projection.
+    const auto sc = shortcut_of(b.downsample, cin);
+    ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
+    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.relu();
+    ch.conv(torch::cat({scale_out(w2, bn2.scale()), pad_kernel(sc.weight, 3)}, 1), bn2.shift() + sc.bias, 1, 1);
+  }
+  ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn2.eps));
+  ch.relu();
+}
+
+void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool grouped, Chain& ch) {
+  const int64_t cin = b.conv1->options.in_channels(), w = b.conv1->options.out_channels();
+  const int64_t cout = b.conv3->options.out_channels(), s = stride_of(*b.conv2);
+  const auto st = block_stats(b, cin, cout);
+  const auto bn1 = BNParams::from(*b.bn1), bn2 = BNParams::from(*b.bn2), bn3 = BNParams::from(*b.bn3);
+  const auto w1 = weight_of(*b.conv1), w2 = weight_of(*b.conv2), w3 = weight_of(*b.conv3);
+  const int64_t g2 = groups_of(*b.conv2);
+  const auto zeros = [](int64_t n) { return torch::zeros({n}, kF64); };
+  const auto ones = [](int64_t n) { return torch::ones({n}, kF64); };
+  if (b.downsample && mode == DownsampleMode::Type1) {
+    // Type 1: the projection joins conv1 (stride 1, full resolution), a Dirac in conv2 strides it,
+    // PReLUs of slope 1 pass it (it can be negative), the merge adds it.
+    auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
+    auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
+    ch.conv(torch::cat({w1, to_f64(dconv->weight)}, 0), {}, 1, 0);
+    ch.batchnorm(BNParams::cat({bn1, dbn}));
+    ch.prelu(torch::cat({zeros(w), ones(cout)}));
+    auto [w2r, groups] = block_diagonal(w2, g2, cout, grouped);
+    ch.conv(w2r, {}, s, 1, groups);
+    ch.batchnorm(BNParams::cat({bn2, BNParams::identity(zeros(cout), ones(cout), bn2.eps)}));
+    ch.prelu(torch::cat({zeros(w), ones(cout)}));
+    ch.conv(torch::cat({scale_out(w3, bn3.scale()), dirac(cout, 1)}, 1), bn3.shift(), 1, 0);
+  } else {
+    const auto sc = shortcut_of(b.downsample, cin);
+    ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
+    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.relu();
+    auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
+    ch.conv(w2r, {}, s, 1, groups);
+    ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
+    ch.relu();
+    ch.conv(torch::cat({scale_out(w3, bn3.scale()), sc.weight}, 1), bn3.shift() + sc.bias, 1, 0);
+  }
+  ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn3.eps));
+  ch.relu();
+}
+
+void resnet_to_chain(const ResNetImpl& m, DownsampleMode mode, bool grouped, Chain& ch) {
+  ch.conv(to_f64(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  ch.batchnorm(BNParams::from(*m.bn1));
+  ch.relu();
+  if (m.maxpool) {
+    const auto& o = m.maxpool->options;
+    ch.maxpool(o.kernel_size()->at(0), o.stride()->at(0), o.padding()->at(0));
+  }
+  for (const auto& stage : m.stages)
+    for (const auto& blk : *stage) {
+      if (auto* b = blk.ptr()->as<BasicBlockImpl>())
+        convert_basic(*b, mode, ch);
+      else if (auto* bb = blk.ptr()->as<BottleneckImpl>())
+        convert_bottleneck(*bb, mode, grouped, ch);
+      else
+        TORCH_CHECK(false, "unsupported block in ResNet: ", blk.ptr()->name());
+    }
+  ch.avgpool();
+  ch.flatten();
+  ch.linear(m.fc->weight, m.fc->bias);
+}
+
+/// The activation of a MobileNetV2 layer on `n` channels followed by `reserve` channels that
+/// must pass unchanged: ReLU6 -> clamp [0, 6] / (-inf, inf); ReLU -> PReLU slope 0 / 1.
+void mobilenet_act(bool relu6, int64_t n, int64_t reserve, Chain& ch) {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (relu6) {
+    ch.clamp(torch::cat({torch::zeros({n}, kF64), torch::full({reserve}, -inf, kF64)}),
+             torch::cat({torch::full({n}, 6.0, kF64), torch::full({reserve}, inf, kF64)}));
+  } else if (reserve == 0) {
+    ch.relu();
+  } else {
+    ch.prelu(torch::cat({torch::zeros({n}, kF64), torch::ones({reserve}, kF64)}));
+  }
+}
+
+void conv_bn_act_to_chain(const ConvBNActImpl& seq, bool relu6, Chain& ch) {
+  const auto& conv = *seq.conv;
+  ch.conv(to_f64(conv.weight), {}, stride_of(conv), padding_of(conv), groups_of(conv));
+  ch.batchnorm(BNParams::from(*seq.bn));
+  mobilenet_act(relu6, conv.options.out_channels(), 0, ch);
+}
+
+void convert_inverted_residual(const InvertedResidualImpl& b, bool grouped, Chain& ch) {
+  const bool r6 = b.relu6;
+  const auto bnp = BNParams::from(*b.project_bn);
+  if (!b.use_res_connect) {  // no residual: the layers as they are
+    if (b.expand_conv) {
+      ch.conv(weight_of(*b.expand_conv), {}, 1, 0);
+      ch.batchnorm(BNParams::from(*b.expand_bn));
+      mobilenet_act(r6, b.hidden, 0, ch);
+    }
+    ch.conv(weight_of(*b.dw_conv), {}, b.stride, padding_of(*b.dw_conv), groups_of(*b.dw_conv));
+    ch.batchnorm(BNParams::from(*b.dw_bn));
+    mobilenet_act(r6, b.hidden, 0, ch);
+    ch.conv(weight_of(*b.project_conv), {}, 1, 0);
+    ch.batchnorm(bnp);
+    return;
+  }
+  TORCH_CHECK(b.expand_conv, "an inverted residual block without expansion cannot reserve its input");
+  const int64_t cin = b.in_channels, h = b.hidden;
+  const auto st = block_stats(b, cin, b.out_channels);
+  const auto bne = BNParams::from(*b.expand_bn), bnd = BNParams::from(*b.dw_bn);
+  ch.conv(torch::cat({weight_of(*b.expand_conv), dirac(cin, 1)}, 0), {}, 1, 0);
+  ch.batchnorm(BNParams::cat({bne, BNParams::identity(st.in_mean, st.in_var, bne.eps)}));
+  mobilenet_act(r6, h, cin, ch);
+  auto [wd, groups] = block_diagonal(weight_of(*b.dw_conv), groups_of(*b.dw_conv), cin, grouped);
+  ch.conv(wd, {}, 1, 1, groups);
+  ch.batchnorm(BNParams::cat({bnd, BNParams::identity(st.in_mean, st.in_var, bnd.eps)}));
+  mobilenet_act(r6, h, cin, ch);
+  ch.conv(torch::cat({scale_out(weight_of(*b.project_conv), bnp.scale()), dirac(cin, 1)}, 1), bnp.shift(), 1, 0);
+  ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bnp.eps));
+}
+
+void mobilenet_to_chain(const MobileNetV2Impl& m, bool grouped, Chain& ch) {
+  const bool relu6 = m.options().relu6();
+  for (const auto& f : *m.features) {
+    if (auto* b = f.ptr()->as<InvertedResidualImpl>())
+      convert_inverted_residual(*b, grouped, ch);
+    else if (auto* seq = dynamic_cast<ConvBNActImpl*>(f.ptr().get()))
+      conv_bn_act_to_chain(*seq, relu6, ch);
+    else
+      TORCH_CHECK(false, "unsupported MobileNetV2 feature layer: ", f.ptr()->name());
+  }
+  ch.avgpool();
+  ch.flatten();
+  auto fc = child<nn::LinearImpl>(m.classifier, 1);
+  ch.linear(fc->weight, fc->bias);
+}
+
+PlainNet copy_plain(const PlainNetImpl& net) {
+  auto [dtype, device] = detail::dtype_device(net);
+  auto out = Chain::from(net).build(net.options(), dtype, device);
+  out->metadata() = net.metadata();
+  return out;
+}
+
+}  // namespace
+
+PointwiseFusion pointwise_fusion_from_string(const std::string& s) {
+  if (s == "never") return PointwiseFusion::Never;
+  if (s == "always") return PointwiseFusion::Always;
+  if (s == "auto") return PointwiseFusion::Auto;
+  TORCH_CHECK(false, "unknown pointwise fusion policy '", s, "' (expected never, always or auto)");
+}
+
+std::string to_string(PointwiseFusion f) {
+  switch (f) {
+    case PointwiseFusion::Never:
+      return "never";
+    case PointwiseFusion::Always:
+      return "always";
+    case PointwiseFusion::Auto:
+      return "auto";
+  }
+  return "?";
+}
+
+PlainNet reserve_merge(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
+  Chain ch;
+  if (auto* r = dynamic_cast<const ResNetImpl*>(&model))
+    resnet_to_chain(*r, downsample, grouped_reserve, ch);
+  else if (auto* mb = dynamic_cast<const MobileNetV2Impl*>(&model))
+    mobilenet_to_chain(*mb, grouped_reserve, ch);
+  else if (auto* p = dynamic_cast<const PlainNetImpl*>(&model))
+    return copy_plain(*p);
+  else
+    TORCH_CHECK(false, "cannot convert a model of family '", model.family(), "'");
+  auto [dtype, device] = detail::dtype_device(model);
+  ModelOptions opts = model.options();
+  opts.arch("plain");
+  auto net = ch.build(opts, dtype, device);
+  net->metadata() = model.metadata();
+  net->metadata()["source_arch"] = model.options().arch();
+  net->metadata()["downsample"] = downsample == DownsampleMode::Type1 ? "1" : "2";
+  return net;
+}
+
+ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) {
+  ConversionResult result;
+  auto net = reserve_merge(model, options.downsample(), options.grouped_reserve());
+  std::string passes = model.family() == "plain" ? "" : "reserve_merge";
+  auto add_pass = [&](const char* name) { passes += passes.empty() ? name : std::string(",") + name; };
+  if (!options.keep_bn()) {
+    net = fold_batchnorm(*net);
+    add_pass("fold_batchnorm");
+    net = simplify_activations(*net);
+    add_pass("simplify_activations");
+    if (options.fuse_pointwise() != PointwiseFusion::Never) {
+      net = fuse_pointwise(*net, options.fuse_pointwise());
+      add_pass(options.fuse_pointwise() == PointwiseFusion::Always ? "fuse_pointwise(always)"
+                                                                   : "fuse_pointwise(auto)");
+    }
+  }
+  net->metadata()["passes"] = passes;
+  net->metadata()["bn"] = options.keep_bn() ? "kept" : "fused";
+  if (options.verify()) {
+    auto vo = options.verify_options();
+    if (vo.input_size() == 0) vo.input_size(default_input_size(model));
+    result.report = verify_equivalence(const_cast<ModelImpl&>(model), *net, vo);
+    net->metadata()["verify_input_size"] = std::to_string(vo.input_size());
+    net->metadata()["verified_max_rel_error"] = fmt::format("{:.3e}", result.report.max_rel_error);
+  }
+  result.plain = net;
+  return result;
+}
+
+}  // namespace rmnet

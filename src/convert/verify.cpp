@@ -1,0 +1,84 @@
+#include "rmnet/convert/verify.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include "chain.h"
+#include "rmnet/models/plain.h"
+#include "rmnet/models/resnet.h"
+
+namespace rmnet {
+namespace {
+
+/// Puts a module and its children in eval mode and gives the previous flags back on destruction.
+class EvalModeGuard {
+ public:
+  explicit EvalModeGuard(torch::nn::Module& m) : module_(m) {
+    for (const auto& c : m.modules(true)) flags_.push_back(c->is_training());
+    m.eval();
+  }
+  ~EvalModeGuard() {
+    size_t i = 0;
+    for (const auto& c : module_.modules(true)) c->train(flags_[i++]);
+  }
+
+ private:
+  torch::nn::Module& module_;
+  std::vector<bool> flags_;
+};
+
+}  // namespace
+
+int64_t default_input_size(const ModelImpl& model) {
+  const auto& arch = model.options().arch();
+  if (arch == "plain") {
+    auto it = model.metadata().find("verify_input_size");
+    if (it != model.metadata().end()) return std::stoll(it->second);
+    auto* p = dynamic_cast<const PlainNetImpl*>(&model);
+    if (p)
+      for (const auto& s : p->specs())
+        if (s.kind == LayerKind::MaxPool) return 64;
+    return 32;
+  }
+  if (auto* r = dynamic_cast<const ResNetImpl*>(&model))
+    return r->config().stem == StemType::Cifar ? 32 : 64;
+  return arch.find("cifar") != std::string::npos ? 32 : 64;
+}
+
+std::string VerifyReport::to_string() const {
+  return fmt::format("max abs error {:.3e}, max rel error {:.3e} (tolerance {:.0e}, {} input [{}]): {}",
+                     max_abs_error, max_rel_error, tolerance, dtype, fmt::join(input_shape, ", "),
+                     passed ? "equivalent" : "NOT EQUIVALENT");
+}
+
+VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate, const VerifyOptions& options) {
+  auto [dtype, device] = detail::dtype_device(reference);
+  VerifyReport r;
+  const int64_t size = options.input_size() > 0 ? options.input_size() : default_input_size(reference);
+  TORCH_CHECK(options.batch() >= 1, "verification batch must be at least 1 (got ", options.batch(), ")");
+  r.input_shape = {options.batch(), reference.options().in_channels(), size, size};
+  r.dtype = dtype == torch::kDouble ? "float64" : (dtype == torch::kFloat ? "float32" : "other");
+  r.tolerance = options.tolerance() > 0 ? options.tolerance() : (dtype == torch::kDouble ? 1e-10 : 1e-4);
+
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed());
+  auto x = torch::empty(r.input_shape, torch::TensorOptions().dtype(torch::kDouble));
+  x.normal_(0.0, options.scale(), gen);
+  x = x.to(device, dtype);
+
+  torch::NoGradGuard no_grad;
+  torch::Tensor a, b;
+  {
+    EvalModeGuard ga(reference), gb(candidate);
+    a = reference.forward(x).to(torch::kDouble);
+    b = candidate.forward(x).to(torch::kDouble);
+  }
+  TORCH_CHECK(a.sizes() == b.sizes(), "verification: outputs differ in shape: ", a.sizes(), " vs ", b.sizes());
+  r.max_abs_error = (a - b).abs().max().item<double>();
+  const double ref = a.abs().max().item<double>();
+  r.max_rel_error = r.max_abs_error / std::max(ref, 1e-30);
+  r.passed = std::isfinite(r.max_rel_error) && r.max_rel_error <= r.tolerance;
+  return r;
+}
+
+}  // namespace rmnet

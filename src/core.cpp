@@ -1,0 +1,23 @@
+#include "rmnet/core.h"
+
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+namespace rmnet {
+
+std::string version() { return "0.1.0"; }
+
+int set_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  return at::get_num_threads();
+}
+
+std::string error_message(const std::exception& e) {
+  if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
+  return e.what();
+}
+
+}  // namespace rmnet

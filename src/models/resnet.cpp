@@ -1,0 +1,188 @@
+#include "rmnet/models/resnet.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+namespace rmnet {
+namespace nn = torch::nn;
+namespace {
+
+nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
+}
+nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
+}
+nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
+  if (stride == 1 && in == out) return nullptr;
+  return nn::Sequential(conv1x1(in, out, stride), nn::BatchNorm2d(out));
+}
+
+struct ArchEntry {
+  const char* name;
+  ResNetConfig config;
+};
+
+const std::vector<ArchEntry>& arch_table() {
+  using B = BlockType;
+  using S = StemType;
+  static const std::vector<ArchEntry> table = {
+      {"resnet18", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::ImageNet, 64}},
+      {"resnet34", {B::Basic, {3, 4, 6, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
+      {"resnet50", {B::Bottleneck, {3, 4, 6, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
+      {"resnet101", {B::Bottleneck, {3, 4, 23, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
+      {"resnet152", {B::Bottleneck, {3, 8, 36, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
+      {"resnet18_cifar", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::Cifar, 64}},
+      {"resnet34_cifar", {B::Basic, {3, 4, 6, 3}, {64, 128, 256, 512}, S::Cifar, 64}},
+      {"resnet20", {B::Basic, {3, 3, 3}, {16, 32, 64}, S::Cifar, 16}},
+      {"resnet32", {B::Basic, {5, 5, 5}, {16, 32, 64}, S::Cifar, 16}},
+      {"resnet44", {B::Basic, {7, 7, 7}, {16, 32, 64}, S::Cifar, 16}},
+      {"resnet56", {B::Basic, {9, 9, 9}, {16, 32, 64}, S::Cifar, 16}},
+      {"resnet110", {B::Basic, {18, 18, 18}, {16, 32, 64}, S::Cifar, 16}},
+  };
+  return table;
+}
+
+}  // namespace
+
+void ResidualBlockBase::init_stats(int64_t in_channels, int64_t out_channels) {
+  stats_.in_mean = register_buffer("rm_in_mean", torch::zeros({in_channels}));
+  stats_.in_var = register_buffer("rm_in_var", torch::ones({in_channels}));
+  stats_.out_mean = register_buffer("rm_out_mean", torch::zeros({out_channels}));
+  stats_.out_var = register_buffer("rm_out_var", torch::ones({out_channels}));
+}
+
+void ResidualBlockBase::track(const torch::Tensor& x, bool input) {
+  if (!stats_.defined() || !is_training()) return;
+  torch::NoGradGuard no_grad;
+  const double momentum = 0.1;  // as BatchNorm2d
+  auto xd = x.detach();
+  auto mean = xd.mean({0, 2, 3});
+  auto var = xd.var({0, 2, 3}, /*unbiased=*/true);
+  auto& m = input ? stats_.in_mean : stats_.out_mean;
+  auto& v = input ? stats_.in_var : stats_.out_var;
+  m.mul_(1 - momentum).add_(mean.to(m.dtype()), momentum);
+  v.mul_(1 - momentum).add_(var.to(v.dtype()), momentum);
+}
+
+BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats)
+    : stride(stride_) {
+  conv1 = register_module("conv1", conv3x3(in_planes, planes, stride));
+  bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+  conv2 = register_module("conv2", conv3x3(planes, planes, 1));
+  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  downsample = make_downsample(in_planes, planes * expansion, stride);
+  if (downsample) register_module("downsample", downsample);
+  if (track_stats) init_stats(in_planes, planes * expansion);
+}
+
+torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
+  track(x, true);
+  auto out = torch::relu(bn1(conv1(x)));
+  out = bn2(conv2(out));
+  out = torch::relu(out + (downsample ? downsample->forward(x) : x));
+  track(out, false);
+  return out;
+}
+
+BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats)
+    : stride(stride_) {
+  conv1 = register_module("conv1", conv1x1(in_planes, planes));
+  bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+  conv2 = register_module("conv2", conv3x3(planes, planes, stride));
+  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  conv3 = register_module("conv3", conv1x1(planes, planes * expansion));
+  bn3 = register_module("bn3", nn::BatchNorm2d(planes * expansion));
+  downsample = make_downsample(in_planes, planes * expansion, stride);
+  if (downsample) register_module("downsample", downsample);
+  if (track_stats) init_stats(in_planes, planes * expansion);
+}
+
+torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
+  track(x, true);
+  auto out = torch::relu(bn1(conv1(x)));
+  out = torch::relu(bn2(conv2(out)));
+  out = bn3(conv3(out));
+  out = torch::relu(out + (downsample ? downsample->forward(x) : x));
+  track(out, false);
+  return out;
+}
+
+ResNetImpl::ResNetImpl(ResNetConfig config, ModelOptions options)
+    : ModelImpl(std::move(options)), config_(std::move(config)) {
+  const auto& o = options_;
+  TORCH_CHECK(config_.layers.size() == config_.widths.size() && !config_.layers.empty(),
+              "ResNet config needs one width per stage");
+  const bool imagenet = config_.stem == StemType::ImageNet;
+  conv1 = register_module(
+      "conv1", nn::Conv2d(nn::Conv2dOptions(o.in_channels(), config_.stem_width, imagenet ? 7 : 3)
+                              .stride(imagenet ? 2 : 1)
+                              .padding(imagenet ? 3 : 1)
+                              .bias(false)));
+  bn1 = register_module("bn1", nn::BatchNorm2d(config_.stem_width));
+  if (imagenet) maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
+
+  const bool basic = config_.block == BlockType::Basic;
+  const int64_t expansion = basic ? BasicBlockImpl::expansion : BottleneckImpl::expansion;
+  int64_t in_planes = config_.stem_width;
+  for (size_t s = 0; s < config_.layers.size(); ++s) {
+    nn::Sequential stage;
+    const int64_t planes = config_.widths[s];
+    for (int64_t b = 0; b < config_.layers[s]; ++b) {
+      const int64_t stride = (s > 0 && b == 0) ? 2 : 1;
+      if (basic)
+        stage->push_back(BasicBlock(in_planes, planes, stride, o.track_block_stats()));
+      else
+        stage->push_back(Bottleneck(in_planes, planes, stride, o.track_block_stats()));
+      in_planes = planes * expansion;
+    }
+    stages.push_back(register_module(fmt::format("layer{}", s + 1), stage));
+  }
+  fc = register_module("fc", nn::Linear(in_planes, o.num_classes()));
+
+  // torchvision's initialisation
+  torch::NoGradGuard no_grad;
+  for (auto& m : modules(false)) {
+    if (auto* c = m->as<nn::Conv2dImpl>()) {
+      nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
+    } else if (auto* bn = m->as<nn::BatchNorm2dImpl>()) {
+      bn->weight.fill_(1.0);
+      bn->bias.zero_();
+    }
+  }
+  if (o.zero_init_residual()) {
+    for (auto& stage : stages)
+      for (auto& blk : *stage) {
+        if (auto* b = blk.ptr()->as<BasicBlockImpl>()) b->bn2->weight.zero_();
+        if (auto* b = blk.ptr()->as<BottleneckImpl>()) b->bn3->weight.zero_();
+      }
+  }
+}
+
+torch::Tensor ResNetImpl::forward(torch::Tensor x) {
+  x = torch::relu(bn1(conv1(x)));
+  if (maxpool) x = maxpool(x);
+  for (auto& stage : stages) x = stage->forward(x);
+  x = torch::adaptive_avg_pool2d(x, {1, 1});
+  return fc(torch::flatten(x, 1));
+}
+
+ResNetConfig resnet_config(const std::string& arch) {
+  for (const auto& e : arch_table())
+    if (arch == e.name) return e.config;
+  TORCH_CHECK(false, "unknown ResNet architecture '", arch, "'");
+}
+
+bool is_resnet_arch(const std::string& arch) {
+  for (const auto& e : arch_table())
+    if (arch == e.name) return true;
+  return false;
+}
+
+std::vector<std::string> resnet_arch_names() {
+  std::vector<std::string> names;
+  for (const auto& e : arch_table()) names.emplace_back(e.name);
+  return names;
+}
+
+}  // namespace rmnet

@@ -1,0 +1,17 @@
+# Helpers for the CLI tests (run with cmake -P): run rmnet and check exit code and output.
+function(rmnet_run expect_rc out_var)
+  execute_process(COMMAND ${RMNET} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(expect_rc STREQUAL "0" AND NOT rc EQUAL 0)
+    message(FATAL_ERROR "rmnet ${ARGN} failed (${rc}):\n${out}\n${err}")
+  elseif(NOT expect_rc STREQUAL "0" AND rc EQUAL 0)
+    message(FATAL_ERROR "rmnet ${ARGN} succeeded but should have failed:\n${out}\n${err}")
+  endif()
+  set(${out_var} "${out}${err}" PARENT_SCOPE)
+endfunction()
+
+function(expect_contains text needle)
+  string(FIND "${text}" "${needle}" pos)
+  if(pos EQUAL -1)
+    message(FATAL_ERROR "expected output to contain '${needle}', got:\n${text}")
+  endif()
+endfunction()

@@ -1,0 +1,63 @@
+#include <chrono>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "rmnet/convert/rm.h"
+#include "rmnet/io/model_file.h"
+
+namespace rmnet::cli {
+
+struct ConvertCliOptions {
+  std::string model, out;
+  bool keep_bn = false;
+  int downsample = 2;
+  std::string fuse_pointwise = "auto";
+  bool dense_reserve = false;
+  int64_t verify_size = 0;
+  double tolerance = 0.0;
+};
+
+static void run_convert(const ConvertCliOptions& o) {
+  auto model = load_model(o.model);
+  ConvertOptions co;
+  co.keep_bn(o.keep_bn)
+      .downsample(o.downsample == 1 ? DownsampleMode::Type1 : DownsampleMode::Type2)
+      .fuse_pointwise(pointwise_fusion_from_string(o.fuse_pointwise))
+      .grouped_reserve(!o.dense_reserve);
+  co.verify_options(VerifyOptions().input_size(o.verify_size).tolerance(o.tolerance));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto result = convert(*model, co);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  say(fmt::format("{} ({}) -> plain network, {} layers, BN {}; {} -> {} parameters; {:.2f} s",
+                  o.model, model->options().arch(), result.plain->size(), o.keep_bn ? "kept" : "fused",
+                  count_parameters(*model), count_parameters(*result.plain), secs));
+  say("verification: " + result.report.to_string());
+  TORCH_CHECK(result.report.passed, "the converted network is not equivalent to '", o.model,
+              "' (relative error ", result.report.max_rel_error, " > ", result.report.tolerance, "); '", o.out,
+              "' not written");
+  save_model(*result.plain, o.out);
+  say("wrote " + o.out);
+}
+
+Command setup_convert(CLI::App& app) {
+  auto* cmd = app.add_subcommand("convert", "RM-convert a residual model into an equivalent plain network");
+  auto o = std::make_shared<ConvertCliOptions>();
+  cmd->add_option("--model", o->model, "Input model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--out", o->out, "Output model file (written only if equivalent)")->required();
+  cmd->add_flag("--keep-bn", o->keep_bn, "Keep BatchNorm layers (for fine-tuning and pruning)");
+  cmd->add_option("--downsample", o->downsample, "Downsample block conversion: 1 or 2 (paper Fig. 2)")
+      ->check(CLI::IsMember({1, 2}));
+  cmd->add_option("--fuse-pointwise", o->fuse_pointwise,
+                  "Fuse adjacent 1x1 convs (paper Eq. 4): auto (only where cheaper), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
+  cmd->add_flag("--dense-reserve", o->dense_reserve, "Make reserve convs dense instead of grouped");
+  cmd->add_option("--verify-size", o->verify_size, "Input size for the equivalence check (0 = model default)")
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--tolerance", o->tolerance, "Allowed relative error (0 = 1e-4 float32, 1e-10 float64)")
+      ->check(CLI::Range(0.0, 1.0));
+  return {cmd, [o] { run_convert(*o); }};
+}
+
+}  // namespace rmnet::cli

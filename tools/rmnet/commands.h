@@ -1,0 +1,41 @@
+#pragma once
+// The rmnet CLI: one file per subcommand, each with setup_<name>(CLI::App&) that declares the
+// subcommand and its options and returns it with the function to run once parsing succeeded.
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "rmnet/models/model.h"
+
+namespace rmnet::cli {
+
+/// A declared subcommand and what runs when it was given.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<void()> run;
+};
+
+Command setup_list(CLI::App& app);
+Command setup_info(CLI::App& app);
+Command setup_init(CLI::App& app);
+Command setup_convert(CLI::App& app);
+
+/// Model-construction flags shared by info and init.
+struct ArchFlags {
+  std::string arch;
+  int64_t num_classes = 1000;
+  int64_t in_channels = 3;
+  double width_mult = 1.0;
+  bool relu = false;
+  bool track_stats = false;
+  ModelOptions to_options() const;
+};
+/// Adds --arch (validated against the registry), --num-classes, --in-channels, --width-mult,
+/// --relu and --track-stats to a subcommand.
+CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& flags);
+
+/// Prints a line to stdout, flushed (progress-style messages).
+void say(const std::string& line);
+
+}  // namespace rmnet::cli

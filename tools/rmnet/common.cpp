@@ -1,0 +1,28 @@
+#include <iostream>
+
+#include "commands.h"
+#include "rmnet/models/registry.h"
+
+namespace rmnet::cli {
+
+ModelOptions ArchFlags::to_options() const {
+  ModelOptions o(arch);
+  o.num_classes(num_classes).in_channels(in_channels).width_mult(width_mult).relu6(!relu);
+  o.track_block_stats(track_stats);
+  return o;
+}
+
+CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& f) {
+  auto* arch = cmd.add_option("--arch", f.arch, "Architecture name (see `rmnet list`)")
+                   ->check(CLI::IsMember(model_names()));
+  cmd.add_option("--num-classes", f.num_classes, "Number of classes")->check(CLI::Range(1, 1000000));
+  cmd.add_option("--in-channels", f.in_channels, "Input image channels")->check(CLI::Range(1, 4096));
+  cmd.add_option("--width-mult", f.width_mult, "Width multiplier (MobileNetV2)")->check(CLI::Range(0.01, 16.0));
+  cmd.add_flag("--relu", f.relu, "MobileNetV2 with ReLU instead of ReLU6");
+  cmd.add_flag("--track-stats", f.track_stats, "Blocks track input/output statistics (for conversion)");
+  return arch;
+}
+
+void say(const std::string& line) { std::cout << line << std::endl; }
+
+}  // namespace rmnet::cli

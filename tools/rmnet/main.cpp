@@ -1,0 +1,37 @@
+// rmnet: residual-free networks from the command line. A thin layer over librmnet.
+#include <iostream>
+#include <vector>
+
+#include "commands.h"
+#include "rmnet/core.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"rmnet: turn residual networks into equivalent plain networks (RM operation)"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.set_version_flag("--version", rmnet::version());
+  int threads = 0;
+  app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::Range(0, 4096));
+
+  const std::vector<rmnet::cli::Command> commands = {
+      rmnet::cli::setup_list(app),
+      rmnet::cli::setup_info(app),
+      rmnet::cli::setup_init(app),
+      rmnet::cli::setup_convert(app),
+  };
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    rmnet::set_threads(threads);
+    for (const auto& c : commands)
+      if (c.app->parsed()) c.run();
+  } catch (const std::exception& e) {
+    std::cerr << "rmnet: error: " << rmnet::error_message(e) << std::endl;
+    return 1;
+  }
+  return 0;
+}
