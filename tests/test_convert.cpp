@@ -22,11 +22,12 @@ struct Case {
   bool relu6 = true;
 };
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  const auto& c = info.param;
+std::string name_of(const Case& c) {
   return c.arch + (c.dtype == torch::kDouble ? "_f64" : "_f32") + (c.keep_bn ? "_bn" : "_fused") +
          (c.downsample == DownsampleMode::Type1 ? "_ds1" : "_ds2") + (c.relu6 ? "" : "_relu");
 }
+std::string case_name(const ::testing::TestParamInfo<Case>& info) { return name_of(info.param); }
+void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }
 
 std::vector<Case> all_cases() {
   std::vector<Case> cases;

@@ -2,10 +2,26 @@
 
 namespace rmnet::detail {
 
+namespace {
+thread_local torch::ScalarType t_work_dtype = torch::kDouble;
+bool is_weight(const LayerSpec& s, const std::string& name) {
+  return name == "weight" && (s.kind == LayerKind::Conv || s.kind == LayerKind::Linear);
+}
+}  // namespace
+
 torch::Tensor to_f64(const torch::Tensor& t) {
   auto c = t.detach().to(torch::kCPU);
   return c.is_floating_point() ? c.to(torch::kDouble) : c.clone();
 }
+
+torch::Tensor to_work(const torch::Tensor& t) { return t.detach().to(torch::kCPU, t_work_dtype); }
+torch::ScalarType work_dtype() { return t_work_dtype; }
+torch::TensorOptions work_options() { return torch::TensorOptions().dtype(t_work_dtype); }
+
+WorkDtypeGuard::WorkDtypeGuard(torch::ScalarType model_dtype) : previous_(t_work_dtype) {
+  t_work_dtype = model_dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+WorkDtypeGuard::~WorkDtypeGuard() { t_work_dtype = previous_; }
 
 BNParams BNParams::from(const torch::nn::BatchNorm2dImpl& bn) {
   const auto& o = bn.options;
@@ -55,7 +71,7 @@ void Chain::conv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t
   ChainLayer l;
   l.spec = LayerSpec::conv(weight.size(1) * groups, weight.size(0), weight.size(2), stride, padding, groups,
                            bias.defined());
-  l.tensors["weight"] = to_f64(weight);
+  l.tensors["weight"] = to_work(weight);
   if (bias.defined()) l.tensors["bias"] = to_f64(bias);
   layers.push_back(std::move(l));
 }
@@ -89,7 +105,7 @@ void Chain::flatten() { layers.push_back({LayerSpec::flatten(), {}}); }
 void Chain::linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   ChainLayer l;
   l.spec = LayerSpec::linear(weight.size(1), weight.size(0), bias.defined());
-  l.tensors["weight"] = to_f64(weight);
+  l.tensors["weight"] = to_work(weight);
   if (bias.defined()) l.tensors["bias"] = to_f64(bias);
   layers.push_back(std::move(l));
 }
@@ -100,7 +116,8 @@ Chain Chain::from(const PlainNetImpl& net) {
     ChainLayer l;
     l.spec = net.spec(i);
     auto m = net.layer(i);
-    for (const auto& p : m->named_parameters(false)) l.tensors[p.key()] = to_f64(p.value());
+    for (const auto& p : m->named_parameters(false))
+      l.tensors[p.key()] = is_weight(l.spec, p.key()) ? to_work(p.value()) : to_f64(p.value());
     for (const auto& b : m->named_buffers(false)) l.tensors[b.key()] = to_f64(b.value());
     c.layers.push_back(std::move(l));
   }

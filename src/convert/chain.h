@@ -1,20 +1,23 @@
 #pragma once
-// Internal: a plain network under construction, as layer specs plus float64 CPU tensors.
-// The conversion passes build one of these and turn it into a PlainNet at the end, so all weight
-// arithmetic happens in float64 whatever the model's dtype.
+// Internal: a plain network under construction, as layer specs plus CPU tensors. The conversion
+// passes build one of these and turn it into a PlainNet at the end. Per-channel arithmetic (BN
+// scales and shifts, biases, activation parameters) is float64 always; conv/linear weights are
+// held in the "work dtype", the model's own (float64 for a float64 model, float32 otherwise),
+// so a float32 ResNet-152 is not inflated to 2 GB of float64 weights.
 #include <map>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "rmnet/convert/rm.h"
 #include "rmnet/models/plain.h"
 
 namespace rmnet::detail {
 
 struct ChainLayer {
   LayerSpec spec;
-  std::map<std::string, torch::Tensor> tensors;  // float64 CPU (integer buffers kept as is)
+  std::map<std::string, torch::Tensor> tensors;  // CPU; "weight" of Conv/Linear in the work dtype
   const torch::Tensor& at(const std::string& name) const {
     auto it = tensors.find(name);
     TORCH_CHECK(it != tensors.end(), "plain layer ", spec.describe(), " has no tensor '", name, "'");
@@ -34,7 +37,23 @@ struct BNParams {
   static BNParams cat(const std::vector<BNParams>& parts);
 };
 
+/// CPU float64 copy of a floating tensor (other dtypes: a CPU clone).
 torch::Tensor to_f64(const torch::Tensor& t);
+/// CPU copy of a weight in the work dtype.
+torch::Tensor to_work(const torch::Tensor& t);
+torch::ScalarType work_dtype();
+torch::TensorOptions work_options();
+/// Sets the work dtype for this thread while alive (float64 stays, anything else -> float32).
+class WorkDtypeGuard {
+ public:
+  explicit WorkDtypeGuard(torch::ScalarType model_dtype);
+  ~WorkDtypeGuard();
+  WorkDtypeGuard(const WorkDtypeGuard&) = delete;
+  WorkDtypeGuard& operator=(const WorkDtypeGuard&) = delete;
+
+ private:
+  torch::ScalarType previous_;
+};
 
 struct Chain {
   std::vector<ChainLayer> layers;
@@ -56,6 +75,12 @@ struct Chain {
   /// Instantiates the chain as a PlainNet of the given dtype/device.
   PlainNet build(const ModelOptions& options, torch::ScalarType dtype, torch::Device device) const;
 };
+
+// The passes on chains (the public PlainNet -> PlainNet passes in fuse.h wrap these; `convert`
+// runs them back to back and builds the PlainNet once).
+Chain fold_batchnorm(const Chain& in);
+Chain fuse_pointwise(const Chain& in, PointwiseFusion policy);
+Chain simplify_activations(const Chain& in);
 
 /// dtype and device of a module's first floating parameter (float32/CPU when it has none).
 std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module& m);

@@ -12,6 +12,7 @@ namespace rmnet {
 using detail::BNParams;
 using detail::Chain;
 using detail::ChainLayer;
+using detail::to_f64;
 
 namespace {
 
@@ -20,6 +21,12 @@ PlainNet rebuild(const PlainNetImpl& src, const Chain& ch) {
   auto net = ch.build(src.options(), dtype, device);
   net->metadata() = src.metadata();
   return net;
+}
+
+template <typename Pass>
+PlainNet run_pass(const PlainNetImpl& src, Pass pass) {
+  detail::WorkDtypeGuard work(detail::dtype_device(src).first);
+  return rebuild(src, pass(Chain::from(src)));
 }
 
 bool is_pointwise(const LayerSpec& s) {
@@ -34,29 +41,31 @@ torch::Tensor bias_or_zeros(const ChainLayer& l) {
 
 }  // namespace
 
-PlainNet fold_batchnorm(const PlainNetImpl& net) {
-  const Chain in = Chain::from(net);
+namespace detail {
+
+Chain fold_batchnorm(const Chain& in) {
   Chain out;
   for (size_t i = 0; i < in.layers.size(); ++i) {
     const auto& l = in.layers[i];
     if (l.spec.kind == LayerKind::Conv && i + 1 < in.layers.size() &&
         in.layers[i + 1].spec.kind == LayerKind::BatchNorm) {
       const auto& bl = in.layers[i + 1];
-      BNParams bn{bl.at("weight"), bl.at("bias"), bl.at("running_mean"), bl.at("running_var"), bl.spec.eps};
+      BNParams bn{to_f64(bl.at("weight")), to_f64(bl.at("bias")), to_f64(bl.at("running_mean")),
+                  to_f64(bl.at("running_var")), bl.spec.eps};
       const auto a = bn.scale();
-      // W' = a W,  b' = a (b - mean) + beta
-      out.conv(l.at("weight") * a.view({-1, 1, 1, 1}), (bias_or_zeros(l) - bn.mean) * a + bn.bias, l.spec.stride,
-               l.spec.padding, l.spec.groups);
+      // W' = a W,  b' = a (b - mean) + beta  (a in float64, rounded once to the weight's dtype)
+      const auto& w = l.at("weight");
+      out.conv(w * a.to(w.scalar_type()).view({-1, 1, 1, 1}), (to_f64(bias_or_zeros(l)) - bn.mean) * a + bn.bias,
+               l.spec.stride, l.spec.padding, l.spec.groups);
       ++i;
     } else {
       out.push(l);
     }
   }
-  return rebuild(net, out);
+  return out;
 }
 
-PlainNet fuse_pointwise(const PlainNetImpl& net, PointwiseFusion policy) {
-  const Chain in = Chain::from(net);
+Chain fuse_pointwise(const Chain& in, PointwiseFusion policy) {
   Chain out;
   for (const auto& l : in.layers) {
     if (policy != PointwiseFusion::Never && is_pointwise(l.spec) && !out.layers.empty() &&
@@ -68,7 +77,7 @@ PlainNet fuse_pointwise(const PlainNetImpl& net, PointwiseFusion policy) {
         // Z = W2 (W1 X + B1) + B2 = (W2 W1) X + (W2 B1 + B2)
         const auto w1 = prev.at("weight").flatten(1), w2 = l.at("weight").flatten(1);
         const auto w = torch::matmul(w2, w1).view({cout, cin, 1, 1});
-        const auto b = torch::matmul(w2, bias_or_zeros(prev)) + bias_or_zeros(l);
+        const auto b = torch::matmul(w2.to(torch::kDouble), to_f64(bias_or_zeros(prev))) + to_f64(bias_or_zeros(l));
         out.layers.pop_back();
         out.conv(w, b, 1, 0);
         continue;
@@ -76,11 +85,10 @@ PlainNet fuse_pointwise(const PlainNetImpl& net, PointwiseFusion policy) {
     }
     out.push(l);
   }
-  return rebuild(net, out);
+  return out;
 }
 
-PlainNet simplify_activations(const PlainNetImpl& net) {
-  const Chain in = Chain::from(net);
+Chain simplify_activations(const Chain& in) {
   Chain out;
   const double inf = std::numeric_limits<double>::infinity();
   for (const auto& l : in.layers) {
@@ -101,7 +109,21 @@ PlainNet simplify_activations(const PlainNetImpl& net) {
     }
     out.push(l);
   }
-  return rebuild(net, out);
+  return out;
+}
+
+}  // namespace detail
+
+PlainNet fold_batchnorm(const PlainNetImpl& net) {
+  return run_pass(net, [](const Chain& c) { return detail::fold_batchnorm(c); });
+}
+
+PlainNet fuse_pointwise(const PlainNetImpl& net, PointwiseFusion policy) {
+  return run_pass(net, [policy](const Chain& c) { return detail::fuse_pointwise(c, policy); });
+}
+
+PlainNet simplify_activations(const PlainNetImpl& net) {
+  return run_pass(net, [](const Chain& c) { return detail::simplify_activations(c); });
 }
 
 }  // namespace rmnet

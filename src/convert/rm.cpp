@@ -33,6 +33,8 @@ using detail::to_f64;
 namespace {
 
 const auto kF64 = torch::TensorOptions().dtype(torch::kDouble);
+using detail::to_work;
+using detail::work_options;
 
 /// Child i of a Sequential as T (Sequential::ptr<T> cannot name modules whose forward is inherited,
 /// such as BatchNorm2d).
@@ -45,7 +47,7 @@ std::shared_ptr<T> child(const nn::Sequential& seq, size_t i) {
 
 /// Eq. 1: Dirac filters I[c, c, k/2, k/2] = 1 for `channels` channels, dense (groups 1).
 torch::Tensor dirac(int64_t channels, int64_t kernel) {
-  auto w = torch::zeros({channels, channels, kernel, kernel}, kF64);
+  auto w = torch::zeros({channels, channels, kernel, kernel}, work_options());
   auto idx = torch::arange(channels);
   w.index_put_({idx, idx, kernel / 2, kernel / 2}, 1.0);
   return w;
@@ -55,13 +57,16 @@ torch::Tensor dirac(int64_t channels, int64_t kernel) {
 torch::Tensor pad_kernel(const torch::Tensor& w, int64_t kernel) {
   if (w.size(2) == kernel) return w;
   TORCH_CHECK(w.size(2) == 1 && w.size(3) == 1, "can only pad 1x1 kernels (got ", w.sizes(), ")");
-  auto out = torch::zeros({w.size(0), w.size(1), kernel, kernel}, kF64);
+  auto out = torch::zeros({w.size(0), w.size(1), kernel, kernel}, w.options());
   out.index_put_({torch::indexing::Slice(), torch::indexing::Slice(), kernel / 2, kernel / 2},
                  w.index({torch::indexing::Slice(), torch::indexing::Slice(), 0, 0}));
   return out;
 }
 
-torch::Tensor scale_out(const torch::Tensor& w, const torch::Tensor& a) { return w * a.view({-1, 1, 1, 1}); }
+/// a[c] * W[c]: the per-channel factor is computed in float64 and rounded once to W's dtype.
+torch::Tensor scale_out(const torch::Tensor& w, const torch::Tensor& a) {
+  return w * a.to(w.scalar_type()).view({-1, 1, 1, 1});
+}
 
 /// A conv whose output is [conv_a(x_a) ; x_r]: the original (possibly grouped) conv on the first
 /// channels, Dirac filters passing the `reserve` last channels. The result is block-diagonal;
@@ -74,13 +79,13 @@ std::pair<torch::Tensor, int64_t> block_diagonal(const torch::Tensor& wa, int64_
   const int64_t ia = gin * groups_a;
   if ((grouped || groups_a > 1) && gin == gout && reserve % gin == 0) {
     const int64_t extra = reserve / gin;
-    auto wr = torch::zeros({reserve, gin, k, k}, kF64);
-    for (int64_t g = 0; g < extra; ++g)
-      for (int64_t j = 0; j < gin; ++j) wr.index_put_({g * gin + j, j, k / 2, k / 2}, 1.0);
+    auto wr = torch::zeros({reserve, gin, k, k}, wa.options());
+    auto rows = torch::arange(reserve);
+    wr.index_put_({rows, rows.remainder(gin), k / 2, k / 2}, 1.0);
     return {torch::cat({wa, wr}, 0), groups_a + extra};
   }
   using torch::indexing::Slice;
-  auto w = torch::zeros({oa + reserve, ia + reserve, k, k}, kF64);
+  auto w = torch::zeros({oa + reserve, ia + reserve, k, k}, wa.options());
   for (int64_t g = 0; g < groups_a; ++g)
     w.index_put_({Slice(g * gout, (g + 1) * gout), Slice(g * gin, (g + 1) * gin)},
                  wa.index({Slice(g * gout, (g + 1) * gout)}));
@@ -106,7 +111,7 @@ Shortcut shortcut_of(const nn::Sequential& downsample, int64_t channels) {
   auto conv = downsample->ptr<nn::Conv2dImpl>(0);
   auto bn = BNParams::from(*child<nn::BatchNorm2dImpl>(downsample, 1));
   TORCH_CHECK(conv->options.kernel_size()->at(0) == 1, "downsample conv must be 1x1");
-  return {scale_out(to_f64(conv->weight), bn.scale()), bn.shift()};
+  return {scale_out(to_work(conv->weight), bn.scale()), bn.shift()};
 }
 
 int64_t stride_of(const nn::Conv2dImpl& c) { return c.options.stride()->at(0); }
@@ -118,7 +123,7 @@ int64_t padding_of(const nn::Conv2dImpl& c) {
 }
 torch::Tensor weight_of(const nn::Conv2dImpl& c) {
   TORCH_CHECK(!c.options.bias(), "branch convs with a bias are not supported");
-  return to_f64(c.weight);
+  return to_work(c.weight);
 }
 
 void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
@@ -131,7 +136,7 @@ void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     // Figure 2(a): [W1 ; Wd padded to 3x3], BN [bn1 ; bn_d], PReLU [0 ; 1], merge [a2 W2 | I].
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
-    ch.conv(torch::cat({w1, pad_kernel(to_f64(dconv->weight), 3)}, 0), {}, s, 1);
+    ch.conv(torch::cat({w1, pad_kernel(to_work(dconv->weight), 3)}, 0), {}, s, 1);
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({torch::zeros({cmid}, kF64), torch::ones({cout}, kF64)}));
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), dirac(cout, 3)}, 1), bn2.shift(), 1, 1);
@@ -162,7 +167,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
     // PReLUs of slope 1 pass it (it can be negative), the merge adds it.
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
-    ch.conv(torch::cat({w1, to_f64(dconv->weight)}, 0), {}, 1, 0);
+    ch.conv(torch::cat({w1, to_work(dconv->weight)}, 0), {}, 1, 0);
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({zeros(w), ones(cout)}));
     auto [w2r, groups] = block_diagonal(w2, g2, cout, grouped);
@@ -186,7 +191,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
 }
 
 void resnet_to_chain(const ResNetImpl& m, DownsampleMode mode, bool grouped, Chain& ch) {
-  ch.conv(to_f64(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  ch.conv(to_work(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
   ch.batchnorm(BNParams::from(*m.bn1));
   ch.relu();
   if (m.maxpool) {
@@ -223,7 +228,7 @@ void mobilenet_act(bool relu6, int64_t n, int64_t reserve, Chain& ch) {
 
 void conv_bn_act_to_chain(const ConvBNActImpl& seq, bool relu6, Chain& ch) {
   const auto& conv = *seq.conv;
-  ch.conv(to_f64(conv.weight), {}, stride_of(conv), padding_of(conv), groups_of(conv));
+  ch.conv(to_work(conv.weight), {}, stride_of(conv), padding_of(conv), groups_of(conv));
   ch.batchnorm(BNParams::from(*seq.bn));
   mobilenet_act(relu6, conv.options.out_channels(), 0, ch);
 }
@@ -275,12 +280,6 @@ void mobilenet_to_chain(const MobileNetV2Impl& m, bool grouped, Chain& ch) {
   ch.linear(fc->weight, fc->bias);
 }
 
-PlainNet copy_plain(const PlainNetImpl& net) {
-  auto [dtype, device] = detail::dtype_device(net);
-  auto out = Chain::from(net).build(net.options(), dtype, device);
-  out->metadata() = net.metadata();
-  return out;
-}
 
 }  // namespace
 
@@ -303,42 +302,69 @@ std::string to_string(PointwiseFusion f) {
   return "?";
 }
 
-PlainNet reserve_merge(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
+namespace {
+
+/// Pass 1 on a chain; a plain model is read as it is.
+Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
   Chain ch;
+  detail::WorkDtypeGuard work(detail::dtype_device(model).first);
   if (auto* r = dynamic_cast<const ResNetImpl*>(&model))
     resnet_to_chain(*r, downsample, grouped_reserve, ch);
   else if (auto* mb = dynamic_cast<const MobileNetV2Impl*>(&model))
     mobilenet_to_chain(*mb, grouped_reserve, ch);
   else if (auto* p = dynamic_cast<const PlainNetImpl*>(&model))
-    return copy_plain(*p);
+    ch = Chain::from(*p);
   else
     TORCH_CHECK(false, "cannot convert a model of family '", model.family(), "'");
+  return ch;
+}
+
+PlainNet build_from(const ModelImpl& model, const Chain& ch, DownsampleMode downsample) {
   auto [dtype, device] = detail::dtype_device(model);
   ModelOptions opts = model.options();
   opts.arch("plain");
   auto net = ch.build(opts, dtype, device);
   net->metadata() = model.metadata();
-  net->metadata()["source_arch"] = model.options().arch();
-  net->metadata()["downsample"] = downsample == DownsampleMode::Type1 ? "1" : "2";
+  if (model.family() != "plain") {
+    net->metadata()["source_arch"] = model.options().arch();
+    net->metadata()["downsample"] = downsample == DownsampleMode::Type1 ? "1" : "2";
+  }
   return net;
+}
+
+}  // namespace
+
+PlainNet reserve_merge(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
+  return build_from(model, reserve_merge_chain(model, downsample, grouped_reserve), downsample);
 }
 
 ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) {
   ConversionResult result;
-  auto net = reserve_merge(model, options.downsample(), options.grouped_reserve());
-  std::string passes = model.family() == "plain" ? "" : "reserve_merge";
-  auto add_pass = [&](const char* name) { passes += passes.empty() ? name : std::string(",") + name; };
+  auto clock = std::chrono::steady_clock::now();
+  auto lap = [&](std::string name) {
+    const auto now = std::chrono::steady_clock::now();
+    result.pass_seconds.emplace_back(std::move(name), std::chrono::duration<double>(now - clock).count());
+    clock = now;
+  };
+  const bool from_residual = model.family() != "plain";
+  detail::WorkDtypeGuard work(detail::dtype_device(model).first);
+  auto ch = reserve_merge_chain(model, options.downsample(), options.grouped_reserve());
+  lap(from_residual ? "reserve_merge" : "read");
   if (!options.keep_bn()) {
-    net = fold_batchnorm(*net);
-    add_pass("fold_batchnorm");
-    net = simplify_activations(*net);
-    add_pass("simplify_activations");
+    ch = detail::fold_batchnorm(ch);
+    lap("fold_batchnorm");
+    ch = detail::simplify_activations(ch);
+    lap("simplify_activations");
     if (options.fuse_pointwise() != PointwiseFusion::Never) {
-      net = fuse_pointwise(*net, options.fuse_pointwise());
-      add_pass(options.fuse_pointwise() == PointwiseFusion::Always ? "fuse_pointwise(always)"
-                                                                   : "fuse_pointwise(auto)");
+      ch = detail::fuse_pointwise(ch, options.fuse_pointwise());
+      lap("fuse_pointwise(" + to_string(options.fuse_pointwise()) + ")");
     }
   }
+  std::string passes;
+  for (const auto& [name, secs] : result.pass_seconds)
+    if (name != "read") passes += (passes.empty() ? "" : ",") + name;
+  auto net = build_from(model, ch, options.downsample());
+  lap("build");
   net->metadata()["passes"] = passes;
   net->metadata()["bn"] = options.keep_bn() ? "kept" : "fused";
   if (options.verify()) {
@@ -347,6 +373,7 @@ ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) 
     result.report = verify_equivalence(const_cast<ModelImpl&>(model), *net, vo);
     net->metadata()["verify_input_size"] = std::to_string(vo.input_size());
     net->metadata()["verified_max_rel_error"] = fmt::format("{:.3e}", result.report.max_rel_error);
+    lap("verify");
   }
   result.plain = net;
   return result;

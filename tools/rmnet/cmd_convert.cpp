@@ -33,6 +33,9 @@ static void run_convert(const ConvertCliOptions& o) {
   say(fmt::format("{} ({}) -> plain network, {} layers, BN {}; {} -> {} parameters; {:.2f} s",
                   o.model, model->options().arch(), result.plain->size(), o.keep_bn ? "kept" : "fused",
                   count_parameters(*model), count_parameters(*result.plain), secs));
+  std::string timing;
+  for (const auto& [pass, t] : result.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
+  say("passes: " + timing);
   say("verification: " + result.report.to_string());
   TORCH_CHECK(result.report.passed, "the converted network is not equivalent to '", o.model,
               "' (relative error ", result.report.max_rel_error, " > ", result.report.tolerance, "); '", o.out,

@@ -7,6 +7,8 @@
 //   3. fuse_pointwise     adjacent 1x1 convs -> one 1x1 conv (paper Eq. 4)   (convert/fuse.h)
 // `convert` runs them as the options say and verifies the result against the source.
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "rmnet/convert/verify.h"
 #include "rmnet/models/plain.h"
@@ -49,6 +51,8 @@ struct ConvertOptions {
 struct ConversionResult {
   PlainNet plain{nullptr};
   VerifyReport report;  ///< meaningful when ConvertOptions::verify
+  /// Wall-clock seconds per pass, in order ("reserve_merge", ..., "verify").
+  std::vector<std::pair<std::string, double>> pass_seconds;
 };
 
 /// Pass 1: the RM operation on every residual block. Result: PlainNet with BN kept, in the
