@@ -26,3 +26,8 @@ expect_contains("${out}" "equivalent")
 rmnet_run(0 out init --arch mobilenet_v2_cifar --num-classes 10 --random-bn --out ${WORK}/mb.rmnet)
 rmnet_run(0 out convert --model ${WORK}/mb.rmnet --out ${WORK}/mb_v1.rmnet --fuse-pointwise always)
 expect_contains("${out}" "equivalent")
+
+# TOML configs (CLI11 --config): the finetune recipe keeps BN.
+rmnet_run(0 out --config ${CMAKE_CURRENT_LIST_DIR}/../configs/convert-finetune.toml convert
+          --model ${WORK}/r18.rmnet --out ${WORK}/r18_cfg.rmnet)
+expect_contains("${out}" "BN kept")

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   app.set_version_flag("--version", rmnet::version());
+  app.set_config("--config", "", "Read options from a TOML file (a [subcommand] section per subcommand)");
   int threads = 0;
   app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::Range(0, 4096));
 
