@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
-  libopencv-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev
+  libopencv-dev zlib1g-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   dataset-fashion-mnist python3-venv
 )
 

@@ -106,8 +106,7 @@ std::string read_file(const std::string& path) {
   return bytes;
 }
 
-ModelPtr load_model_impl(const std::string& path) {
-  const std::string bytes = read_file(path);
+ModelPtr load_model_bytes(const std::string& bytes) {
   TORCH_CHECK(!bytes.empty(), "the file is empty");
   c10::IValue root;
   try {
@@ -202,7 +201,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
 }
 
-void save_model(const ModelImpl& model, const std::string& path) {
+std::string serialize_model(const ModelImpl& model) {
   json header = {{"format", kFormat},
                  {"version", kVersion},
                  {"family", model.family()},
@@ -219,15 +218,27 @@ void save_model(const ModelImpl& model, const std::string& path) {
   root.insert("rmnet", header.dump());
   root.insert("state", state);
   const auto bytes = torch::pickle_save(root);
-  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+void save_model(const ModelImpl& model, const std::string& path) { write_file_atomic(path, serialize_model(model)); }
+
+ModelPtr deserialize_model(const std::string& bytes, const std::string& name) {
+  try {
+    return load_model_bytes(bytes);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "model file '", name, "': ", e.what_without_backtrace());
+  }
 }
 
 ModelPtr load_model(const std::string& path) {
+  std::string bytes;
   try {
-    return load_model_impl(path);
+    bytes = read_file(path);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "model file '", path, "': ", e.what_without_backtrace());
   }
+  return deserialize_model(bytes, path);
 }
 
 }  // namespace rmnet

@@ -20,6 +20,8 @@ Command setup_list(CLI::App& app);
 Command setup_info(CLI::App& app);
 Command setup_init(CLI::App& app);
 Command setup_convert(CLI::App& app);
+Command setup_train(CLI::App& app);
+Command setup_eval(CLI::App& app);
 
 /// Model-construction flags shared by info and init.
 struct ArchFlags {

@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
       rmnet::cli::setup_info(app),
       rmnet::cli::setup_init(app),
       rmnet::cli::setup_convert(app),
+      rmnet::cli::setup_train(app),
+      rmnet::cli::setup_eval(app),
   };
 
   try {

@@ -17,6 +17,11 @@ void save_model(const ModelImpl& model, const std::string& path);
 /// unexpected tensor, or a shape mismatch (naming the key and both shapes).
 ModelPtr load_model(const std::string& path);
 
+/// The bytes of a model file (what save_model writes), and the model back from them; `name`
+/// names the source in error messages.
+std::string serialize_model(const ModelImpl& model);
+ModelPtr deserialize_model(const std::string& bytes, const std::string& name);
+
 /// Writes bytes to `path` atomically (tmp + rename). Throws naming the path on failure.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 

@@ -1,0 +1,71 @@
+#pragma once
+// Training and evaluation as free functions (pytorch/examples style): the CLI is a thin layer.
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <torch/arg.h>
+#include <torch/optim/sgd.h>
+
+#include "rmnet/data/loader.h"
+#include "rmnet/models/model.h"
+#include "rmnet/train/schedule.h"
+
+namespace rmnet {
+
+struct TrainOptions {
+  TORCH_ARG(double, momentum) = 0.9;
+  TORCH_ARG(bool, nesterov) = false;
+  TORCH_ARG(double, weight_decay) = 5e-4;
+  /// No weight decay on BatchNorm parameters and biases (the authors' ImageNet recipe).
+  TORCH_ARG(bool, no_decay_bn_bias) = false;
+  TORCH_ARG(double, label_smoothing) = 0.0;
+  TORCH_ARG(ScheduleOptions, schedule) = ScheduleOptions();
+  TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
+};
+
+/// SGD with momentum (optionally Nesterov); with no_decay_bn_bias, BN parameters and biases
+/// (every parameter with fewer than 2 dimensions) go to a group without weight decay.
+std::unique_ptr<torch::optim::SGD> make_sgd(ModelImpl& model, const TrainOptions& options);
+
+struct EpochStats {
+  double loss = 0.0;
+  double top1 = 0.0;  ///< fraction in [0, 1]
+  double top5 = 0.0;
+  int64_t samples = 0;
+  double seconds = 0.0;
+  double images_per_second() const { return seconds > 0 ? samples / seconds : 0.0; }
+};
+
+/// Progress of one step: (batch index, batches in the epoch, running stats, current lr).
+using ProgressFn = std::function<void(size_t, size_t, const EpochStats&, double)>;
+
+/// Thrown when the loss becomes NaN or Inf; what() names epoch and step.
+class NonFiniteLoss : public std::runtime_error {
+ public:
+  NonFiniteLoss(int64_t epoch, int64_t step, double loss);
+  int64_t epoch, step;
+};
+
+/// Position of training, advanced by train_epoch.
+struct TrainState {
+  int64_t epoch = 0;        ///< current (0-based) epoch
+  int64_t global_step = 0;  ///< iterations done since the start
+  int64_t batch_in_epoch = 0;  ///< batches of `epoch` already done (non-zero after an interrupt)
+};
+
+/// One epoch (or its remainder from state.batch_in_epoch): sets the lr per iteration, steps
+/// the optimizer, advances `state`. Stops early (returning the partial stats) when `stop()` says
+/// so, leaving state.batch_in_epoch at the next batch. Throws NonFiniteLoss.
+EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& optimizer,
+                       const TrainOptions& options, TrainState& state, const ProgressFn& progress = nullptr,
+                       const std::function<bool()>& stop = nullptr);
+
+/// Top-1/top-5 and mean loss of `model` on every batch of `loader`, in eval mode under
+/// NoGradGuard (training flags restored afterwards).
+EpochStats evaluate(ModelImpl& model, DataLoader& loader, torch::Device device = torch::kCPU);
+
+/// Predicted classes for every sample of `loader` (in loader order; use shuffle=false).
+torch::Tensor predict(ModelImpl& model, DataLoader& loader, torch::Device device = torch::kCPU);
+
+}  // namespace rmnet

@@ -1,0 +1,41 @@
+#include "rmnet/data/datasets.h"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include "rmnet/data/cifar.h"
+#include "rmnet/data/idx.h"
+#include "rmnet/data/image_folder.h"
+
+namespace rmnet {
+
+std::vector<std::string> dataset_names() { return {"fashion-mnist", "mnist", "cifar10", "cifar100", "folder"}; }
+
+DatasetPtr open_dataset(const std::string& name, const std::string& dir, bool train) {
+  if (name == "fashion-mnist") return load_mnist(dir.empty() ? kFashionMnistDir : dir, train, fashion_mnist_classes());
+  TORCH_CHECK(!dir.empty(), "data set '", name, "' needs --data DIR");
+  if (name == "mnist") return load_mnist(dir, train);
+  if (name == "cifar10") return load_cifar10(dir, train);
+  if (name == "cifar100") return load_cifar100(dir, train);
+  if (name == "folder") return std::make_shared<ImageFolder>((std::filesystem::path(dir) / (train ? "train" : "val")).string());
+  TORCH_CHECK(false, "unknown data set '", name, "'; available: ", fmt::format("{}", fmt::join(dataset_names(), ", ")));
+}
+
+Transform train_transform(const std::string& name, int64_t image_size) {
+  const auto norm = normalization_for(name);
+  if (name == "cifar10" || name == "cifar100") return random_crop_flip(4, norm);
+  if (name == "fashion-mnist") return random_crop_flip(2, norm, true);
+  if (name == "mnist") return random_crop_flip(2, norm, false);
+  return random_resized_crop_flip(image_size, norm);
+}
+
+Transform eval_transform(const std::string& name, int64_t image_size) {
+  const auto norm = normalization_for(name);
+  if (name == "folder") return resize_center_crop(image_size * 8 / 7, image_size, norm);
+  return normalize(norm);
+}
+
+}  // namespace rmnet

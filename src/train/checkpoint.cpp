@@ -1,0 +1,81 @@
+#include "rmnet/train/checkpoint.h"
+
+#include <filesystem>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "rmnet/io/model_file.h"
+
+namespace rmnet {
+
+void save_checkpoint(const std::string& path, const ModelImpl& model, const torch::optim::SGD& optimizer,
+                     const TrainState& state, double best_top1, const std::string& config) {
+  nlohmann::json header = {{"format", "rmnet-checkpoint"},
+                           {"version", 1},
+                           {"epoch", state.epoch},
+                           {"global_step", state.global_step},
+                           {"batch_in_epoch", state.batch_in_epoch},
+                           {"best_top1", best_top1},
+                           {"config", config}};
+  torch::serialize::OutputArchive ar;
+  ar.write("rmnet_checkpoint", c10::IValue(header.dump()));
+  const std::string bytes = serialize_model(model);
+  auto blob = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(blob.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  ar.write("model_file", blob);
+  torch::serialize::OutputArchive opt;
+  optimizer.save(opt);
+  ar.write("optimizer", opt);
+  ar.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  std::ostringstream os;
+  ar.save_to(os);
+  write_file_atomic(path, os.str());
+}
+
+namespace {
+torch::serialize::InputArchive open_checkpoint(const std::string& path) {
+  TORCH_CHECK(std::filesystem::is_regular_file(path), "checkpoint '", path, "': no such file");
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what_without_backtrace(), ")");
+  }
+  return ar;
+}
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path) {
+  auto ar = open_checkpoint(path);
+  c10::IValue hv;
+  TORCH_CHECK(ar.try_read("rmnet_checkpoint", hv) && hv.isString(), "checkpoint '", path,
+              "': not an rmnet checkpoint (no header)");
+  const auto header = nlohmann::json::parse(hv.toStringRef());
+  Checkpoint c;
+  c.state.epoch = header.at("epoch");
+  c.state.global_step = header.at("global_step");
+  c.state.batch_in_epoch = header.value("batch_in_epoch", int64_t{0});
+  c.best_top1 = header.value("best_top1", 0.0);
+  c.config = header.value("config", "");
+  torch::Tensor blob;
+  ar.read("model_file", blob);
+  c.model = deserialize_model(std::string(reinterpret_cast<const char*>(blob.data_ptr<uint8_t>()), blob.numel()),
+                              path);
+  torch::Tensor rng;
+  if (ar.try_read("cpu_rng_state", rng)) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(rng);
+  }
+  return c;
+}
+
+void load_optimizer_state(const std::string& path, torch::optim::SGD& optimizer) {
+  auto ar = open_checkpoint(path);
+  torch::serialize::InputArchive opt;
+  ar.read("optimizer", opt);
+  optimizer.load(opt);
+}
+
+}  // namespace rmnet

@@ -1,0 +1,142 @@
+#include "rmnet/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+namespace rmnet {
+
+NonFiniteLoss::NonFiniteLoss(int64_t epoch_, int64_t step_, double loss)
+    : std::runtime_error(fmt::format("loss became {} at epoch {}, step {}; stopping (the last checkpoint is kept)",
+                                     loss, epoch_ + 1, step_)),
+      epoch(epoch_),
+      step(step_) {}
+
+std::unique_ptr<torch::optim::SGD> make_sgd(ModelImpl& model, const TrainOptions& o) {
+  const double lr = o.schedule().lr();
+  auto sgd = [&](double wd) {
+    return torch::optim::SGDOptions(lr).momentum(o.momentum()).nesterov(o.nesterov()).weight_decay(wd);
+  };
+  if (!o.no_decay_bn_bias()) return std::make_unique<torch::optim::SGD>(model.parameters(), sgd(o.weight_decay()));
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : model.parameters()) (p.dim() <= 1 ? no_decay : decay).push_back(p);
+  auto opt = std::make_unique<torch::optim::SGD>(decay, sgd(o.weight_decay()));
+  opt->add_param_group(torch::optim::OptimizerParamGroup(no_decay));
+  // LibTorch 2.14 gives every group the optimizer's defaults whatever options the group carried
+  // (checked: a group built with weight_decay 0 came out with the default), so set it here.
+  static_cast<torch::optim::SGDOptions&>(opt->param_groups().back().options()).weight_decay(0.0);
+  return opt;
+}
+
+namespace {
+
+/// Number of samples whose label is among the top-k predictions, for k = 1 and 5.
+std::pair<int64_t, int64_t> correct_top1_top5(const torch::Tensor& logits, const torch::Tensor& labels) {
+  const int64_t k = std::min<int64_t>(5, logits.size(1));
+  auto top = std::get<1>(logits.topk(k, 1));
+  auto hit = top.eq(labels.view({-1, 1}));
+  return {hit.select(1, 0).sum().item<int64_t>(), hit.any(1).sum().item<int64_t>()};
+}
+
+void set_lr(torch::optim::SGD& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+}
+
+}  // namespace
+
+EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& optimizer, const TrainOptions& o,
+                       TrainState& state, const ProgressFn& progress, const std::function<bool()>& stop) {
+  model.train();
+  EpochStats s;
+  const auto t0 = std::chrono::steady_clock::now();
+  loader.start_epoch(state.epoch);
+  const size_t n = loader.batches_per_epoch();
+  double loss_sum = 0;
+  int64_t c1 = 0, c5 = 0;
+  for (int64_t skip = 0; skip < state.batch_in_epoch; ++skip) loader.next();  // resume mid-epoch
+  for (size_t b = static_cast<size_t>(state.batch_in_epoch); b < n; ++b) {
+    if (stop && stop()) break;
+    auto batch = loader.next();
+    TORCH_CHECK(batch, "loader ended early at batch ", b, " of ", n);
+    const double lr = learning_rate(o.schedule(), state.global_step);
+    set_lr(optimizer, lr);
+    auto x = batch->images.to(o.device()), y = batch->labels.to(o.device());
+    optimizer.zero_grad();
+    auto logits = model.forward(x);
+    auto loss = torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing()));
+    const double lv = loss.item<double>();
+    if (!std::isfinite(lv)) throw NonFiniteLoss(state.epoch, state.global_step, lv);
+    loss.backward();
+    optimizer.step();
+    const int64_t bs = y.size(0);
+    loss_sum += lv * static_cast<double>(bs);
+    auto [k1, k5] = correct_top1_top5(logits.detach(), y);
+    c1 += k1;
+    c5 += k5;
+    s.samples += bs;
+    s.loss = loss_sum / static_cast<double>(s.samples);
+    s.top1 = static_cast<double>(c1) / static_cast<double>(s.samples);
+    s.top5 = static_cast<double>(c5) / static_cast<double>(s.samples);
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++state.global_step;
+    ++state.batch_in_epoch;
+    if (progress) progress(b + 1, n, s, lr);
+  }
+  if (state.batch_in_epoch >= static_cast<int64_t>(n)) {
+    ++state.epoch;
+    state.batch_in_epoch = 0;
+  }
+  return s;
+}
+
+namespace {
+class EvalGuard {
+ public:
+  explicit EvalGuard(torch::nn::Module& m) : m_(m), was_training_(m.is_training()) { m.eval(); }
+  ~EvalGuard() { m_.train(was_training_); }
+
+ private:
+  torch::nn::Module& m_;
+  bool was_training_;
+};
+}  // namespace
+
+EpochStats evaluate(ModelImpl& model, DataLoader& loader, torch::Device device) {
+  EvalGuard guard(model);
+  torch::NoGradGuard no_grad;
+  EpochStats s;
+  const auto t0 = std::chrono::steady_clock::now();
+  loader.start_epoch(0);
+  double loss_sum = 0;
+  int64_t c1 = 0, c5 = 0;
+  while (auto batch = loader.next()) {
+    auto y = batch->labels.to(device);
+    auto logits = model.forward(batch->images.to(device));
+    loss_sum += torch::nn::functional::cross_entropy(logits, y).item<double>() * static_cast<double>(y.size(0));
+    auto [k1, k5] = correct_top1_top5(logits, y);
+    c1 += k1;
+    c5 += k5;
+    s.samples += y.size(0);
+  }
+  if (s.samples > 0) {
+    s.loss = loss_sum / static_cast<double>(s.samples);
+    s.top1 = static_cast<double>(c1) / static_cast<double>(s.samples);
+    s.top5 = static_cast<double>(c5) / static_cast<double>(s.samples);
+  }
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+torch::Tensor predict(ModelImpl& model, DataLoader& loader, torch::Device device) {
+  EvalGuard guard(model);
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> out;
+  loader.start_epoch(0);
+  while (auto batch = loader.next()) out.push_back(model.forward(batch->images.to(device)).argmax(1).cpu());
+  return out.empty() ? torch::empty({0}, torch::kLong) : torch::cat(out);
+}
+
+}  // namespace rmnet

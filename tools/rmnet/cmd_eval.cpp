@@ -1,0 +1,79 @@
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "rmnet/data/datasets.h"
+#include "rmnet/io/model_file.h"
+#include "rmnet/train/trainer.h"
+
+namespace rmnet::cli {
+namespace {
+
+struct EvalCliOptions {
+  std::string model, compare, dataset = "fashion-mnist", data, json;
+  int64_t batch_size = 256, workers = 2, image_size = 224;
+};
+
+void run_eval(const EvalCliOptions& o) {
+  auto test_set = open_dataset(o.dataset, o.data, false);
+  DataLoader loader(test_set, eval_transform(o.dataset, o.image_size),
+                    LoaderOptions().batch_size(o.batch_size).shuffle(false).workers(o.workers));
+  std::vector<std::string> files = {o.model};
+  if (!o.compare.empty()) files.push_back(o.compare);
+  nlohmann::json out = nlohmann::json::object();
+  std::vector<torch::Tensor> predictions;
+  std::vector<ModelPtr> models;
+  for (size_t i = 0; i < files.size(); ++i) {
+    auto model = load_model(files[i]);
+    TORCH_CHECK(model->options().in_channels() == test_set->channels(), "'", files[i], "' takes ",
+                model->options().in_channels(), " input channels, data set '", o.dataset, "' has ",
+                test_set->channels());
+    auto st = evaluate(*model, loader);
+    predictions.push_back(predict(*model, loader));
+    say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s, {} params",
+                    files[i], model->family(), model->options().arch(), 100 * st.top1, 100 * st.top5, st.loss,
+                    st.samples, st.samples / std::max(st.seconds, 1e-9), count_parameters(*model)));
+    out[i == 0 ? "model" : "compare"] = {{"file", files[i]},
+                                         {"family", model->family()},
+                                         {"arch", model->options().arch()},
+                                         {"top1", st.top1},
+                                         {"top5", st.top5},
+                                         {"loss", st.loss},
+                                         {"images_per_second", st.samples / std::max(st.seconds, 1e-9)},
+                                         {"parameters", count_parameters(*model)}};
+  }
+  if (predictions.size() == 2) {
+    const double agreement = predictions[0].eq(predictions[1]).to(torch::kDouble).mean().item<double>();
+    out["agreement"] = agreement;
+    say(fmt::format("prediction agreement: {:.4f} ({} of {} test images)", agreement,
+                    predictions[0].eq(predictions[1]).sum().item<int64_t>(), predictions[0].numel()));
+  }
+  out["dataset"] = o.dataset;
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    TORCH_CHECK(f, "cannot write '", o.json, "'");
+    f << out.dump(2) << "\n";
+  }
+}
+
+}  // namespace
+
+Command setup_eval(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Top-1/top-5 of a model file (residual or plain) on a test set");
+  auto o = std::make_shared<EvalCliOptions>();
+  cmd->add_option("--model", o->model, "Model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--compare", o->compare, "A second model file: also report prediction agreement")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--dataset", o->dataset, "Data set")->check(CLI::IsMember(dataset_names()));
+  cmd->add_option("--data", o->data, "Data folder (default for fashion-mnist: Debian's package)");
+  cmd->add_option("--batch-size", o->batch_size, "Batch size")->check(CLI::Range(1, 65536));
+  cmd->add_option("--workers", o->workers, "Data loader threads")->check(CLI::Range(0, 64));
+  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--json", o->json, "Write the results as JSON");
+  return {cmd, [o] { run_eval(*o); }};
+}
+
+}  // namespace rmnet::cli
