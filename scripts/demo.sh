@@ -4,7 +4,7 @@
 # evaluate both on the 10,000 test images, and print a side-by-side table. Writes
 # runs/demo/summary.json (residual_top1, plain_top1, agreement, train_seconds, ...).
 #   RMNET_DEMO_DIR      output folder (default: runs/demo)
-#   RMNET_DEMO_EPOCHS   epochs (default: 4)       RMNET_DEMO_ARCH  architecture (default: resnet20)
+#   RMNET_DEMO_EPOCHS   epochs (default: 8)       RMNET_DEMO_ARCH  architecture (default: resnet8)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/env.sh"
@@ -13,8 +13,8 @@ cmake -S "$RMNET_ROOT" -B "$RMNET_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$RMNET_BUILD_DIR" -j2 --target rmnet_cli
 rmnet="$RMNET_BUILD_DIR/rmnet"
 out=${RMNET_DEMO_DIR:-$RMNET_ROOT/runs/demo}
-epochs=${RMNET_DEMO_EPOCHS:-4}
-arch=${RMNET_DEMO_ARCH:-resnet20}
+epochs=${RMNET_DEMO_EPOCHS:-8}
+arch=${RMNET_DEMO_ARCH:-resnet8}
 rm -rf "$out"
 mkdir -p "$out"
 

@@ -34,6 +34,8 @@ const std::vector<ArchEntry>& arch_table() {
       {"resnet152", {B::Bottleneck, {3, 8, 36, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
       {"resnet18_cifar", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::Cifar, 64}},
       {"resnet34_cifar", {B::Basic, {3, 4, 6, 3}, {64, 128, 256, 512}, S::Cifar, 64}},
+      {"resnet8", {B::Basic, {1, 1, 1}, {16, 32, 64}, S::Cifar, 16}},
+      {"resnet14", {B::Basic, {2, 2, 2}, {16, 32, 64}, S::Cifar, 16}},
       {"resnet20", {B::Basic, {3, 3, 3}, {16, 32, 64}, S::Cifar, 16}},
       {"resnet32", {B::Basic, {5, 5, 5}, {16, 32, 64}, S::Cifar, 16}},
       {"resnet44", {B::Basic, {7, 7, 7}, {16, 32, 64}, S::Cifar, 16}},

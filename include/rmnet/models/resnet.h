@@ -89,7 +89,7 @@ class ResNetImpl : public ModelImpl {
 TORCH_MODULE(ResNet);
 
 /// The depth table: resnet18/34/50/101/152 (ImageNet stem), resnet18_cifar/resnet34_cifar
-/// (the paper's CIFAR ResNets: 3x3 stem, no max-pool), resnet20/32/44/56/110 (He et al.'s CIFAR
+/// (the paper's CIFAR ResNets: 3x3 stem, no max-pool), resnet8/14/20/32/44/56/110 (He et al.'s CIFAR
 /// family: widths 16/32/64, projection shortcuts). Throws for an unknown name.
 ResNetConfig resnet_config(const std::string& arch);
 bool is_resnet_arch(const std::string& arch);

@@ -1,0 +1,44 @@
+# rmnet train / eval / convert end to end on the real Fashion-MNIST (a few hundred images).
+include(${CMAKE_CURRENT_LIST_DIR}/cli_common.cmake)
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+
+rmnet_run(0 out train --arch resnet8 --dataset fashion-mnist --epochs 2 --max-train-samples 256
+          --batch-size 64 --lr 0.05 --workers 1 --out ${WORK}/run)
+expect_contains("${out}" "epoch 2/2")
+foreach(f final.rmnet best.rmnet checkpoint.ckpt metrics.jsonl config.json train_summary.json)
+  if(NOT EXISTS ${WORK}/run/${f})
+    message(FATAL_ERROR "train did not write ${f}")
+  endif()
+endforeach()
+file(STRINGS ${WORK}/run/metrics.jsonl lines)
+list(LENGTH lines n)
+if(NOT n EQUAL 2)
+  message(FATAL_ERROR "metrics.jsonl has ${n} lines, expected 2")
+endif()
+
+# resume a finished run with more epochs
+rmnet_run(0 out train --resume ${WORK}/run/checkpoint.ckpt --epochs 3 --max-train-samples 256 --batch-size 64
+          --lr 0.05 --workers 1 --out ${WORK}/run)
+expect_contains("${out}" "resuming")
+expect_contains("${out}" "epoch 3/3")
+
+# convert with BN kept, fine-tune the plain network, compare
+rmnet_run(0 out convert --model ${WORK}/run/final.rmnet --out ${WORK}/plain_bn.rmnet --keep-bn)
+rmnet_run(0 out eval --model ${WORK}/run/final.rmnet --compare ${WORK}/plain_bn.rmnet --json ${WORK}/eval.json)
+expect_contains("${out}" "prediction agreement: 1.0000")
+rmnet_run(0 out train --init ${WORK}/plain_bn.rmnet --epochs 1 --max-train-samples 128 --batch-size 64 --lr 0.01
+          --workers 1 --out ${WORK}/finetune)
+expect_contains("${out}" "fine-tuning")
+rmnet_run(0 out info --model ${WORK}/finetune/final.rmnet)
+expect_contains("${out}" "family plain")
+
+# bad input
+rmnet_run(1 out train --arch resnet8 --dataset cifar10 --epochs 1 --out ${WORK}/bad)
+expect_contains("${out}" "--data")
+rmnet_run(1 out train --arch resnet8 --dataset mnist --data ${WORK}/nowhere --epochs 1 --out ${WORK}/bad)
+expect_contains("${out}" "nowhere")
+rmnet_run(1 out train --arch resnet8 --dataset fashion-mnist --schedule linear --out ${WORK}/bad)
+expect_contains("${out}" "--schedule")
+rmnet_run(1 out eval --model ${WORK}/run/final.rmnet --dataset cifar10 --data ${WORK}/nowhere)
+expect_contains("${out}" "nowhere")
