@@ -42,3 +42,9 @@ rmnet_run(1 out train --arch resnet8 --dataset fashion-mnist --schedule linear -
 expect_contains("${out}" "--schedule")
 rmnet_run(1 out eval --model ${WORK}/run/final.rmnet --dataset cifar10 --data ${WORK}/nowhere)
 expect_contains("${out}" "nowhere")
+
+# every flag can come from a TOML file, and command-line flags override it
+rmnet_run(0 out --config ${CMAKE_CURRENT_LIST_DIR}/../configs/quickstart.toml train --epochs 1
+          --max-train-samples 128 --batch-size 64 --workers 1 --out ${WORK}/cfg)
+expect_contains("${out}" "training resnet8 on fashion-mnist")
+expect_contains("${out}" "1 epochs, batch 64")

@@ -150,7 +150,7 @@ void run_train(const TrainCliOptions& o) {
       std::signal(SIGINT, previous);
       say(fmt::format("interrupted at epoch {}, batch {}: wrote {} (resume with --resume {})", epoch + 1,
                       state.batch_in_epoch, ckpt_path, ckpt_path));
-      std::exit(130);
+      throw ExitRequest{130};
     }
     auto ev = evaluate(*model, test_loader);
     const bool improved = ev.top1 > best;

@@ -37,6 +37,12 @@ struct ArchFlags {
 /// --relu and --track-stats to a subcommand.
 CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& flags);
 
+/// Thrown by a command that must end the program with a given status after a clean unwind
+/// (e.g. 130 after Ctrl-C, once the checkpoint is written).
+struct ExitRequest {
+  int code;
+};
+
 /// Prints a line to stdout, flushed (progress-style messages).
 void say(const std::string& line);
 

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
     rmnet::set_threads(threads);
     for (const auto& c : commands)
       if (c.app->parsed()) c.run();
+  } catch (const rmnet::cli::ExitRequest& e) {
+    return e.code;
   } catch (const std::exception& e) {
     std::cerr << "rmnet: error: " << rmnet::error_message(e) << std::endl;
     return 1;
