@@ -6,11 +6,13 @@
 #include "commands.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/io/model_file.h"
+#include "rmnet/io/torchvision.h"
 
 namespace rmnet::cli {
 
 struct ConvertCliOptions {
-  std::string model, out;
+  std::string model, out, torchvision, weights;
+  int64_t num_classes = 0;
   bool keep_bn = false;
   int downsample = 2;
   std::string fuse_pointwise = "auto";
@@ -20,7 +22,8 @@ struct ConvertCliOptions {
 };
 
 static void run_convert(const ConvertCliOptions& o) {
-  auto model = load_model(o.model);
+  auto model = o.torchvision.empty() ? load_model(o.model) : import_torchvision(o.torchvision, o.weights, o.num_classes);
+  const std::string source = o.torchvision.empty() ? o.model : o.weights;
   ConvertOptions co;
   co.keep_bn(o.keep_bn)
       .downsample(o.downsample == 1 ? DownsampleMode::Type1 : DownsampleMode::Type2)
@@ -31,13 +34,13 @@ static void run_convert(const ConvertCliOptions& o) {
   auto result = convert(*model, co);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   say(fmt::format("{} ({}) -> plain network, {} layers, BN {}; {} -> {} parameters; {:.2f} s",
-                  o.model, model->options().arch(), result.plain->size(), o.keep_bn ? "kept" : "fused",
+                  source, model->options().arch(), result.plain->size(), o.keep_bn ? "kept" : "fused",
                   count_parameters(*model), count_parameters(*result.plain), secs));
   std::string timing;
   for (const auto& [pass, t] : result.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
   say("passes: " + timing);
   say("verification: " + result.report.to_string());
-  TORCH_CHECK(result.report.passed, "the converted network is not equivalent to '", o.model,
+  TORCH_CHECK(result.report.passed, "the converted network is not equivalent to '", source,
               "' (relative error ", result.report.max_rel_error, " > ", result.report.tolerance, "); '", o.out,
               "' not written");
   save_model(*result.plain, o.out);
@@ -47,7 +50,21 @@ static void run_convert(const ConvertCliOptions& o) {
 Command setup_convert(CLI::App& app) {
   auto* cmd = app.add_subcommand("convert", "RM-convert a residual model into an equivalent plain network");
   auto o = std::make_shared<ConvertCliOptions>();
-  cmd->add_option("--model", o->model, "Input model file")->required()->check(CLI::ExistingFile);
+  auto* model = cmd->add_option("--model", o->model, "Input model file")->check(CLI::ExistingFile);
+  auto* tv = cmd->add_option("--torchvision", o->torchvision,
+                             "Import a torchvision model: resnet18/34/50/101/152 or mobilenet_v2 (with --weights)")
+                 ->check(CLI::IsMember({"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2"}));
+  auto* weights = cmd->add_option("--weights", o->weights,
+                                  "torch.save(model.state_dict()) file or TorchScript archive (with --torchvision)")
+                      ->check(CLI::ExistingFile);
+  cmd->add_option("--num-classes", o->num_classes, "Classes of the torchvision model (0 = from the weights)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}));
+  model->excludes(tv)->excludes(weights);
+  tv->needs(weights);
+  weights->needs(tv);
+  cmd->callback([model, tv] {
+    if (model->count() + tv->count() == 0) throw CLI::RequiredError("--model or --torchvision");
+  });
   cmd->add_option("--out", o->out, "Output model file (written only if equivalent)")->required();
   cmd->add_flag("--keep-bn", o->keep_bn, "Keep BatchNorm layers (for fine-tuning and pruning)");
   cmd->add_option("--downsample", o->downsample, "Downsample block conversion: 1 or 2 (paper Fig. 2)")
