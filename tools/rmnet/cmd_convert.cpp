@@ -19,6 +19,7 @@ struct ConvertCliOptions {
   bool dense_reserve = false;
   int64_t verify_size = 0;
   double tolerance = 0.0;
+  ExportFlags exports;
 };
 
 static void run_convert(const ConvertCliOptions& o) {
@@ -45,6 +46,7 @@ static void run_convert(const ConvertCliOptions& o) {
               "' not written");
   save_model(*result.plain, o.out);
   say("wrote " + o.out);
+  write_exports(*result.plain, o.exports);
 }
 
 Command setup_convert(CLI::App& app) {
@@ -77,6 +79,7 @@ Command setup_convert(CLI::App& app) {
       ->check(CLI::Range(0, 4096));
   cmd->add_option("--tolerance", o->tolerance, "Allowed relative error (0 = 1e-4 float32, 1e-10 float64)")
       ->check(CLI::Range(0.0, 1.0));
+  add_export_flags(*cmd, o->exports);
   return {cmd, [o] { run_convert(*o); }};
 }
 

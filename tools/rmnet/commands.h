@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "rmnet/models/model.h"
+#include "rmnet/models/plain.h"
 
 namespace rmnet::cli {
 
@@ -22,6 +23,7 @@ Command setup_init(CLI::App& app);
 Command setup_convert(CLI::App& app);
 Command setup_train(CLI::App& app);
 Command setup_eval(CLI::App& app);
+Command setup_export(CLI::App& app);
 
 /// Model-construction flags shared by info and init.
 struct ArchFlags {
@@ -36,6 +38,14 @@ struct ArchFlags {
 /// Adds --arch (validated against the registry), --num-classes, --in-channels, --width-mult,
 /// --relu and --track-stats to a subcommand.
 CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& flags);
+
+/// Export flags shared by convert and export: --torchscript FILE, --pth FILE.
+struct ExportFlags {
+  std::string torchscript, pth;
+};
+void add_export_flags(CLI::App& cmd, ExportFlags& flags);
+/// Writes the exports the flags ask for (each atomically) and says what was written.
+void write_exports(const PlainNetImpl& net, const ExportFlags& flags);
 
 /// Thrown by a command that must end the program with a given status after a clean unwind
 /// (e.g. 130 after Ctrl-C, once the checkpoint is written).

@@ -1,6 +1,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "rmnet/io/export.h"
 #include "rmnet/models/registry.h"
 
 namespace rmnet::cli {
@@ -21,6 +22,22 @@ CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& f) {
   cmd.add_flag("--relu", f.relu, "MobileNetV2 with ReLU instead of ReLU6");
   cmd.add_flag("--track-stats", f.track_stats, "Blocks track input/output statistics (for conversion)");
   return arch;
+}
+
+void add_export_flags(CLI::App& cmd, ExportFlags& f) {
+  cmd.add_option("--torchscript", f.torchscript, "Also write a TorchScript module (torch.jit.load-able)");
+  cmd.add_option("--pth", f.pth, "Also write a PyTorch state_dict (+ FILE.json describing the chain)");
+}
+
+void write_exports(const PlainNetImpl& net, const ExportFlags& f) {
+  if (!f.torchscript.empty()) {
+    export_torchscript(net, f.torchscript);
+    say("wrote " + f.torchscript + " (TorchScript)");
+  }
+  if (!f.pth.empty()) {
+    export_pth(net, f.pth);
+    say("wrote " + f.pth + " and " + f.pth + ".json (state_dict of a torch.nn.Sequential)");
+  }
 }
 
 void say(const std::string& line) { std::cout << line << std::endl; }

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
       rmnet::cli::setup_convert(app),
       rmnet::cli::setup_train(app),
       rmnet::cli::setup_eval(app),
+      rmnet::cli::setup_export(app),
   };
 
   try {

@@ -1,0 +1,26 @@
+#pragma once
+// Exports of a plain network for other runtimes. Every export is written atomically.
+#include <string>
+
+#include <torch/script.h>
+
+#include "rmnet/models/plain.h"
+
+namespace rmnet {
+
+/// A TorchScript module of the chain with a real forward (built with Module::define), in eval
+/// semantics (BatchNorm with running statistics). Python's torch.jit.load loads and calls it.
+torch::jit::Module to_torchscript(const PlainNetImpl& net);
+void export_torchscript(const PlainNetImpl& net, const std::string& path);
+
+/// The chain as JSON: {"format": "rmnet-chain", "in_channels", "num_classes", "layers": [...]}
+/// with one object per layer (type and shape fields as in the model file).
+std::string chain_json(const PlainNetImpl& net);
+
+/// A PyTorch state_dict file that torch.load reads with its default weights_only=True (an
+/// OrderedDict of tensors, keys "0.weight", "1.running_mean", ...: those of a torch.nn.Sequential
+/// of the same layers), plus `path + ".json"` describing the chain (scripts/rmnet_sequential.py
+/// builds the Sequential from it).
+void export_pth(const PlainNetImpl& net, const std::string& path);
+
+}  // namespace rmnet

@@ -1,0 +1,53 @@
+"""Exports against torchvision, in Python: torchvision models with non-trivial BN statistics,
+saved the ordinary way, converted with the rmnet CLI, loaded back through TorchScript
+(torch.jit.load) and as a torch.nn.Sequential from the .pth export; all must give torchvision's
+own logits. Usage: test_exports.py RMNET_BINARY WORK_DIR"""
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
+from rmnet_sequential import load_sequential  # noqa: E402
+
+warnings.filterwarnings("ignore")
+rmnet, work = sys.argv[1], pathlib.Path(sys.argv[2])
+work.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(0)
+failures = 0
+for name in ["resnet18", "mobilenet_v2"]:
+    m = getattr(torchvision.models, name)(num_classes=7)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.3)
+    m.eval()
+    torch.save(m.state_dict(), work / f"{name}.pth")
+    for keep_bn in [False, True]:
+        tag = f"{name}{'_bn' if keep_bn else ''}"
+        cmd = [rmnet, "convert", "--torchvision", name, "--weights", str(work / f"{name}.pth"),
+               "--out", str(work / f"{tag}.rmnet"), "--torchscript", str(work / f"{tag}.pt"),
+               "--pth", str(work / f"{tag}_plain.pth")] + (["--keep-bn"] if keep_bn else [])
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        x = torch.randn(2, 3, 64, 64) * 3
+        with torch.no_grad():
+            ref = m(x)
+            ts = torch.jit.load(str(work / f"{tag}.pt"))(x)
+            seq = load_sequential(work / f"{tag}_plain.pth")(x)
+        for what, y in [("TorchScript", ts), ("Sequential(.pth)", seq)]:
+            rel = ((y - ref).abs().max() / ref.abs().max()).item()
+            ok = rel <= 1e-4
+            failures += not ok
+            print(f"{tag:18} {what:18} rel error {rel:.2e} {'ok' if ok else 'FAIL'}")
+        # the graph holds no residual add: TorchScript code has no aten::add of activations
+        code = torch.jit.load(str(work / f"{tag}.pt")).code
+        if "torch.add" in code or " + " in code:
+            print(f"{tag}: TorchScript code contains an addition")
+            failures += 1
+sys.exit(1 if failures else 0)
