@@ -7,6 +7,9 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 import torchvision
 
@@ -33,14 +36,23 @@ for name in ["resnet18", "mobilenet_v2"]:
         tag = f"{name}{'_bn' if keep_bn else ''}"
         cmd = [rmnet, "convert", "--torchvision", name, "--weights", str(work / f"{name}.pth"),
                "--out", str(work / f"{tag}.rmnet"), "--torchscript", str(work / f"{tag}.pt"),
-               "--pth", str(work / f"{tag}_plain.pth")] + (["--keep-bn"] if keep_bn else [])
+               "--pth", str(work / f"{tag}_plain.pth"), "--onnx", str(work / f"{tag}.onnx")]
+        cmd += ["--keep-bn"] if keep_bn else []
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         x = torch.randn(2, 3, 64, 64) * 3
         with torch.no_grad():
             ref = m(x)
             ts = torch.jit.load(str(work / f"{tag}.pt"))(x)
             seq = load_sequential(work / f"{tag}_plain.pth")(x)
-        for what, y in [("TorchScript", ts), ("Sequential(.pth)", seq)]:
+        proto = onnx.load(str(work / f"{tag}.onnx"))
+        onnx.checker.check_model(proto, full_check=True)
+        ops = {n.op_type for n in proto.graph.node}
+        if "Add" in ops or "Sum" in ops:
+            print(f"{tag}: the ONNX graph holds an Add")
+            failures += 1
+        sess = ort.InferenceSession(str(work / f"{tag}.onnx"))
+        onx = torch.from_numpy(sess.run(None, {"input": x.numpy().astype(np.float32)})[0])
+        for what, y in [("TorchScript", ts), ("Sequential(.pth)", seq), ("ONNX Runtime", onx)]:
             rel = ((y - ref).abs().max() / ref.abs().max()).item()
             ok = rel <= 1e-4
             failures += not ok

@@ -14,7 +14,8 @@ struct ExportCliOptions {
 };
 
 void run_export(const ExportCliOptions& o) {
-  TORCH_CHECK(!o.exports.torchscript.empty() || !o.exports.pth.empty(), "nothing to export: give --torchscript and/or --pth");
+  TORCH_CHECK(!o.exports.onnx.empty() || !o.exports.torchscript.empty() || !o.exports.pth.empty(),
+              "nothing to export: give --onnx, --torchscript and/or --pth");
   auto model = load_model(o.model);
   PlainNet plain = std::dynamic_pointer_cast<PlainNetImpl>(model);
   if (!plain) {  // a residual model: convert it (deploy form, verified) first
@@ -30,7 +31,7 @@ void run_export(const ExportCliOptions& o) {
 }  // namespace
 
 Command setup_export(CLI::App& app) {
-  auto* cmd = app.add_subcommand("export", "Export a model (converted first if residual) to TorchScript / PyTorch");
+  auto* cmd = app.add_subcommand("export", "Export a model (converted first if residual) to ONNX / TorchScript / PyTorch");
   auto o = std::make_shared<ExportCliOptions>();
   cmd->add_option("--model", o->model, "Model file")->required()->check(CLI::ExistingFile);
   add_export_flags(*cmd, o->exports);

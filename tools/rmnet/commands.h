@@ -39,9 +39,9 @@ struct ArchFlags {
 /// --relu and --track-stats to a subcommand.
 CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& flags);
 
-/// Export flags shared by convert and export: --torchscript FILE, --pth FILE.
+/// Export flags shared by convert and export: --onnx FILE, --torchscript FILE, --pth FILE.
 struct ExportFlags {
-  std::string torchscript, pth;
+  std::string onnx, torchscript, pth;
 };
 void add_export_flags(CLI::App& cmd, ExportFlags& flags);
 /// Writes the exports the flags ask for (each atomically) and says what was written.

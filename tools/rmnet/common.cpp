@@ -25,11 +25,16 @@ CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& f) {
 }
 
 void add_export_flags(CLI::App& cmd, ExportFlags& f) {
+  cmd.add_option("--onnx", f.onnx, "Also write ONNX (opset 13)");
   cmd.add_option("--torchscript", f.torchscript, "Also write a TorchScript module (torch.jit.load-able)");
   cmd.add_option("--pth", f.pth, "Also write a PyTorch state_dict (+ FILE.json describing the chain)");
 }
 
 void write_exports(const PlainNetImpl& net, const ExportFlags& f) {
+  if (!f.onnx.empty()) {
+    export_onnx(net, f.onnx);
+    say("wrote " + f.onnx + " (ONNX, opset 13)");
+  }
   if (!f.torchscript.empty()) {
     export_torchscript(net, f.torchscript);
     say("wrote " + f.torchscript + " (TorchScript)");

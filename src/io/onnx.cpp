@@ -1,0 +1,238 @@
+// ONNX export of a plain network: a direct protobuf encoding of the few ONNX messages needed
+// (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto; field numbers
+// from onnx/onnx.proto), so the library needs no protobuf dependency.
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "rmnet/io/export.h"
+#include "rmnet/io/model_file.h"
+
+namespace rmnet {
+namespace {
+
+class Proto {
+ public:
+  std::string buf;
+  void varint(uint64_t v) {
+    while (v >= 0x80) {
+      buf.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    buf.push_back(static_cast<char>(v));
+  }
+  void key(int field, int wire) { varint(static_cast<uint64_t>(field) << 3 | static_cast<uint64_t>(wire)); }
+  Proto& i64(int field, int64_t v) {
+    key(field, 0);
+    varint(static_cast<uint64_t>(v));
+    return *this;
+  }
+  Proto& f32(int field, float v) {
+    key(field, 5);
+    char b[4];
+    std::memcpy(b, &v, 4);
+    buf.append(b, 4);
+    return *this;
+  }
+  Proto& bytes(int field, const std::string& s) {
+    key(field, 2);
+    varint(s.size());
+    buf += s;
+    return *this;
+  }
+  Proto& msg(int field, const Proto& m) { return bytes(field, m.buf); }
+};
+
+// AttributeProto: name 1, f 2, i 3, ints 8, type 20 (FLOAT 1, INT 2, INTS 7)
+Proto attr_int(const std::string& name, int64_t v) {
+  Proto a;
+  a.bytes(1, name).i64(3, v).i64(20, 2);
+  return a;
+}
+Proto attr_float(const std::string& name, float v) {
+  Proto a;
+  a.bytes(1, name).f32(2, v).i64(20, 1);
+  return a;
+}
+Proto attr_ints(const std::string& name, const std::vector<int64_t>& v) {
+  Proto a;
+  a.bytes(1, name);
+  for (auto x : v) a.i64(8, x);
+  a.i64(20, 7);
+  return a;
+}
+
+// TensorProto: dims 1, data_type 2 (FLOAT = 1), name 8, raw_data 9
+Proto tensor(const std::string& name, const torch::Tensor& t0) {
+  const bool is_int = t0.scalar_type() == torch::kLong;  // INT64 = 7, else FLOAT = 1
+  auto t = t0.detach().to(torch::kCPU, is_int ? torch::kLong : torch::kFloat).contiguous();
+  Proto p;
+  for (auto d : t.sizes()) p.i64(1, d);
+  p.i64(2, is_int ? 7 : 1).bytes(8, name);
+  p.bytes(9, std::string(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size()));
+  return p;
+}
+
+// ValueInfoProto{name 1, type 2: TypeProto{tensor_type 1: {elem_type 1, shape 2: {dim 1: {dim_value 1 | dim_param 2}}}}}
+Proto value_info(const std::string& name, const std::vector<std::string>& dims) {
+  Proto shape;
+  for (const auto& d : dims) {
+    Proto dim;
+    if (!d.empty() && std::isdigit(static_cast<unsigned char>(d[0])))
+      dim.i64(1, std::stoll(d));
+    else
+      dim.bytes(2, d);
+    shape.msg(1, dim);
+  }
+  Proto tt;
+  tt.i64(1, 1).msg(2, shape);
+  Proto type;
+  type.msg(1, tt);
+  Proto vi;
+  vi.bytes(1, name).msg(2, type);
+  return vi;
+}
+
+struct Graph {
+  Proto g;
+  int counter = 0;
+  std::string node(const std::string& op, const std::vector<std::string>& inputs, const std::vector<Proto>& attrs,
+                   const std::string& out_name = "") {
+    const std::string out = out_name.empty() ? fmt::format("t{}", counter++) : out_name;
+    Proto n;
+    for (const auto& i : inputs) n.bytes(1, i);
+    n.bytes(2, out).bytes(3, fmt::format("{}_{}", op, counter)).bytes(4, op);
+    for (const auto& a : attrs) n.msg(5, a);
+    g.msg(1, n);
+    return out;
+  }
+  void node_multi(const std::string& op, const std::vector<std::string>& inputs, const std::vector<Proto>& attrs,
+                  const std::vector<std::string>& outputs) {
+    Proto n;
+    for (const auto& i : inputs) n.bytes(1, i);
+    for (const auto& o : outputs) n.bytes(2, o);
+    n.bytes(3, fmt::format("{}_{}", op, counter++)).bytes(4, op);
+    for (const auto& a : attrs) n.msg(5, a);
+    g.msg(1, n);
+  }
+  std::string init(const std::string& name, const torch::Tensor& t) {
+    g.msg(5, tensor(name, t));
+    return name;
+  }
+};
+
+}  // namespace
+
+std::string to_onnx(const PlainNetImpl& net) {
+  Graph gr;
+  std::string x = "input";
+  const size_t last = net.size() - 1;
+  for (size_t i = 0; i < net.size(); ++i) {
+    const auto& s = net.spec(i);
+    const std::string p = fmt::format("l{}.", i);
+    const std::string out = i == last ? "logits" : "";
+    switch (s.kind) {
+      case LayerKind::Conv: {
+        auto c = net.layer_as<torch::nn::Conv2dImpl>(i);
+        std::vector<std::string> in = {x, gr.init(p + "weight", c->weight)};
+        if (s.bias) in.push_back(gr.init(p + "bias", c->bias));
+        x = gr.node("Conv", in,
+                    {attr_ints("kernel_shape", {s.kernel, s.kernel}), attr_ints("strides", {s.stride, s.stride}),
+                     attr_ints("pads", {s.padding, s.padding, s.padding, s.padding}),
+                     attr_ints("dilations", {1, 1}), attr_int("group", s.groups)},
+                    out);
+        break;
+      }
+      case LayerKind::BatchNorm: {
+        auto b = net.layer_as<torch::nn::BatchNorm2dImpl>(i);
+        x = gr.node("BatchNormalization",
+                    {x, gr.init(p + "weight", b->weight), gr.init(p + "bias", b->bias),
+                     gr.init(p + "running_mean", b->running_mean), gr.init(p + "running_var", b->running_var)},
+                    {attr_float("epsilon", static_cast<float>(s.eps))}, out);
+        break;
+      }
+      case LayerKind::ReLU:
+        x = gr.node("Relu", {x}, {}, out);
+        break;
+      case LayerKind::PReLU:
+        x = gr.node("PRelu", {x, gr.init(p + "weight", net.layer_as<torch::nn::PReLUImpl>(i)->weight.view({-1, 1, 1}))},
+                    {}, out);
+        break;
+      case LayerKind::Clamp: {
+        // Per-channel bounds as runs of channels with equal bounds: Split -> Clip / Relu / nothing
+        // per run -> Concat. (Min/Max against constant tensors would say the same, but strict
+        // readers such as OpenCV 4.6 reject element-wise ops with a constant operand.)
+        auto c = net.layer_as<ChannelClampImpl>(i);
+        const auto lo = c->min.to(torch::kDouble).cpu(), hi = c->max.to(torch::kDouble).cpu();
+        const auto* l = lo.data_ptr<double>();
+        const auto* h = hi.data_ptr<double>();
+        std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end)
+        for (int64_t ch = 0; ch < s.out_channels; ++ch)
+          if (runs.empty() || l[ch] != l[runs.back().first] || h[ch] != h[runs.back().first])
+            runs.emplace_back(ch, ch + 1);
+          else
+            runs.back().second = ch + 1;
+        auto clip = [&](const std::string& in, int64_t first, const std::string& name) -> std::string {
+          const double a = l[first], b = h[first];
+          if (std::isinf(a) && a < 0 && std::isinf(b)) return in;  // identity
+          if (a == 0 && std::isinf(b)) return gr.node("Relu", {in}, {}, name);
+          const std::string lo_name = std::isinf(a) ? "" : gr.init(fmt::format("{}min{}", p, first), torch::tensor(a));
+          const std::string hi_name = std::isinf(b) ? "" : gr.init(fmt::format("{}max{}", p, first), torch::tensor(b));
+          return gr.node("Clip", {in, lo_name, hi_name}, {}, name);
+        };
+        if (runs.size() == 1) {
+          auto y = clip(x, 0, out);
+          x = y == x && !out.empty() ? gr.node("Identity", {x}, {}, out) : y;
+          break;
+        }
+        std::vector<int64_t> sizes;
+        for (const auto& r : runs) sizes.push_back(r.second - r.first);
+        const auto split = gr.init(p + "split", torch::tensor(sizes, torch::kLong));
+        std::vector<std::string> parts;
+        for (size_t r = 0; r < runs.size(); ++r) parts.push_back(fmt::format("{}part{}", p, r));
+        gr.node_multi("Split", {x, split}, {attr_int("axis", 1)}, parts);
+        std::vector<std::string> outs;
+        for (size_t r = 0; r < runs.size(); ++r) outs.push_back(clip(parts[r], runs[r].first, ""));
+        x = gr.node("Concat", outs, {attr_int("axis", 1)}, out);
+        break;
+      }
+      case LayerKind::MaxPool:
+        x = gr.node("MaxPool", {x},
+                    {attr_ints("kernel_shape", {s.kernel, s.kernel}), attr_ints("strides", {s.stride, s.stride}),
+                     attr_ints("pads", {s.padding, s.padding, s.padding, s.padding})},
+                    out);
+        break;
+      case LayerKind::AvgPool:
+        x = gr.node("GlobalAveragePool", {x}, {}, out);
+        break;
+      case LayerKind::Flatten:
+        x = gr.node("Flatten", {x}, {attr_int("axis", 1)}, out);
+        break;
+      case LayerKind::Linear: {
+        auto l = net.layer_as<torch::nn::LinearImpl>(i);
+        std::vector<std::string> in = {x, gr.init(p + "weight", l->weight)};
+        if (s.bias) in.push_back(gr.init(p + "bias", l->bias));
+        x = gr.node("Gemm", in, {attr_int("transB", 1)}, out);
+        break;
+      }
+    }
+  }
+  gr.g.bytes(2, "rmnet_plain");
+  gr.g.msg(11, value_info("input", {"N", std::to_string(net.options().in_channels()), "H", "W"}));
+  gr.g.msg(12, value_info("logits", {"N", std::to_string(net.options().num_classes())}));
+  Proto opset;
+  opset.bytes(1, "").i64(2, 13);
+  Proto model;
+  model.i64(1, 7).bytes(2, "rmnet").bytes(3, "0.1.0").msg(8, opset).msg(7, gr.g);
+  return model.buf;
+}
+
+void export_onnx(const PlainNetImpl& net, const std::string& path) {
+  TORCH_CHECK(net.size() > 0 && net.spec(net.size() - 1).kind == LayerKind::Linear,
+              "ONNX export expects a classifier chain ending in a Linear layer");
+  write_file_atomic(path, to_onnx(net));
+}
+
+}  // namespace rmnet
