@@ -10,6 +10,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include "rmnet/infer/classifier.h"
 #include "rmnet/models/registry.h"
 
 namespace rmnet {
@@ -333,6 +334,7 @@ ModelPtr import_torchvision(const std::string& arch, const std::string& path, in
   auto model = create_model(ModelOptions(arch).num_classes(classes));
   load_state_dict(*model, state, "weights file '" + path + "'");
   model->metadata()["imported_from"] = path;
+  Preprocess().to_metadata(model->metadata());  // torchvision's ImageNet evaluation transform
   model->eval();
   return model;
 }

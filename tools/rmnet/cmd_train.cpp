@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "progress.h"
 #include "rmnet/data/datasets.h"
+#include "rmnet/infer/classifier.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/registry.h"
 #include "rmnet/train/checkpoint.h"
@@ -97,6 +98,16 @@ void run_train(const TrainCliOptions& o) {
   TORCH_CHECK(model->options().num_classes() == train_set->num_classes(), "the model has ",
               model->options().num_classes(), " classes, data set '", o.dataset, "' has ", train_set->num_classes());
 
+  if (!Preprocess::from_metadata(model->metadata())) {  // what the Classifier API applies to images
+    const auto norm = normalization_for(o.dataset);
+    Preprocess pre;
+    const auto sample = test_set->get(0).image;
+    pre.crop = o.dataset == "folder" ? o.image_size : sample.size(1);
+    pre.resize = o.dataset == "folder" ? o.image_size * 8 / 7 : sample.size(1);
+    pre.mean = norm.mean;
+    pre.std = norm.std;
+    pre.to_metadata(model->metadata());
+  }
   DataLoader train_loader(train_set, train_transform(o.dataset, o.image_size),
                           LoaderOptions().batch_size(o.batch_size).shuffle(true).drop_last(true).workers(o.workers).seed(o.seed));
   DataLoader test_loader(test_set, eval_transform(o.dataset, o.image_size),

@@ -1,0 +1,67 @@
+#pragma once
+// C++ inference API: load a model file, classify cv::Mat images (BGR as OpenCV reads them, any
+// size), with the preprocessing stored in the model file.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+#include <torch/types.h>
+
+#include "rmnet/models/model.h"
+
+namespace rmnet {
+
+/// Image preprocessing: resize the shorter side to `resize`, center crop `crop` x `crop`, RGB (or
+/// grayscale for 1-channel models), scale to [0, 1], (x - mean) / std per channel.
+struct Preprocess {
+  int64_t resize = 256;
+  int64_t crop = 224;
+  std::vector<double> mean = {0.485, 0.456, 0.406};
+  std::vector<double> std = {0.229, 0.224, 0.225};
+
+  /// Reads "preprocess.*" metadata of a model; nullopt when the model has none.
+  static std::optional<Preprocess> from_metadata(const std::map<std::string, std::string>& metadata);
+  /// Writes "preprocess.resize", "preprocess.crop", "preprocess.mean", "preprocess.std".
+  void to_metadata(std::map<std::string, std::string>& metadata) const;
+  /// One image (BGR or grayscale cv::Mat, 8-bit) to a float tensor [C, crop, crop].
+  torch::Tensor apply(const cv::Mat& image, int64_t channels) const;
+};
+
+struct Prediction {
+  int64_t index = 0;
+  double score = 0.0;  ///< softmax probability
+  std::string label;   ///< from the labels file, or empty
+};
+
+struct ClassifierOptions {
+  /// A text file with one class name per line (optional).
+  TORCH_ARG(std::string, labels) = "";
+  TORCH_ARG(int64_t, batch_size) = 32;
+  /// Preprocessing to use instead of the model file's.
+  TORCH_ARG(std::optional<Preprocess>, preprocess) = std::nullopt;
+  TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
+};
+
+class Classifier {
+ public:
+  /// Loads the model file (residual or plain; eval mode). Throws naming the file if it cannot be
+  /// read, if it holds no preprocessing and none is given, or if the labels file does not match
+  /// the number of classes.
+  explicit Classifier(const std::string& model_path, ClassifierOptions options = ClassifierOptions());
+  /// Top-k predictions per image, in order; images are batched by options.batch_size.
+  std::vector<std::vector<Prediction>> classify(const std::vector<cv::Mat>& images, int64_t top_k = 5);
+  /// Reads image files (OpenCV) and classifies them; throws naming a file that cannot be decoded.
+  std::vector<std::vector<Prediction>> classify_files(const std::vector<std::string>& paths, int64_t top_k = 5);
+  const Preprocess& preprocess() const { return preprocess_; }
+  const ModelImpl& model() const { return *model_; }
+
+ private:
+  ModelPtr model_;
+  ClassifierOptions options_;
+  Preprocess preprocess_;
+  std::vector<std::string> labels_;
+};
+
+}  // namespace rmnet
