@@ -108,15 +108,6 @@ struct Graph {
     g.msg(1, n);
     return out;
   }
-  void node_multi(const std::string& op, const std::vector<std::string>& inputs, const std::vector<Proto>& attrs,
-                  const std::vector<std::string>& outputs) {
-    Proto n;
-    for (const auto& i : inputs) n.bytes(1, i);
-    for (const auto& o : outputs) n.bytes(2, o);
-    n.bytes(3, fmt::format("{}_{}", op, counter++)).bytes(4, op);
-    for (const auto& a : attrs) n.msg(5, a);
-    g.msg(1, n);
-  }
   std::string init(const std::string& name, const torch::Tensor& t) {
     g.msg(5, tensor(name, t));
     return name;
@@ -161,41 +152,13 @@ std::string to_onnx(const PlainNetImpl& net) {
                     {}, out);
         break;
       case LayerKind::Clamp: {
-        // Per-channel bounds as runs of channels with equal bounds: Split -> Clip / Relu / nothing
-        // per run -> Concat. (Min/Max against constant tensors would say the same, but strict
-        // readers such as OpenCV 4.6 reject element-wise ops with a constant operand.)
+        // y = Max(Min(x, hi), lo), bounds [1, C, 1, 1] (0/6 on clipped channels, -inf/+inf on
+        // reserved ones): exact. (OpenCV 4.6 cannot read this or any other opset >= 11 form of
+        // a clip: its importer takes Clip only with opset-6 attributes and rejects Min/Max against
+        // constants; ONNX Runtime runs it.)
         auto c = net.layer_as<ChannelClampImpl>(i);
-        const auto lo = c->min.to(torch::kDouble).cpu(), hi = c->max.to(torch::kDouble).cpu();
-        const auto* l = lo.data_ptr<double>();
-        const auto* h = hi.data_ptr<double>();
-        std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end)
-        for (int64_t ch = 0; ch < s.out_channels; ++ch)
-          if (runs.empty() || l[ch] != l[runs.back().first] || h[ch] != h[runs.back().first])
-            runs.emplace_back(ch, ch + 1);
-          else
-            runs.back().second = ch + 1;
-        auto clip = [&](const std::string& in, int64_t first, const std::string& name) -> std::string {
-          const double a = l[first], b = h[first];
-          if (std::isinf(a) && a < 0 && std::isinf(b)) return in;  // identity
-          if (a == 0 && std::isinf(b)) return gr.node("Relu", {in}, {}, name);
-          const std::string lo_name = std::isinf(a) ? "" : gr.init(fmt::format("{}min{}", p, first), torch::tensor(a));
-          const std::string hi_name = std::isinf(b) ? "" : gr.init(fmt::format("{}max{}", p, first), torch::tensor(b));
-          return gr.node("Clip", {in, lo_name, hi_name}, {}, name);
-        };
-        if (runs.size() == 1) {
-          auto y = clip(x, 0, out);
-          x = y == x && !out.empty() ? gr.node("Identity", {x}, {}, out) : y;
-          break;
-        }
-        std::vector<int64_t> sizes;
-        for (const auto& r : runs) sizes.push_back(r.second - r.first);
-        const auto split = gr.init(p + "split", torch::tensor(sizes, torch::kLong));
-        std::vector<std::string> parts;
-        for (size_t r = 0; r < runs.size(); ++r) parts.push_back(fmt::format("{}part{}", p, r));
-        gr.node_multi("Split", {x, split}, {attr_int("axis", 1)}, parts);
-        std::vector<std::string> outs;
-        for (size_t r = 0; r < runs.size(); ++r) outs.push_back(clip(parts[r], runs[r].first, ""));
-        x = gr.node("Concat", outs, {attr_int("axis", 1)}, out);
+        const auto hi = gr.node("Min", {x, gr.init(p + "max", c->max.view({1, -1, 1, 1}))}, {});
+        x = gr.node("Max", {hi, gr.init(p + "min", c->min.view({1, -1, 1, 1}))}, {}, out);
         break;
       }
       case LayerKind::MaxPool:

@@ -14,7 +14,7 @@ torch::jit::Module to_torchscript(const PlainNetImpl& net);
 void export_torchscript(const PlainNetImpl& net, const std::string& path);
 
 /// ONNX (opset 13, float32) of the chain: Conv (with kernel_shape, strides, pads, dilations,
-/// group), BatchNormalization, Relu, PRelu, Split + Clip + Concat for the per-channel clamp, MaxPool,
+/// group), BatchNormalization, Relu, PRelu, Min/Max for the per-channel clamp, MaxPool,
 /// GlobalAveragePool, Flatten, Gemm. Input "input" [N, C, H, W] (N, H, W symbolic), output
 /// "logits" [N, classes]. No Add: the residuals are gone. Written with a small protobuf encoder.
 std::string to_onnx(const PlainNetImpl& net);
