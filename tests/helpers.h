@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include <torch/torch.h>
@@ -35,6 +36,16 @@ inline double rel_diff(ModelImpl& a, ModelImpl& b, const torch::Tensor& x) {
   b.eval();
   auto ya = a.forward(x).to(torch::kDouble), yb = b.forward(x).to(torch::kDouble);
   return (ya - yb).abs().max().item<double>() / ya.abs().max().item<double>();
+}
+
+/// The message (without backtrace) of the c10::Error `f` throws, or "" if it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
 }
 
 inline std::string temp_path(const std::string& name) {

@@ -16,18 +16,10 @@
 #include "rmnet/data/loader.h"
 
 using namespace rmnet;
+using rmnet::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
 
 std::string be32(uint32_t v) {
   return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};

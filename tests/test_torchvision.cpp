@@ -65,14 +65,7 @@ TEST_F(TorchvisionWeights, TorchScriptArchives) {
 }
 
 TEST_F(TorchvisionWeights, BadInputIsNamed) {
-  auto error_of = [](const std::function<void()>& f) -> std::string {
-    try {
-      f();
-    } catch (const c10::Error& e) {
-      return e.what_without_backtrace();
-    }
-    return "";
-  };
+  using test::error_of;
   // another architecture: the first mismatching key with both shapes
   auto msg = error_of([&] { import_torchvision("resnet50", dir_ + "/resnet18.pth"); });
   EXPECT_NE(msg.find("layer1.0.conv1.weight"), std::string::npos) << msg;

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "rmnet/io/model_file.h"
+#include "layer_json.h"
 
 namespace rmnet {
 namespace {
@@ -104,32 +105,6 @@ class StateDictPickler {
   }
 };
 
-nlohmann::json layer_json(const LayerSpec& s) {
-  nlohmann::json j = {{"type", to_string(s.kind)}};
-  switch (s.kind) {
-    case LayerKind::Conv:
-      j.update({{"in", s.in_channels}, {"out", s.out_channels}, {"kernel", s.kernel}, {"stride", s.stride},
-                {"padding", s.padding}, {"groups", s.groups}, {"bias", s.bias}});
-      break;
-    case LayerKind::Linear:
-      j.update({{"in", s.in_channels}, {"out", s.out_channels}, {"bias", s.bias}});
-      break;
-    case LayerKind::BatchNorm:
-      j.update({{"channels", s.out_channels}, {"eps", s.eps}, {"momentum", s.momentum}});
-      break;
-    case LayerKind::PReLU:
-    case LayerKind::Clamp:
-      j["channels"] = s.out_channels;
-      break;
-    case LayerKind::MaxPool:
-      j.update({{"kernel", s.kernel}, {"stride", s.stride}, {"padding", s.padding}});
-      break;
-    default:
-      break;
-  }
-  return j;
-}
-
 }  // namespace
 
 torch::jit::Module to_torchscript(const PlainNetImpl& net) {
@@ -218,7 +193,7 @@ std::string chain_json(const PlainNetImpl& net) {
                       {"in_channels", net.options().in_channels()},
                       {"num_classes", net.options().num_classes()},
                       {"layers", nlohmann::json::array()}};
-  for (const auto& s : net.specs()) j["layers"].push_back(layer_json(s));
+  for (const auto& s : net.specs()) j["layers"].push_back(detail::layer_to_json(s));
   return j.dump(2) + "\n";
 }
 

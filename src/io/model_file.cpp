@@ -13,11 +13,14 @@
 
 #include "rmnet/models/plain.h"
 #include "rmnet/models/registry.h"
+#include "layer_json.h"
 
 namespace rmnet {
 namespace {
 
 using json = nlohmann::json;
+using detail::layer_from_json;
+using detail::layer_to_json;
 constexpr const char* kFormat = "rmnet-model";
 constexpr int kVersion = 1;
 
@@ -40,58 +43,6 @@ ModelOptions options_from_json(const json& j) {
   o.zero_init_residual(j.value("zero_init_residual", false));
   o.track_block_stats(j.value("track_block_stats", false));
   return o;
-}
-
-json layer_to_json(const LayerSpec& s) {
-  json j = {{"type", to_string(s.kind)}};
-  switch (s.kind) {
-    case LayerKind::Conv:
-      j.update({{"in", s.in_channels}, {"out", s.out_channels}, {"kernel", s.kernel}, {"stride", s.stride},
-                {"padding", s.padding}, {"groups", s.groups}, {"bias", s.bias}});
-      break;
-    case LayerKind::Linear:
-      j.update({{"in", s.in_channels}, {"out", s.out_channels}, {"bias", s.bias}});
-      break;
-    case LayerKind::BatchNorm:
-      j.update({{"channels", s.out_channels}, {"eps", s.eps}, {"momentum", s.momentum}});
-      break;
-    case LayerKind::PReLU:
-    case LayerKind::Clamp:
-      j["channels"] = s.out_channels;
-      break;
-    case LayerKind::MaxPool:
-      j.update({{"kernel", s.kernel}, {"stride", s.stride}, {"padding", s.padding}});
-      break;
-    default:
-      break;
-  }
-  return j;
-}
-
-LayerSpec layer_from_json(const json& j) {
-  const auto kind = layer_kind_from_string(j.at("type").get<std::string>());
-  switch (kind) {
-    case LayerKind::Conv:
-      return LayerSpec::conv(j.at("in"), j.at("out"), j.at("kernel"), j.at("stride"), j.at("padding"),
-                             j.at("groups"), j.at("bias"));
-    case LayerKind::Linear:
-      return LayerSpec::linear(j.at("in"), j.at("out"), j.at("bias"));
-    case LayerKind::BatchNorm:
-      return LayerSpec::batchnorm(j.at("channels"), j.at("eps"), j.at("momentum"));
-    case LayerKind::PReLU:
-      return LayerSpec::prelu(j.at("channels"));
-    case LayerKind::Clamp:
-      return LayerSpec::clamp(j.at("channels"));
-    case LayerKind::MaxPool:
-      return LayerSpec::maxpool(j.at("kernel"), j.at("stride"), j.at("padding"));
-    case LayerKind::AvgPool:
-      return LayerSpec::avgpool();
-    case LayerKind::Flatten:
-      return LayerSpec::flatten();
-    case LayerKind::ReLU:
-      return LayerSpec::relu();
-  }
-  TORCH_CHECK(false, "unreachable");
 }
 
 std::string read_file(const std::string& path) {
