@@ -15,6 +15,7 @@ import torchvision
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
 from rmnet_sequential import load_sequential  # noqa: E402
+from make_torchvision_weights import randomize_batchnorm  # noqa: E402  (tests/ is sys.path[0])
 
 warnings.filterwarnings("ignore")
 rmnet, work = sys.argv[1], pathlib.Path(sys.argv[2])
@@ -22,15 +23,7 @@ work.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 failures = 0
 for name in ["resnet18", "mobilenet_v2"]:
-    m = getattr(torchvision.models, name)(num_classes=7)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.normal_(0, 0.5)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.normal_(0, 0.3)
-    m.eval()
+    m = randomize_batchnorm(getattr(torchvision.models, name)(num_classes=7))
     torch.save(m.state_dict(), work / f"{name}.pth")
     for keep_bn in [False, True]:
         tag = f"{name}{'_bn' if keep_bn else ''}"

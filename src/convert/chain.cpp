@@ -15,7 +15,6 @@ torch::Tensor to_f64(const torch::Tensor& t) {
 }
 
 torch::Tensor to_work(const torch::Tensor& t) { return t.detach().to(torch::kCPU, t_work_dtype); }
-torch::ScalarType work_dtype() { return t_work_dtype; }
 torch::TensorOptions work_options() { return torch::TensorOptions().dtype(t_work_dtype); }
 
 WorkDtypeGuard::WorkDtypeGuard(torch::ScalarType model_dtype) : previous_(t_work_dtype) {

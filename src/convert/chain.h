@@ -41,7 +41,6 @@ struct BNParams {
 torch::Tensor to_f64(const torch::Tensor& t);
 /// CPU copy of a weight in the work dtype.
 torch::Tensor to_work(const torch::Tensor& t);
-torch::ScalarType work_dtype();
 torch::TensorOptions work_options();
 /// Sets the work dtype for this thread while alive (float64 stays, anything else -> float32).
 class WorkDtypeGuard {

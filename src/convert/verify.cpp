@@ -5,30 +5,11 @@
 #include <torch/torch.h>
 
 #include "chain.h"
+#include "../eval_mode_guard.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/models/resnet.h"
 
 namespace rmnet {
-namespace {
-
-/// Puts a module and its children in eval mode and gives the previous flags back on destruction.
-class EvalModeGuard {
- public:
-  explicit EvalModeGuard(torch::nn::Module& m) : module_(m) {
-    for (const auto& c : m.modules(true)) flags_.push_back(c->is_training());
-    m.eval();
-  }
-  ~EvalModeGuard() {
-    size_t i = 0;
-    for (const auto& c : module_.modules(true)) c->train(flags_[i++]);
-  }
-
- private:
-  torch::nn::Module& module_;
-  std::vector<bool> flags_;
-};
-
-}  // namespace
 
 int64_t default_input_size(const ModelImpl& model) {
   const auto& arch = model.options().arch();
@@ -69,7 +50,7 @@ VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate, cons
   torch::NoGradGuard no_grad;
   torch::Tensor a, b;
   {
-    EvalModeGuard ga(reference), gb(candidate);
+    detail::EvalModeGuard ga(reference), gb(candidate);
     a = reference.forward(x).to(torch::kDouble);
     b = candidate.forward(x).to(torch::kDouble);
   }

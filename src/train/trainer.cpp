@@ -1,5 +1,7 @@
 #include "rmnet/train/trainer.h"
 
+#include "../eval_mode_guard.h"
+
 #include <chrono>
 #include <cmath>
 
@@ -92,20 +94,9 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
   return s;
 }
 
-namespace {
-class EvalGuard {
- public:
-  explicit EvalGuard(torch::nn::Module& m) : m_(m), was_training_(m.is_training()) { m.eval(); }
-  ~EvalGuard() { m_.train(was_training_); }
-
- private:
-  torch::nn::Module& m_;
-  bool was_training_;
-};
-}  // namespace
 
 EpochStats evaluate(ModelImpl& model, DataLoader& loader, torch::Device device) {
-  EvalGuard guard(model);
+  detail::EvalModeGuard guard(model);
   torch::NoGradGuard no_grad;
   EpochStats s;
   const auto t0 = std::chrono::steady_clock::now();
@@ -131,7 +122,7 @@ EpochStats evaluate(ModelImpl& model, DataLoader& loader, torch::Device device) 
 }
 
 torch::Tensor predict(ModelImpl& model, DataLoader& loader, torch::Device device) {
-  EvalGuard guard(model);
+  detail::EvalModeGuard guard(model);
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
   loader.start_epoch(0);
