@@ -24,6 +24,23 @@ class ChannelClamp(nn.Module):
         return torch.clamp(x, self.min.view(shape), self.max.view(shape))
 
 
+class ChannelSE(nn.Module):
+    """Squeeze-and-excitation on the first `scaled` channels; the others pass unchanged."""
+
+    def __init__(self, channels, scaled, hidden):
+        super().__init__()
+        self.scaled = scaled
+        self.w1 = nn.Parameter(torch.zeros(hidden, scaled))
+        self.b1 = nn.Parameter(torch.zeros(hidden))
+        self.w2 = nn.Parameter(torch.zeros(scaled, hidden))
+        self.b2 = nn.Parameter(torch.zeros(scaled))
+
+    def forward(self, x):
+        a, rest = x[:, : self.scaled], x[:, self.scaled :]
+        g = torch.sigmoid(nn.functional.linear(torch.relu(nn.functional.linear(a.mean((2, 3)), self.w1, self.b1)), self.w2, self.b2))
+        return torch.cat([a * g[:, :, None, None], rest], 1)
+
+
 def make_layer(l):
     t = l["type"]
     if t == "conv":
@@ -44,6 +61,8 @@ def make_layer(l):
         return nn.Flatten()
     if t == "linear":
         return nn.Linear(l["in"], l["out"], bias=l["bias"])
+    if t == "se":
+        return ChannelSE(l["channels"], l["scaled"], l["hidden"])
     raise ValueError(f"unknown layer type {t!r}")
 
 

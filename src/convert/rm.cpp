@@ -22,12 +22,16 @@
 #include "chain.h"
 #include "rmnet/convert/fuse.h"
 #include "rmnet/models/mobilenet.h"
+#include "rmnet/models/preact.h"
+#include "rmnet/models/repvgg.h"
 #include "rmnet/models/resnet.h"
+#include "rmnet/models/rmnet_family.h"
 
 namespace rmnet {
 namespace nn = torch::nn;
 using detail::BNParams;
 using detail::Chain;
+using detail::ChainLayer;
 using detail::to_f64;
 
 namespace {
@@ -126,12 +130,46 @@ torch::Tensor weight_of(const nn::Conv2dImpl& c) {
   return to_work(c.weight);
 }
 
+/// The SE module of a residual block as a plain SE layer on `channels` channels, the first
+/// `scaled` of which it rescales (the reserved input passes unchanged).
+void se_to_chain(const SqueezeExcitationImpl& se, int64_t channels, Chain& ch) {
+  const auto flat = [](const torch::Tensor& w) { return to_f64(w).flatten(1); };
+  ChainLayer l;
+  const int64_t hidden = se.fc1->options.out_channels(), scaled = se.fc1->options.in_channels();
+  l.spec = LayerSpec::se(channels, scaled, hidden);
+  l.tensors = {{"w1", flat(se.fc1->weight)}, {"b1", to_f64(se.fc1->bias)}, {"w2", flat(se.fc2->weight)},
+               {"b2", to_f64(se.fc2->bias)}};
+  ch.push(std::move(l));
+}
+
+/// The tail of a block with SE: the branch output `cout` channels + the reserved input `cin`
+/// channels go through SE (branch only), then a 1x1 merge [I | P] adds the shortcut.
+void se_merge(const SqueezeExcitationImpl& se, int64_t cout, int64_t cin, const Shortcut& sc, const Stats& st,
+              double eps, Chain& ch) {
+  se_to_chain(se, cout + cin, ch);
+  ch.conv(torch::cat({dirac(cout, 1), sc.weight}, 1), sc.bias, 1, 0);
+  ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, eps));
+  ch.relu();
+}
+
 void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
   const int64_t cin = b.conv1->options.in_channels(), cmid = b.conv1->options.out_channels();
   const int64_t cout = b.conv2->options.out_channels(), s = b.stride;
   const auto st = block_stats(b, cin, cout);
   const auto bn1 = BNParams::from(*b.bn1), bn2 = BNParams::from(*b.bn2);
   const auto w1 = weight_of(*b.conv1), w2 = weight_of(*b.conv2);
+  if (b.se) {
+    // SE acts on the branch before the addition, so the merge is a separate 1x1 conv after it:
+    // [W1 ; D] (stride s), BN, ReLU, [[W2, 0], [0, D]], BN [bn2 ; identity], SE, [I | P].
+    const auto sc = shortcut_of(b.downsample, cin);
+    ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
+    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.relu();
+    ch.conv(block_diagonal(w2, 1, cin, false).first, {}, 1, 1);
+    ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
+    se_merge(*b.se, cout, cin, sc, st, bn2.eps, ch);
+    return;
+  }
   if (b.downsample && mode == DownsampleMode::Type1) {
     // Figure 2(a): [W1 ; Wd padded to 3x3], BN [bn1 ; bn_d], PReLU [0 ; 1], merge [a2 W2 | I].
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
@@ -162,6 +200,20 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
   const int64_t g2 = groups_of(*b.conv2);
   const auto zeros = [](int64_t n) { return torch::zeros({n}, kF64); };
   const auto ones = [](int64_t n) { return torch::ones({n}, kF64); };
+  if (b.se) {
+    const auto sc = shortcut_of(b.downsample, cin);
+    ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
+    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.relu();
+    auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
+    ch.conv(w2r, {}, s, 1, groups);
+    ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
+    ch.relu();
+    ch.conv(block_diagonal(w3, 1, cin, false).first, {}, 1, 0);
+    ch.batchnorm(BNParams::cat({bn3, BNParams::identity(st.in_mean, st.in_var, bn3.eps)}));
+    se_merge(*b.se, cout, cin, sc, st, bn3.eps, ch);
+    return;
+  }
   if (b.downsample && mode == DownsampleMode::Type1) {
     // Type 1: the projection joins conv1 (stride 1, full resolution), a Dirac in conv2 strides it,
     // PReLUs of slope 1 pass it (it can be negative), the merge adds it.
@@ -212,6 +264,86 @@ void resnet_to_chain(const ResNetImpl& m, DownsampleMode mode, bool grouped, Cha
   ch.linear(m.fc->weight, m.fc->bias);
 }
 
+/// A RepVGG block re-parameterised (Ding et al.): W = a3 W3 + pad(a1 W1) [+ a0 I], bias s3 + s1 [+ s0],
+/// then ReLU. With BN kept, the bias goes into a BN that only shifts (so every conv has its BN).
+void repvgg_block_to_chain(const RepVGGBlockImpl& b, Chain& ch) {
+  const auto bn3 = BNParams::from(*b.rbr_dense->bn), bn1 = BNParams::from(*b.rbr_1x1->bn);
+  auto w = scale_out(weight_of(*b.rbr_dense->conv), bn3.scale()) +
+           pad_kernel(scale_out(weight_of(*b.rbr_1x1->conv), bn1.scale()), 3);
+  auto bias = bn3.shift() + bn1.shift();
+  if (b.rbr_identity) {
+    const auto bn0 = BNParams::from(*b.rbr_identity);
+    w = w + scale_out(dirac(b.out_channels, 3), bn0.scale());
+    bias = bias + bn0.shift();
+  }
+  ch.conv(w, {}, b.stride, 1);
+  const int64_t c = b.out_channels;
+  const double eps = bn3.eps;
+  ch.batchnorm(BNParams{torch::full({c}, std::sqrt(1.0 + eps), kF64), bias, torch::zeros({c}, kF64),
+                        torch::ones({c}, kF64), eps});
+  ch.relu();
+}
+
+void head_to_chain(const nn::Linear& fc, Chain& ch) {
+  ch.avgpool();
+  ch.flatten();
+  ch.linear(fc->weight, fc->bias);
+}
+
+void repvgg_to_chain(const RepVGGImpl& m, Chain& ch) {
+  for (const auto& stage : m.stages)
+    for (const auto& blk : *stage) repvgg_block_to_chain(*blk.ptr()->as<RepVGGBlockImpl>(), ch);
+  head_to_chain(m.linear, ch);
+}
+
+void rmnet_to_chain(const RMNetImpl& m, DownsampleMode mode, Chain& ch) {
+  for (const auto& blk : *m.layer0) repvgg_block_to_chain(*blk.ptr()->as<RepVGGBlockImpl>(), ch);
+  for (const auto& stage : m.stages)
+    for (const auto& blk : *stage) convert_bottleneck(*blk.ptr()->as<BottleneckImpl>(), mode, /*grouped=*/true, ch);
+  head_to_chain(m.fc, ch);
+}
+
+/// A pre-activation block. Its input x can be negative and the block starts with BN-ReLU, so:
+///   identity shortcut:   1x1 [I ; I] (duplicate x), BN [bn1 ; identity], PReLU [0 ; 1],
+///                        [[W1, 0], [0, D]], BN [bn2 ; identity], PReLU [0 ; 1], [W2 | D];
+///   projection shortcut: BN bn1, ReLU, [W1 ; P padded to 3x3] (stride s), BN [bn2 ; identity],
+///                        PReLU [0 ; 1], [W2 | D]   (P acts on the pre-activated input).
+/// No BN after the merge conv: the next block's BN1 (or the final BN) follows it directly.
+void convert_preact(const PreActBlockImpl& b, Chain& ch) {
+  const int64_t cin = b.conv1->options.in_channels(), planes = b.conv1->options.out_channels(), s = b.stride;
+  const auto st = block_stats(b, cin, planes);
+  const auto bn1 = BNParams::from(*b.bn1), bn2 = BNParams::from(*b.bn2);
+  const auto w1 = weight_of(*b.conv1), w2 = weight_of(*b.conv2);
+  const auto pass = [](int64_t zero, int64_t one) {
+    return torch::cat({torch::zeros({zero}, kF64), torch::ones({one}, kF64)});
+  };
+  if (b.shortcut) {
+    ch.batchnorm(bn1);
+    ch.relu();
+    ch.conv(torch::cat({w1, pad_kernel(to_work(b.shortcut->weight), 3)}, 0), {}, s, 1);
+    ch.batchnorm(BNParams::cat({bn2, BNParams::identity(torch::zeros({planes}, kF64), torch::ones({planes}, kF64), bn2.eps)}));
+    ch.prelu(pass(planes, planes));
+    ch.conv(torch::cat({w2, dirac(planes, 3)}, 1), {}, 1, 1);
+    return;
+  }
+  ch.conv(torch::cat({dirac(cin, 1), dirac(cin, 1)}, 0), {}, 1, 0);
+  ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+  ch.prelu(pass(cin, cin));
+  ch.conv(block_diagonal(w1, 1, cin, false).first, {}, s, 1);
+  ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
+  ch.prelu(pass(planes, cin));
+  ch.conv(torch::cat({w2, dirac(cin, 3)}, 1), {}, 1, 1);
+}
+
+void preact_to_chain(const PreActResNetImpl& m, Chain& ch) {
+  ch.conv(to_work(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  for (const auto& stage : m.stages)
+    for (const auto& blk : *stage) convert_preact(*blk.ptr()->as<PreActBlockImpl>(), ch);
+  ch.batchnorm(BNParams::from(*m.bn));
+  ch.relu();
+  head_to_chain(m.fc, ch);
+}
+
 /// The activation of a MobileNetV2 layer on `n` channels followed by `reserve` channels that
 /// must pass unchanged: ReLU6 -> clamp [0, 6] / (-inf, inf); ReLU -> PReLU slope 0 / 1.
 void mobilenet_act(bool relu6, int64_t n, int64_t reserve, Chain& ch) {
@@ -251,16 +383,19 @@ void convert_inverted_residual(const InvertedResidualImpl& b, bool grouped, Chai
   }
   TORCH_CHECK(b.expand_conv, "an inverted residual block without expansion cannot reserve its input");
   const int64_t cin = b.in_channels, h = b.hidden;
-  const auto st = block_stats(b, cin, b.out_channels);
+  const auto st = block_stats(b, cin, b.out_width);
   const auto bne = BNParams::from(*b.expand_bn), bnd = BNParams::from(*b.dw_bn);
-  ch.conv(torch::cat({weight_of(*b.expand_conv), dirac(cin, 1)}, 0), {}, 1, 0);
+  // Dirac rows/columns on the first cin channels of wider ("free") tensors.
+  const auto reserve_in = torch::cat({dirac(cin, 1), torch::zeros({cin, b.in_width - cin, 1, 1}, work_options())}, 1);
+  const auto merge_out = torch::cat({dirac(cin, 1), torch::zeros({b.out_width - cin, cin, 1, 1}, work_options())}, 0);
+  ch.conv(torch::cat({weight_of(*b.expand_conv), reserve_in}, 0), {}, 1, 0);
   ch.batchnorm(BNParams::cat({bne, BNParams::identity(st.in_mean, st.in_var, bne.eps)}));
   mobilenet_act(r6, h, cin, ch);
   auto [wd, groups] = block_diagonal(weight_of(*b.dw_conv), groups_of(*b.dw_conv), cin, grouped);
   ch.conv(wd, {}, 1, 1, groups);
   ch.batchnorm(BNParams::cat({bnd, BNParams::identity(st.in_mean, st.in_var, bnd.eps)}));
   mobilenet_act(r6, h, cin, ch);
-  ch.conv(torch::cat({scale_out(weight_of(*b.project_conv), bnp.scale()), dirac(cin, 1)}, 1), bnp.shift(), 1, 0);
+  ch.conv(torch::cat({scale_out(weight_of(*b.project_conv), bnp.scale()), merge_out}, 1), bnp.shift(), 1, 0);
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bnp.eps));
 }
 
@@ -278,6 +413,11 @@ void mobilenet_to_chain(const MobileNetV2Impl& m, bool grouped, Chain& ch) {
   ch.flatten();
   auto fc = child<nn::LinearImpl>(m.classifier, 1);
   ch.linear(fc->weight, fc->bias);
+}
+
+void mobilenet_v1_to_chain(const MobileNetV1Impl& m, Chain& ch) {
+  for (const auto& f : *m.features) conv_bn_act_to_chain(*dynamic_cast<ConvBNActImpl*>(f.ptr().get()), m.options().relu6(), ch);
+  head_to_chain(m.classifier, ch);
 }
 
 
@@ -312,6 +452,14 @@ Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, boo
     resnet_to_chain(*r, downsample, grouped_reserve, ch);
   else if (auto* mb = dynamic_cast<const MobileNetV2Impl*>(&model))
     mobilenet_to_chain(*mb, grouped_reserve, ch);
+  else if (auto* rm = dynamic_cast<const RMNetImpl*>(&model))
+    rmnet_to_chain(*rm, downsample, ch);
+  else if (auto* rv = dynamic_cast<const RepVGGImpl*>(&model))
+    repvgg_to_chain(*rv, ch);
+  else if (auto* pa = dynamic_cast<const PreActResNetImpl*>(&model))
+    preact_to_chain(*pa, ch);
+  else if (auto* v1 = dynamic_cast<const MobileNetV1Impl*>(&model))
+    mobilenet_v1_to_chain(*v1, ch);
   else if (auto* p = dynamic_cast<const PlainNetImpl*>(&model))
     ch = Chain::from(*p);
   else

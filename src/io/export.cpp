@@ -172,6 +172,22 @@ torch::jit::Module to_torchscript(const PlainNetImpl& net) {
         src << fmt::format("    x = torch.linear(x, self.{}weight, {})\n", p, s.bias ? "self." + p + "bias" : "None");
         break;
       }
+      case LayerKind::SE: {
+        auto e = net.layer_as<ChannelSEImpl>(i);
+        for (const auto& [n, t] : {std::pair{"w1", e->w1}, {"b1", e->b1}, {"w2", e->w2}, {"b2", e->b2}})
+          reg(p + n, t, true);
+        src << fmt::format("    a = torch.narrow(x, 1, 0, {})\n", s.scaled);
+        src << fmt::format(
+            "    g = torch.sigmoid(torch.linear(torch.relu(torch.linear(torch.mean(a, [2, 3]), self.{0}w1, self.{0}b1)), "
+            "self.{0}w2, self.{0}b2))\n",
+            p);
+        if (s.scaled == s.out_channels)
+          src << "    x = a * g.unsqueeze(2).unsqueeze(3)\n";
+        else
+          src << fmt::format("    x = torch.cat([a * g.unsqueeze(2).unsqueeze(3), torch.narrow(x, 1, {}, {})], 1)\n",
+                             s.scaled, s.out_channels - s.scaled);
+        break;
+      }
     }
   }
   src << "    return x\n";

@@ -29,6 +29,9 @@ inline json layer_to_json(const LayerSpec& s) {
     case LayerKind::MaxPool:
       j.update({{"kernel", s.kernel}, {"stride", s.stride}, {"padding", s.padding}});
       break;
+    case LayerKind::SE:
+      j.update({{"channels", s.out_channels}, {"scaled", s.scaled}, {"hidden", s.hidden}});
+      break;
     default:
       break;
   }
@@ -57,6 +60,8 @@ inline LayerSpec layer_from_json(const json& j) {
       return LayerSpec::flatten();
     case LayerKind::ReLU:
       return LayerSpec::relu();
+    case LayerKind::SE:
+      return LayerSpec::se(j.at("channels"), j.at("scaled"), j.at("hidden"));
   }
   TORCH_CHECK(false, "unreachable");
 }

@@ -180,6 +180,33 @@ std::string to_onnx(const PlainNetImpl& net) {
         x = gr.node("Gemm", in, {attr_int("transB", 1)}, out);
         break;
       }
+      case LayerKind::SE: {
+        // a = x[:, :scaled]; g = Sigmoid(Conv1x1(Relu(Conv1x1(GlobalAveragePool(a))))); [a * g ; x[:, scaled:]]
+        auto e = net.layer_as<ChannelSEImpl>(i);
+        const auto slice = [&](int64_t from, int64_t to, const std::string& tag) {
+          const auto opts = torch::TensorOptions().dtype(torch::kLong);
+          return gr.node("Slice", {x, gr.init(p + tag + "_starts", torch::full({1}, from, opts)),
+                                   gr.init(p + tag + "_ends", torch::full({1}, to, opts)),
+                                   gr.init(p + tag + "_axes", torch::ones({1}, opts))},
+                         {});
+        };
+        const std::string a = s.scaled == s.out_channels ? x : slice(0, s.scaled, "a");
+        const auto conv1x1 = [&](const std::string& in, const torch::Tensor& w, const torch::Tensor& b,
+                                 const std::string& tag) {
+          return gr.node("Conv", {in, gr.init(p + tag + "_weight", w.view({w.size(0), w.size(1), 1, 1})), gr.init(p + tag + "_bias", b)},
+                         {attr_ints("kernel_shape", {1, 1})});
+        };
+        auto g = gr.node("GlobalAveragePool", {a}, {});
+        g = gr.node("Relu", {conv1x1(g, e->w1, e->b1, "w1")}, {});
+        g = gr.node("Sigmoid", {conv1x1(g, e->w2, e->b2, "w2")}, {});
+        if (s.scaled == s.out_channels) {
+          x = gr.node("Mul", {a, g}, {}, out);
+        } else {
+          const auto y = gr.node("Mul", {a, g}, {});
+          x = gr.node("Concat", {y, slice(s.scaled, s.out_channels, "b")}, {attr_int("axis", 1)}, out);
+        }
+        break;
+      }
     }
   }
   gr.g.bytes(2, "rmnet_plain");

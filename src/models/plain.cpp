@@ -19,7 +19,7 @@ constexpr KindName kKindNames[] = {
     {LayerKind::ReLU, "relu"},       {LayerKind::PReLU, "prelu"},
     {LayerKind::Clamp, "clamp"},     {LayerKind::MaxPool, "maxpool"},
     {LayerKind::AvgPool, "avgpool"}, {LayerKind::Flatten, "flatten"},
-    {LayerKind::Linear, "linear"},
+    {LayerKind::Linear, "linear"},   {LayerKind::SE, "se"},
 };
 
 std::shared_ptr<torch::nn::Module> make_layer(const LayerSpec& s) {
@@ -49,6 +49,8 @@ std::shared_ptr<torch::nn::Module> make_layer(const LayerSpec& s) {
       return std::make_shared<nn::FlattenImpl>();
     case LayerKind::Linear:
       return std::make_shared<nn::LinearImpl>(nn::LinearOptions(s.in_channels, s.out_channels).bias(s.bias));
+    case LayerKind::SE:
+      return std::make_shared<ChannelSEImpl>(s.out_channels, s.scaled, s.hidden);
   }
   TORCH_CHECK(false, "unknown layer kind");
 }
@@ -128,6 +130,15 @@ LayerSpec LayerSpec::linear(int64_t in, int64_t out, bool bias) {
   return s;
 }
 
+LayerSpec LayerSpec::se(int64_t channels, int64_t scaled, int64_t hidden) {
+  LayerSpec s;
+  s.kind = LayerKind::SE;
+  s.out_channels = channels;
+  s.scaled = scaled;
+  s.hidden = hidden;
+  return s;
+}
+
 std::optional<int64_t> LayerSpec::output_channels() const {
   switch (kind) {
     case LayerKind::Conv:
@@ -159,6 +170,9 @@ std::string LayerSpec::describe() const {
       return "Flatten";
     case LayerKind::Linear:
       return fmt::format("Linear({}, {}{})", in_channels, out_channels, bias ? ", bias" : "");
+    case LayerKind::SE:
+      return scaled == out_channels ? fmt::format("SE({}, hidden={})", out_channels, hidden)
+                                    : fmt::format("SE({} of {}, hidden={})", scaled, out_channels, hidden);
   }
   return "?";
 }
@@ -175,6 +189,24 @@ torch::Tensor ChannelClampImpl::forward(const torch::Tensor& x) {
   std::vector<int64_t> shape(x.dim(), 1);
   shape[1] = min.size(0);
   return torch::clamp(x, min.view(shape), max.view(shape));
+}
+
+ChannelSEImpl::ChannelSEImpl(int64_t channels_, int64_t scaled_, int64_t hidden) : channels(channels_), scaled(scaled_) {
+  TORCH_CHECK(scaled >= 1 && scaled <= channels && hidden >= 1, "SE layer needs 1 <= scaled <= channels and hidden >= 1 (got ",
+              scaled, " of ", channels, ", hidden ", hidden, ")");
+  const double bound = 1.0 / std::sqrt(static_cast<double>(scaled));
+  w1 = register_parameter("w1", torch::empty({hidden, scaled}).uniform_(-bound, bound));
+  b1 = register_parameter("b1", torch::zeros({hidden}));
+  w2 = register_parameter("w2", torch::empty({scaled, hidden}).uniform_(-bound, bound));
+  b2 = register_parameter("b2", torch::zeros({scaled}));
+}
+
+torch::Tensor ChannelSEImpl::forward(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == channels, "SE(", channels, ") got an input of shape ", x.sizes());
+  auto a = scaled == channels ? x : x.narrow(1, 0, scaled);
+  auto s = torch::sigmoid(torch::linear(torch::relu(torch::linear(a.mean({2, 3}), w1, b1)), w2, b2));
+  auto y = a * s.unsqueeze(2).unsqueeze(3);
+  return scaled == channels ? y : torch::cat({y, x.narrow(1, scaled, channels - scaled)}, 1);
 }
 
 void check_chain(const std::vector<LayerSpec>& layers, int64_t in_channels) {
@@ -203,6 +235,11 @@ void check_chain(const std::vector<LayerSpec>& layers, int64_t in_channels) {
       case LayerKind::Clamp:
         TORCH_CHECK(s.out_channels == c, where(), " has ", s.out_channels, " channels, but ", c,
                     " arrive");
+        break;
+      case LayerKind::SE:
+        TORCH_CHECK(!flat, where(), " follows a Flatten");
+        TORCH_CHECK(s.out_channels == c, where(), " has ", s.out_channels, " channels, but ", c, " arrive");
+        TORCH_CHECK(s.scaled >= 1 && s.scaled <= c && s.hidden >= 1, where(), ": bad SE widths");
         break;
       case LayerKind::Flatten:
         flat = true;
@@ -255,6 +292,9 @@ torch::Tensor PlainNetImpl::forward_range(torch::Tensor x, size_t begin, size_t 
         break;
       case LayerKind::Linear:
         x = static_cast<torch::nn::LinearImpl*>(m)->forward(x);
+        break;
+      case LayerKind::SE:
+        x = static_cast<ChannelSEImpl*>(m)->forward(x);
         break;
     }
   }

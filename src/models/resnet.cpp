@@ -41,6 +41,9 @@ const std::vector<ArchEntry>& arch_table() {
       {"resnet44", {B::Basic, {7, 7, 7}, {16, 32, 64}, S::Cifar, 16}},
       {"resnet56", {B::Basic, {9, 9, 9}, {16, 32, 64}, S::Cifar, 16}},
       {"resnet110", {B::Basic, {18, 18, 18}, {16, 32, 64}, S::Cifar, 16}},
+      {"se_resnet18_cifar", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::Cifar, 64, 16}},
+      {"se_resnet20", {B::Basic, {3, 3, 3}, {16, 32, 64}, S::Cifar, 16, 4}},
+      {"se_resnet50", {B::Bottleneck, {3, 4, 6, 3}, {64, 128, 256, 512}, S::ImageNet, 64, 16}},
   };
   return table;
 }
@@ -66,7 +69,24 @@ void ResidualBlockBase::track(const torch::Tensor& x, bool input) {
                     /*eps=*/1e-5, /*cudnn_enabled=*/true);
 }
 
-BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats)
+int64_t se_hidden(int64_t channels, int64_t reduction) {
+  TORCH_CHECK(reduction >= 1, "SE reduction must be at least 1 (got ", reduction, ")");
+  return std::max<int64_t>(1, channels / reduction);
+}
+
+SqueezeExcitationImpl::SqueezeExcitationImpl(int64_t channels, int64_t hidden) {
+  fc1 = register_module("fc1", nn::Conv2d(nn::Conv2dOptions(channels, hidden, 1)));
+  fc2 = register_module("fc2", nn::Conv2d(nn::Conv2dOptions(hidden, channels, 1)));
+}
+
+torch::Tensor SqueezeExcitationImpl::scale(const torch::Tensor& x) {
+  return torch::sigmoid(fc2(torch::relu(fc1(torch::adaptive_avg_pool2d(x, {1, 1})))));
+}
+
+torch::Tensor SqueezeExcitationImpl::forward(const torch::Tensor& x) { return x * scale(x); }
+
+BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats,
+                               int64_t se_reduction)
     : stride(stride_) {
   conv1 = register_module("conv1", conv3x3(in_planes, planes, stride));
   bn1 = register_module("bn1", nn::BatchNorm2d(planes));
@@ -74,6 +94,7 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
   bn2 = register_module("bn2", nn::BatchNorm2d(planes));
   downsample = make_downsample(in_planes, planes * expansion, stride);
   if (downsample) register_module("downsample", downsample);
+  if (se_reduction > 0) se = register_module("se", SqueezeExcitation(planes, se_hidden(planes, se_reduction)));
   if (track_stats) init_stats(in_planes, planes * expansion);
 }
 
@@ -81,22 +102,33 @@ torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   track(x, true);
   auto out = torch::relu(bn1(conv1(x)));
   out = bn2(conv2(out));
+  if (se) out = se(out);
   out = torch::relu(out + (downsample ? downsample->forward(x) : x));
   track(out, false);
   return out;
 }
 
-BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats)
+BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride, bool track_stats,
+                               int64_t se_reduction)
+    : BottleneckImpl(in_planes, planes, planes * expansion, stride, 1, track_stats, se_reduction) {}
+
+BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t width, int64_t out_planes, int64_t stride_,
+                               int64_t groups, bool track_stats, int64_t se_reduction)
     : stride(stride_) {
-  conv1 = register_module("conv1", conv1x1(in_planes, planes));
-  bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-  conv2 = register_module("conv2", conv3x3(planes, planes, stride));
-  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
-  conv3 = register_module("conv3", conv1x1(planes, planes * expansion));
-  bn3 = register_module("bn3", nn::BatchNorm2d(planes * expansion));
-  downsample = make_downsample(in_planes, planes * expansion, stride);
+  TORCH_CHECK(groups >= 1 && width % groups == 0, "Bottleneck: groups (", groups, ") must divide the width (",
+              width, ")");
+  conv1 = register_module("conv1", conv1x1(in_planes, width));
+  bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  conv2 = register_module(
+      "conv2", nn::Conv2d(nn::Conv2dOptions(width, width, 3).stride(stride).padding(1).groups(groups).bias(false)));
+  bn2 = register_module("bn2", nn::BatchNorm2d(width));
+  conv3 = register_module("conv3", conv1x1(width, out_planes));
+  bn3 = register_module("bn3", nn::BatchNorm2d(out_planes));
+  downsample = make_downsample(in_planes, out_planes, stride);
   if (downsample) register_module("downsample", downsample);
-  if (track_stats) init_stats(in_planes, planes * expansion);
+  if (se_reduction > 0)
+    se = register_module("se", SqueezeExcitation(out_planes, se_hidden(out_planes, se_reduction)));
+  if (track_stats) init_stats(in_planes, out_planes);
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
@@ -104,6 +136,7 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   auto out = torch::relu(bn1(conv1(x)));
   out = torch::relu(bn2(conv2(out)));
   out = bn3(conv3(out));
+  if (se) out = se(out);
   out = torch::relu(out + (downsample ? downsample->forward(x) : x));
   track(out, false);
   return out;
@@ -132,9 +165,9 @@ ResNetImpl::ResNetImpl(ResNetConfig config, ModelOptions options)
     for (int64_t b = 0; b < config_.layers[s]; ++b) {
       const int64_t stride = (s > 0 && b == 0) ? 2 : 1;
       if (basic)
-        stage->push_back(BasicBlock(in_planes, planes, stride, o.track_block_stats()));
+        stage->push_back(BasicBlock(in_planes, planes, stride, o.track_block_stats(), config_.se_reduction));
       else
-        stage->push_back(Bottleneck(in_planes, planes, stride, o.track_block_stats()));
+        stage->push_back(Bottleneck(in_planes, planes, stride, o.track_block_stats(), config_.se_reduction));
       in_planes = planes * expansion;
     }
     stages.push_back(register_module(fmt::format("layer{}", s + 1), stage));

@@ -27,6 +27,7 @@ enum class LayerKind {
   AvgPool,    ///< AdaptiveAvgPool2d to 1x1
   Flatten,
   Linear,
+  SE,         ///< squeeze-and-excitation on the first `scaled` channels; the rest pass unchanged
 };
 
 std::string to_string(LayerKind kind);
@@ -44,6 +45,8 @@ struct LayerSpec {
   bool bias = true;          ///< Conv/Linear bias
   double eps = 1e-5;         ///< BatchNorm epsilon
   double momentum = 0.1;     ///< BatchNorm momentum
+  int64_t scaled = 0;        ///< SE: the first `scaled` channels are rescaled (of out_channels)
+  int64_t hidden = 0;        ///< SE: hidden width of the excitation
 
   static LayerSpec conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
                         int64_t groups = 1, bool bias = true);
@@ -55,6 +58,7 @@ struct LayerSpec {
   static LayerSpec avgpool();
   static LayerSpec flatten();
   static LayerSpec linear(int64_t in, int64_t out, bool bias = true);
+  static LayerSpec se(int64_t channels, int64_t scaled, int64_t hidden);
 
   /// Number of channels this layer outputs, or nullopt when it keeps its input's.
   std::optional<int64_t> output_channels() const;
@@ -72,6 +76,18 @@ class ChannelClampImpl : public torch::nn::Module {
   torch::Tensor min, max;
 };
 TORCH_MODULE(ChannelClamp);
+
+/// Squeeze-and-excitation on the first `scaled` of `channels` channels (the others, e.g. an RM
+/// block's reserved input, pass unchanged): s = sigmoid(w2 relu(w1 mean_hw(x[:, :scaled]) + b1) + b2),
+/// y = [x[:, :scaled] * s ; x[:, scaled:]]. Parameters w1 [hidden, scaled], b1, w2 [scaled, hidden], b2.
+class ChannelSEImpl : public torch::nn::Module {
+ public:
+  ChannelSEImpl(int64_t channels, int64_t scaled, int64_t hidden);
+  torch::Tensor forward(const torch::Tensor& x);
+  int64_t channels, scaled;
+  torch::Tensor w1, b1, w2, b2;
+};
+TORCH_MODULE(ChannelSE);
 
 /// The plain network. Construct it from layer specs (weights default-initialised), then fill
 /// weights through layer<...>(i) or load a state_dict.

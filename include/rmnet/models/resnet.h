@@ -24,7 +24,22 @@ struct ResNetConfig {
   std::vector<int64_t> widths;  ///< base width per stage (Bottleneck outputs 4x)
   StemType stem = StemType::ImageNet;
   int64_t stem_width = 64;
+  int64_t se_reduction = 0;  ///< > 0: a squeeze-and-excitation module (this reduction) in every block
 };
+
+/// Squeeze-and-excitation (Hu et al.), as torchvision's SqueezeExcitation:
+/// x * sigmoid(fc2(relu(fc1(avgpool(x))))) with fc1/fc2 1x1 convs with bias.
+class SqueezeExcitationImpl : public torch::nn::Module {
+ public:
+  SqueezeExcitationImpl(int64_t channels, int64_t hidden);
+  torch::Tensor forward(const torch::Tensor& x);
+  /// The per-channel scale sigmoid(fc2(relu(fc1(avgpool(x))))), shape [N, C, 1, 1].
+  torch::Tensor scale(const torch::Tensor& x);
+  torch::nn::Conv2d fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(SqueezeExcitation);
+/// Hidden width of an SE module on `channels` channels: max(1, channels / reduction).
+int64_t se_hidden(int64_t channels, int64_t reduction);
 
 /// Running statistics of a block's input and output (ModelOptions::track_block_stats).
 /// Registered as buffers rm_in_mean, rm_in_var, rm_out_mean, rm_out_var of the block.
@@ -47,26 +62,34 @@ class ResidualBlockBase : public torch::nn::Module {
 class BasicBlockImpl : public ResidualBlockBase {
  public:
   static constexpr int64_t expansion = 1;
-  BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride, bool track_stats);
+  /// se_reduction > 0 adds an SE module (submodule "se") after bn2, inside the residual branch.
+  BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride, bool track_stats, int64_t se_reduction = 0);
   torch::Tensor forward(torch::Tensor x);
 
   int64_t stride;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};  ///< empty holder when the shortcut is the identity
+  SqueezeExcitation se{nullptr};              ///< null without SE
 };
 TORCH_MODULE(BasicBlock);
 
 class BottleneckImpl : public ResidualBlockBase {
  public:
   static constexpr int64_t expansion = 4;
-  BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride, bool track_stats);
+  /// torchvision's Bottleneck: width `planes`, output 4 * planes.
+  BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride, bool track_stats, int64_t se_reduction = 0);
+  /// A general bottleneck (1x1 in -> width, grouped 3x3 width -> width with stride, 1x1 width -> out),
+  /// e.g. the RMNet family's inverted residual block (width > out, many groups).
+  BottleneckImpl(int64_t in_planes, int64_t width, int64_t out_planes, int64_t stride, int64_t groups,
+                 bool track_stats, int64_t se_reduction = 0);
   torch::Tensor forward(torch::Tensor x);
 
   int64_t stride;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
+  SqueezeExcitation se{nullptr};  ///< null without SE (applied after bn3)
 };
 TORCH_MODULE(Bottleneck);
 
@@ -90,7 +113,9 @@ TORCH_MODULE(ResNet);
 
 /// The depth table: resnet18/34/50/101/152 (ImageNet stem), resnet18_cifar/resnet34_cifar
 /// (the paper's CIFAR ResNets: 3x3 stem, no max-pool), resnet8/14/20/32/44/56/110 (He et al.'s CIFAR
-/// family: widths 16/32/64, projection shortcuts). Throws for an unknown name.
+/// family: widths 16/32/64, projection shortcuts), and with squeeze-and-excitation in every block
+/// (reduction 16; 4 for the 16/32/64-wide CIFAR family): se_resnet18_cifar, se_resnet20, se_resnet50.
+/// Throws for an unknown name.
 ResNetConfig resnet_config(const std::string& arch);
 bool is_resnet_arch(const std::string& arch);
 std::vector<std::string> resnet_arch_names();
