@@ -55,4 +55,26 @@ for name in ["resnet18", "mobilenet_v2"]:
         if "torch.add" in code or " + " in code:
             print(f"{tag}: TorchScript code contains an addition")
             failures += 1
+
+# The model zoo's own architectures (SE layers, PReLU reserves, grouped reserves, RepVGG): their
+# exports must agree with each other (the C++ tests tie the plain network and its TorchScript to
+# the residual model).
+for arch in ["se_resnet20", "preact_resnet20", "rmnet26x3_32", "repvgg8_cifar", "mobilenet_v2_v1_cifar"]:
+    res, tag = work / f"{arch}.rmnet", work / arch
+    subprocess.run([rmnet, "init", "--arch", arch, "--num-classes", "10", "--track-stats", "--random-bn",
+                    "--out", str(res)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([rmnet, "convert", "--model", str(res), "--out", f"{tag}_plain.rmnet", "--torchscript",
+                    f"{tag}.pt", "--pth", f"{tag}_plain.pth", "--onnx", f"{tag}.onnx"], check=True,
+                   stdout=subprocess.DEVNULL)
+    x = torch.randn(2, 3, 32, 32) * 3
+    with torch.no_grad():
+        ref = torch.jit.load(f"{tag}.pt")(x)
+        seq = load_sequential(f"{tag}_plain.pth")(x)
+    onnx.checker.check_model(onnx.load(f"{tag}.onnx"), full_check=True)
+    onx = torch.from_numpy(ort.InferenceSession(f"{tag}.onnx").run(None, {"input": x.numpy()})[0])
+    for what, y in [("Sequential(.pth)", seq), ("ONNX Runtime", onx)]:
+        rel = ((y - ref).abs().max() / ref.abs().max()).item()
+        ok = rel <= 1e-4
+        failures += not ok
+        print(f"{arch:22} {what:18} vs TorchScript rel error {rel:.2e} {'ok' if ok else 'FAIL'}")
 sys.exit(1 if failures else 0)
