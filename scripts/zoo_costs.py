@@ -38,7 +38,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rmnet")
     ap.add_argument("--work", default="/tmp/rmnet-zoo")
-    ap.add_argument("--out", default="docs/zoo_costs.md")
+    ap.add_argument("--out", default="zoo_costs.md")
     a = ap.parse_args()
     work = pathlib.Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ struct ArchFlags {
   bool track_stats = false;
   ModelOptions to_options() const;
 };
+/// Validates an architecture name against the registry (message names the bad value).
+CLI::Validator arch_validator();
 /// Adds --arch (validated against the registry), --num-classes, --in-channels, --width-mult,
 /// --relu and --track-stats to a subcommand.
 CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& flags);

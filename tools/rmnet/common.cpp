@@ -13,9 +13,16 @@ ModelOptions ArchFlags::to_options() const {
   return o;
 }
 
+CLI::Validator arch_validator() {
+  return CLI::Validator(
+      [](const std::string& name) {
+        return is_model_name(name) ? std::string() : "unknown architecture '" + name + "' (see `rmnet list`)";
+      },
+      "ARCH");
+}
+
 CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& f) {
-  auto* arch = cmd.add_option("--arch", f.arch, "Architecture name (see `rmnet list`)")
-                   ->check(CLI::IsMember(model_names()));
+  auto* arch = cmd.add_option("--arch", f.arch, "Architecture name (see `rmnet list`)")->check(arch_validator());
   cmd.add_option("--num-classes", f.num_classes, "Number of classes")->check(CLI::Range(1, 1000000));
   cmd.add_option("--in-channels", f.in_channels, "Input image channels")->check(CLI::Range(1, 4096));
   cmd.add_option("--width-mult", f.width_mult, "Width multiplier (MobileNetV2)")->check(CLI::Range(0.01, 16.0));
