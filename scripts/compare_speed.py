@@ -115,6 +115,9 @@ def main():
     ap.add_argument("--warmup-large", type=int, default=3, help="untimed forwards at sizes > 64")
     ap.add_argument("--iters", type=int, default=20, help="timed forwards at sizes <= 64")
     ap.add_argument("--iters-large", type=int, default=5, help="timed forwards at sizes > 64")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure every runtime this many times, interleaved, and keep the best (noisy machines)")
+    ap.add_argument("--forms", nargs="+", default=["original", "RM"], choices=["original", "RM"])
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--json", help="also write all numbers as JSON here")
@@ -154,30 +157,37 @@ def main():
             warmup = a.warmup_large if large else a.warmup
             x = torch.randn(batch, 3, size, size)
             for form, model, onnx in (("original", orig, onnx_orig), ("RM", plain, pathlib.Path(f"{base}.onnx"))):
+                if form not in a.forms:
+                    continue
                 label = f"{net} {form} {size}x{size} b{batch}"
                 print(label, flush=True)
-                r = {"net": net, "form": form, "size": size, "batch": batch, "iters": iters, "warmup": warmup}
-                with torch.inference_mode():
-                    r["torch_eager"] = time_fn(model, x, warmup, iters)
+                r = {"net": net, "form": form, "size": size, "batch": batch, "iters": iters, "warmup": warmup,
+                     "repeat": a.repeat}
                 ts, ts_kind = torchscript_optimized(scriptable(model) if form == "RM" else model, x)
                 r["torchscript_kind"] = ts_kind
-                with torch.inference_mode():
-                    r["torchscript"] = time_fn(ts, x, warmup, iters)
-                if not a.no_ort and onnx.exists():
-                    sess = ort_session(onnx, a.threads)
-                    r["onnxruntime"] = time_fn(sess, x.numpy(), warmup, iters)
+                sess = ort_session(onnx, a.threads) if not a.no_ort and onnx.exists() else None
                 common = ["--batch", batch, "--input-size", size, "--warmup", warmup, "--iters", iters]
                 out_json = work / "bench.json"
                 src = ["--arch", net] if form == "original" else ["--model", f"{base}.rmnet"]
-                run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "eager", "--json", out_json])
-                r["rmnet_eager"] = json.loads(out_json.read_text())["models"][0]["images_per_second"]
-                if form == "RM":
-                    run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "deploy", "--json", out_json])
+
+                def best(key, value):
+                    r[key] = max(r.get(key, 0.0), value)
+
+                for _ in range(a.repeat):
+                    with torch.inference_mode():
+                        best("torch_eager", time_fn(model, x, warmup, iters))
+                        best("torchscript", time_fn(ts, x, warmup, iters))
+                    if sess is not None:
+                        best("onnxruntime", time_fn(sess, x.numpy(), warmup, iters))
+                    run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "eager", "--json",
+                         out_json])
                     m = json.loads(out_json.read_text())["models"][0]
-                    r["rmnet_deploy"] = m["images_per_second"]
+                    best("rmnet_eager", m["images_per_second"])
                     r["macs"] = m["flops"]
-                else:
-                    r["macs"] = json.loads(out_json.read_text())["models"][0]["flops"]
+                    if form == "RM":
+                        run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "deploy", "--json",
+                             out_json])
+                        best("rmnet_deploy", json.loads(out_json.read_text())["models"][0]["images_per_second"])
                 print("   " + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if isinstance(v, float)), flush=True)
                 rows.append(r)
 
@@ -188,7 +198,7 @@ def main():
         return f"{r['rmnet_deploy'] / r[k]:.2f}x" if "rmnet_deploy" in r and k in r else "-"
 
     lines = [
-        f"threads {a.threads}; torch {torch.__version__}, torchvision {torchvision.__version__}"
+        f"threads {a.threads}; best of {a.repeat}; torch {torch.__version__}, torchvision {torchvision.__version__}"
         + (f", onnxruntime {__import__('onnxruntime').__version__}" if not a.no_ort else "")
         + f"; total {time.time() - t_start:.0f} s; images/s",
         "",
