@@ -2,11 +2,15 @@
 // (bench/bench.h).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
 #include "rmnet/bench/bench.h"
 #include "rmnet/deploy/runtime.h"
+#include "rmnet/infer/classifier.h"
+#include "rmnet/io/model_file.h"
 #include "rmnet/models/profile.h"
 
 using namespace rmnet;
@@ -143,4 +147,31 @@ TEST(Bench, TinyModelsAndJsonParses) {
   auto c = benchmark(plain.ptr(), "bf16", BenchOptions().batch(2).warmup(0).iters(1).dtype(torch::kBFloat16));
   EXPECT_EQ(c.dtype, "bf16");
   EXPECT_NE(error_of([&] { benchmark(m, "x", BenchOptions().iters(0)); }).find("iters"), std::string::npos);
+}
+
+TEST(Deploy, ClassifierUsesTheDeployRuntimeForPlainNetworks) {
+  auto m = random_model("resnet8", torch::kFloat, true, 4);
+  auto plain = convert(*m).plain;
+  Preprocess pre;
+  pre.resize = 36;
+  pre.crop = 32;
+  pre.to_metadata(plain->metadata());
+  const auto path = temp_path("deploy_cls.rmnet");
+  save_model(*plain, path);
+  Classifier fast(path);
+  Classifier eager(path, ClassifierOptions().runtime(Runtime::Eager));
+  EXPECT_NE(dynamic_cast<const DeployedNetImpl*>(&fast.model()), nullptr);
+  EXPECT_EQ(dynamic_cast<const DeployedNetImpl*>(&eager.model()), nullptr);
+  std::vector<cv::Mat> images;
+  for (int i = 0; i < 3; ++i) {
+    cv::Mat img(40, 44 + 3 * i, CV_8UC3);
+    cv::randu(img, 0, 255);
+    images.push_back(img);
+  }
+  auto a = fast.classify(images, 2), b = eager.classify(images, 2);
+  for (size_t i = 0; i < images.size(); ++i) {
+    EXPECT_EQ(a[i][0].index, b[i][0].index);
+    EXPECT_NEAR(a[i][0].score, b[i][0].score, 1e-5);
+  }
+  std::filesystem::remove(path);
 }

@@ -77,9 +77,7 @@ torch::Tensor Preprocess::apply(const cv::Mat& image, int64_t channels) const {
 }
 
 Classifier::Classifier(const std::string& model_path, ClassifierOptions options) : options_(std::move(options)) {
-  model_ = load_model(model_path);
-  model_->to(options_.device());
-  model_->eval();
+  model_ = prepare_inference(load_model(model_path), options_.runtime(), DeployOptions().device(options_.device()));
   auto p = options_.preprocess() ? options_.preprocess() : Preprocess::from_metadata(model_->metadata());
   TORCH_CHECK(p, "model file '", model_path,
               "' stores no preprocessing (preprocess.* metadata); give ClassifierOptions::preprocess");

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "rmnet/data/datasets.h"
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/train/trainer.h"
 
@@ -13,7 +14,7 @@ namespace rmnet::cli {
 namespace {
 
 struct EvalCliOptions {
-  std::string model, compare, dataset = "fashion-mnist", data, json;
+  std::string model, compare, dataset = "fashion-mnist", data, json, runtime = "auto";
   int64_t batch_size = 256, workers = 2, image_size = 224;
 };
 
@@ -31,11 +32,14 @@ void run_eval(const EvalCliOptions& o) {
     TORCH_CHECK(model->options().in_channels() == test_set->channels(), "'", files[i], "' takes ",
                 model->options().in_channels(), " input channels, data set '", o.dataset, "' has ",
                 test_set->channels());
-    auto st = evaluate(*model, loader);
-    predictions.push_back(predict(*model, loader));
-    say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s, {} params",
+    const int64_t params = count_parameters(*model);
+    auto runner = prepare_inference(model, runtime_from_string(o.runtime));
+    const std::string runtime = dynamic_cast<DeployedNetImpl*>(runner.get()) ? "deploy" : "eager";
+    auto st = evaluate(*runner, loader);
+    predictions.push_back(predict(*runner, loader));
+    say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s ({} runtime), {} params",
                     files[i], model->family(), model->options().arch(), 100 * st.top1, 100 * st.top5, st.loss,
-                    st.samples, st.samples / std::max(st.seconds, 1e-9), count_parameters(*model)));
+                    st.samples, st.samples / std::max(st.seconds, 1e-9), runtime, params));
     out[i == 0 ? "model" : "compare"] = {{"file", files[i]},
                                          {"family", model->family()},
                                          {"arch", model->options().arch()},
@@ -43,7 +47,8 @@ void run_eval(const EvalCliOptions& o) {
                                          {"top5", st.top5},
                                          {"loss", st.loss},
                                          {"images_per_second", st.samples / std::max(st.seconds, 1e-9)},
-                                         {"parameters", count_parameters(*model)}};
+                                         {"runtime", runtime},
+                                         {"parameters", params}};
   }
   if (predictions.size() == 2) {
     const double agreement = predictions[0].eq(predictions[1]).to(torch::kDouble).mean().item<double>();
@@ -73,6 +78,8 @@ Command setup_eval(CLI::App& app) {
   cmd->add_option("--workers", o->workers, "Data loader threads")->check(CLI::Range(0, 64));
   cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
   cmd->add_option("--json", o->json, "Write the results as JSON");
+  cmd->add_option("--runtime", o->runtime, "auto (deploy runtime for plain networks, eager otherwise), eager or deploy")
+      ->check(CLI::IsMember({"auto", "eager", "deploy"}));
   return {cmd, [o] { run_eval(*o); }};
 }
 

@@ -9,6 +9,7 @@
 #include <opencv2/core.hpp>
 #include <torch/types.h>
 
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/models/model.h"
 
 namespace rmnet {
@@ -42,6 +43,8 @@ struct ClassifierOptions {
   /// Preprocessing to use instead of the model file's.
   TORCH_ARG(std::optional<Preprocess>, preprocess) = std::nullopt;
   TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
+  /// Auto: plain networks run on the deploy runtime (deploy/runtime.h), residual ones eagerly.
+  TORCH_ARG(Runtime, runtime) = Runtime::Auto;
 };
 
 class Classifier {

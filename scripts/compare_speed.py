@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Side-by-side inference speed: PyTorch eager, PyTorch TorchScript (frozen + optimize_for_inference),
+ONNX Runtime and `rmnet bench`, on the same networks, weights, inputs, batch and threads.
+
+For each network (torchvision resnet18 / resnet50 / mobilenet_v2, random weights) it measures the
+original residual model and its RM-converted plain network (rmnet convert --torchvision, BN fused,
+pointwise fusion auto), at each input size. The converted network reaches Python through rmnet's
+own exports (.pth + chain JSON -> torch.nn.Sequential; .onnx -> ONNX Runtime). Protocol everywhere:
+`warmup` untimed forwards, then `iters` timed ones; images/s = batch * iters / time.
+
+    scripts/compare_speed.py --rmnet build/rmnet --threads 2 --out docs/speed.md
+
+Ratios printed: rmnet deploy against each other runtime on the same plain network.
+"""
+import argparse
+import warnings
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from rmnet_sequential import ChannelClamp, load_sequential  # noqa: E402
+
+
+def time_fn(fn, x, warmup, iters):
+    for _ in range(warmup):
+        fn(x)
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn(x)
+    return x.shape[0] * iters / (time.perf_counter() - t)
+
+
+class MinMax(nn.Module):
+    def __init__(self, lo, hi):
+        super().__init__()
+        self.register_buffer("lo", lo.view(1, -1, 1, 1).clone())
+        self.register_buffer("hi", hi.view(1, -1, 1, 1).clone())
+
+    def forward(self, x):
+        return torch.minimum(torch.maximum(x, self.lo), self.hi)
+
+
+def scriptable(model):
+    """ChannelClamp with the same bounds on every channel -> scalar clamp (ReLU6 / Identity), so that
+    the frozen-graph passes can fuse it; mixed bounds -> minimum/maximum (oneDNN's conversion pass takes
+    scalar clamp bounds only). The same rewrite rmnet's deploy runtime makes."""
+    for name, m in list(model.named_children()):
+        if isinstance(m, ChannelClamp):
+            lo, hi = m.min, m.max
+            if bool((lo == lo[0]).all()) and bool((hi == hi[0]).all()):
+                a, b = float(lo[0]), float(hi[0])
+                if a == float("-inf") and b == float("inf"):
+                    new = nn.Identity()
+                elif a == 0 and b == 6:
+                    new = nn.ReLU6()
+                elif a == 0 and b == float("inf"):
+                    new = nn.ReLU()
+                else:
+                    new = nn.Hardtanh(a, b)
+            else:
+                new = MinMax(lo, hi)
+            setattr(model, name, new)
+    return model
+
+
+def torchscript_optimized(model, x):
+    """PyTorch's best CPU path: script, freeze, optimize_for_inference."""
+    with torch.no_grad():
+        s = torch.jit.script(model.eval())
+        f = torch.jit.freeze(s)
+        try:
+            return torch.jit.optimize_for_inference(f), "frozen+ofi"
+        except Exception as e:  # noqa: BLE001
+            print(f"    optimize_for_inference failed ({str(e).splitlines()[0][:80]}); frozen only", flush=True)
+            return f, "frozen"
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})
+
+
+def run(cmd):
+    print("    $ " + " ".join(map(str, cmd)), flush=True)
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rmnet", default="build/rmnet", help="rmnet binary")
+    ap.add_argument("--work", default="/tmp/rmnet_compare_speed", help="folder for weights and exports")
+    ap.add_argument("--nets", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[32, 224])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32, help="batch at sizes <= 64")
+    ap.add_argument("--batch-large", type=int, default=8, help="batch at sizes > 64")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--warmup-large", type=int, default=3, help="untimed forwards at sizes > 64")
+    ap.add_argument("--iters", type=int, default=20, help="timed forwards at sizes <= 64")
+    ap.add_argument("--iters-large", type=int, default=5, help="timed forwards at sizes > 64")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure every runtime this many times, interleaved, and keep the best (noisy machines)")
+    ap.add_argument("--forms", nargs="+", default=["original", "RM"], choices=["original", "RM"])
+    ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    ap.add_argument("--out", help="also write the Markdown table here")
+    ap.add_argument("--json", help="also write all numbers as JSON here")
+    a = ap.parse_args()
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit's deprecation notices
+    torch.set_num_threads(a.threads)
+    work = pathlib.Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows, t_start = [], time.time()
+    for net in a.nets:
+        torch.manual_seed(0)
+        orig = getattr(torchvision.models, net)().eval()
+        weights = work / f"{net}.pth"
+        torch.save(orig.state_dict(), weights)
+        base = work / f"{net}_rm"
+        run([a.rmnet, "convert", "--torchvision", net, "--weights", weights, "--out", f"{base}.rmnet",
+             "--onnx", f"{base}.onnx", "--pth", f"{base}.pth"])
+        plain = load_sequential(f"{base}.pth")
+        with torch.no_grad():
+            x = torch.randn(2, 3, 64, 64)
+            ref = orig(x)
+            err = float((plain(x) - ref).abs().max() / ref.abs().max())
+        print(f"{net}: rmnet's converted network vs torchvision, max rel error {err:.2e}", flush=True)
+        onnx_orig = work / f"{net}.onnx"
+        if not a.no_ort and not onnx_orig.exists():
+            try:
+                torch.onnx.export(orig, torch.randn(1, 3, 224, 224), str(onnx_orig), input_names=["input"],
+                                  output_names=["logits"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}},
+                                  opset_version=17, dynamo=False)
+            except Exception as e:  # noqa: BLE001
+                print(f"    torch.onnx.export of the original failed: {str(e).splitlines()[0][:100]}")
+        for size in a.sizes:
+            large = size > 64
+            batch = a.batch_large if large else a.batch
+            iters = a.iters_large if large else a.iters
+            warmup = a.warmup_large if large else a.warmup
+            x = torch.randn(batch, 3, size, size)
+            for form, model, onnx in (("original", orig, onnx_orig), ("RM", plain, pathlib.Path(f"{base}.onnx"))):
+                if form not in a.forms:
+                    continue
+                label = f"{net} {form} {size}x{size} b{batch}"
+                print(label, flush=True)
+                r = {"net": net, "form": form, "size": size, "batch": batch, "iters": iters, "warmup": warmup,
+                     "repeat": a.repeat}
+                ts, ts_kind = torchscript_optimized(scriptable(model) if form == "RM" else model, x)
+                r["torchscript_kind"] = ts_kind
+                sess = ort_session(onnx, a.threads) if not a.no_ort and onnx.exists() else None
+                common = ["--batch", batch, "--input-size", size, "--warmup", warmup, "--iters", iters]
+                out_json = work / "bench.json"
+                src = ["--arch", net] if form == "original" else ["--model", f"{base}.rmnet"]
+
+                def best(key, value):
+                    r[key] = max(r.get(key, 0.0), value)
+
+                for _ in range(a.repeat):
+                    with torch.inference_mode():
+                        best("torch_eager", time_fn(model, x, warmup, iters))
+                        best("torchscript", time_fn(ts, x, warmup, iters))
+                    if sess is not None:
+                        best("onnxruntime", time_fn(sess, x.numpy(), warmup, iters))
+                    run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "eager", "--json",
+                         out_json])
+                    m = json.loads(out_json.read_text())["models"][0]
+                    best("rmnet_eager", m["images_per_second"])
+                    r["macs"] = m["flops"]
+                    if form == "RM":
+                        run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "deploy", "--json",
+                             out_json])
+                        best("rmnet_deploy", json.loads(out_json.read_text())["models"][0]["images_per_second"])
+                print("   " + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if isinstance(v, float)), flush=True)
+                rows.append(r)
+
+    def f(v):
+        return f"{v:.0f}" if isinstance(v, float) else "-"
+
+    def ratio(r, k):
+        return f"{r['rmnet_deploy'] / r[k]:.2f}x" if "rmnet_deploy" in r and k in r else "-"
+
+    lines = [
+        f"threads {a.threads}; best of {a.repeat}; torch {torch.__version__}, torchvision {torchvision.__version__}"
+        + (f", onnxruntime {__import__('onnxruntime').__version__}" if not a.no_ort else "")
+        + f"; total {time.time() - t_start:.0f} s; images/s",
+        "",
+        "| network | form | input | batch | MMACs/img | torch eager | TorchScript opt | ONNX Runtime | rmnet eager "
+        "| rmnet deploy | deploy/TS | deploy/eager | deploy/ORT |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['net']} | {r['form']} | {r['size']}x{r['size']} | {r['batch']} | {r['macs'] / 1e6:.1f} "
+            f"| {f(r.get('torch_eager'))} | {f(r.get('torchscript'))} | {f(r.get('onnxruntime'))} "
+            f"| {f(r.get('rmnet_eager'))} | {f(r.get('rmnet_deploy'))} | {ratio(r, 'torchscript')} "
+            f"| {ratio(r, 'torch_eager')} | {ratio(r, 'onnxruntime')} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if a.out:
+        pathlib.Path(a.out).write_text(text)
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
