@@ -1,5 +1,6 @@
 #include "rmnet/io/export.h"
 
+#include <cmath>
 #include <sstream>
 
 #include <caffe2/serialize/inline_container.h>
@@ -14,6 +15,12 @@ namespace rmnet {
 namespace {
 
 std::string pair(int64_t v) { return fmt::format("[{}, {}]", v, v); }
+
+/// A float literal for TorchScript source (exact: 17 significant digits).
+std::string scalar(double v) {
+  if (std::isinf(v)) return v > 0 ? "float('inf')" : "float('-inf')";
+  return fmt::format("{:.17g}", v) + (std::floor(v) == v && std::abs(v) < 1e15 ? ".0" : "");
+}
 
 /// Writes a protocol-2 pickle of an OrderedDict of tensors, the way torch.save does, with the
 /// storages as separate records.
@@ -149,10 +156,21 @@ torch::jit::Module to_torchscript(const PlainNetImpl& net) {
         src << fmt::format("    x = torch.prelu(x, self.{}weight)\n", p);
         break;
       case LayerKind::Clamp: {
+        // Uniform bounds (ReLU6) as a scalar clamp, which freezing fuses into the conv; mixed bounds
+        // (reserved channels unclipped) as maximum/minimum with broadcast bounds (optimize_for_inference
+        // takes clamp bounds as scalars only).
         auto c = net.layer_as<ChannelClampImpl>(i);
-        reg(p + "min", c->min.view({1, -1, 1, 1}), false);
-        reg(p + "max", c->max.view({1, -1, 1, 1}), false);
-        src << fmt::format("    x = torch.clamp(x, self.{0}min, self.{0}max)\n", p);
+        const auto lo = c->min.to(torch::kDouble), hi = c->max.to(torch::kDouble);
+        const double lo0 = lo[0].item<double>(), hi0 = hi[0].item<double>();
+        if (lo.eq(lo0).all().item<bool>() && hi.eq(hi0).all().item<bool>()) {
+          if (std::isinf(lo0) && lo0 < 0 && std::isinf(hi0) && hi0 > 0) break;  // identity
+          src << fmt::format("    x = torch.clamp(x, {}, {})\n", std::isinf(lo0) ? "None" : scalar(lo0),
+                             std::isinf(hi0) ? "None" : scalar(hi0));
+        } else {
+          reg(p + "min", c->min.view({1, -1, 1, 1}), false);
+          reg(p + "max", c->max.view({1, -1, 1, 1}), false);
+          src << fmt::format("    x = torch.minimum(torch.maximum(x, self.{0}min), self.{0}max)\n", p);
+        }
         break;
       }
       case LayerKind::MaxPool:

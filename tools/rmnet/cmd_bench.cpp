@@ -90,7 +90,7 @@ Command setup_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Inference speed of models side by side (images/s, latency, FLOPs, memory)");
   auto o = std::make_shared<BenchCliOptions>();
   auto* arch = cmd->add_option("--arch", o->archs, "Architecture to time, random weights (repeatable)")
-                   ->check(CLI::IsMember(model_names()))
+                   ->check(arch_validator())
                    ->expected(1)
                    ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   auto* model = cmd->add_option("--model", o->models, "Model file to time (repeatable)")

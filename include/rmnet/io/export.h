@@ -9,13 +9,16 @@
 namespace rmnet {
 
 /// A TorchScript module of the chain with a real forward (built with Module::define), in eval
-/// semantics (BatchNorm with running statistics). Python's torch.jit.load loads and calls it.
+/// semantics (BatchNorm with running statistics). Python's torch.jit.load loads and calls it; it is
+/// written so that torch.jit.freeze + optimize_for_inference can compile it (scalar clamp bounds
+/// where uniform), which is what the deploy runtime (deploy/runtime.h) does.
 torch::jit::Module to_torchscript(const PlainNetImpl& net);
 void export_torchscript(const PlainNetImpl& net, const std::string& path);
 
 /// ONNX (opset 13, float32) of the chain: Conv (with kernel_shape, strides, pads, dilations,
 /// group), BatchNormalization, Relu, PRelu, Min/Max for the per-channel clamp, MaxPool,
-/// GlobalAveragePool, Flatten, Gemm. Input "input" [N, C, H, W] (N, H, W symbolic), output
+/// GlobalAveragePool, Flatten, Gemm; an SE layer as Slice, GlobalAveragePool, 1x1 Conv, Relu,
+/// Sigmoid, Mul, Concat. Input "input" [N, C, H, W] (N, H, W symbolic), output
 /// "logits" [N, classes]. No Add: the residuals are gone. Written with a small protobuf encoder.
 std::string to_onnx(const PlainNetImpl& net);
 void export_onnx(const PlainNetImpl& net, const std::string& path);
