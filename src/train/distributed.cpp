@@ -56,6 +56,12 @@ std::optional<std::pair<std::string, std::string>> first_env(std::initializer_li
   return std::nullopt;
 }
 
+/// An exception's message without the C++ backtrace c10 errors carry.
+std::string brief(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
@@ -126,7 +132,7 @@ Distributed::Distributed(const DistEnv& env_, const DistOptions& options, torch:
     throw DistributedError(fmt::format(
         "rank {}: rendezvous at MASTER_ADDR:MASTER_PORT={} did not complete within --dist-timeout {} s "
         "(WORLD_SIZE={}; did every rank start, is the port free on rank 0's host and reachable?): {}",
-        env_.rank, where, secs, env_.world_size, c10::GetExceptionString(e)));
+        env_.rank, where, secs, env_.world_size, brief(e)));
   }
   try {
     if (backend_ == "gloo") {
@@ -158,7 +164,7 @@ Distributed::Distributed(const DistEnv& env_, const DistOptions& options, torch:
     throw DistributedError(fmt::format("rank {}: could not connect the {} process group of {} ranks (rendezvous at {}) "
                                        "within --dist-timeout {} s: {}",
                                        env_.rank, backend_, env_.world_size, where, secs,
-                                       c10::GetExceptionString(e)));
+                                       brief(e)));
   }
 }
 
@@ -178,7 +184,7 @@ void run_collective(bool& failed, int rank, const char* what, std::chrono::milli
     failed = true;
     throw DistributedError(fmt::format(
         "rank {}: {} failed: another rank exited, hung or lost its connection (bounded by --dist-timeout {} s): {}",
-        rank, what, static_cast<double>(timeout.count()) / 1000.0, c10::GetExceptionString(e)));
+        rank, what, static_cast<double>(timeout.count()) / 1000.0, brief(e)));
   }
 }
 
@@ -278,7 +284,7 @@ void Distributed::average_gradients(const std::vector<torch::Tensor>& params) {
     }
   } catch (const std::exception& e) {
     impl_->failed = true;
-    throw DistributedError(fmt::format("rank {}: gradient all-reduce failed: {}", rank(), c10::GetExceptionString(e)));
+    throw DistributedError(fmt::format("rank {}: gradient all-reduce failed: {}", rank(), brief(e)));
   }
   for (auto& w : works)
     run_collective(impl_->failed, rank(), "gradient all-reduce", options_.timeout(), [&] { return w; });
