@@ -26,7 +26,7 @@ RANK=1 "$rmnet" --threads 1 "${common[@]}" --out "$work/2x1" > "$work/2x1.r1.log
 RANK=0 "$rmnet" --threads 1 "${common[@]}" --out "$work/2x1" > "$work/2x1.log"
 wait
 unset WORLD_SIZE MASTER_ADDR MASTER_PORT OMP_NUM_THREADS
-echo "2 processes x 1 thread:     $(ips "$work/2x1")"
+echo "2 processes x 1 thread:     $(ips "$work/2x1") ($(grep -o "gradient averaging.*" "$work/2x1.log"))"
 
 "$rmnet" --threads 2 "${common[@]}" --amp bf16 --out "$work/bf16" > "$work/bf16.log"
 echo "1 process x 2 threads bf16: $(ips "$work/bf16")"

@@ -266,6 +266,7 @@ void Distributed::broadcast_module(torch::nn::Module& module) {
 
 void Distributed::average_gradients(const std::vector<torch::Tensor>& params) {
   torch::NoGradGuard no_grad;
+  const auto t0 = std::chrono::steady_clock::now();
   std::vector<torch::Tensor> grads;
   grads.reserve(params.size());
   for (auto p : params) {
@@ -293,6 +294,7 @@ void Distributed::average_gradients(const std::vector<torch::Tensor>& params) {
     flats[i].mul_(inv);
     unflatten(flats[i], grads, groups[i]);
   }
+  gradient_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Distributed::average_buffers(torch::nn::Module& module) {

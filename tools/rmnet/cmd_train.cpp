@@ -262,6 +262,9 @@ void run_train(const TrainCliOptions& o) {
                     st.images_per_second(), format_duration(st.seconds)));
   }
   std::signal(SIGINT, previous);
+  if (dist)
+    say(fmt::format("gradient averaging (all-reduce after backward) took {:.2f} s of {:.2f} s training on rank 0",
+                    dist->gradient_seconds(), train_seconds));
   if (!main_rank) return;
   save_model(*model, (fs::path(o.out) / "final.rmnet").string());
   nlohmann::json summary = {{"train_seconds", train_seconds}, {"best_test_top1", best}, {"epochs", o.epochs},

@@ -82,6 +82,9 @@ class Distributed {
   void sum(torch::Tensor& values);
   /// Waits until every rank got here (bounded by the timeout).
   void barrier();
+  /// Wall-clock seconds spent so far in average_gradients (flatten, all-reduce, wait, copy back):
+  /// the most that overlapping the all-reduce with backward could save.
+  double gradient_seconds() const { return gradient_seconds_; }
 
  private:
   struct Impl;
@@ -90,6 +93,7 @@ class Distributed {
   DistOptions options_;
   std::string backend_;
   torch::Device device_;
+  double gradient_seconds_ = 0.0;
 };
 
 /// Whether this build can create NCCL process groups (compiled against a CUDA LibTorch).
