@@ -112,5 +112,7 @@ out=$("$rmnet" "${args[@]}" --device cuda:0 --out bad 2>&1)
 if ! "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "$out" | grep -q "\-\-device cuda:0: no CUDA device" || fail "device: $out"
 fi
+out=$("$rmnet" "${args[@]}" --amp fp16 --out bad 2>&1)
+echo "$out" | grep -q "\-\-amp fp16 needs --device cuda" || fail "fp16 on CPU: $out"
 set -e
 echo "ok"
