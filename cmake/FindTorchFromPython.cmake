@@ -35,3 +35,11 @@ if(Torch_DIR AND NOT RMNET_TORCH_LINK_DIRS)
   list(APPEND RMNET_TORCH_LINK_DIRS "${_rmnet_site}/torch/lib")
   list(REMOVE_DUPLICATES RMNET_TORCH_LINK_DIRS)
 endif()
+# The NCCL headers matching the wheel's libnccl (ProcessGroupNCCL's layout depends on the NCCL
+# version, so the CUDA toolkit's older nccl.h must not be used for it).
+if(Torch_DIR AND NOT RMNET_NCCL_INCLUDE_DIR)
+  get_filename_component(_rmnet_site "${Torch_DIR}/../../../.." ABSOLUTE)
+  if(EXISTS "${_rmnet_site}/nvidia/nccl/include/nccl.h")
+    set(RMNET_NCCL_INCLUDE_DIR "${_rmnet_site}/nvidia/nccl/include")
+  endif()
+endif()

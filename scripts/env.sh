@@ -8,3 +8,4 @@ export RMNET_ROOT RMNET_VENV RMNET_BUILD_DIR CCACHE_DIR
 export CCACHE_BASEDIR="$RMNET_ROOT"
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 RMNET_PYTHON="$RMNET_VENV/bin/python"
+export RMNET_PYTHON

@@ -24,6 +24,7 @@ uint64_t splitmix64(uint64_t x) {
 
 struct DataLoader::State {
   std::vector<int64_t> order;  // sample indices of this epoch, in batch order
+  std::vector<size_t> position;  // their positions in the epoch's global permutation
   size_t num_batches = 0;
   uint64_t epoch_seed = 0;
   size_t next_to_make = 0, next_to_take = 0;
@@ -56,8 +57,9 @@ DataLoader::~DataLoader() {
 
 size_t DataLoader::samples_per_epoch() const {
   const size_t n = dataset_->size(), k = static_cast<size_t>(options_.num_shards());
-  const size_t s = static_cast<size_t>(options_.shard());
-  return n / k + (s < n % k ? 1 : 0);
+  // Every shard gets floor(n / k) samples (the permutation's last n % k are left out this
+  // epoch), so data-parallel ranks run the same number of batches.
+  return k == 1 ? n : n / k;
 }
 
 size_t DataLoader::batches_per_epoch() const {
@@ -83,8 +85,15 @@ void DataLoader::start_epoch(int64_t epoch) {
     Rng rng(st.epoch_seed);
     std::shuffle(perm.begin(), perm.end(), rng);
   }
-  for (size_t i = static_cast<size_t>(options_.shard()); i < perm.size(); i += static_cast<size_t>(options_.num_shards()))
-    st.order.push_back(perm[i]);
+  // Shard = strided slice of the global permutation: batch b of shard r holds positions
+  // (b * batch + j) * k + r, so the shards' batch b together are batch b of one process with
+  // k times the batch size (data-parallel training sees the data a single process would).
+  const size_t k = static_cast<size_t>(options_.num_shards()), r = static_cast<size_t>(options_.shard());
+  const size_t per_shard = samples_per_epoch();
+  for (size_t j = 0; j < per_shard; ++j) {
+    st.order.push_back(perm[j * k + r]);
+    st.position.push_back(j * k + r);
+  }
   st.num_batches = batches_per_epoch();
 
   auto make_batch = [this](State& s, size_t b) {
@@ -95,7 +104,9 @@ void DataLoader::start_epoch(int64_t epoch) {
     auto* lp = labels.data_ptr<int64_t>();
     for (size_t i = begin; i < end; ++i) {
       auto sample = dataset_->get(static_cast<size_t>(s.order[i]));
-      Rng rng(splitmix64(s.epoch_seed ^ splitmix64(i)));  // per-position seed: same batches for any worker count
+      // per-position seed (position in the global permutation): same batches for any worker count,
+      // and the same augmentation of a sample whatever the number of shards
+      Rng rng(splitmix64(s.epoch_seed ^ splitmix64(s.position[i])));
       images.push_back(transform_(sample.image, rng));
       lp[i - begin] = sample.label;
     }

@@ -58,24 +58,61 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
   double loss_sum = 0;
   int64_t c1 = 0, c5 = 0;
   for (int64_t skip = 0; skip < state.batch_in_epoch; ++skip) loader.next();  // resume mid-epoch
+  Distributed* dist = o.distributed().get();
+  const bool half = o.amp_dtype() == torch::kHalf;
+  auto scaler = o.loss_scaler();
+  if (half && !scaler) scaler = std::make_shared<LossScaler>();
+  const auto params = model.parameters();
+  bool agreed_stop = false;
   for (size_t b = static_cast<size_t>(state.batch_in_epoch); b < n; ++b) {
-    if (stop && stop()) break;
+    // Data parallel: every rank stops at the same batch, agreed through the previous step's
+    // all-reduce (a signal may reach only some ranks, or reach them at different batches).
+    if (dist ? agreed_stop : (stop && stop())) break;
     auto batch = loader.next();
     TORCH_CHECK(batch, "loader ended early at batch ", b, " of ", n);
     const double lr = learning_rate(o.schedule(), state.global_step);
     set_lr(optimizer, lr);
     auto x = batch->images.to(o.device()), y = batch->labels.to(o.device());
+    if (o.channels_last()) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
     optimizer.zero_grad();
-    auto logits = model.forward(x);
-    auto loss = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing()));
-    const double lv = loss.item<double>();
-    if (!std::isfinite(lv)) throw NonFiniteLoss(state.epoch, state.global_step, lv);
-    loss.backward();
-    optimizer.step();
-    const int64_t bs = y.size(0);
-    loss_sum += lv * static_cast<double>(bs);
+    torch::Tensor logits, loss;
+    {
+      AutocastGuard autocast(o.device(), o.amp_dtype());
+      logits = model.forward(x);
+      loss = torch::nn::functional::cross_entropy(
+          logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing()));
+    }
+    const int64_t local_bs = y.size(0);
     auto [k1, k5] = correct_top1_top5(logits.detach(), y);
+    double lv = loss.item<double>();
+    int64_t bs = local_bs;
+    if (!dist && !std::isfinite(lv)) throw NonFiniteLoss(state.epoch, state.global_step, lv);
+    if (half) {
+      (loss * scaler->scale).backward();
+    } else {
+      loss.backward();
+    }
+    if (dist) {
+      dist->average_gradients(params);
+      auto st = torch::tensor({lv * static_cast<double>(local_bs), static_cast<double>(local_bs),
+                               static_cast<double>(k1), static_cast<double>(k5), stop && stop() ? 1.0 : 0.0},
+                              torch::kDouble);
+      dist->sum(st);
+      auto a = st.accessor<double, 1>();
+      bs = std::llround(a[1]);
+      lv = a[0] / a[1];
+      k1 = std::llround(a[2]);
+      k5 = std::llround(a[3]);
+      agreed_stop = a[4] > 0;
+      if (!std::isfinite(lv)) throw NonFiniteLoss(state.epoch, state.global_step, lv);  // on every rank
+    }
+    bool do_step = true;
+    if (half) {
+      do_step = scaler->unscale_and_check(params);  // gradients are identical on all ranks here
+      scaler->update(do_step);
+    }
+    if (do_step) optimizer.step();
+    loss_sum += lv * static_cast<double>(bs);
     c1 += k1;
     c5 += k5;
     s.samples += bs;
@@ -119,6 +156,22 @@ EpochStats evaluate(ModelImpl& model, DataLoader& loader, torch::Device device) 
   }
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return s;
+}
+
+EpochStats all_reduce_stats(const EpochStats& l, Distributed& group) {
+  const double n = static_cast<double>(l.samples);
+  auto t = torch::tensor({l.loss * n, n, std::round(l.top1 * n), std::round(l.top5 * n), l.seconds}, torch::kDouble);
+  group.sum(t);
+  auto a = t.accessor<double, 1>();
+  EpochStats g;
+  g.samples = std::llround(a[1]);
+  if (g.samples > 0) {
+    g.loss = a[0] / a[1];
+    g.top1 = a[2] / a[1];
+    g.top5 = a[3] / a[1];
+  }
+  g.seconds = a[4] / group.world_size();
+  return g;
 }
 
 torch::Tensor predict(ModelImpl& model, DataLoader& loader, torch::Device device) {

@@ -13,7 +13,9 @@
 #include "rmnet/infer/classifier.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/registry.h"
+#include "rmnet/train/amp.h"
 #include "rmnet/train/checkpoint.h"
+#include "rmnet/train/distributed.h"
 #include "rmnet/train/trainer.h"
 
 namespace rmnet::cli {
@@ -32,6 +34,9 @@ struct TrainCliOptions {
   std::vector<int64_t> milestones;
   int64_t step_size = 30;
   uint64_t seed = 0;
+  std::string device = "cpu", amp = "off", dist_backend = "auto";
+  bool channels_last = false;
+  double dist_timeout = 300;
 };
 
 nlohmann::json to_json(const TrainCliOptions& o) {
@@ -44,7 +49,8 @@ nlohmann::json to_json(const TrainCliOptions& o) {
           {"schedule", o.schedule},     {"milestones", o.milestones},
           {"step_size", o.step_size},   {"gamma", o.gamma},
           {"warmup_epochs", o.warmup_epochs}, {"seed", o.seed},
-          {"max_train_samples", o.max_train_samples}};
+          {"max_train_samples", o.max_train_samples}, {"device", o.device},
+          {"amp", o.amp},               {"channels_last", o.channels_last}};
 }
 
 /// The first n samples of a data set (quick runs).
@@ -67,9 +73,59 @@ void append_line(const std::string& path, const std::string& line) {
   f << line << "\n";
 }
 
+/// --device cpu|cuda|cuda:i; under data parallelism "cuda" means cuda:LOCAL_RANK.
+torch::Device parse_device(const std::string& name, const std::optional<DistEnv>& denv) {
+  torch::Device d(torch::kCPU);
+  try {
+    d = torch::Device(name);
+  } catch (const std::exception&) {
+    TORCH_CHECK(false, "--device '", name, "' is not cpu, cuda or cuda:INDEX");
+  }
+  TORCH_CHECK(d.is_cpu() || d.is_cuda(), "--device '", name, "' is not cpu, cuda or cuda:INDEX");
+  if (d.is_cuda()) {
+    TORCH_CHECK(torch::cuda::is_available(), "--device ", name,
+                ": no CUDA device is available on this machine (use --device cpu)");
+    if (!d.has_index()) d = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(denv ? denv->local_rank : 0));
+    TORCH_CHECK(d.index() < static_cast<int>(torch::cuda::device_count()), "--device ", name, ": cuda:", d.index(),
+                " does not exist (", torch::cuda::device_count(), " CUDA devices)");
+  }
+  return d;
+}
+
+/// Moves the optimizer's momentum buffers next to their parameters (after loading on the CPU).
+void move_optimizer_state(torch::optim::SGD& opt) {
+  for (auto& g : opt.param_groups())
+    for (auto& p : g.params()) {
+      auto it = opt.state().find(p.unsafeGetTensorImpl());
+      if (it == opt.state().end()) continue;
+      auto& st = static_cast<torch::optim::SGDParamState&>(*it->second);
+      if (st.momentum_buffer().defined()) st.momentum_buffer(st.momentum_buffer().to(p.device()).contiguous(p.suggest_memory_format()));
+    }
+}
+
 void run_train(const TrainCliOptions& o) {
   namespace fs = std::filesystem;
-  fs::create_directories(o.out);
+  // Data parallelism from the torchrun/SLURM environment; none when WORLD_SIZE is unset or 1.
+  const auto denv = DistEnv::from_environment();
+  const torch::Device device = parse_device(o.device, denv);
+  const auto amp_dtype = parse_amp_dtype(o.amp);
+  // CPU fp16 autocast works but runs ~100x slower than fp32 here (no fp16 arithmetic on the CPU).
+  TORCH_CHECK(amp_dtype != torch::kHalf || device.is_cuda(), "--amp fp16 needs --device cuda (on the CPU use --amp bf16)");
+  std::shared_ptr<Distributed> dist;
+  if (denv) {
+    TORCH_CHECK(o.batch_size % denv->world_size == 0, "--batch-size ", o.batch_size,
+                " is the global batch; it must be divisible by WORLD_SIZE=", denv->world_size);
+    dist = std::make_shared<Distributed>(
+        *denv,
+        DistOptions().backend(o.dist_backend).timeout(std::chrono::milliseconds(std::llround(o.dist_timeout * 1000))),
+        device);
+  }
+  const bool main_rank = !dist || dist->is_main();  // only rank 0 writes files and prints
+  const int world = dist ? dist->world_size() : 1;
+  auto say = [&](const std::string& line) {
+    if (main_rank) cli::say(line);
+  };
+  if (main_rank) fs::create_directories(o.out);
   torch::manual_seed(o.seed);
   DatasetPtr train_set = open_dataset(o.dataset, o.data, true);
   if (o.max_train_samples > 0) train_set = std::make_shared<Subset>(train_set, static_cast<size_t>(o.max_train_samples));
@@ -108,13 +164,22 @@ void run_train(const TrainCliOptions& o) {
     pre.std = norm.std;
     pre.to_metadata(model->metadata());
   }
+  // Each rank reads its strided shard of the epoch's permutation with batch / world samples per
+  // step: together the ranks' batches are exactly the single-process batch.
+  const int rank = dist ? dist->rank() : 0;
   DataLoader train_loader(train_set, train_transform(o.dataset, o.image_size),
-                          LoaderOptions().batch_size(o.batch_size).shuffle(true).drop_last(true).workers(o.workers).seed(o.seed));
+                          LoaderOptions().batch_size(o.batch_size / world).shuffle(true).drop_last(true)
+                              .workers(o.workers).seed(o.seed).shard(rank).num_shards(world));
   DataLoader test_loader(test_set, eval_transform(o.dataset, o.image_size),
-                         LoaderOptions().batch_size(256).shuffle(false).workers(o.workers));
+                         LoaderOptions().batch_size(256).shuffle(false).workers(o.workers).shard(rank).num_shards(world));
+  model->to(device);
+  if (o.channels_last) to_channels_last(*model);
+  if (dist) dist->broadcast_module(*model);  // every rank starts from rank 0's weights
   TrainOptions to;
   to.momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay).no_decay_bn_bias(o.no_decay_bn_bias)
       .label_smoothing(o.label_smoothing);
+  to.device(device).distributed(dist).amp_dtype(amp_dtype).channels_last(o.channels_last);
+  if (amp_dtype == torch::kHalf) to.loss_scaler(std::make_shared<LossScaler>());
   to.schedule(ScheduleOptions()
                   .kind(o.schedule)
                   .lr(o.lr)
@@ -126,48 +191,63 @@ void run_train(const TrainCliOptions& o) {
                   .warmup_epochs(o.warmup_epochs));
   learning_rate(to.schedule(), 0);  // validates the schedule name before any work
   auto optimizer = make_sgd(*model, to);
-  if (!o.resume.empty()) load_optimizer_state(o.resume, *optimizer);
-  const std::string config = to_json(o).dump();
-  std::ofstream(fs::path(o.out) / "config.json") << to_json(o).dump(2) << "\n";
+  if (!o.resume.empty()) {
+    load_optimizer_state(o.resume, *optimizer);  // every rank reads the same checkpoint
+    move_optimizer_state(*optimizer);
+  }
+  auto cfg = to_json(o);
+  cfg["world_size"] = world;
+  const std::string config = cfg.dump();
+  if (main_rank) std::ofstream(fs::path(o.out) / "config.json") << cfg.dump(2) << "\n";
   const std::string metrics = (fs::path(o.out) / "metrics.jsonl").string();
 
   say(fmt::format("training {} on {} ({} train / {} test images), {} epochs, batch {}, {} params, {} threads",
-                  model->options().arch(), o.dataset, train_loader.samples_per_epoch(), test_set->size(), o.epochs,
-                  o.batch_size, count_parameters(*model), at::get_num_threads()));
+                  model->options().arch(), o.dataset, train_loader.samples_per_epoch() * world, test_set->size(),
+                  o.epochs, o.batch_size, count_parameters(*model), at::get_num_threads()));
+  if (dist)
+    say(fmt::format("data parallel: {} ranks ({}), {} images per rank and step, device {}", world, dist->backend(),
+                    o.batch_size / world, device.str()));
+  else if (device.is_cuda() || amp_dtype != torch::kFloat || o.channels_last)
+    say(fmt::format("device {}, autocast {}, channels_last {}", device.str(), o.amp, o.channels_last));
   g_interrupted = false;
   auto previous = std::signal(SIGINT, on_sigint);
   double train_seconds = 0;
   while (state.epoch < o.epochs) {
     const int64_t epoch = state.epoch;
-    Progress bar(fmt::format("epoch {}/{}", epoch + 1, o.epochs));
+    std::optional<Progress> bar;
+    if (main_rank) bar.emplace(fmt::format("epoch {}/{}", epoch + 1, o.epochs));
     EpochStats st;
     try {
       st = train_epoch(*model, train_loader, *optimizer, to, state,
                        [&](size_t b, size_t n, const EpochStats& s, double lr) {
-                         bar.update(b, n, fmt::format("loss {:.4f} top1 {:.2f}% {:.0f} img/s lr {:.4g}", s.loss,
+                         if (bar) bar->update(b, n, fmt::format("loss {:.4f} top1 {:.2f}% {:.0f} img/s lr {:.4g}", s.loss,
                                                       100 * s.top1, s.images_per_second(), lr),
                                     s.seconds);
                        },
                        [] { return g_interrupted.load(); });
     } catch (const NonFiniteLoss& e) {
-      bar.finish();
+      if (bar) bar->finish();
       std::signal(SIGINT, previous);
       TORCH_CHECK(false, e.what());
     }
-    bar.finish();
+    if (bar) bar->finish();
     train_seconds += st.seconds;
-    if (g_interrupted) {
-      save_checkpoint(ckpt_path, *model, *optimizer, state, best, config);
+    // Ranks agree on stopping (train_epoch shares the flag), so all of them are here together.
+    if (g_interrupted || (dist && state.batch_in_epoch != 0)) {
+      if (dist) dist->average_buffers(*model);
+      if (main_rank) save_checkpoint(ckpt_path, *model, *optimizer, state, best, config);
       std::signal(SIGINT, previous);
       say(fmt::format("interrupted at epoch {}, batch {}: wrote {} (resume with --resume {})", epoch + 1,
                       state.batch_in_epoch, ckpt_path, ckpt_path));
       throw ExitRequest{130};
     }
-    auto ev = evaluate(*model, test_loader);
+    if (dist) dist->average_buffers(*model);  // BN statistics: the mean over ranks, identical everywhere
+    auto ev = evaluate(*model, test_loader, device);
+    if (dist) ev = all_reduce_stats(ev, *dist);  // each rank evaluated its shard of the test set
     const bool improved = ev.top1 > best;
     best = std::max(best, ev.top1);
-    if (improved) save_model(*model, (fs::path(o.out) / "best.rmnet").string());
-    save_checkpoint(ckpt_path, *model, *optimizer, state, best, config);
+    if (improved && main_rank) save_model(*model, (fs::path(o.out) / "best.rmnet").string());
+    if (main_rank) save_checkpoint(ckpt_path, *model, *optimizer, state, best, config);
     nlohmann::json line = {{"epoch", epoch + 1},
                            {"train_loss", st.loss},
                            {"train_top1", st.top1},
@@ -177,15 +257,20 @@ void run_train(const TrainCliOptions& o) {
                            {"lr", learning_rate(to.schedule(), std::max<int64_t>(0, state.global_step - 1))},
                            {"train_seconds", st.seconds},
                            {"train_images_per_second", st.images_per_second()}};
-    append_line(metrics, line.dump());
+    if (main_rank) append_line(metrics, line.dump());
     say(fmt::format("epoch {}/{}: train loss {:.4f} top1 {:.2f}% | test loss {:.4f} top1 {:.2f}% top5 {:.2f}% | "
                     "{:.0f} img/s, {}",
                     epoch + 1, o.epochs, st.loss, 100 * st.top1, ev.loss, 100 * ev.top1, 100 * ev.top5,
                     st.images_per_second(), format_duration(st.seconds)));
   }
   std::signal(SIGINT, previous);
+  if (dist)
+    say(fmt::format("gradient averaging (all-reduce after backward) took {:.2f} s of {:.2f} s training on rank 0",
+                    dist->gradient_seconds(), train_seconds));
+  if (!main_rank) return;
   save_model(*model, (fs::path(o.out) / "final.rmnet").string());
-  nlohmann::json summary = {{"train_seconds", train_seconds}, {"best_test_top1", best}, {"epochs", o.epochs}};
+  nlohmann::json summary = {{"train_seconds", train_seconds}, {"best_test_top1", best}, {"epochs", o.epochs},
+                            {"world_size", world}};
   std::ofstream(fs::path(o.out) / "train_summary.json") << summary.dump(2) << "\n";
   say(fmt::format("done: best test top1 {:.2f}%, training time {}; wrote {}/final.rmnet, best.rmnet, checkpoint.ckpt",
                   100 * best, format_duration(train_seconds), o.out));
@@ -222,6 +307,14 @@ Command setup_train(CLI::App& app) {
   cmd->add_option("--max-train-samples", o->max_train_samples, "Use only the first N training images (0 = all)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_option("--seed", o->seed, "Random seed");
+  cmd->add_option("--device", o->device, "cpu, cuda or cuda:INDEX (with WORLD_SIZE > 1, cuda is cuda:LOCAL_RANK)");
+  cmd->add_option("--amp", o->amp, "Autocast: off, bf16 (CPU or CUDA) or fp16 (CUDA, with dynamic loss scaling)")
+      ->check(CLI::IsMember({"off", "bf16", "fp16"}));
+  cmd->add_flag("--channels-last", o->channels_last, "channels_last memory format for the model and images");
+  cmd->add_option("--dist-backend", o->dist_backend, "Data-parallel backend when WORLD_SIZE > 1: auto (nccl on CUDA, "
+                  "gloo on CPU), gloo or nccl")->check(CLI::IsMember({"auto", "gloo", "nccl"}));
+  cmd->add_option("--dist-timeout", o->dist_timeout, "Seconds before a missing or dead rank ends the job")
+      ->check(CLI::Range(0.1, 86400.0));
   cmd->add_option("--out", o->out, "Output folder (checkpoint.ckpt, best.rmnet, final.rmnet, metrics.jsonl)");
   cmd->callback([arch, init, resume] {
     if (arch->count() + init->count() + resume->count() == 0) throw CLI::RequiredError("--arch, --init or --resume");

@@ -24,7 +24,9 @@ struct LoaderOptions {
   /// Batches prepared ahead of the consumer.
   TORCH_ARG(int64_t, prefetch) = 4;
   TORCH_ARG(uint64_t, seed) = 0;
-  /// Use only this shard of the data: indices i with i % num_shards == shard (after shuffling).
+  /// Use only this shard of the data: positions i of the epoch's permutation with
+  /// i % num_shards == shard. Every shard has floor(n / num_shards) samples, and the shards'
+  /// batch b together equal batch b of one loader with num_shards times the batch size.
   TORCH_ARG(int64_t, shard) = 0;
   TORCH_ARG(int64_t, num_shards) = 1;
 };

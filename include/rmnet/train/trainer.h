@@ -9,6 +9,8 @@
 
 #include "rmnet/data/loader.h"
 #include "rmnet/models/model.h"
+#include "rmnet/train/amp.h"
+#include "rmnet/train/distributed.h"
 #include "rmnet/train/schedule.h"
 
 namespace rmnet {
@@ -22,6 +24,15 @@ struct TrainOptions {
   TORCH_ARG(double, label_smoothing) = 0.0;
   TORCH_ARG(ScheduleOptions, schedule) = ScheduleOptions();
   TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
+  /// Data-parallel group (nullptr: one process). After each backward the gradients are averaged
+  /// over its ranks, and the reported loss/accuracy are those of the global batch.
+  TORCH_ARG(std::shared_ptr<Distributed>, distributed) = nullptr;
+  /// Autocast dtype for forward and loss: kFloat (off), kBFloat16 (CPU or CUDA), kHalf (CUDA).
+  TORCH_ARG(torch::ScalarType, amp_dtype) = torch::kFloat;
+  /// Dynamic loss scaling for kHalf, kept across epochs (one per epoch is made when null).
+  TORCH_ARG(std::shared_ptr<LossScaler>, loss_scaler) = nullptr;
+  /// Feed images in channels_last layout (convert the model with to_channels_last too).
+  TORCH_ARG(bool, channels_last) = false;
 };
 
 /// SGD with momentum (optionally Nesterov); with no_decay_bn_bias, BN parameters and biases
@@ -64,6 +75,9 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
 /// Top-1/top-5 and mean loss of `model` on every batch of `loader`, in eval mode under
 /// NoGradGuard (training flags restored afterwards).
 EpochStats evaluate(ModelImpl& model, DataLoader& loader, torch::Device device = torch::kCPU);
+
+/// Statistics of all ranks together (sample-weighted), identical on every rank.
+EpochStats all_reduce_stats(const EpochStats& local, Distributed& group);
 
 /// Predicted classes for every sample of `loader` (in loader order; use shuffle=false).
 torch::Tensor predict(ModelImpl& model, DataLoader& loader, torch::Device device = torch::kCPU);
