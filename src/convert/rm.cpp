@@ -523,6 +523,22 @@ ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) 
     net->metadata()["verified_max_rel_error"] = fmt::format("{:.3e}", result.report.max_rel_error);
     lap("verify");
   }
+  if (options.cost_input_size() >= 0) {
+    const int64_t size = options.cost_input_size() > 0   ? options.cost_input_size()
+                         : options.verify_options().input_size() > 0 ? options.verify_options().input_size()
+                                                                     : default_input_size(model);
+    const int64_t channels = model.options().in_channels();
+    result.cost_input_size = size;
+    result.cost_before = profile_model(const_cast<ModelImpl&>(model), channels, size);
+    result.cost_after = profile_model(*net, channels, size);
+    auto& md = net->metadata();
+    md["cost.input_size"] = std::to_string(size);
+    md["cost.flops_before"] = std::to_string(result.cost_before.flops);
+    md["cost.flops_after"] = std::to_string(result.cost_after.flops);
+    md["cost.params_before"] = std::to_string(result.cost_before.params);
+    md["cost.params_after"] = std::to_string(result.cost_after.params);
+    lap("cost");
+  }
   result.plain = net;
   return result;
 }

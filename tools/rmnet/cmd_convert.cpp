@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "commands.h"
+#include "rmnet/bench/bench.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/io/torchvision.h"
@@ -18,6 +19,7 @@ struct ConvertCliOptions {
   std::string fuse_pointwise = "auto";
   bool dense_reserve = false;
   int64_t verify_size = 0;
+  int64_t cost_size = 0;
   double tolerance = 0.0;
   ExportFlags exports;
 };
@@ -31,6 +33,7 @@ static void run_convert(const ConvertCliOptions& o) {
       .fuse_pointwise(pointwise_fusion_from_string(o.fuse_pointwise))
       .grouped_reserve(!o.dense_reserve);
   co.verify_options(VerifyOptions().input_size(o.verify_size).tolerance(o.tolerance));
+  co.cost_input_size(o.cost_size > 0 ? o.cost_size : bench_input_size(*model));
   const auto t0 = std::chrono::steady_clock::now();
   auto result = convert(*model, co);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -41,6 +44,14 @@ static void run_convert(const ConvertCliOptions& o) {
   for (const auto& [pass, t] : result.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
   say("passes: " + timing);
   say("verification: " + result.report.to_string());
+  if (result.cost_input_size > 0) {
+    const auto &b = result.cost_before, &a = result.cost_after;
+    say(fmt::format("cost at {}x{} (MACs of conv+linear per image): {}MACs -> {}MACs ({:.2f}x), params {} -> {}",
+                    result.cost_input_size, result.cost_input_size, format_count(static_cast<double>(b.flops)),
+                    format_count(static_cast<double>(a.flops)),
+                    b.flops > 0 ? static_cast<double>(a.flops) / static_cast<double>(b.flops) : 0.0,
+                    format_count(static_cast<double>(b.params)), format_count(static_cast<double>(a.params))));
+  }
   TORCH_CHECK(result.report.passed, "the converted network is not equivalent to '", source,
               "' (relative error ", result.report.max_rel_error, " > ", result.report.tolerance, "); '", o.out,
               "' not written");
@@ -76,6 +87,9 @@ Command setup_convert(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "always", "never"}));
   cmd->add_flag("--dense-reserve", o->dense_reserve, "Make reserve convs dense instead of grouped");
   cmd->add_option("--verify-size", o->verify_size, "Input size for the equivalence check (0 = model default)")
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--cost-size", o->cost_size,
+                  "Input size for the reported MACs before/after (0 = 32 CIFAR-style, 224 ImageNet-style)")
       ->check(CLI::Range(0, 4096));
   cmd->add_option("--tolerance", o->tolerance, "Allowed relative error (0 = 1e-4 float32, 1e-10 float64)")
       ->check(CLI::Range(0.0, 1.0));

@@ -24,6 +24,7 @@ Command setup_convert(CLI::App& app);
 Command setup_train(CLI::App& app);
 Command setup_eval(CLI::App& app);
 Command setup_export(CLI::App& app);
+Command setup_bench(CLI::App& app);
 
 /// Model-construction flags shared by info and init.
 struct ArchFlags {

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
       rmnet::cli::setup_train(app),
       rmnet::cli::setup_eval(app),
       rmnet::cli::setup_export(app),
+      rmnet::cli::setup_bench(app),
   };
 
   try {

@@ -12,6 +12,7 @@
 
 #include "rmnet/convert/verify.h"
 #include "rmnet/models/plain.h"
+#include "rmnet/models/profile.h"
 
 namespace rmnet {
 
@@ -46,6 +47,9 @@ struct ConvertOptions {
   /// Verify the result against the source (input shape etc. in `verify`).
   TORCH_ARG(bool, verify) = true;
   TORCH_ARG(VerifyOptions, verify_options) = VerifyOptions();
+  /// Input size at which the cost (parameters, MACs) of source and result is reported: 0 uses
+  /// the verification input size, a negative value skips the cost report.
+  TORCH_ARG(int64_t, cost_input_size) = 0;
 };
 
 struct ConversionResult {
@@ -53,6 +57,11 @@ struct ConversionResult {
   VerifyReport report;  ///< meaningful when ConvertOptions::verify
   /// Wall-clock seconds per pass, in order ("reserve_merge", ..., "verify").
   std::vector<std::pair<std::string, double>> pass_seconds;
+  /// Cost of the source and of the result (MACs of conv + linear per image, parameters) at
+  /// `cost_input_size` (0 when skipped). Also in the result's metadata: "cost.input_size",
+  /// "cost.flops_before", "cost.flops_after", "cost.params_before", "cost.params_after".
+  ModelCost cost_before, cost_after;
+  int64_t cost_input_size = 0;
 };
 
 /// Pass 1: the RM operation on every residual block. Result: PlainNet with BN kept, in the

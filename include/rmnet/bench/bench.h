@@ -1,0 +1,72 @@
+#pragma once
+// Inference speed with a stated protocol (the paper's: batch 128, 50 warm-up iterations, 50
+// timed ones). Each timed iteration is one forward of a [batch, C, S, S] random batch, under
+// NoGradGuard, synchronised on CUDA; images/s = batch * iters / total time.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/arg.h>
+#include <torch/types.h>
+
+#include "rmnet/deploy/runtime.h"
+#include "rmnet/models/model.h"
+
+namespace rmnet {
+
+struct BenchOptions {
+  /// Images per forward (the paper: 128).
+  TORCH_ARG(int64_t, batch) = 128;
+  /// Square input size; 0 picks the model's default (32 CIFAR-style, 224 ImageNet-style).
+  TORCH_ARG(int64_t, input_size) = 0;
+  /// Untimed forwards before timing (the paper: 50).
+  TORCH_ARG(int64_t, warmup) = 50;
+  /// Timed forwards (the paper: 50).
+  TORCH_ARG(int64_t, iters) = 50;
+  TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
+  /// float32, or bfloat16/float16: autocast for eager models, weights cast for deployed ones.
+  TORCH_ARG(torch::ScalarType, dtype) = torch::kFloat;
+  /// Inputs (and eager models' weights) in channels-last memory format.
+  TORCH_ARG(bool, channels_last) = false;
+  /// Auto: deploy runtime for plain networks, eager for residual models.
+  TORCH_ARG(Runtime, runtime) = Runtime::Auto;
+};
+
+struct BenchResult {
+  std::string name;     ///< label (file name or arch)
+  std::string arch, family;
+  std::string runtime;  ///< "eager" or "deploy" (what actually ran)
+  std::string device, dtype;
+  int64_t batch = 0, input_size = 0, warmup = 0, iters = 0, threads = 0;
+  double images_per_second = 0.0;
+  double latency_p50_ms = 0.0;  ///< per batch
+  double latency_p90_ms = 0.0;
+  double latency_mean_ms = 0.0;
+  int64_t params = 0;
+  int64_t flops = 0;            ///< MACs per image (conv + linear), see models/profile.h
+  double gflops_per_second = 0.0;  ///< achieved GMACs/s: flops * images/s / 1e9
+  /// Peak memory during the run: CUDA, the caching allocator's peak allocated bytes; CPU, the
+  /// process's peak resident set (Linux VmHWM, reset before each model where the kernel allows).
+  int64_t peak_memory_bytes = 0;
+  std::string peak_memory_kind;  ///< "cuda_allocated" or "cpu_rss"
+};
+
+/// Progress: (phase "warmup"/"timed", done, total).
+using BenchProgress = std::function<void(const std::string&, int64_t, int64_t)>;
+
+/// Default input size for timing a model: 32 for CIFAR-style models, 224 for ImageNet-style.
+int64_t bench_input_size(const ModelImpl& model);
+
+/// Benchmarks one model. The model is prepared for inference (prepare_inference) per
+/// options.runtime; the source model is not modified except for device placement of eager ones.
+BenchResult benchmark(const ModelPtr& model, const std::string& name, const BenchOptions& options,
+                      const BenchProgress& progress = nullptr);
+
+/// JSON of a run: {"options": {...}, "machine": {...}, "models": [{"name", "images_per_second",
+/// ..., "ratio_to_first"}]}.
+std::string bench_json(const std::vector<BenchResult>& results, const BenchOptions& options);
+
+/// A side-by-side text table with the ratio of each model's images/s to the first's.
+std::string bench_table(const std::vector<BenchResult>& results);
+
+}  // namespace rmnet

@@ -1,0 +1,130 @@
+// rmnet bench: inference speed of one or more models, side by side (the paper's protocol).
+#include <chrono>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "progress.h"
+#include "rmnet/bench/bench.h"
+#include "rmnet/convert/rm.h"
+#include "rmnet/io/model_file.h"
+#include "rmnet/models/registry.h"
+
+namespace rmnet::cli {
+namespace {
+
+struct BenchCliOptions {
+  std::vector<std::string> archs, models;
+  std::vector<std::pair<bool, std::string>> order;  // (is_arch, value) in command-line order
+  int64_t num_classes = 1000, in_channels = 3;
+  int64_t batch = 128, input_size = 0, warmup = 50, iters = 50;
+  std::string device = "cpu", dtype = "fp32", runtime = "auto", json;
+  bool channels_last = false, convert = false;
+};
+
+torch::ScalarType parse_dtype(const std::string& s) {
+  if (s == "fp32") return torch::kFloat;
+  if (s == "bf16") return torch::kBFloat16;
+  if (s == "fp16") return torch::kHalf;
+  TORCH_CHECK(false, "--dtype: expected fp32, bf16 or fp16 (got '", s, "')");
+}
+
+void run_bench(const BenchCliOptions& o) {
+  BenchOptions bo;
+  bo.batch(o.batch).input_size(o.input_size).warmup(o.warmup).iters(o.iters).dtype(parse_dtype(o.dtype));
+  bo.channels_last(o.channels_last).runtime(runtime_from_string(o.runtime));
+  bo.device(torch::Device(o.device == "cuda" ? torch::kCUDA : torch::kCPU));
+  TORCH_CHECK(!bo.device().is_cuda() || torch::cuda::is_available(), "--device cuda: CUDA is not available here");
+
+  // models in command-line order; each residual one followed by its RM-converted form with --convert
+  std::vector<std::pair<std::string, ModelPtr>> models;
+  for (const auto& [is_arch, v] : o.order) {
+    ModelPtr m;
+    if (is_arch)
+      m = create_model(ModelOptions(v).num_classes(o.num_classes).in_channels(o.in_channels).track_block_stats(o.convert));
+    else
+      m = load_model(v);
+    m->eval();
+    const std::string label = is_arch ? v : std::filesystem::path(v).filename().string();
+    models.emplace_back(label, m);
+    if (o.convert && m->family() != "plain") {
+      auto r = convert(*m, ConvertOptions());
+      TORCH_CHECK(r.report.passed, "--convert: the conversion of '", label, "' is not equivalent (",
+                  r.report.to_string(), ")");
+      models.emplace_back(label + " (RM)", r.plain.ptr());
+    }
+  }
+  TORCH_CHECK(!models.empty(), "give at least one --arch or --model");
+
+  say(fmt::format("protocol: batch {}, {} warm-up + {} timed forwards, {} threads, {} {}{}", o.batch, o.warmup, o.iters,
+                  at::get_num_threads(), o.device, o.dtype, o.channels_last ? ", channels-last" : ""));
+  std::vector<BenchResult> results;
+  for (const auto& [label, m] : models) {
+    Progress bar(label);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = benchmark(m, label, bo, [&](const std::string& phase, int64_t done, int64_t total) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // warm-up and timed forwards as one bar
+      const bool timed = phase == "timed";
+      bar.update(static_cast<size_t>((timed ? o.warmup : 0) + done), static_cast<size_t>(o.warmup + o.iters), phase, s);
+    });
+    bar.finish();
+    say(fmt::format("{}: {} runtime, {:.1f} images/s, p50 {:.2f} ms, p90 {:.2f} ms per batch of {}", label, r.runtime,
+                    r.images_per_second, r.latency_p50_ms, r.latency_p90_ms, r.batch));
+    results.push_back(std::move(r));
+  }
+  std::cout << "\n" << bench_table(results) << std::flush;
+  say("MACs: multiply-accumulates of conv and linear layers per image; GMAC/s achieved; peak MB: " +
+      results.front().peak_memory_kind);
+  if (!o.json.empty()) {
+    write_file_atomic(o.json, bench_json(results, bo));
+    say("wrote " + o.json);
+  }
+}
+
+}  // namespace
+
+Command setup_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Inference speed of models side by side (images/s, latency, FLOPs, memory)");
+  auto o = std::make_shared<BenchCliOptions>();
+  auto* arch = cmd->add_option("--arch", o->archs, "Architecture to time, random weights (repeatable)")
+                   ->check(CLI::IsMember(model_names()))
+                   ->expected(1)
+                   ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  auto* model = cmd->add_option("--model", o->models, "Model file to time (repeatable)")
+                    ->check(CLI::ExistingFile)
+                    ->expected(1)
+                    ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--num-classes", o->num_classes, "Classes of --arch models")->check(CLI::Range(1, 1000000));
+  cmd->add_option("--in-channels", o->in_channels, "Input channels of --arch models")->check(CLI::Range(1, 4096));
+  cmd->add_flag("--convert", o->convert, "Also time the RM-converted (deploy form) network of each residual model");
+  cmd->add_option("--batch", o->batch, "Images per forward (the paper: 128)")->check(CLI::Range(1, 65536));
+  cmd->add_option("--input-size", o->input_size, "Square input size (0 = 32 for CIFAR-style, 224 for ImageNet-style)")
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--warmup", o->warmup, "Untimed forwards first")->check(CLI::Range(0, 100000));
+  cmd->add_option("--iters", o->iters, "Timed forwards")->check(CLI::Range(1, 100000));
+  cmd->add_option("--device", o->device, "cpu or cuda (CUDA timing is synchronised)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (autocast for eager models, cast weights for deployed)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_flag("--channels-last", o->channels_last, "Channels-last inputs (and weights of eager models)");
+  cmd->add_option("--runtime", o->runtime, "auto (deploy for plain networks, eager otherwise), eager or deploy")
+      ->check(CLI::IsMember({"auto", "eager", "deploy"}));
+  cmd->add_option("--json", o->json, "Write the results as JSON (images_per_second per model)");
+  cmd->callback([cmd, arch, model, o] {
+    if (arch->count() + model->count() == 0) throw CLI::RequiredError("--arch or --model");
+    o->order.clear();
+    size_t ia = 0, im = 0;
+    for (auto* opt : cmd->parse_order()) {
+      if (opt == arch && ia < o->archs.size()) o->order.emplace_back(true, o->archs[ia++]);
+      if (opt == model && im < o->models.size()) o->order.emplace_back(false, o->models[im++]);
+    }
+    while (ia < o->archs.size()) o->order.emplace_back(true, o->archs[ia++]);  // e.g. from --config
+    while (im < o->models.size()) o->order.emplace_back(false, o->models[im++]);
+  });
+  return {cmd, [o] { run_bench(*o); }};
+}
+
+}  // namespace rmnet::cli
