@@ -5,6 +5,7 @@
 #include "rmnet/convert/rm.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/prune/slim.h"
+#include "rmnet/train/trainer.h"
 
 namespace rmnet {
 namespace {
@@ -181,6 +182,74 @@ TEST(Prune, ResidualBaselinePrunesOnlyInBlockChannels) {
   EXPECT_EQ(rb.plain.net->forward(input(torch::kFloat)).sizes(), (std::vector<int64_t>{2, 10}));
   EXPECT_NE(error_of([&] { prune_residual(*plain, PruneOptions().ratio(0.5)); }).find("already a plain"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace rmnet
+
+namespace rmnet {
+namespace {
+
+ModelPtr scaled_model(const std::string& arch, torch::ScalarType dtype) {
+  torch::manual_seed(3);
+  auto m = create_model(ModelOptions(arch).num_classes(10).track_block_stats(true).shortcut_scale(true));
+  randomize_batchnorm(*m, 5);
+  torch::NoGradGuard g;
+  int64_t n = 0;
+  for (auto& p : m->named_parameters())
+    if (p.key().ends_with("shortcut_scale")) {
+      p.value().uniform_(-0.5, 1.5);
+      ++n;
+    }
+  EXPECT_GT(n, 2) << arch;
+  m->to(dtype);
+  m->eval();
+  return m;
+}
+
+TEST(Prune, ShortcutScaleFoldsExactly) {
+  for (const std::string arch : {"resnet20", "resnet50"}) {
+    for (auto dtype : {torch::kDouble, torch::kFloat}) {
+      auto m = scaled_model(arch, dtype);
+      torch::manual_seed(9);
+      auto x = torch::randn({2, 3, 32, 32}, torch::TensorOptions().dtype(dtype));
+      for (auto mode : {DownsampleMode::Type1, DownsampleMode::Type2}) {
+        for (bool keep_bn : {true, false}) {
+          auto r = convert(*m, ConvertOptions().keep_bn(keep_bn).downsample(mode).verify(false));
+          EXPECT_LT(test::rel_diff(*m, *r.plain, x), test::tolerance_for(dtype))
+              << arch << " type " << static_cast<int>(mode) << " keep_bn " << keep_bn;
+        }
+      }
+    }
+  }
+  // the reserved channels' BN gamma carries the scale: gamma = s * sqrt(var + eps)
+  auto m = scaled_model("resnet20", torch::kDouble);
+  auto plain = reserve_merge(*m);
+  auto block = m->named_modules()["layer1.0"];
+  auto s = block->named_parameters()["shortcut_scale"];
+  auto var = block->named_buffers()["rm_in_var"];
+  auto bn = plain->layer_as<torch::nn::BatchNorm2dImpl>(4);  // conv, bn, relu, block conv1, its bn
+  EXPECT_TRUE(torch::allclose(bn->weight.slice(0, 16), s * torch::sqrt(var + 1e-5), 1e-12, 1e-12));
+}
+
+TEST(Prune, SparsitySubgradient) {
+  auto m = scaled_model("resnet8", torch::kFloat);
+  for (auto& p : m->parameters()) p.mutable_grad() = torch::zeros_like(p);
+  add_sparsity_subgradient(*m, 0.01);
+  int64_t bns = 0, scales = 0;
+  for (auto& p : m->named_parameters()) {
+    const auto& k = p.key();
+    const bool bn_weight = k.find("bn") != std::string::npos && k.ends_with("weight");
+    const bool ds_bn = k.find("downsample.1.weight") != std::string::npos;
+    if (bn_weight || ds_bn || k.ends_with("shortcut_scale")) {
+      EXPECT_TRUE(torch::equal(p.value().grad(), 0.01 * torch::sign(p.value()))) << k;
+      (k.ends_with("shortcut_scale") ? scales : bns)++;
+    } else {
+      EXPECT_EQ(p.value().grad().abs().sum().item<double>(), 0.0) << k;
+    }
+  }
+  EXPECT_EQ(bns, 1 + 3 * 2 + 2);  // stem, 3 BasicBlocks x 2, 2 downsample BNs
+  EXPECT_EQ(scales, 3);
 }
 
 }  // namespace
