@@ -138,12 +138,16 @@ PruneResult prune_impl(const ModelImpl& model, const PruneOptions& o, const Elig
   for (size_t i = 0; i < units.size(); ++i) {
     auto& u = units[i];
     const int64_t G = u.groups, per = u.channels / G;
-    int64_t k = 0;
+    // threshold: k = the largest count any group keeps (no channel above the threshold goes);
+    // ratio: k = the mean count, rounded (the global ratio is met on average)
+    int64_t k = 0, total = 0;
     for (int64_t g = 0; g < G; ++g) {
       int64_t n = 0;
       for (int64_t c = g * per; c < (g + 1) * per; ++c) n += removed[i][c] ? 0 : 1;
       k = std::max(k, n);
+      total += n;
     }
+    if (by_ratio && total > 0) k = std::max<int64_t>(1, (total + G / 2) / G);
     if (k == 0) {
       TORCH_CHECK(o.keep_one(), "pruning would remove every channel of ", layer_name(net, u.producer), " (all ",
                   u.channels, " |gamma| of layer ", u.importance, " are below ", rep.threshold,

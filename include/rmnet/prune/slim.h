@@ -17,8 +17,9 @@
 //
 // Grouped convolutions. Where the producer or the consumer is a grouped (not depthwise) conv with
 // g groups, the unit's channels are split into G = lcm(g_producer, g_consumer) contiguous groups
-// and every group keeps the same number k of channels (its top-k by importance, k = the largest
-// count any group keeps under the criterion), so the convs stay regular grouped convs.
+// and every group keeps the same number k of channels (its top-k by importance), so the convs stay
+// regular grouped convs: with a threshold k is the largest count any group keeps (no channel above
+// the threshold is removed), with a ratio the mean count, rounded (the target is met on average).
 //
 // Selection. --threshold T removes channels with |gamma| < T; --ratio R removes the
 // floor(R * N) least important of all N prunable channels (a global percentile). A unit never
