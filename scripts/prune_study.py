@@ -10,7 +10,7 @@ fraction of parameters removed, and accuracy against images/s.
 
 Usage: scripts/prune_study.py RMNET_BINARY [--arch resnet20] [--epochs 3] [--samples 12000]
                                [--ratios 0.3 0.5 0.7] [--sparsity 1e-4] [--finetune-epochs 1]
-                               [--work runs/prune] [--table docs/pruning.md] [--plot docs/pruning.png]
+                               [--work runs/prune] [--table docs/pruning_table.md] [--plot docs/pruning.png]
 """
 import argparse
 import json
@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--bench-iters", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="runs/prune")
-    ap.add_argument("--table", default="docs/pruning.md")
+    ap.add_argument("--table", default="docs/pruning_table.md")
     ap.add_argument("--plot", default="docs/pruning.png")
     a = ap.parse_args()
     work = pathlib.Path(a.work)
