@@ -106,6 +106,27 @@ Stats block_stats(const ResidualBlockBase& block, int64_t in, int64_t out) {
   return {torch::zeros({in}, kF64), torch::ones({in}, kF64), torch::zeros({out}, kF64), torch::ones({out}, kF64)};
 }
 
+/// The identity BN of a block's reserved input channels. With a shortcut scale s (the block's
+/// shortcut sees relu(s * x)) the BN gets gamma = s * sqrt(var + eps), beta = s * mean, i.e. it
+/// outputs s * x, and the ReLU after it gives relu(s * x): exact, and gamma carries s as the
+/// channel's importance for slimming.
+BNParams reserved_bn(const ResidualBlockBase& b, const Stats& st, double eps) {
+  auto p = BNParams::identity(st.in_mean, st.in_var, eps);
+  if (b.shortcut_scale.defined()) {
+    const auto s = to_f64(b.shortcut_scale);
+    p.weight = p.weight * s;
+    p.bias = p.bias * s;
+  }
+  return p;
+}
+
+/// Type 1 downsample: the projection reads x directly, so a shortcut scale is folded into its
+/// input columns: P relu(s * x) = P diag(max(s, 0)) x for the non-negative input of a ResNet block.
+torch::Tensor scaled_projection(const ResidualBlockBase& b, const torch::Tensor& w) {
+  if (!b.shortcut_scale.defined()) return w;
+  return w * torch::relu(to_f64(b.shortcut_scale)).to(w.scalar_type()).view({1, -1, 1, 1});
+}
+
 /// The shortcut as a 1x1 weight and a bias: the identity, or the downsample conv with its BN folded.
 struct Shortcut {
   torch::Tensor weight, bias;  // [out, in, 1, 1], [out]
@@ -163,7 +184,7 @@ void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     // [W1 ; D] (stride s), BN, ReLU, [[W2, 0], [0, D]], BN [bn2 ; identity], SE, [I | P].
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
-    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     ch.conv(block_diagonal(w2, 1, cin, false).first, {}, 1, 1);
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
@@ -174,7 +195,7 @@ void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     // Figure 2(a): [W1 ; Wd padded to 3x3], BN [bn1 ; bn_d], PReLU [0 ; 1], merge [a2 W2 | I].
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
-    ch.conv(torch::cat({w1, pad_kernel(to_work(dconv->weight), 3)}, 0), {}, s, 1);
+    ch.conv(torch::cat({w1, pad_kernel(scaled_projection(b, to_work(dconv->weight)), 3)}, 0), {}, s, 1);
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({torch::zeros({cmid}, kF64), torch::ones({cout}, kF64)}));
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), dirac(cout, 3)}, 1), bn2.shift(), 1, 1);
@@ -183,7 +204,7 @@ void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     // merge [a2 W2 | P padded to 3x3] with P the identity or the downsample projection.
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
-    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), pad_kernel(sc.weight, 3)}, 1), bn2.shift() + sc.bias, 1, 1);
   }
@@ -203,7 +224,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
   if (b.se) {
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
-    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
     ch.conv(w2r, {}, s, 1, groups);
@@ -219,7 +240,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
     // PReLUs of slope 1 pass it (it can be negative), the merge adds it.
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
-    ch.conv(torch::cat({w1, to_work(dconv->weight)}, 0), {}, 1, 0);
+    ch.conv(torch::cat({w1, scaled_projection(b, to_work(dconv->weight))}, 0), {}, 1, 0);
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({zeros(w), ones(cout)}));
     auto [w2r, groups] = block_diagonal(w2, g2, cout, grouped);
@@ -230,7 +251,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
   } else {
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
-    ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
+    ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
     ch.conv(w2r, {}, s, 1, groups);

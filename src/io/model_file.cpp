@@ -31,7 +31,8 @@ json options_to_json(const ModelOptions& o) {
           {"width_mult", o.width_mult()},
           {"relu6", o.relu6()},
           {"zero_init_residual", o.zero_init_residual()},
-          {"track_block_stats", o.track_block_stats()}};
+          {"track_block_stats", o.track_block_stats()},
+          {"shortcut_scale", o.shortcut_scale()}};
 }
 
 ModelOptions options_from_json(const json& j) {
@@ -42,6 +43,7 @@ ModelOptions options_from_json(const json& j) {
   o.relu6(j.value("relu6", true));
   o.zero_init_residual(j.value("zero_init_residual", false));
   o.track_block_stats(j.value("track_block_stats", false));
+  o.shortcut_scale(j.value("shortcut_scale", false));
   return o;
 }
 

@@ -98,12 +98,22 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
   if (track_stats) init_stats(in_planes, planes * expansion);
 }
 
+void ResidualBlockBase::enable_shortcut_scale(int64_t in_channels) {
+  shortcut_scale = register_parameter("shortcut_scale", torch::ones({in_channels}));
+}
+
+torch::Tensor ResidualBlockBase::shortcut_input(const torch::Tensor& x) const {
+  if (!shortcut_scale.defined()) return x;
+  return torch::relu(x * shortcut_scale.view({1, -1, 1, 1}));
+}
+
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   track(x, true);
   auto out = torch::relu(bn1(conv1(x)));
   out = bn2(conv2(out));
   if (se) out = se(out);
-  out = torch::relu(out + (downsample ? downsample->forward(x) : x));
+  const auto sc = shortcut_input(x);
+  out = torch::relu(out + (downsample ? downsample->forward(sc) : sc));
   track(out, false);
   return out;
 }
@@ -137,7 +147,8 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   out = torch::relu(bn2(conv2(out)));
   out = bn3(conv3(out));
   if (se) out = se(out);
-  out = torch::relu(out + (downsample ? downsample->forward(x) : x));
+  const auto sc = shortcut_input(x);
+  out = torch::relu(out + (downsample ? downsample->forward(sc) : sc));
   track(out, false);
   return out;
 }
@@ -164,10 +175,15 @@ ResNetImpl::ResNetImpl(ResNetConfig config, ModelOptions options)
     const int64_t planes = config_.widths[s];
     for (int64_t b = 0; b < config_.layers[s]; ++b) {
       const int64_t stride = (s > 0 && b == 0) ? 2 : 1;
-      if (basic)
-        stage->push_back(BasicBlock(in_planes, planes, stride, o.track_block_stats(), config_.se_reduction));
-      else
-        stage->push_back(Bottleneck(in_planes, planes, stride, o.track_block_stats(), config_.se_reduction));
+      if (basic) {
+        BasicBlock block(in_planes, planes, stride, o.track_block_stats(), config_.se_reduction);
+        if (o.shortcut_scale()) block->enable_shortcut_scale(in_planes);
+        stage->push_back(block);
+      } else {
+        Bottleneck block(in_planes, planes, stride, o.track_block_stats(), config_.se_reduction);
+        if (o.shortcut_scale()) block->enable_shortcut_scale(in_planes);
+        stage->push_back(block);
+      }
       in_planes = planes * expansion;
     }
     stages.push_back(register_module(fmt::format("layer{}", s + 1), stage));

@@ -48,6 +48,18 @@ void set_lr(torch::optim::SGD& opt, double lr) {
 
 }  // namespace
 
+void add_sparsity_subgradient(torch::nn::Module& model, double lambda) {
+  torch::NoGradGuard no_grad;
+  auto add = [&](torch::Tensor& w) {
+    if (w.defined() && w.grad().defined()) w.mutable_grad().add_(torch::sign(w), lambda);
+  };
+  for (auto& m : model.modules()) {
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) add(bn->weight);
+    for (auto& p : m->named_parameters(false))
+      if (p.key() == "shortcut_scale") add(p.value());
+  }
+}
+
 EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& optimizer, const TrainOptions& o,
                        TrainState& state, const ProgressFn& progress, const std::function<bool()>& stop) {
   model.train();
@@ -111,6 +123,7 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
       do_step = scaler->unscale_and_check(params);  // gradients are identical on all ranks here
       scaler->update(do_step);
     }
+    if (do_step && o.sparsity() > 0) add_sparsity_subgradient(model, o.sparsity());  // slimming L1 (after unscaling)
     if (do_step) optimizer.step();
     loss_sum += lv * static_cast<double>(bs);
     c1 += k1;

@@ -28,8 +28,8 @@ struct TrainCliOptions {
   ArchFlags arch;
   std::string init, resume, dataset = "fashion-mnist", data, out = "runs/train";
   int64_t epochs = 10, batch_size = 128, workers = 2, image_size = 224, max_train_samples = 0;
-  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0.0, warmup_epochs = 0.0, gamma = 0.1;
-  bool nesterov = false, no_decay_bn_bias = false;
+  double sparsity = 0.0, lr = 0.1, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0.0, warmup_epochs = 0.0, gamma = 0.1;
+  bool nesterov = false, no_decay_bn_bias = false, shortcut_scale = false;
   std::string schedule = "cosine";
   std::vector<int64_t> milestones;
   int64_t step_size = 30;
@@ -50,7 +50,8 @@ nlohmann::json to_json(const TrainCliOptions& o) {
           {"step_size", o.step_size},   {"gamma", o.gamma},
           {"warmup_epochs", o.warmup_epochs}, {"seed", o.seed},
           {"max_train_samples", o.max_train_samples}, {"device", o.device},
-          {"amp", o.amp},               {"channels_last", o.channels_last}};
+          {"amp", o.amp},               {"channels_last", o.channels_last},
+          {"sparsity", o.sparsity},     {"shortcut_scale", o.shortcut_scale}};
 }
 
 /// The first n samples of a data set (quick runs).
@@ -147,6 +148,7 @@ void run_train(const TrainCliOptions& o) {
   } else {
     auto opts = o.arch.to_options();
     opts.num_classes(train_set->num_classes()).in_channels(train_set->channels()).track_block_stats(true);
+    opts.shortcut_scale(o.shortcut_scale || o.sparsity > 0);
     model = create_model(opts);
   }
   TORCH_CHECK(model->options().in_channels() == train_set->channels(), "the model takes ",
@@ -177,7 +179,7 @@ void run_train(const TrainCliOptions& o) {
   if (dist) dist->broadcast_module(*model);  // every rank starts from rank 0's weights
   TrainOptions to;
   to.momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay).no_decay_bn_bias(o.no_decay_bn_bias)
-      .label_smoothing(o.label_smoothing);
+      .label_smoothing(o.label_smoothing).sparsity(o.sparsity);
   to.device(device).distributed(dist).amp_dtype(amp_dtype).channels_last(o.channels_last);
   if (amp_dtype == torch::kHalf) to.loss_scaler(std::make_shared<LossScaler>());
   to.schedule(ScheduleOptions()
@@ -296,6 +298,11 @@ Command setup_train(CLI::App& app) {
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
   cmd->add_option("--weight-decay,--wd", o->weight_decay, "Weight decay")->check(CLI::Range(0.0, 1.0));
   cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "No weight decay on BN parameters and biases");
+  cmd->add_option("--sparsity", o->sparsity,
+                  "Network slimming: L1 penalty lambda on BN scales (and shortcut scales), e.g. 1e-4")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_flag("--shortcut-scale", o->shortcut_scale,
+                "ResNet blocks get a learnable shortcut scale (on by default with --sparsity for a new model)");
   cmd->add_option("--label-smoothing", o->label_smoothing, "Label smoothing")->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--schedule", o->schedule, "LR schedule")->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
   cmd->add_option("--milestones", o->milestones, "multistep: epochs where lr *= gamma");

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
       rmnet::cli::setup_eval(app),
       rmnet::cli::setup_export(app),
       rmnet::cli::setup_bench(app),
+      rmnet::cli::setup_prune(app),
   };
 
   try {

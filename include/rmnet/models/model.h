@@ -31,6 +31,11 @@ struct ModelOptions {
   /// rm_in_var, rm_out_mean, rm_out_var), so the identity BNs of a converted network carry
   /// real statistics (paper, Appendix A.3). Off by default to keep torchvision's state_dict keys.
   TORCH_ARG(bool, track_block_stats) = false;
+  /// ResNet blocks get a learnable per-channel scale s on the shortcut input (the shortcut sees
+  /// relu(s * x), s initialised to 1), so that network slimming can rank the residual channels too
+  /// (paper Section 3.4); the RM operation folds s into the reserved channels' identity BN gamma.
+  /// Other families ignore it. Adds parameters "<block>.shortcut_scale".
+  TORCH_ARG(bool, shortcut_scale) = false;
 };
 
 /// Base class of all rmnet models: a torch::nn::Module with a forward and a self-description.

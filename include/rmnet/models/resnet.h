@@ -52,6 +52,12 @@ struct BlockStats {
 class ResidualBlockBase : public torch::nn::Module {
  public:
   const BlockStats& stats() const { return stats_; }
+  /// Learnable shortcut scale s ([in_channels]; undefined unless enabled): the shortcut sees
+  /// relu(s * x) instead of x (ModelOptions::shortcut_scale).
+  torch::Tensor shortcut_scale;
+  void enable_shortcut_scale(int64_t in_channels);
+  /// x, or relu(s * x) when the shortcut scale is enabled.
+  torch::Tensor shortcut_input(const torch::Tensor& x) const;
 
  protected:
   void init_stats(int64_t in_channels, int64_t out_channels);

@@ -22,6 +22,9 @@ struct TrainOptions {
   /// No weight decay on BatchNorm parameters and biases (the authors' ImageNet recipe).
   TORCH_ARG(bool, no_decay_bn_bias) = false;
   TORCH_ARG(double, label_smoothing) = 0.0;
+  /// Network slimming: lambda of an L1 penalty on BatchNorm scales (and residual-block shortcut
+  /// scales), applied as the subgradient lambda * sign(gamma) after backward (0: off).
+  TORCH_ARG(double, sparsity) = 0.0;
   TORCH_ARG(ScheduleOptions, schedule) = ScheduleOptions();
   TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
   /// Data-parallel group (nullptr: one process). After each backward the gradients are averaged
@@ -38,6 +41,11 @@ struct TrainOptions {
 /// SGD with momentum (optionally Nesterov); with no_decay_bn_bias, BN parameters and biases
 /// (every parameter with fewer than 2 dimensions) go to a group without weight decay.
 std::unique_ptr<torch::optim::SGD> make_sgd(ModelImpl& model, const TrainOptions& options);
+
+/// Adds lambda * sign(w) to the gradient of every BatchNorm weight of `model` and of every
+/// parameter named "shortcut_scale" (network slimming's L1 subgradient). Parameters without a
+/// gradient are skipped. Called by train_epoch when TrainOptions::sparsity > 0.
+void add_sparsity_subgradient(torch::nn::Module& model, double lambda);
 
 struct EpochStats {
   double loss = 0.0;
