@@ -221,8 +221,8 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
   const int64_t g2 = groups_of(*b.conv2);
   const auto zeros = [](int64_t n) { return torch::zeros({n}, kF64); };
   const auto ones = [](int64_t n) { return torch::ones({n}, kF64); };
-  if (b.se) {
-    const auto sc = shortcut_of(b.downsample, cin);
+  // conv1 and conv2 with the (type 2) reserve: [W1 ; D], BN, ReLU, grouped [W2 ; D] (stride s), BN, ReLU.
+  const auto reserve_conv1_conv2 = [&] {
     ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
@@ -230,6 +230,10 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
     ch.conv(w2r, {}, s, 1, groups);
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
     ch.relu();
+  };
+  if (b.se) {
+    const auto sc = shortcut_of(b.downsample, cin);
+    reserve_conv1_conv2();
     ch.conv(block_diagonal(w3, 1, cin, false).first, {}, 1, 0);
     ch.batchnorm(BNParams::cat({bn3, BNParams::identity(st.in_mean, st.in_var, bn3.eps)}));
     se_merge(*b.se, cout, cin, sc, st, bn3.eps, ch);
@@ -250,13 +254,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
     ch.conv(torch::cat({scale_out(w3, bn3.scale()), dirac(cout, 1)}, 1), bn3.shift(), 1, 0);
   } else {
     const auto sc = shortcut_of(b.downsample, cin);
-    ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
-    ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
-    ch.relu();
-    auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
-    ch.conv(w2r, {}, s, 1, groups);
-    ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
-    ch.relu();
+    reserve_conv1_conv2();
     ch.conv(torch::cat({scale_out(w3, bn3.scale()), sc.weight}, 1), bn3.shift() + sc.bias, 1, 0);
   }
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn3.eps));

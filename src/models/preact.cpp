@@ -42,15 +42,7 @@ PreActResNetImpl::PreActResNetImpl(ResNetConfig config, ModelOptions options)
   }
   bn = register_module("bn", nn::BatchNorm2d(in));
   fc = register_module("fc", nn::Linear(in, options_.num_classes()));
-  torch::NoGradGuard no_grad;
-  for (auto& m : modules(false)) {
-    if (auto* c = m->as<nn::Conv2dImpl>()) {
-      nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
-    } else if (auto* b = m->as<nn::BatchNorm2dImpl>()) {
-      b->weight.fill_(1.0);
-      b->bias.zero_();
-    }
-  }
+  init_conv_bn(*this);
 }
 
 torch::Tensor PreActResNetImpl::forward(torch::Tensor x) {

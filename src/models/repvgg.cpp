@@ -43,15 +43,7 @@ RepVGGImpl::RepVGGImpl(RepVGGConfig config, ModelOptions options)
     stages.push_back(register_module(fmt::format("stage{}", s), stage));
   }
   linear = register_module("linear", nn::Linear(in, options_.num_classes()));
-  torch::NoGradGuard no_grad;
-  for (auto& m : modules(false)) {
-    if (auto* conv = m->as<nn::Conv2dImpl>()) {
-      nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-    } else if (auto* bn = m->as<nn::BatchNorm2dImpl>()) {
-      bn->weight.fill_(1.0);
-      bn->bias.zero_();
-    }
-  }
+  init_conv_bn(*this);
 }
 
 torch::Tensor RepVGGImpl::forward(torch::Tensor x) {

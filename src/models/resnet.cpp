@@ -191,16 +191,9 @@ ResNetImpl::ResNetImpl(ResNetConfig config, ModelOptions options)
   fc = register_module("fc", nn::Linear(in_planes, o.num_classes()));
 
   // torchvision's initialisation
-  torch::NoGradGuard no_grad;
-  for (auto& m : modules(false)) {
-    if (auto* c = m->as<nn::Conv2dImpl>()) {
-      nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
-    } else if (auto* bn = m->as<nn::BatchNorm2dImpl>()) {
-      bn->weight.fill_(1.0);
-      bn->bias.zero_();
-    }
-  }
+  init_conv_bn(*this);
   if (o.zero_init_residual()) {
+    torch::NoGradGuard no_grad;
     for (auto& stage : stages)
       for (auto& blk : *stage) {
         if (auto* b = blk.ptr()->as<BasicBlockImpl>()) b->bn2->weight.zero_();

@@ -42,15 +42,8 @@ RMNetImpl::RMNetImpl(RMNetConfig config, ModelOptions options)
   }
   fc = register_module("fc", nn::Linear(in, options_.num_classes()));
 
+  init_conv_bn(*this);
   torch::NoGradGuard no_grad;
-  for (auto& m : modules(false)) {
-    if (auto* conv = m->as<nn::Conv2dImpl>()) {
-      nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-    } else if (auto* bn = m->as<nn::BatchNorm2dImpl>()) {
-      bn->weight.fill_(1.0);
-      bn->bias.zero_();
-    }
-  }
   for (auto& stage : stages)
     for (auto& blk : *stage) blk.ptr()->as<BottleneckImpl>()->bn3->weight.zero_();  // paper: last BN zero
 }

@@ -60,6 +60,10 @@ class ModelImpl : public torch::nn::Module {
 
 using ModelPtr = std::shared_ptr<ModelImpl>;
 
+/// The ResNet-style initialisation of every Conv2d (Kaiming normal, fan-out, ReLU gain) and
+/// BatchNorm2d (weight 1, bias 0) below `module`.
+void init_conv_bn(torch::nn::Module& module);
+
 /// Number of parameters (all, trainable or not).
 int64_t count_parameters(const torch::nn::Module& module);
 
