@@ -1,9 +1,7 @@
 #include "rmnet/deploy/runtime.h"
 
-#include <cmath>
 #include <sstream>
 
-#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "rmnet/io/export.h"
