@@ -1,5 +1,6 @@
 #include "rmnet/core.h"
 
+#include <cstdlib>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -10,7 +11,12 @@ namespace rmnet {
 std::string version() { return "0.1.0"; }
 
 int set_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= 0) {
+    // Like PyTorch: OMP_NUM_THREADS, when set to a positive number, is the default.
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    n = env ? std::atoi(env) : 0;
+    if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   at::set_num_threads(n);
   return at::get_num_threads();
 }

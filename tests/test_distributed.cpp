@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
@@ -52,12 +53,19 @@ ModelPtr no_bn_model() {
   return plain.ptr();
 }
 
+/// resnet8 with its BatchNorm layers (training mode while training).
+ModelPtr bn_model() {
+  torch::manual_seed(3);
+  return create_model(ModelOptions("resnet8").num_classes(4).in_channels(1));
+}
+
 /// Trains the model for kEpochs with the global batch split over `dist`'s ranks (or one process
-/// when null); returns the parameters.
-std::vector<torch::Tensor> train_tiny(std::shared_ptr<Distributed> dist) {
+/// when null); returns the parameters, then the floating buffers (BN running statistics).
+std::vector<torch::Tensor> train_tiny(std::shared_ptr<Distributed> dist, bool with_bn = false, bool sync_bn = false) {
   const int world = dist ? dist->world_size() : 1, rank = dist ? dist->rank() : 0;
-  auto model = no_bn_model();
+  auto model = with_bn ? bn_model() : no_bn_model();
   if (dist) dist->broadcast_module(*model);
+  if (sync_bn) EXPECT_EQ(sync_batchnorm(*model, dist), 9u);  // resnet8: stem + 3 blocks x 2 + 2 downsamples
   DataLoader loader(quadrants(), random_crop_flip(2, normalization_for("mnist")),
                     LoaderOptions().batch_size(kGlobalBatch / world).drop_last(true).workers(1).seed(11)
                         .shard(rank).num_shards(world));
@@ -70,6 +78,8 @@ std::vector<torch::Tensor> train_tiny(std::shared_ptr<Distributed> dist) {
   while (state.epoch < kEpochs) train_epoch(*model, loader, *opt, o, state);
   std::vector<torch::Tensor> out;
   for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  for (const auto& b : model->buffers())
+    if (b.is_floating_point()) out.push_back(b.clone());
   return out;
 }
 
@@ -168,6 +178,15 @@ TEST(DistributedWorker, Train) {
   auto dist = worker_group();
   auto params = train_tiny(dist);
   torch::save(params, (fs::path(std::getenv("RMNET_TEST_DIST_DIR")) / ("params" + std::to_string(dist->rank()) + ".pt")).string());
+}
+
+TEST(DistributedWorker, SyncBN) {
+  if (role() != "syncbn") GTEST_SKIP() << "a rank of Distributed.SyncBNTwoRanksEqualOneProcess";
+  auto dist = worker_group();
+  const auto dir = fs::path(std::getenv("RMNET_TEST_DIST_DIR"));
+  const auto r = std::to_string(dist->rank());
+  torch::save(train_tiny(dist, true, true), (dir / ("sync" + r + ".pt")).string());
+  torch::save(train_tiny(dist, true, false), (dir / ("local" + r + ".pt")).string());
 }
 
 TEST(DistributedWorker, DieOrSurvive) {
@@ -284,6 +303,37 @@ TEST(Distributed, TwoRanksEqualOneProcess) {
     moved = std::max(moved, (single[i] - initial[i]).abs().max().item<double>());
   }
   EXPECT_GT(moved, 1e-3);  // training did change the parameters (the comparison means something)
+  fs::remove_all(dir);
+}
+
+TEST(Distributed, SyncBNTwoRanksEqualOneProcess) {
+  // BatchNorm in training mode: with synchronised BN, 2 ranks x 8 images train like 1 process x
+  // 16 (parameters and running statistics); with each rank's own statistics they do not.
+  if (role()) GTEST_SKIP();
+  const auto dir = fresh_dir("syncbn");
+  const int port = free_port();
+  const pid_t r0 = spawn_rank("syncbn", 0, port, dir, 60), r1 = spawn_rank("syncbn", 1, port, dir, 60);
+  const auto single = train_tiny(nullptr, true);
+  const int s0 = wait_for(r0, std::chrono::seconds(300)), s1 = wait_for(r1, std::chrono::seconds(60));
+  ASSERT_EQ(s0, 0) << read_text(dir / "rank0.log");
+  ASSERT_EQ(s1, 0) << read_text(dir / "rank1.log");
+  std::vector<torch::Tensor> sync0, sync1, local0;
+  torch::load(sync0, (dir / "sync0.pt").string());
+  torch::load(sync1, (dir / "sync1.pt").string());
+  torch::load(local0, (dir / "local0.pt").string());
+  ASSERT_EQ(sync0.size(), single.size());
+  ASSERT_EQ(sync1.size(), single.size());
+  ASSERT_EQ(local0.size(), single.size());
+  double sync_diff = 0, local_diff = 0;
+  for (size_t i = 0; i < single.size(); ++i) {
+    EXPECT_TRUE(torch::equal(sync0[i], sync1[i])) << "tensor " << i << " differs between the ranks";
+    const double d = (sync0[i] - single[i]).abs().max().item<double>();
+    EXPECT_LT(d, 1e-5) << "tensor " << i << ": two synchronised ranks vs one process";
+    sync_diff = std::max(sync_diff, d);
+    local_diff = std::max(local_diff, (local0[i] - single[i]).abs().max().item<double>());
+  }
+  EXPECT_GT(local_diff, 1e-3) << "per-rank statistics should train differently (else the test shows nothing)";
+  std::cout << "max difference to one process: synchronised " << sync_diff << ", per-rank BN " << local_diff << "\n";
   fs::remove_all(dir);
 }
 

@@ -7,7 +7,8 @@ namespace rmnet {
 /// The library version, "MAJOR.MINOR.PATCH".
 std::string version();
 
-/// Sets the number of intra-op threads LibTorch uses; n <= 0 means all hardware threads.
+/// Sets the number of intra-op threads LibTorch uses; n <= 0 means OMP_NUM_THREADS when that is
+/// set to a positive number, else all hardware threads.
 /// Returns the number actually set.
 int set_threads(int n);
 

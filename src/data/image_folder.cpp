@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <torch/torch.h>
+#if RMNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <torch/torch.h>
+#endif
 
 namespace rmnet {
 namespace fs = std::filesystem;
@@ -20,11 +22,16 @@ bool is_image(const fs::path& p) {
 
 torch::Tensor read_image(const std::string& path, int64_t channels) {
   TORCH_CHECK(channels == 1 || channels == 3, "read_image: channels must be 1 or 3 (got ", channels, ")");
+#if !RMNET_WITH_OPENCV
+  TORCH_CHECK(false, "'", path, "': cannot decode images, this rmnet was built without OpenCV (RMNET_WITH_OPENCV=OFF)");
+  return {};
+#else
   cv::Mat m = cv::imread(path, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
   TORCH_CHECK(!m.empty(), "'", path, "': cannot decode image (missing, corrupt, or not JPEG/PNG/BMP)");
   if (channels == 3) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
   auto t = torch::from_blob(m.data, {m.rows, m.cols, channels}, torch::kUInt8);
   return t.permute({2, 0, 1}).contiguous();
+#endif
 }
 
 ImageFolder::ImageFolder(const std::string& root, int64_t channels) : channels_(channels) {

@@ -2,8 +2,10 @@
 
 #include <cmath>
 
-#include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
+#if RMNET_WITH_OPENCV
+#include <opencv2/imgproc.hpp>
+#endif
 
 namespace rmnet {
 namespace {
@@ -39,16 +41,25 @@ torch::Tensor crop_normalize(const torch::Tensor& img, int64_t y0, int64_t x0, i
   return out;
 }
 
-cv::Mat to_mat(const torch::Tensor& img) {
+/// Bilinear resize of a uint8 [C, H, W] image to [C, h, w] (OpenCV's INTER_LINEAR, or LibTorch's
+/// bilinear interpolation without OpenCV: the same half-pixel sampling, rounding may differ by 1).
+torch::Tensor resize_u8(const torch::Tensor& img, int64_t h, int64_t w) {
+#if RMNET_WITH_OPENCV
   auto hwc = img.permute({1, 2, 0}).contiguous();
-  cv::Mat m(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC(static_cast<int>(hwc.size(2))),
-            hwc.data_ptr<uint8_t>());
-  return m.clone();
-}
-
-torch::Tensor from_mat(const cv::Mat& m, int64_t channels) {
-  auto t = torch::from_blob(m.data, {m.rows, m.cols, channels}, torch::kUInt8);
-  return t.permute({2, 0, 1}).contiguous();
+  const cv::Mat m(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC(static_cast<int>(hwc.size(2))),
+                  hwc.data_ptr<uint8_t>());
+  cv::Mat r;
+  cv::resize(m, r, cv::Size(static_cast<int>(w), static_cast<int>(h)), 0, 0, cv::INTER_LINEAR);
+  // clone: the result must own its memory (r is freed on return)
+  return torch::from_blob(r.data, {r.rows, r.cols, img.size(0)}, torch::kUInt8).permute({2, 0, 1})
+      .clone(torch::MemoryFormat::Contiguous);
+#else
+  namespace F = torch::nn::functional;
+  auto x = img.unsqueeze(0).to(torch::kFloat);
+  auto y = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear)
+                                 .align_corners(false));
+  return y.squeeze(0).round().clamp(0, 255).to(torch::kUInt8).contiguous();
+#endif
 }
 
 }  // namespace
@@ -70,7 +81,7 @@ Transform random_crop_flip(int64_t padding, Normalization norm, bool flip) {
 
 Transform random_resized_crop_flip(int64_t size, Normalization norm) {
   return [size, norm](const torch::Tensor& img, Rng& rng) {
-    const int64_t H = img.size(1), W = img.size(2), C = img.size(0);
+    const int64_t H = img.size(1), W = img.size(2);
     const double area = static_cast<double>(H * W);
     std::uniform_real_distribution<double> scale(0.08, 1.0), logr(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
     int64_t h = H, w = W, y = 0, x = 0;
@@ -91,22 +102,18 @@ Transform random_resized_crop_flip(int64_t size, Normalization norm) {
       h = H;
       w = W;
     }
-    cv::Mat m = to_mat(img)(cv::Rect(static_cast<int>(x), static_cast<int>(y), static_cast<int>(w), static_cast<int>(h)));
-    cv::Mat r;
-    cv::resize(m, r, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0, cv::INTER_LINEAR);
+    auto r = resize_u8(img.slice(1, y, y + h).slice(2, x, x + w), size, size);
     const bool mirror = std::bernoulli_distribution(0.5)(rng);
-    return crop_normalize(from_mat(r, C), 0, 0, size, size, mirror, norm);
+    return crop_normalize(r, 0, 0, size, size, mirror, norm);
   };
 }
 
 Transform resize_center_crop(int64_t resize, int64_t crop, Normalization norm) {
   return [resize, crop, norm](const torch::Tensor& img, Rng&) {
-    const int64_t H = img.size(1), W = img.size(2), C = img.size(0);
+    const int64_t H = img.size(1), W = img.size(2);
     const double s = static_cast<double>(resize) / static_cast<double>(std::min(H, W));
-    const int nh = static_cast<int>(std::lround(H * s)), nw = static_cast<int>(std::lround(W * s));
-    cv::Mat r;
-    cv::resize(to_mat(img), r, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
-    return crop_normalize(from_mat(r, C), (nh - crop) / 2, (nw - crop) / 2, crop, crop, false, norm);
+    const int64_t nh = std::lround(H * s), nw = std::lround(W * s);
+    return crop_normalize(resize_u8(img, nh, nw), (nh - crop) / 2, (nw - crop) / 2, crop, crop, false, norm);
   };
 }
 

@@ -5,9 +5,11 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <torch/torch.h>
+#if RMNET_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <torch/torch.h>
+#endif
 
 #include "rmnet/io/model_file.h"
 
@@ -49,6 +51,7 @@ void Preprocess::to_metadata(std::map<std::string, std::string>& m) const {
   m["preprocess.std"] = fmt::format("{}", fmt::join(std, ","));
 }
 
+#if RMNET_WITH_OPENCV
 torch::Tensor Preprocess::apply(const cv::Mat& image, int64_t channels) const {
   TORCH_CHECK(!image.empty(), "empty image");
   TORCH_CHECK(image.depth() == CV_8U, "images must be 8-bit (got OpenCV depth ", image.depth(), ")");
@@ -75,6 +78,7 @@ torch::Tensor Preprocess::apply(const cv::Mat& image, int64_t channels) const {
   auto sd = torch::tensor(std, torch::kDouble).to(torch::kFloat).view({-1, 1, 1});
   return ((t - m) / sd).contiguous();
 }
+#endif
 
 Classifier::Classifier(const std::string& model_path, ClassifierOptions options) : options_(std::move(options)) {
   model_ = prepare_inference(load_model(model_path), options_.runtime(), DeployOptions().device(options_.device()));
@@ -93,6 +97,7 @@ Classifier::Classifier(const std::string& model_path, ClassifierOptions options)
   }
 }
 
+#if RMNET_WITH_OPENCV
 std::vector<std::vector<Prediction>> Classifier::classify(const std::vector<cv::Mat>& images, int64_t top_k) {
   torch::NoGradGuard no_grad;
   const int64_t k = std::min<int64_t>(top_k, model_->options().num_classes());
@@ -119,7 +124,13 @@ std::vector<std::vector<Prediction>> Classifier::classify(const std::vector<cv::
   return out;
 }
 
+#endif
+
 std::vector<std::vector<Prediction>> Classifier::classify_files(const std::vector<std::string>& paths, int64_t top_k) {
+#if !RMNET_WITH_OPENCV
+  TORCH_CHECK(false, "cannot decode images: this rmnet was built without OpenCV (RMNET_WITH_OPENCV=OFF)");
+  return {};
+#else
   std::vector<cv::Mat> images;
   for (const auto& p : paths) {
     cv::Mat m = cv::imread(p, cv::IMREAD_UNCHANGED);
@@ -128,6 +139,7 @@ std::vector<std::vector<Prediction>> Classifier::classify_files(const std::vecto
     images.push_back(m);
   }
   return classify(images, top_k);
+#endif
 }
 
 }  // namespace rmnet

@@ -13,7 +13,7 @@ int64_t make_divisible(double v, int64_t divisor) {
 
 ConvBNActImpl::ConvBNActImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t groups, bool relu6) {
   conv = nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding((kernel - 1) / 2).groups(groups).bias(false));
-  bn = nn::BatchNorm2d(out);
+  bn = BatchNorm2d(out);
   push_back(conv);
   push_back(bn);
   if (relu6)
@@ -44,7 +44,7 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stri
   dw_bn = dw->bn;
   conv->push_back(dw);
   project_conv = nn::Conv2d(nn::Conv2dOptions(hidden, out_width, 1).bias(false));
-  project_bn = nn::BatchNorm2d(out_width);
+  project_bn = BatchNorm2d(out_width);
   conv->push_back(project_conv);
   conv->push_back(project_bn);
   register_module("conv", conv);

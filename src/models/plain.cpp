@@ -32,7 +32,7 @@ std::shared_ptr<torch::nn::Module> make_layer(const LayerSpec& s) {
                                                   .groups(s.groups)
                                                   .bias(s.bias));
     case LayerKind::BatchNorm:
-      return std::make_shared<nn::BatchNorm2dImpl>(
+      return std::make_shared<BatchNorm2dImpl>(
           nn::BatchNorm2dOptions(s.out_channels).eps(s.eps).momentum(s.momentum));
     case LayerKind::ReLU:
       return std::make_shared<nn::ReLUImpl>();
@@ -270,7 +270,7 @@ torch::Tensor PlainNetImpl::forward_range(torch::Tensor x, size_t begin, size_t 
         x = static_cast<torch::nn::Conv2dImpl*>(m)->forward(x);
         break;
       case LayerKind::BatchNorm:
-        x = static_cast<torch::nn::BatchNorm2dImpl*>(m)->forward(x);
+        x = static_cast<BatchNorm2dImpl*>(m)->forward(x);
         break;
       case LayerKind::ReLU:
         x = torch::relu(x);

@@ -8,9 +8,9 @@ namespace nn = torch::nn;
 
 PreActBlockImpl::PreActBlockImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats)
     : stride(stride_) {
-  bn1 = register_module("bn1", nn::BatchNorm2d(in_planes));
+  bn1 = register_module("bn1", BatchNorm2d(in_planes));
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in_planes, planes, 3).stride(stride).padding(1).bias(false)));
-  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
   conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(planes, planes, 3).padding(1).bias(false)));
   if (stride != 1 || in_planes != planes)
     shortcut = register_module("shortcut", nn::Conv2d(nn::Conv2dOptions(in_planes, planes, 1).stride(stride).bias(false)));
@@ -40,7 +40,7 @@ PreActResNetImpl::PreActResNetImpl(ResNetConfig config, ModelOptions options)
     }
     stages.push_back(register_module(fmt::format("layer{}", s + 1), stage));
   }
-  bn = register_module("bn", nn::BatchNorm2d(in));
+  bn = register_module("bn", BatchNorm2d(in));
   fc = register_module("fc", nn::Linear(in, options_.num_classes()));
   init_conv_bn(*this);
 }

@@ -11,7 +11,7 @@ namespace nn = torch::nn;
 ConvBNImpl::ConvBNImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, int64_t groups) {
   conv = register_module(
       "conv", nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).groups(groups).bias(false)));
-  bn = register_module("bn", nn::BatchNorm2d(out));
+  bn = register_module("bn", BatchNorm2d(out));
 }
 
 RepVGGBlockImpl::RepVGGBlockImpl(int64_t in, int64_t out, int64_t stride_, bool identity)
@@ -19,7 +19,7 @@ RepVGGBlockImpl::RepVGGBlockImpl(int64_t in, int64_t out, int64_t stride_, bool 
   TORCH_CHECK(stride >= 1, "RepVGG block stride must be positive (got ", stride, ")");
   rbr_dense = register_module("rbr_dense", ConvBN(in, out, 3, stride, 1));
   rbr_1x1 = register_module("rbr_1x1", ConvBN(in, out, 1, stride, 0));
-  if (identity && in == out && stride == 1) rbr_identity = register_module("rbr_identity", nn::BatchNorm2d(out));
+  if (identity && in == out && stride == 1) rbr_identity = register_module("rbr_identity", BatchNorm2d(out));
 }
 
 torch::Tensor RepVGGBlockImpl::forward(torch::Tensor x) {

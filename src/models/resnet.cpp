@@ -15,7 +15,7 @@ nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
 }
 nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
   if (stride == 1 && in == out) return nullptr;
-  return nn::Sequential(conv1x1(in, out, stride), nn::BatchNorm2d(out));
+  return nn::Sequential(conv1x1(in, out, stride), BatchNorm2d(out));
 }
 
 struct ArchEntry {
@@ -89,9 +89,9 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
                                int64_t se_reduction)
     : stride(stride_) {
   conv1 = register_module("conv1", conv3x3(in_planes, planes, stride));
-  bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+  bn1 = register_module("bn1", BatchNorm2d(planes));
   conv2 = register_module("conv2", conv3x3(planes, planes, 1));
-  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
   downsample = make_downsample(in_planes, planes * expansion, stride);
   if (downsample) register_module("downsample", downsample);
   if (se_reduction > 0) se = register_module("se", SqueezeExcitation(planes, se_hidden(planes, se_reduction)));
@@ -128,12 +128,12 @@ BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t width, int64_t out_pla
   TORCH_CHECK(groups >= 1 && width % groups == 0, "Bottleneck: groups (", groups, ") must divide the width (",
               width, ")");
   conv1 = register_module("conv1", conv1x1(in_planes, width));
-  bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  bn1 = register_module("bn1", BatchNorm2d(width));
   conv2 = register_module(
       "conv2", nn::Conv2d(nn::Conv2dOptions(width, width, 3).stride(stride).padding(1).groups(groups).bias(false)));
-  bn2 = register_module("bn2", nn::BatchNorm2d(width));
+  bn2 = register_module("bn2", BatchNorm2d(width));
   conv3 = register_module("conv3", conv1x1(width, out_planes));
-  bn3 = register_module("bn3", nn::BatchNorm2d(out_planes));
+  bn3 = register_module("bn3", BatchNorm2d(out_planes));
   downsample = make_downsample(in_planes, out_planes, stride);
   if (downsample) register_module("downsample", downsample);
   if (se_reduction > 0)
@@ -164,7 +164,7 @@ ResNetImpl::ResNetImpl(ResNetConfig config, ModelOptions options)
                               .stride(imagenet ? 2 : 1)
                               .padding(imagenet ? 3 : 1)
                               .bias(false)));
-  bn1 = register_module("bn1", nn::BatchNorm2d(config_.stem_width));
+  bn1 = register_module("bn1", BatchNorm2d(config_.stem_width));
   if (imagenet) maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
 
   const bool basic = config_.block == BlockType::Basic;

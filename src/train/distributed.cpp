@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "rmnet/models/batchnorm.h"
+
 // c10d: the torch wheel's headers. ProcessGroupGloo.hpp includes Gloo headers the wheel does not
 // ship; src/train/c10d_shim provides the few declarations it needs (see the README there).
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -318,13 +320,20 @@ void Distributed::average_buffers(torch::nn::Module& module) {
   }
 }
 
-void Distributed::sum(torch::Tensor& values) {
+void Distributed::sum(torch::Tensor& values, const char* what) {
   TORCH_CHECK(values.defined(), "Distributed::sum: undefined tensor");
   auto t = backend_ == "nccl" ? values.to(device_) : values.contiguous();
   std::vector<at::Tensor> v{t};
-  run_collective(impl_->failed, rank(), "all-reduce of the statistics", options_.timeout(),
-                 [&] { return impl_->pg->allreduce(v); });
+  run_collective(impl_->failed, rank(), what, options_.timeout(), [&] { return impl_->pg->allreduce(v); });
   if (!t.is_same(values)) values.copy_(t);
+}
+
+size_t sync_batchnorm(torch::nn::Module& model, const std::shared_ptr<Distributed>& group) {
+  std::shared_ptr<const AllReduceSum> sum;
+  if (group)
+    sum = std::make_shared<const AllReduceSum>(
+        [group](torch::Tensor& t) { group->sum(t, "all-reduce of synchronised BatchNorm statistics"); });
+  return set_batchnorm_sync(model, sum);
 }
 
 }  // namespace rmnet

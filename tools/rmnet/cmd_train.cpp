@@ -35,7 +35,7 @@ struct TrainCliOptions {
   int64_t step_size = 30;
   uint64_t seed = 0;
   std::string device = "cpu", amp = "off", dist_backend = "auto";
-  bool channels_last = false;
+  bool channels_last = false, sync_bn = false;
   double dist_timeout = 300;
 };
 
@@ -51,7 +51,8 @@ nlohmann::json to_json(const TrainCliOptions& o) {
           {"warmup_epochs", o.warmup_epochs}, {"seed", o.seed},
           {"max_train_samples", o.max_train_samples}, {"device", o.device},
           {"amp", o.amp},               {"channels_last", o.channels_last},
-          {"sparsity", o.sparsity},     {"shortcut_scale", o.shortcut_scale}};
+          {"sparsity", o.sparsity},     {"shortcut_scale", o.shortcut_scale},
+          {"sync_bn", o.sync_bn}};
 }
 
 /// The first n samples of a data set (quick runs).
@@ -177,6 +178,8 @@ void run_train(const TrainCliOptions& o) {
   model->to(device);
   if (o.channels_last) to_channels_last(*model);
   if (dist) dist->broadcast_module(*model);  // every rank starts from rank 0's weights
+  size_t synced_bn = 0;
+  if (o.sync_bn && dist) synced_bn = sync_batchnorm(*model, dist);
   TrainOptions to;
   to.momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay).no_decay_bn_bias(o.no_decay_bn_bias)
       .label_smoothing(o.label_smoothing).sparsity(o.sparsity);
@@ -207,9 +210,12 @@ void run_train(const TrainCliOptions& o) {
                   model->options().arch(), o.dataset, train_loader.samples_per_epoch() * world, test_set->size(),
                   o.epochs, o.batch_size, count_parameters(*model), at::get_num_threads()));
   if (dist)
-    say(fmt::format("data parallel: {} ranks ({}), {} images per rank and step, device {}", world, dist->backend(),
-                    o.batch_size / world, device.str()));
-  else if (device.is_cuda() || amp_dtype != torch::kFloat || o.channels_last)
+    say(fmt::format("data parallel: {} ranks ({}), {} images per rank and step, device {}{}", world, dist->backend(),
+                    o.batch_size / world, device.str(),
+                    o.sync_bn ? fmt::format(", {} BatchNorm layers synchronised", synced_bn) : ""));
+  else if (o.sync_bn)
+    say("--sync-bn: a single process, so BatchNorm already sees the whole batch");
+  if (!dist && (device.is_cuda() || amp_dtype != torch::kFloat || o.channels_last))
     say(fmt::format("device {}, autocast {}, channels_last {}", device.str(), o.amp, o.channels_last));
   g_interrupted = false;
   auto previous = std::signal(SIGINT, on_sigint);
@@ -320,6 +326,8 @@ Command setup_train(CLI::App& app) {
   cmd->add_flag("--channels-last", o->channels_last, "channels_last memory format for the model and images");
   cmd->add_option("--dist-backend", o->dist_backend, "Data-parallel backend when WORLD_SIZE > 1: auto (nccl on CUDA, "
                   "gloo on CPU), gloo or nccl")->check(CLI::IsMember({"auto", "gloo", "nccl"}));
+  cmd->add_flag("--sync-bn", o->sync_bn,
+                "Data parallel: BatchNorm statistics of the global batch (all ranks) instead of each rank's");
   cmd->add_option("--dist-timeout", o->dist_timeout, "Seconds before a missing or dead rank ends the job")
       ->check(CLI::Range(0.1, 86400.0));
   cmd->add_option("--out", o->out, "Output folder (checkpoint.ckpt, best.rmnet, final.rmnet, metrics.jsonl)");

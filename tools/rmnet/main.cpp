@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", rmnet::version());
   app.set_config("--config", "", "Read options from a TOML file (a [subcommand] section per subcommand)");
   int threads = 0;
-  app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::Range(0, 4096));
+  app.add_option("--threads", threads, "Intra-op threads (0 = OMP_NUM_THREADS if set, else all cores)")->check(CLI::Range(0, 4096));
 
   const std::vector<rmnet::cli::Command> commands = {
       rmnet::cli::setup_list(app),

@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
-#include <opencv2/core.hpp>
 #include <torch/types.h>
+#if RMNET_WITH_OPENCV
+#include <opencv2/core.hpp>
+#endif
 
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/models/model.h"
@@ -26,8 +28,10 @@ struct Preprocess {
   static std::optional<Preprocess> from_metadata(const std::map<std::string, std::string>& metadata);
   /// Writes "preprocess.resize", "preprocess.crop", "preprocess.mean", "preprocess.std".
   void to_metadata(std::map<std::string, std::string>& metadata) const;
+#if RMNET_WITH_OPENCV
   /// One image (BGR or grayscale cv::Mat, 8-bit) to a float tensor [C, crop, crop].
   torch::Tensor apply(const cv::Mat& image, int64_t channels) const;
+#endif
 };
 
 struct Prediction {
@@ -53,9 +57,12 @@ class Classifier {
   /// read, if it holds no preprocessing and none is given, or if the labels file does not match
   /// the number of classes.
   explicit Classifier(const std::string& model_path, ClassifierOptions options = ClassifierOptions());
+#if RMNET_WITH_OPENCV
   /// Top-k predictions per image, in order; images are batched by options.batch_size.
   std::vector<std::vector<Prediction>> classify(const std::vector<cv::Mat>& images, int64_t top_k = 5);
-  /// Reads image files (OpenCV) and classifies them; throws naming a file that cannot be decoded.
+#endif
+  /// Reads image files (OpenCV) and classifies them; throws naming a file that cannot be decoded
+  /// (or, in a build without OpenCV, saying that it cannot decode images).
   std::vector<std::vector<Prediction>> classify_files(const std::vector<std::string>& paths, int64_t top_k = 5);
   const Preprocess& preprocess() const { return preprocess_; }
   const ModelImpl& model() const { return *model_; }

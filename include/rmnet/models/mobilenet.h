@@ -29,7 +29,7 @@ class InvertedResidualImpl : public ResidualBlockBase {
   torch::nn::Sequential conv{nullptr};
   // Views into `conv` (expand_* are null when expand_ratio == 1).
   torch::nn::Conv2d expand_conv{nullptr}, dw_conv{nullptr}, project_conv{nullptr};
-  torch::nn::BatchNorm2d expand_bn{nullptr}, dw_bn{nullptr}, project_bn{nullptr};
+  BatchNorm2d expand_bn{nullptr}, dw_bn{nullptr}, project_bn{nullptr};
 };
 TORCH_MODULE(InvertedResidual);
 
@@ -41,7 +41,7 @@ class ConvBNActImpl : public torch::nn::SequentialImpl {
   ConvBNActImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t groups, bool relu6);
   torch::Tensor forward(torch::Tensor x) { return torch::nn::SequentialImpl::forward(x); }
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  BatchNorm2d bn{nullptr};
 };
 TORCH_MODULE(ConvBNAct);
 

@@ -9,6 +9,8 @@
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 
+#include "rmnet/models/batchnorm.h"
+
 namespace rmnet {
 
 /// Options every architecture understands; a family ignores the fields it has no use for.

@@ -23,7 +23,7 @@ class PreActBlockImpl : public ResidualBlockBase {
   torch::Tensor forward(torch::Tensor x);
 
   int64_t stride;
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::Conv2d shortcut{nullptr};  ///< null for the identity
 };
@@ -39,7 +39,7 @@ class PreActResNetImpl : public ModelImpl {
 
   torch::nn::Conv2d conv1{nullptr};
   std::vector<torch::nn::Sequential> stages;
-  torch::nn::BatchNorm2d bn{nullptr};
+  BatchNorm2d bn{nullptr};
   torch::nn::Linear fc{nullptr};
 
  private:

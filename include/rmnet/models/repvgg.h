@@ -22,7 +22,7 @@ class ConvBNImpl : public torch::nn::Module {
   ConvBNImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, int64_t groups = 1);
   torch::Tensor forward(const torch::Tensor& x) { return bn(conv(x)); }
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  BatchNorm2d bn{nullptr};
 };
 TORCH_MODULE(ConvBN);
 
@@ -33,7 +33,7 @@ class RepVGGBlockImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x);
   int64_t in_channels, out_channels, stride;
   ConvBN rbr_dense{nullptr}, rbr_1x1{nullptr};
-  torch::nn::BatchNorm2d rbr_identity{nullptr};  ///< null when the shape changes
+  BatchNorm2d rbr_identity{nullptr};  ///< null when the shape changes
 };
 TORCH_MODULE(RepVGGBlock);
 

@@ -74,7 +74,7 @@ class BasicBlockImpl : public ResidualBlockBase {
 
   int64_t stride;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};  ///< empty holder when the shortcut is the identity
   SqueezeExcitation se{nullptr};              ///< null without SE
 };
@@ -93,7 +93,7 @@ class BottleneckImpl : public ResidualBlockBase {
 
   int64_t stride;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
   SqueezeExcitation se{nullptr};  ///< null without SE (applied after bn3)
 };
@@ -107,7 +107,7 @@ class ResNetImpl : public ModelImpl {
   const ResNetConfig& config() const { return config_; }
 
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  BatchNorm2d bn1{nullptr};
   torch::nn::MaxPool2d maxpool{nullptr};  ///< null for the CIFAR stem
   std::vector<torch::nn::Sequential> stages;  ///< layer1, layer2, ...
   torch::nn::Linear fc{nullptr};

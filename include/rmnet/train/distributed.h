@@ -78,8 +78,8 @@ class Distributed {
   /// Averages floating buffers (BN running statistics) over ranks; integer buffers
   /// (num_batches_tracked) are taken from rank 0.
   void average_buffers(torch::nn::Module& module);
-  /// Sums `values` (a float64 CPU tensor, modified in place) over ranks.
-  void sum(torch::Tensor& values);
+  /// Sums `values` (modified in place) over ranks; `what` names the operation in errors.
+  void sum(torch::Tensor& values, const char* what = "all-reduce of the statistics");
   /// Waits until every rank got here (bounded by the timeout).
   void barrier();
   /// Wall-clock seconds spent so far in average_gradients (flatten, all-reduce, wait, copy back):
@@ -95,6 +95,13 @@ class Distributed {
   torch::Device device_;
   double gradient_seconds_ = 0.0;
 };
+
+/// Synchronised BatchNorm: every rmnet::BatchNorm2d below `model` normalises, in training mode,
+/// with the statistics of the global batch (all ranks) through `group` (nullptr: back to local
+/// statistics). With it, k ranks x b images train exactly like one process x kb images, BN
+/// included. Returns the number of BN layers; throws naming a torch::nn::BatchNorm2d of another
+/// type. The layers keep `group` alive.
+size_t sync_batchnorm(torch::nn::Module& model, const std::shared_ptr<Distributed>& group);
 
 /// Whether this build can create NCCL process groups (compiled against a CUDA LibTorch).
 bool nccl_compiled();
