@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# CUDA checks on a GPU machine: builds rmnet against that machine's own torch (no OpenCV, no tests:
+# such machines have neither OpenCV nor GoogleTest), then
+#   - trains a CIFAR-size model a few hundred steps on the GPU: fp32, fp16 autocast with dynamic
+#     loss scaling, channels_last, bf16 (images/s and accuracy from the logs),
+#   - two ranks on the one GPU over Gloo with --sync-bn against one process (prediction agreement),
+#   - rmnet bench on CUDA (residual vs RM-converted, fp32 and fp16) next to PyTorch eager.
+# Usage: scripts/gpu_check.sh DEPS_DIR OUT_DIR
+#   DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h, and fmnist/
+#   with the Fashion-MNIST .gz files (see docs/BENCHMARKS.md, "CUDA", for how it was made).
+set -uo pipefail
+deps=$(cd "$1" && pwd)
+out=$2
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mkdir -p "$out"
+summary="$out/summary.txt"
+log() { echo "== $*" | tee -a "$summary"; }
+log "$(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+log "torch $(python3 -c 'import torch; print(torch.__version__, torch.version.cuda)'), $(nproc) CPU cores"
+
+build=/tmp/rmnet-gpu-build
+zlib=$(ls /usr/lib/x86_64-linux-gnu/libz.so* /lib/x86_64-linux-gnu/libz.so* 2>/dev/null | head -n 1)
+t0=$(date +%s)
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRMNET_PYTHON=python3 \
+  -DRMNET_WITH_OPENCV=OFF -DRMNET_BUILD_BENCHMARKS=OFF -DTORCH_CUDA_ARCH_LIST=9.0 \
+  -DCMAKE_PREFIX_PATH="$deps/usr" -DZLIB_INCLUDE_DIR="$deps/usr/include" -DZLIB_LIBRARY="$zlib" \
+  > "$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
+cmake --build "$build" -j "$(nproc)" --target rmnet_cli > "$out/build.log" 2>&1 ||
+  { grep -m 30 -B2 -A6 "error" "$out/build.log"; exit 1; }
+log "built in $(( $(date +%s) - t0 )) s"
+rmnet=$build/rmnet
+data=$deps/fmnist
+
+# ---- training: 300 steps of 128 images (38,400 Fashion-MNIST images, 28x28) --------------------
+train() {
+  local name=$1 arch=$2
+  shift 2
+  local t=$(date +%s%N)
+  "$rmnet" --threads 8 train --arch "$arch" --dataset fashion-mnist --data "$data" --epochs 1 \
+    --max-train-samples 38400 --batch-size 128 --lr 0.1 --workers 12 --seed 1 "$@" --out "$out/run_$name" \
+    > "$out/train_$name.log" 2>&1
+  local rc=$?
+  log "train $name ($arch $*) rc=$rc wall $(( ($(date +%s%N) - t) / 1000000 )) ms:" \
+    "$(grep -E '^epoch 1/1: ' "$out/train_$name.log" | tail -n 1)"
+  [ $rc -eq 0 ] || tail -n 20 "$out/train_$name.log"
+}
+train r20_fp32 resnet20 --device cuda
+train r20_fp16 resnet20 --device cuda --amp fp16
+train r18_fp32 resnet18_cifar --device cuda
+train r18_fp16 resnet18_cifar --device cuda --amp fp16
+train r18_fp16_cl resnet18_cifar --device cuda --amp fp16 --channels-last
+train r18_bf16 resnet18_cifar --device cuda --amp bf16
+
+# ---- two ranks on one GPU (Gloo, CUDA tensors) with synchronised BN vs one process -----------
+dp_args=(--threads 4 train --arch resnet20 --dataset fashion-mnist --data "$data" --epochs 1 --max-train-samples 6400
+         --batch-size 128 --lr 0.1 --workers 4 --seed 1 --device cuda:0)
+"$rmnet" "${dp_args[@]}" --out "$out/sp" > "$out/sp.log" 2>&1
+export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517
+RANK=1 LOCAL_RANK=1 "$rmnet" "${dp_args[@]}" --dist-backend gloo --sync-bn --out "$out/dp" > "$out/dp1.log" 2>&1 &
+p1=$!
+RANK=0 LOCAL_RANK=0 "$rmnet" "${dp_args[@]}" --dist-backend gloo --sync-bn --out "$out/dp" > "$out/dp0.log" 2>&1
+rc0=$?
+wait $p1
+rc1=$?
+unset WORLD_SIZE MASTER_ADDR MASTER_PORT
+log "2 ranks gloo cuda:0 --sync-bn rc=$rc0/$rc1: $(grep -E 'data parallel|^epoch 1/1: ' "$out/dp0.log" | tr '\n' ' ')"
+[ $rc0 -eq 0 ] || tail -n 15 "$out/dp0.log" "$out/dp1.log"
+log "1 process: $(grep -E '^epoch 1/1: ' "$out/sp.log")"
+"$rmnet" --threads 8 eval --model "$out/dp/final.rmnet" --compare "$out/sp/final.rmnet" --dataset fashion-mnist \
+  --data "$data" 2>&1 | tee -a "$summary"
+
+# ---- inference speed on CUDA -----------------------------------------------------------------
+for dt in fp32 fp16; do
+  for cl in "" --channels-last; do
+    "$rmnet" --threads 8 bench --arch resnet18 --arch resnet50 --arch mobilenet_v2 --convert --device cuda \
+      --dtype $dt $cl --batch 128 --input-size 224 --warmup 20 --iters 50 --json "$out/bench_${dt}${cl:+_cl}.json" \
+      > "$out/bench_${dt}${cl:+_cl}.log" 2>&1
+    log "rmnet bench $dt $cl rc=$?"
+    cat "$out/bench_${dt}${cl:+_cl}.log" >> "$summary"
+  done
+done
+python3 - >> "$summary" 2>&1 <<'EOF'
+import time, torch, torchvision
+for name in ["resnet18", "resnet50", "mobilenet_v2"]:
+    for dt in [torch.float32, torch.float16]:
+        for cl in [False, True]:
+            m = getattr(torchvision.models, name)().cuda().eval()
+            x = torch.randn(128, 3, 224, 224, device="cuda")
+            if cl:
+                m, x = m.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=dt == torch.float16):
+                for _ in range(20):
+                    m(x)
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(50):
+                    m(x)
+                torch.cuda.synchronize()
+            print(f"pytorch eager {name} {'fp16 autocast' if dt == torch.float16 else 'fp32'}"
+                  f"{' channels_last' if cl else ''}: {128 * 50 / (time.perf_counter() - t):.0f} img/s")
+EOF
+log "done $(date -u +%FT%TZ)"
