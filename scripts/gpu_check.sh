@@ -5,15 +5,26 @@
 #     loss scaling, channels_last, bf16 (images/s and accuracy from the logs),
 #   - two ranks on the one GPU over Gloo with --sync-bn against one process (prediction agreement),
 #   - rmnet bench on CUDA (residual vs RM-converted, fp32 and fp16) next to PyTorch eager.
-# Usage: scripts/gpu_check.sh DEPS_DIR OUT_DIR
-#   DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h, and fmnist/
-#   with the Fashion-MNIST .gz files (see docs/BENCHMARKS.md, "CUDA", for how it was made).
+# Usage: scripts/gpu_check.sh DEPS_DIR OUT_DIR [SECTION...]   (sections: train dp bench python;
+# default all). DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h,
+# and fmnist/ with the Fashion-MNIST .gz files (docs/BENCHMARKS.md, "CUDA", says how it was made).
+# OUT_DIR gets summary.txt, bench_*.json and logs.tgz (everything else).
 set -uo pipefail
 deps=$(cd "$1" && pwd)
-out=$2
+final=$2
+shift 2
+sections=" ${*:-train dp bench python} "
+want() { [[ "$sections" == *" $1 "* ]]; }
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-mkdir -p "$out"
+out=/tmp/rmnet-gpu-work
+rm -rf "$out"
+mkdir -p "$out" "$final"
 summary="$out/summary.txt"
+finish() {
+  cp "$summary" "$out"/bench_*.json "$final"/ 2>/dev/null
+  tar czf "$final/logs.tgz" -C "$out" --exclude='*.rmnet' --exclude='*.ckpt' .
+}
+trap finish EXIT
 log() { echo "== $*" | tee -a "$summary"; }
 log "$(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
 log "torch $(python3 -c 'import torch; print(torch.__version__, torch.version.cuda)'), $(nproc) CPU cores"
@@ -31,6 +42,7 @@ log "built in $(( $(date +%s) - t0 )) s"
 rmnet=$build/rmnet
 data=$deps/fmnist
 
+if want train; then
 # ---- training: 300 steps of 128 images (38,400 Fashion-MNIST images, 28x28) --------------------
 train() {
   local name=$1 arch=$2
@@ -50,35 +62,57 @@ train r18_fp32 resnet18_cifar --device cuda
 train r18_fp16 resnet18_cifar --device cuda --amp fp16
 train r18_fp16_cl resnet18_cifar --device cuda --amp fp16 --channels-last
 train r18_bf16 resnet18_cifar --device cuda --amp bf16
+fi
 
+if want dp; then
 # ---- two ranks on one GPU (Gloo, CUDA tensors) with synchronised BN vs one process -----------
+# TF32 off (NVIDIA_TF32_OVERRIDE=0): with it, fp32 convolutions round to 10-bit mantissas and two
+# identical runs already drift apart. A second single-process run measures the run-to-run
+# agreement cuDNN's non-deterministic kernels leave, the yardstick for the 2-rank run.
+export NVIDIA_TF32_OVERRIDE=0 CUBLAS_WORKSPACE_CONFIG=:4096:8
 dp_args=(--threads 4 train --arch resnet20 --dataset fashion-mnist --data "$data" --epochs 1 --max-train-samples 6400
          --batch-size 128 --lr 0.1 --workers 4 --seed 1 --device cuda:0)
 "$rmnet" "${dp_args[@]}" --out "$out/sp" > "$out/sp.log" 2>&1
-export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517
-RANK=1 LOCAL_RANK=1 "$rmnet" "${dp_args[@]}" --dist-backend gloo --sync-bn --out "$out/dp" > "$out/dp1.log" 2>&1 &
-p1=$!
-RANK=0 LOCAL_RANK=0 "$rmnet" "${dp_args[@]}" --dist-backend gloo --sync-bn --out "$out/dp" > "$out/dp0.log" 2>&1
-rc0=$?
-wait $p1
-rc1=$?
-unset WORLD_SIZE MASTER_ADDR MASTER_PORT
-log "2 ranks gloo cuda:0 --sync-bn rc=$rc0/$rc1: $(grep -E 'data parallel|^epoch 1/1: ' "$out/dp0.log" | tr '\n' ' ')"
-[ $rc0 -eq 0 ] || tail -n 15 "$out/dp0.log" "$out/dp1.log"
+"$rmnet" "${dp_args[@]}" --out "$out/sp2" > "$out/sp2.log" 2>&1
+two_ranks() {  # NAME PORT [extra train flags]: two ranks on cuda:0 over Gloo
+  local name=$1 port=$2
+  shift 2
+  WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=1 LOCAL_RANK=1 \
+    "$rmnet" "${dp_args[@]}" --dist-backend gloo "$@" --out "$out/$name" > "$out/${name}1.log" 2>&1 &
+  local p1=$!
+  WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=0 LOCAL_RANK=0 \
+    "$rmnet" "${dp_args[@]}" --dist-backend gloo "$@" --out "$out/$name" > "$out/${name}0.log" 2>&1
+  local rc0=$?
+  wait $p1
+  local rc1=$?
+  log "2 ranks gloo cuda:0 $* rc=$rc0/$rc1: $(grep -E 'data parallel|^epoch 1/1: ' "$out/${name}0.log" | tr '\n' ' ')"
+  [ $rc0 -eq 0 ] || tail -n 15 "$out/${name}0.log" "$out/${name}1.log"
+}
+two_ranks dp 29517 --sync-bn
+two_ranks dpl 29518
 log "1 process: $(grep -E '^epoch 1/1: ' "$out/sp.log")"
-"$rmnet" --threads 8 eval --model "$out/dp/final.rmnet" --compare "$out/sp/final.rmnet" --dataset fashion-mnist \
-  --data "$data" 2>&1 | tee -a "$summary"
+log "1 process again: $(grep -E '^epoch 1/1: ' "$out/sp2.log")"
+for pair in "sp2 sp" "dp sp" "dpl sp"; do
+  set -- $pair
+  "$rmnet" --threads 8 eval --model "$out/$1/final.rmnet" --compare "$out/$2/final.rmnet" --dataset fashion-mnist \
+    --data "$data" 2>&1 | tee -a "$summary"
+done
+unset NVIDIA_TF32_OVERRIDE CUBLAS_WORKSPACE_CONFIG
+fi
 
 # ---- inference speed on CUDA -----------------------------------------------------------------
+if want bench; then
 for dt in fp32 fp16; do
   for cl in "" --channels-last; do
     "$rmnet" --threads 8 bench --arch resnet18 --arch resnet50 --arch mobilenet_v2 --convert --device cuda \
       --dtype $dt $cl --batch 128 --input-size 224 --warmup 20 --iters 50 --json "$out/bench_${dt}${cl:+_cl}.json" \
       > "$out/bench_${dt}${cl:+_cl}.log" 2>&1
     log "rmnet bench $dt $cl rc=$?"
-    cat "$out/bench_${dt}${cl:+_cl}.log" >> "$summary"
+    grep -v "ETA" "$out/bench_${dt}${cl:+_cl}.log" >> "$summary"
   done
 done
+fi
+if want python; then
 python3 - >> "$summary" 2>&1 <<'EOF'
 import time, torch, torchvision
 for name in ["resnet18", "resnet50", "mobilenet_v2"]:
@@ -99,4 +133,5 @@ for name in ["resnet18", "resnet50", "mobilenet_v2"]:
             print(f"pytorch eager {name} {'fp16 autocast' if dt == torch.float16 else 'fp32'}"
                   f"{' channels_last' if cl else ''}: {128 * 50 / (time.perf_counter() - t):.0f} img/s")
 EOF
+fi
 log "done $(date -u +%FT%TZ)"
