@@ -66,12 +66,12 @@ fi
 
 if want dp; then
 # ---- two ranks on one GPU (Gloo, CUDA tensors) with synchronised BN vs one process -----------
-# TF32 off (NVIDIA_TF32_OVERRIDE=0): with it, fp32 convolutions round to 10-bit mantissas and two
-# identical runs already drift apart. A second single-process run measures the run-to-run
-# agreement cuDNN's non-deterministic kernels leave, the yardstick for the 2-rank run.
-export NVIDIA_TF32_OVERRIDE=0 CUBLAS_WORKSPACE_CONFIG=:4096:8
-dp_args=(--threads 4 train --arch resnet20 --dataset fashion-mnist --data "$data" --epochs 1 --max-train-samples 6400
-         --batch-size 128 --lr 0.1 --workers 4 --seed 1 --device cuda:0)
+# --deterministic: with PyTorch's defaults (TF32 convolutions, non-deterministic cuDNN kernels) two
+# identical single-process runs of 50 steps agreed on only 89% of the test predictions, so no
+# comparison means anything. A second single-process run checks that the runs now repeat.
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+dp_args=(--threads 4 train --arch resnet20 --dataset fashion-mnist --data "$data" --epochs 1 --max-train-samples 2560
+         --batch-size 128 --lr 0.1 --workers 4 --seed 1 --device cuda:0 --deterministic)
 "$rmnet" "${dp_args[@]}" --out "$out/sp" > "$out/sp.log" 2>&1
 "$rmnet" "${dp_args[@]}" --out "$out/sp2" > "$out/sp2.log" 2>&1
 two_ranks() {  # NAME PORT [extra train flags]: two ranks on cuda:0 over Gloo
@@ -97,7 +97,7 @@ for pair in "sp2 sp" "dp sp" "dpl sp"; do
   "$rmnet" --threads 8 eval --model "$out/$1/final.rmnet" --compare "$out/$2/final.rmnet" --dataset fashion-mnist \
     --data "$data" 2>&1 | tee -a "$summary"
 done
-unset NVIDIA_TF32_OVERRIDE CUBLAS_WORKSPACE_CONFIG
+unset CUBLAS_WORKSPACE_CONFIG
 fi
 
 # ---- inference speed on CUDA -----------------------------------------------------------------

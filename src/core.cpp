@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
@@ -19,6 +20,15 @@ int set_threads(int n) {
   }
   at::set_num_threads(n);
   return at::get_num_threads();
+}
+
+void set_deterministic(bool on) {
+  auto& ctx = at::globalContext();
+  ctx.setDeterministicCuDNN(on);
+  ctx.setBenchmarkCuDNN(false);
+  ctx.setAllowTF32CuDNN(!on);  // PyTorch's default lets cuDNN convolutions use TF32
+  ctx.setAllowTF32CuBLAS(false);
+  ctx.setDeterministicAlgorithms(on, /*warn_only=*/true);
 }
 
 std::string error_message(const std::exception& e) {

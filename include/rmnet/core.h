@@ -12,6 +12,12 @@ std::string version();
 /// Returns the number actually set.
 int set_threads(int n);
 
+/// Reproducible runs (PyTorch's torch.use_deterministic_algorithms(True, warn_only=True) plus
+/// cudnn.deterministic, no cudnn.benchmark and no TF32): the same inputs then give the same
+/// results on a GPU run after run, at some speed. cuBLAS also needs CUBLAS_WORKSPACE_CONFIG=:4096:8
+/// in the environment. on = false restores PyTorch's defaults.
+void set_deterministic(bool on);
+
 /// The message of an exception without LibTorch's C++ backtrace (c10::Error carries one).
 std::string error_message(const std::exception& e);
 

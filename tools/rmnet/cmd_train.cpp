@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "progress.h"
+#include "rmnet/core.h"
 #include "rmnet/data/datasets.h"
 #include "rmnet/infer/classifier.h"
 #include "rmnet/io/model_file.h"
@@ -35,7 +36,7 @@ struct TrainCliOptions {
   int64_t step_size = 30;
   uint64_t seed = 0;
   std::string device = "cpu", amp = "off", dist_backend = "auto";
-  bool channels_last = false, sync_bn = false;
+  bool channels_last = false, sync_bn = false, deterministic = false;
   double dist_timeout = 300;
 };
 
@@ -52,7 +53,7 @@ nlohmann::json to_json(const TrainCliOptions& o) {
           {"max_train_samples", o.max_train_samples}, {"device", o.device},
           {"amp", o.amp},               {"channels_last", o.channels_last},
           {"sparsity", o.sparsity},     {"shortcut_scale", o.shortcut_scale},
-          {"sync_bn", o.sync_bn}};
+          {"sync_bn", o.sync_bn},       {"deterministic", o.deterministic}};
 }
 
 /// The first n samples of a data set (quick runs).
@@ -110,6 +111,7 @@ void run_train(const TrainCliOptions& o) {
   // Data parallelism from the torchrun/SLURM environment; none when WORLD_SIZE is unset or 1.
   const auto denv = DistEnv::from_environment();
   const torch::Device device = parse_device(o.device, denv);
+  if (o.deterministic) set_deterministic(true);
   const auto amp_dtype = parse_amp_dtype(o.amp);
   // CPU fp16 autocast works but runs ~100x slower than fp32 here (no fp16 arithmetic on the CPU).
   TORCH_CHECK(amp_dtype != torch::kHalf || device.is_cuda(), "--amp fp16 needs --device cuda (on the CPU use --amp bf16)");
@@ -326,6 +328,8 @@ Command setup_train(CLI::App& app) {
   cmd->add_flag("--channels-last", o->channels_last, "channels_last memory format for the model and images");
   cmd->add_option("--dist-backend", o->dist_backend, "Data-parallel backend when WORLD_SIZE > 1: auto (nccl on CUDA, "
                   "gloo on CPU), gloo or nccl")->check(CLI::IsMember({"auto", "gloo", "nccl"}));
+  cmd->add_flag("--deterministic", o->deterministic,
+                "Reproducible GPU runs: deterministic cuDNN/algorithms, no TF32 (set CUBLAS_WORKSPACE_CONFIG=:4096:8 too)");
   cmd->add_flag("--sync-bn", o->sync_bn,
                 "Data parallel: BatchNorm statistics of the global batch (all ranks) instead of each rank's");
   cmd->add_option("--dist-timeout", o->dist_timeout, "Seconds before a missing or dead rank ends the job")
