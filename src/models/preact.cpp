@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "arch_table.h"
+
 namespace rmnet {
 namespace nn = torch::nn;
 
@@ -54,37 +56,21 @@ torch::Tensor PreActResNetImpl::forward(torch::Tensor x) {
 }
 
 namespace {
-struct Entry {
-  const char* name;
-  ResNetConfig config;
-};
-const std::vector<Entry>& table() {
+const detail::ArchTable<ResNetConfig>& table() {
   using B = BlockType;
   using S = StemType;
-  static const std::vector<Entry> t = {
+  static const detail::ArchTable<ResNetConfig> t("pre-activation ResNet", {
       {"preact_resnet18_cifar", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::Cifar, 64}},
       {"preact_resnet34_cifar", {B::Basic, {3, 4, 6, 3}, {64, 128, 256, 512}, S::Cifar, 64}},
       {"preact_resnet20", {B::Basic, {3, 3, 3}, {16, 32, 64}, S::Cifar, 16}},
       {"preact_resnet56", {B::Basic, {9, 9, 9}, {16, 32, 64}, S::Cifar, 16}},
-  };
+  });
   return t;
 }
 }  // namespace
 
-ResNetConfig preact_config(const std::string& arch) {
-  for (const auto& e : table())
-    if (arch == e.name) return e.config;
-  TORCH_CHECK(false, "unknown pre-activation ResNet '", arch, "'");
-}
-bool is_preact_arch(const std::string& arch) {
-  for (const auto& e : table())
-    if (arch == e.name) return true;
-  return false;
-}
-std::vector<std::string> preact_arch_names() {
-  std::vector<std::string> names;
-  for (const auto& e : table()) names.emplace_back(e.name);
-  return names;
-}
+ResNetConfig preact_config(const std::string& arch) { return table().at(arch); }
+bool is_preact_arch(const std::string& arch) { return table().contains(arch); }
+std::vector<std::string> preact_arch_names() { return table().names(); }
 
 }  // namespace rmnet

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "arch_table.h"
+
 namespace rmnet {
 namespace nn = torch::nn;
 namespace {
@@ -18,15 +20,10 @@ nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
   return nn::Sequential(conv1x1(in, out, stride), BatchNorm2d(out));
 }
 
-struct ArchEntry {
-  const char* name;
-  ResNetConfig config;
-};
-
-const std::vector<ArchEntry>& arch_table() {
+const detail::ArchTable<ResNetConfig>& arch_table() {
   using B = BlockType;
   using S = StemType;
-  static const std::vector<ArchEntry> table = {
+  static const detail::ArchTable<ResNetConfig> table("ResNet architecture", {
       {"resnet18", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::ImageNet, 64}},
       {"resnet34", {B::Basic, {3, 4, 6, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
       {"resnet50", {B::Bottleneck, {3, 4, 6, 3}, {64, 128, 256, 512}, S::ImageNet, 64}},
@@ -44,7 +41,7 @@ const std::vector<ArchEntry>& arch_table() {
       {"se_resnet18_cifar", {B::Basic, {2, 2, 2, 2}, {64, 128, 256, 512}, S::Cifar, 64, 16}},
       {"se_resnet20", {B::Basic, {3, 3, 3}, {16, 32, 64}, S::Cifar, 16, 4}},
       {"se_resnet50", {B::Bottleneck, {3, 4, 6, 3}, {64, 128, 256, 512}, S::ImageNet, 64, 16}},
-  };
+  });
   return table;
 }
 
@@ -210,22 +207,8 @@ torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   return fc(torch::flatten(x, 1));
 }
 
-ResNetConfig resnet_config(const std::string& arch) {
-  for (const auto& e : arch_table())
-    if (arch == e.name) return e.config;
-  TORCH_CHECK(false, "unknown ResNet architecture '", arch, "'");
-}
-
-bool is_resnet_arch(const std::string& arch) {
-  for (const auto& e : arch_table())
-    if (arch == e.name) return true;
-  return false;
-}
-
-std::vector<std::string> resnet_arch_names() {
-  std::vector<std::string> names;
-  for (const auto& e : arch_table()) names.emplace_back(e.name);
-  return names;
-}
+ResNetConfig resnet_config(const std::string& arch) { return arch_table().at(arch); }
+bool is_resnet_arch(const std::string& arch) { return arch_table().contains(arch); }
+std::vector<std::string> resnet_arch_names() { return arch_table().names(); }
 
 }  // namespace rmnet

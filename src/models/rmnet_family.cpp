@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "arch_table.h"
 #include "rmnet/models/repvgg.h"
 #include "rmnet/models/resnet.h"
 
@@ -57,38 +58,20 @@ torch::Tensor RMNetImpl::forward(torch::Tensor x) {
 
 namespace {
 
-struct RMNetEntry {
-  const char* name;
-  RMNetConfig config;
-};
-const std::vector<RMNetEntry>& rmnet_table() {
-  static const std::vector<RMNetEntry> table = {
+const detail::ArchTable<RMNetConfig>& rmnet_table() {
+  static const detail::ArchTable<RMNetConfig> table("RMNet architecture", {
       {"rmnet26x3_32", {{2, 2, 2, 2}, 3, 32, false}},   {"rmnet41x4_8", {{2, 3, 5, 3}, 4, 8, true}},
       {"rmnet41x5_16", {{2, 3, 5, 3}, 5, 16, true}},    {"rmnet50x5_32", {{3, 4, 6, 3}, 5, 32, true}},
       {"rmnet50x6_32", {{3, 4, 6, 3}, 6, 32, true}},    {"rmnet101x6_16", {{3, 4, 23, 3}, 6, 16, true}},
       {"rmnet152x6_32", {{3, 8, 36, 3}, 6, 32, true}},
-  };
+  });
   return table;
 }
 
 }  // namespace
 
-RMNetConfig rmnet_config(const std::string& arch) {
-  for (const auto& e : rmnet_table())
-    if (arch == e.name) return e.config;
-  TORCH_CHECK(false, "unknown RMNet architecture '", arch, "'");
-}
-
-bool is_rmnet_arch(const std::string& arch) {
-  for (const auto& e : rmnet_table())
-    if (arch == e.name) return true;
-  return false;
-}
-
-std::vector<std::string> rmnet_arch_names() {
-  std::vector<std::string> names;
-  for (const auto& e : rmnet_table()) names.emplace_back(e.name);
-  return names;
-}
+RMNetConfig rmnet_config(const std::string& arch) { return rmnet_table().at(arch); }
+bool is_rmnet_arch(const std::string& arch) { return rmnet_table().contains(arch); }
+std::vector<std::string> rmnet_arch_names() { return rmnet_table().names(); }
 
 }  // namespace rmnet
