@@ -5,15 +5,15 @@
 #     loss scaling, channels_last, bf16 (images/s and accuracy from the logs),
 #   - two ranks on the one GPU over Gloo with --sync-bn against one process (prediction agreement),
 #   - rmnet bench on CUDA (residual vs RM-converted, fp32 and fp16) next to PyTorch eager.
-# Usage: scripts/gpu_check.sh DEPS_DIR OUT_DIR [SECTION...]   (sections: train dp bench python;
-# default all). DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h,
+# Usage: scripts/gpu_check.sh DEPS_DIR OUT_DIR [SECTION...]   (sections: paper train dp bench
+# python; default all). DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h,
 # and fmnist/ with the Fashion-MNIST .gz files (docs/BENCHMARKS.md, "CUDA", says how it was made).
 # OUT_DIR gets summary.txt, bench_*.json and logs.tgz (everything else).
 set -uo pipefail
 deps=$(cd "$1" && pwd)
 final=$2
 shift 2
-sections=" ${*:-train dp bench python} "
+sections=" ${*:-paper train dp bench python} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=/tmp/rmnet-gpu-work
@@ -41,6 +41,24 @@ cmake --build "$build" -j "$(nproc)" --target rmnet_cli > "$out/build.log" 2>&1 
 log "built in $(( $(date +%s) - t0 )) s"
 rmnet=$build/rmnet
 data=$deps/fmnist
+
+if want paper; then
+# ---- the paper's protocol (batch 128, 50 warm-up + 50 timed): ResNet-34 vs RMNet 26x3_32 at 32x32,
+# and Table 1's ImageNet pairs at 224x224. Results go straight to OUT_DIR (a run cut short keeps
+# what it finished).
+paper() {  # NAME [bench flags]
+  local name=$1
+  shift
+  "$rmnet" --threads 8 bench --convert --device cuda --batch 128 --warmup 50 --iters 50 "$@" \
+    --json "$final/paper_$name.json" 2>&1 | grep -v ETA >> "$final/paper.txt"
+  log "paper $name rc=$?"
+}
+paper c32_fp32 --arch resnet34_cifar --arch rmnet26x3_32 --input-size 32
+paper c32_fp16cl --arch resnet34_cifar --arch rmnet26x3_32 --input-size 32 --dtype fp16 --channels-last
+paper r50_fp16cl --arch resnet50 --arch rmnet50x6_32 --arch rmnet41x5_16 --input-size 224 --dtype fp16 --channels-last
+paper r101_fp16cl --arch resnet101 --arch rmnet101x6_16 --input-size 224 --dtype fp16 --channels-last
+paper r152_fp16cl --arch resnet152 --arch rmnet152x6_32 --input-size 224 --dtype fp16 --channels-last
+fi
 
 if want train; then
 # ---- training: 300 steps of 128 images (38,400 Fashion-MNIST images, 28x28) --------------------
