@@ -4,7 +4,9 @@
 #include <limits>
 
 #include "helpers.h"
+#include "rmnet/convert/rm.h"
 #include "rmnet/models/plain.h"
+#include "rmnet/models/profile.h"
 
 using namespace rmnet;
 
@@ -76,6 +78,19 @@ TEST(PlainNet, RejectsInconsistentChains) {
   EXPECT_THROW(PlainNet(std::vector<LayerSpec>{LayerSpec::conv(4, 8, 3, 1, 1)}, ModelOptions("plain")), c10::Error);
   EXPECT_THROW(PlainNet(std::vector<LayerSpec>{LayerSpec::conv(3, 8, 3, 1, 1, 2)}, ModelOptions("plain")),
                c10::Error);
+}
+
+TEST(PlainNet, SummaryMacsEqualTheProfile) {
+  // The summary's analytic MACs (what `rmnet info` prints per layer of a plain network) equal the
+  // profiler's count of the conv/linear calls of a real forward: dense, grouped/depthwise, SE.
+  for (const std::string arch : {"resnet8", "mobilenet_v2_cifar", "se_resnet20"}) {
+    auto m = test::random_model(arch);
+    auto plain = rmnet::convert(*m).plain;
+    const auto cost = profile_model(*plain, 3, 32);
+    ASSERT_GT(cost.flops, 0);
+    const auto s = plain->summary({1, 3, 32, 32});
+    EXPECT_NE(s.find("MACs per image: " + std::to_string(cost.flops) + "\n"), std::string::npos) << arch << "\n" << s;
+  }
 }
 
 TEST(PlainNet, SummaryShowsShapesAndTotal) {

@@ -304,16 +304,22 @@ torch::Tensor PlainNetImpl::forward_range(torch::Tensor x, size_t begin, size_t 
 std::string PlainNetImpl::summary(const std::vector<int64_t>& input_shape) const {
   std::ostringstream os;
   std::vector<int64_t> shape = input_shape;
-  os << fmt::format("{:>4}  {:<44} {:>20} {:>12}\n", "#", "layer", shape.empty() ? "" : "output",
-                    "params");
-  int64_t total = 0;
+  const bool shapes = !shape.empty();
+  os << fmt::format("{:>4}  {:<44} {:>20} {:>12} {:>14}\n", "#", "layer", shapes ? "output" : "", "params",
+                    shapes ? "MACs" : "");
+  int64_t total = 0, total_macs = 0;
   for (size_t i = 0; i < specs_.size(); ++i) {
     const auto& s = specs_[i];
+    int64_t macs = 0;  // per image: conv and linear multiply-adds (the SE's two small linears too)
     if (shape.size() == 4) {
       auto out_hw = [&](int64_t h) { return (h + 2 * s.padding - s.kernel) / s.stride + 1; };
       switch (s.kind) {
         case LayerKind::Conv:
           shape = {shape[0], s.out_channels, out_hw(shape[2]), out_hw(shape[3])};
+          macs = s.out_channels * (s.in_channels / s.groups) * s.kernel * s.kernel * shape[2] * shape[3];
+          break;
+        case LayerKind::SE:
+          macs = 2 * s.scaled * s.hidden;
           break;
         case LayerKind::MaxPool:
           shape = {shape[0], shape[1], out_hw(shape[2]), out_hw(shape[3])};
@@ -329,14 +335,19 @@ std::string PlainNetImpl::summary(const std::vector<int64_t>& input_shape) const
       }
     } else if (shape.size() == 2 && s.kind == LayerKind::Linear) {
       shape = {shape[0], s.out_channels};
+      macs = s.in_channels * s.out_channels;
     }
     int64_t n = count_parameters(*layers_[i]);
     total += n;
+    total_macs += macs;
     std::string shape_s;
-    if (!shape.empty()) shape_s = fmt::format("[{}]", fmt::join(shape, ", "));
-    os << fmt::format("{:>4}  {:<44} {:>20} {:>12}\n", i, s.describe(), shape_s, n);
+    if (shapes) shape_s = fmt::format("[{}]", fmt::join(shape, ", "));
+    os << fmt::format("{:>4}  {:<44} {:>20} {:>12} {:>14}\n", i, s.describe(), shape_s, n,
+                      shapes ? std::to_string(macs) : "");
   }
-  os << fmt::format("total parameters: {}\n", total);
+  os << fmt::format("total parameters: {}", total);
+  if (shapes) os << fmt::format(", MACs per image: {}", total_macs);
+  os << "\n";
   return os.str();
 }
 

@@ -27,15 +27,16 @@ static void run_info(const InfoOptions& o) {
                   model->family(), opt.num_classes(), opt.in_channels()));
   for (const auto& [k, v] : model->metadata()) say(fmt::format("  {}: {}", k, v));
   const int64_t size = o.input_size > 0 ? o.input_size : default_input_size(*model);
+  auto* plain = dynamic_cast<PlainNetImpl*>(model.get());
   if (o.layers) {
-    if (auto* plain = dynamic_cast<PlainNetImpl*>(model.get()))
-      std::cout << plain->summary({1, opt.in_channels(), size, size});
+    if (plain)
+      std::cout << plain->summary({1, opt.in_channels(), size, size});  // params and MACs per layer
     else
       std::cout << *model << "\n";
   }
   // Parameters and MACs of every conv / linear call of one forward at the given input size.
   const auto cost = profile_model(*model, opt.in_channels(), size);
-  if (o.layers) {
+  if (o.layers && !plain) {
     std::cout << fmt::format("\n{:<40} {:<7} {:>20} {:>12} {:>14}\n", "layer", "kind", "output", "params", "MACs");
     for (const auto& l : cost.layers)
       std::cout << fmt::format("{:<40} {:<7} {:>20} {:>12} {:>14}\n", l.name, l.kind,

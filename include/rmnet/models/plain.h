@@ -111,7 +111,8 @@ class PlainNetImpl : public ModelImpl {
     return p;
   }
   /// The chain's structure, one layer per line with its output shape for `input_shape`
-  /// (NCHW; empty: shapes omitted) and parameter count.
+  /// (NCHW; empty: shapes and MACs omitted), parameter count and MACs per image (conv and linear
+  /// multiply-adds, as profile_model counts them), with totals.
   std::string summary(const std::vector<int64_t>& input_shape = {}) const;
   /// Runs layers [begin, end) on x (the whole chain when called with defaults).
   torch::Tensor forward_range(torch::Tensor x, size_t begin, size_t end);
