@@ -221,3 +221,14 @@ TEST(SyncBN, WholeModelOneRankEqualsUnsynchronised) {
   for (size_t i = 0; i < pa.size(); ++i)
     if (pa[i].grad().defined()) EXPECT_LT(max_rel(pb[i].grad(), pa[i].grad()), 1e-9) << "parameter " << i;
 }
+
+TEST(SyncBN, OneValuePerChannelOverAllRanksIsAnError) {
+  // One image of 1x1 on a single rank: no batch statistics, as torch's BatchNorm2d says too.
+  BatchNorm2d bn{torch::nn::BatchNorm2dOptions(3)};
+  bn->set_sync(std::make_shared<const AllReduceSum>([](torch::Tensor&) {}));
+  const auto msg = test::error_of([&] { bn->forward(torch::randn({1, 3, 1, 1})); });
+  EXPECT_NE(msg.find("expected more than 1 value per channel over all ranks, got 1"), std::string::npos) << msg;
+  // The same image on two ranks (the all-reduce doubles the sums and counts) is fine.
+  bn->set_sync(std::make_shared<const AllReduceSum>([](torch::Tensor& t) { t.mul_(2); }));
+  EXPECT_EQ(test::error_of([&] { bn->forward(torch::randn({1, 3, 1, 1})); }), "");
+}

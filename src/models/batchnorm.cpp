@@ -22,11 +22,9 @@ struct AllReduceSumFunction : torch::autograd::Function<AllReduceSumFunction> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto* sum = reinterpret_cast<const AllReduceSum*>(static_cast<std::intptr_t>(ctx->saved_data["sum"].toInt()));
-    auto g = grads[0].defined() ? grads[0].contiguous().clone() : torch::Tensor();
-    if (!g.defined()) {
-      // Every rank must take part in the collective, used or not.
-      g = torch::zeros({ctx->saved_data["numel"].toInt()}, torch::TensorOptions().dtype(torch::kDouble));
-    }
+    // Every rank must take part in the collective, gradient or not.
+    auto g = grads[0].defined() ? grads[0].contiguous().clone()
+                                : torch::zeros({ctx->saved_data["numel"].toInt()}, torch::kDouble);
     (*sum)(g);
     return {g, torch::Tensor()};
   }
@@ -56,9 +54,13 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::Tensor& w
   local = torch::cat({local, torch::full({1}, count, local.options())});
   auto global = AllReduceSumFunction::apply(local, &sum);
   const auto n = global.select(0, 2 * channels).detach();
-  const double total = n.item<double>();
-  TORCH_CHECK(total > 1, "synchronised BatchNorm: expected more than 1 value per channel over all ranks, got ",
-              total);
+  // The global count is at least the local one: read it back (a device sync on CUDA) only when
+  // the local count alone does not settle the check.
+  if (count <= 1) {
+    const double total = n.item<double>();
+    TORCH_CHECK(total > 1, "synchronised BatchNorm: expected more than 1 value per channel over all ranks, got ",
+                total);
+  }
   auto mean_c = global.slice(0, 0, channels) / n;
   auto var = (global.slice(0, channels, 2 * channels) / n - mean_c.square()).clamp_min(0);
   auto mean = shift.defined() ? mean_c + shift.to(torch::kDouble) : mean_c;
@@ -76,7 +78,7 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::Tensor& w
       if (!momentum) factor = 1.0 / num_batches_tracked.item<double>();  // cumulative moving average
     }
     running_mean.mul_(1 - factor).add_(mean.detach().to(running_mean.scalar_type()), factor);
-    running_var.mul_(1 - factor).add_((var.detach() * (total / (total - 1))).to(running_var.scalar_type()), factor);
+    running_var.mul_(1 - factor).add_((var.detach() * (n / (n - 1))).to(running_var.scalar_type()), factor);
   }
   return y;
 }
