@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side inference speed: PyTorch eager, PyTorch TorchScript (frozen + optimize_for_inference),
-ONNX Runtime and `rmnet bench`, on the same networks, weights, inputs, batch and threads.
+PyTorch torch.compile (Inductor, freezing on: PyTorch's fastest CPU path), ONNX Runtime and
+`rmnet bench` (eager, torchscript and onednn runtimes), on the same networks, weights, inputs, batch
+and threads.
 
 For each network (torchvision resnet18 / resnet50 / mobilenet_v2, random weights) it measures the
 original residual model and its RM-converted plain network (rmnet convert --torchvision, BN fused,
@@ -10,7 +12,8 @@ own exports (.pth + chain JSON -> torch.nn.Sequential; .onnx -> ONNX Runtime). P
 
     scripts/compare_speed.py --rmnet build/rmnet --threads 2 --out docs/speed.md
 
-Ratios printed: rmnet deploy against each other runtime on the same plain network.
+Ratios printed: rmnet's onednn runtime against each peer on the same plain network, and the fraction of
+the machine's measured conv peak (`rmnet bench --profile`: best fused, prepacked 3x3 conv) it reaches.
 """
 import argparse
 import warnings
@@ -82,6 +85,20 @@ def torchscript_optimized(model, x):
             return f, "frozen"
 
 
+def compiled(model, x):
+    """torch.compile with Inductor's freezing (weights constant-folded, oneDNN convolutions with prepacked
+    weights and fused post-ops), compiled for x's shape under no_grad."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    torch._dynamo.reset()
+    fn = torch.compile(model.eval())
+    t = time.perf_counter()
+    with torch.no_grad():
+        fn(x)
+    return fn, time.perf_counter() - t
+
+
 def ort_session(path, threads):
     import onnxruntime as ort
 
@@ -119,6 +136,7 @@ def main():
                     help="measure every runtime this many times, interleaved, and keep the best (noisy machines)")
     ap.add_argument("--forms", nargs="+", default=["original", "RM"], choices=["original", "RM"])
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--json", help="also write all numbers as JSON here")
     a = ap.parse_args()
@@ -128,6 +146,14 @@ def main():
     work = pathlib.Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     rows, t_start = [], time.time()
+    # the machine's conv peak as rmnet measures it (fused, prepacked 3x3 conv, same threads)
+    peak_json = work / "peak.json"
+    run([a.rmnet, "--threads", a.threads, "init", "--arch", "resnet8", "--num-classes", 10, "--out", work / "peak_r8.rmnet"])
+    run([a.rmnet, "--threads", a.threads, "convert", "--model", work / "peak_r8.rmnet", "--out", work / "peak_r8p.rmnet"])
+    run([a.rmnet, "--threads", a.threads, "bench", "--model", work / "peak_r8p.rmnet", "--batch", 2, "--warmup", 0,
+         "--iters", 1, "--profile", "--json", peak_json])
+    conv_peak = json.loads(peak_json.read_text())["machine"].get("conv_peak_gmacs", 0.0)
+    print(f"measured conv peak: {conv_peak:.1f} GMAC/s", flush=True)
     for net in a.nets:
         torch.manual_seed(0)
         orig = getattr(torchvision.models, net)().eval()
@@ -165,6 +191,9 @@ def main():
                      "repeat": a.repeat}
                 ts, ts_kind = torchscript_optimized(scriptable(model) if form == "RM" else model, x)
                 r["torchscript_kind"] = ts_kind
+                comp = None
+                if not a.no_compile:
+                    comp, r["compile_seconds"] = compiled(model, x)
                 sess = ort_session(onnx, a.threads) if not a.no_ort and onnx.exists() else None
                 common = ["--batch", batch, "--input-size", size, "--warmup", warmup, "--iters", iters]
                 out_json = work / "bench.json"
@@ -177,6 +206,9 @@ def main():
                     with torch.inference_mode():
                         best("torch_eager", time_fn(model, x, warmup, iters))
                         best("torchscript", time_fn(ts, x, warmup, iters))
+                    if comp is not None:
+                        with torch.no_grad():
+                            best("torch_compile", time_fn(comp, x, warmup, iters))
                     if sess is not None:
                         best("onnxruntime", time_fn(sess, x.numpy(), warmup, iters))
                     run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "eager", "--json",
@@ -185,33 +217,45 @@ def main():
                     best("rmnet_eager", m["images_per_second"])
                     r["macs"] = m["flops"]
                     if form == "RM":
-                        run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "deploy", "--json",
-                             out_json])
-                        best("rmnet_deploy", json.loads(out_json.read_text())["models"][0]["images_per_second"])
+                        for rt in ("torchscript", "onednn"):
+                            run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", rt, "--json",
+                                 out_json])
+                            best(f"rmnet_{rt}", json.loads(out_json.read_text())["models"][0]["images_per_second"])
+                        r["onednn_peak_fraction"] = r["macs"] * r["rmnet_onednn"] / 1e9 / conv_peak if conv_peak else 0.0
                 print("   " + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if isinstance(v, float)), flush=True)
                 rows.append(r)
 
     def f(v):
         return f"{v:.0f}" if isinstance(v, float) else "-"
 
+    def pct(v):
+        return f"{100 * v:.0f}%" if v else "-"
+
     def ratio(r, k):
-        return f"{r['rmnet_deploy'] / r[k]:.2f}x" if "rmnet_deploy" in r and k in r else "-"
+        if "rmnet_onednn" not in r or k not in r:
+            return "-"
+        v = r["rmnet_onednn"] / r[k]
+        return f"**{v:.2f}x**" if v < 1.0 else f"{v:.2f}x"
 
     lines = [
         f"threads {a.threads}; best of {a.repeat}; torch {torch.__version__}, torchvision {torchvision.__version__}"
         + (f", onnxruntime {__import__('onnxruntime').__version__}" if not a.no_ort else "")
-        + f"; total {time.time() - t_start:.0f} s; images/s",
+        + f"; measured conv peak {conv_peak:.1f} GMAC/s; total {time.time() - t_start:.0f} s; images/s "
+        "(bold: a ratio below 1, a miss)",
         "",
-        "| network | form | input | batch | MMACs/img | torch eager | TorchScript opt | ONNX Runtime | rmnet eager "
-        "| rmnet deploy | deploy/TS | deploy/eager | deploy/ORT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| network | form | input | batch | MMACs/img | torch eager | TorchScript opt | torch.compile (freezing) "
+        "| ONNX Runtime | rmnet eager | rmnet torchscript | rmnet onednn | onednn/compile | onednn/ORT | onednn/TS "
+        "| of conv peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['net']} | {r['form']} | {r['size']}x{r['size']} | {r['batch']} | {r['macs'] / 1e6:.1f} "
-            f"| {f(r.get('torch_eager'))} | {f(r.get('torchscript'))} | {f(r.get('onnxruntime'))} "
-            f"| {f(r.get('rmnet_eager'))} | {f(r.get('rmnet_deploy'))} | {ratio(r, 'torchscript')} "
-            f"| {ratio(r, 'torch_eager')} | {ratio(r, 'onnxruntime')} |")
+            f"| {f(r.get('torch_eager'))} | {f(r.get('torchscript'))} | {f(r.get('torch_compile'))} "
+            f"| {f(r.get('onnxruntime'))} | {f(r.get('rmnet_eager'))} | {f(r.get('rmnet_torchscript'))} "
+            f"| {f(r.get('rmnet_onednn'))} | {ratio(r, 'torch_compile')} | {ratio(r, 'onnxruntime')} "
+            f"| {ratio(r, 'torchscript')} "
+            f"| {pct(r.get('onednn_peak_fraction'))} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if a.out:

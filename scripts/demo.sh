@@ -38,6 +38,7 @@ summary = {
     "residual_top5": r["top5"], "plain_top5": p["top5"],
     "residual_parameters": r["parameters"], "plain_parameters": p["parameters"],
     "residual_images_per_second": r["images_per_second"], "plain_images_per_second": p["images_per_second"],
+    "residual_runtime": r["runtime"], "plain_runtime": p["runtime"],
     "train_seconds": tr["train_seconds"],
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -47,6 +48,7 @@ print(f"{'top-1 (test)':24}{100*r['top1']:>13.2f}%{100*p['top1']:>13.2f}%")
 print(f"{'top-5 (test)':24}{100*r['top5']:>13.2f}%{100*p['top5']:>13.2f}%")
 print(f"{'parameters':24}{r['parameters']:>14,}{p['parameters']:>14,}")
 print(f"{'images/s (eval)':24}{r['images_per_second']:>14.0f}{p['images_per_second']:>14.0f}")
+print(f"{'runtime':24}{r['runtime']:>14}{p['runtime']:>14}")
 print(f"prediction agreement: {ev['agreement']:.4f}    training time: {tr['train_seconds']:.0f} s")
 print(f"wrote {out / 'summary.json'}")
 PY

@@ -100,10 +100,12 @@ TEST(Deploy, SameLogitsAsThePlainNetwork) {
     EXPECT_LE(rel_diff(*plain, *d, x), 1e-4);
     EXPECT_LE(rel_diff(*m, *d, x), 1e-4);
     EXPECT_EQ(d->source_parameters(), count_parameters(*plain));
-    auto unopt = deploy(*plain, DeployOptions().optimize(false));
+    auto unopt = deploy(*plain, DeployOptions().runtime(Runtime::TorchScript).optimize(false));
     EXPECT_LE(rel_diff(*plain, *unopt, x), 1e-4);
-    auto cl = deploy(*plain, DeployOptions().channels_last(true));
+    auto cl = deploy(*plain, DeployOptions().runtime(Runtime::TorchScript).channels_last(true));
     EXPECT_LE(rel_diff(*plain, *cl, x), 1e-4);
+    auto ts = deploy(*plain, DeployOptions().runtime(Runtime::TorchScript));
+    EXPECT_LE(rel_diff(*plain, *ts, x), 1e-4);
   }
 }
 
@@ -127,7 +129,7 @@ TEST(Bench, TinyModelsAndJsonParses) {
   auto b = benchmark(plain.ptr(), "resnet8 (RM)", o);
   EXPECT_EQ(calls, 4);
   EXPECT_EQ(a.runtime, "eager");
-  EXPECT_EQ(b.runtime, "deploy");
+  EXPECT_EQ(b.runtime, "onednn");
   EXPECT_EQ(a.input_size, 32);
   EXPECT_EQ(a.flops, count_flops(*m, 3, 32));
   EXPECT_EQ(b.flops, count_flops(*plain, 3, 32));

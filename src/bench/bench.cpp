@@ -128,8 +128,9 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
 
   auto runner = prepare_inference(
       model, o.runtime(), DeployOptions().device(o.device()).dtype(dt).channels_last(o.channels_last()));
-  const bool deployed = dynamic_cast<DeployedNetImpl*>(runner.get()) != nullptr;
-  r.runtime = deployed ? "deploy" : "eager";
+  auto* deployed_net = dynamic_cast<DeployedNetImpl*>(runner.get());
+  const bool deployed = deployed_net != nullptr;
+  r.runtime = runtime_name(*runner);
   if (!deployed && o.channels_last()) {
     torch::NoGradGuard g;
     for (auto& p : runner->parameters())
@@ -176,6 +177,7 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
   r.latency_p90_ms = percentile(ms, 0.9);
   r.latency_mean_ms = 1e3 * total / static_cast<double>(o.iters());
   r.gflops_per_second = static_cast<double>(r.flops) * r.images_per_second / 1e9;
+  if (o.profile() && deployed_net) r.steps = deployed_net->profile(x, 1, std::max<int64_t>(o.iters() / 2, 1));
   if (cuda_alloc) {
     const auto stats = cuda_alloc->getDeviceStats(o.device().has_index() ? o.device().index() : 0);
     r.peak_memory_bytes = stats.allocated_bytes[0].peak;  // StatType::AGGREGATE
@@ -224,6 +226,16 @@ std::string bench_json(const std::vector<BenchResult>& results, const BenchOptio
                            {"gflops_per_second", r.gflops_per_second},
                            {"peak_memory_bytes", r.peak_memory_bytes},
                            {"peak_memory_kind", r.peak_memory_kind}});
+    if (!r.steps.empty()) {
+      auto steps = nlohmann::json::array();
+      for (const auto& t : r.steps)
+        steps.push_back({{"name", t.name},
+                         {"layers", {t.first_layer, t.last_layer}},
+                         {"ms", t.ms},
+                         {"macs", t.macs},
+                         {"output_shape", t.output_shape}});
+      j["models"].back()["steps"] = steps;
+    }
   }
   return j.dump(2) + "\n";
 }
@@ -241,6 +253,46 @@ std::string bench_table(const std::vector<BenchResult>& results) {
                      format_count(static_cast<double>(r.flops), 2), r.gflops_per_second,
                      static_cast<double>(r.peak_memory_bytes) / (1024.0 * 1024.0));
   }
+  return s;
+}
+
+double measure_conv_peak(torch::ScalarType dtype) {
+  double best = 0.0;
+  for (int64_t c : {64, 128, 256}) {
+    PlainNet net(std::vector<LayerSpec>{LayerSpec::conv(c, c, 3, 1, 1), LayerSpec::relu()}, ModelOptions("plain").in_channels(c));
+    auto d = deploy(*net, DeployOptions().dtype(dtype).runtime(Runtime::OneDNN));
+    auto x = torch::randn({32, c, 16, 16}).contiguous(torch::MemoryFormat::ChannelsLast).to(dtype);
+    const double macs = 32.0 * 16 * 16 * c * c * 9;
+    torch::NoGradGuard g;
+    for (int i = 0; i < 2; ++i) d->forward(x);
+    const int iters = c == 256 ? 5 : 10;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) d->forward(x);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, macs * iters / s / 1e9);
+  }
+  return best;
+}
+
+std::string profile_table(const BenchResult& r, double peak) {
+  double total = 0.0;
+  for (const auto& t : r.steps) total += t.ms;
+  std::string s = fmt::format("{:>9} {:<52} {:>9} {:>6} {:>10} {:>8}{}\n", "layers", "step", "ms", "share", "MMACs",
+                              "GMAC/s", peak > 0 ? "  of peak" : "");
+  for (const auto& t : r.steps) {
+    const double gmacs = t.ms > 0 ? static_cast<double>(t.macs) / (t.ms * 1e6) : 0.0;
+    std::string name = t.name.size() > 52 ? t.name.substr(0, 49) + "..." : t.name;
+    s += fmt::format("{:>9} {:<52} {:>9.3f} {:>5.1f}% {:>10.1f} {:>8.1f}{}\n",
+                     t.first_layer == t.last_layer ? fmt::format("{}", t.first_layer)
+                                                   : fmt::format("{}-{}", t.first_layer, t.last_layer),
+                     name, t.ms, total > 0 ? 100.0 * t.ms / total : 0.0, static_cast<double>(t.macs) / 1e6,
+                     t.macs > 0 ? gmacs : 0.0,
+                     peak > 0 && t.macs > 0 ? fmt::format("  {:>6.1f}%", 100.0 * gmacs / peak) : "");
+  }
+  int64_t macs = 0;
+  for (const auto& t : r.steps) macs += t.macs;
+  s += fmt::format("{:>9} {:<52} {:>9.3f} {:>5.1f}% {:>10.1f} {:>8.1f}\n", "", "total (sum of steps)", total, 100.0,
+                   static_cast<double>(macs) / 1e6, total > 0 ? static_cast<double>(macs) / (total * 1e6) : 0.0);
   return s;
 }
 

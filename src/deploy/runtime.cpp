@@ -1,27 +1,49 @@
 #include "rmnet/deploy/runtime.h"
 
-#include <sstream>
+#include <algorithm>
+#include <chrono>
+#include <map>
 
+#include <ATen/Config.h>
 #include <torch/torch.h>
 
-#include "rmnet/io/export.h"
+#include "executors.h"
 
 namespace rmnet {
 
 Runtime runtime_from_string(const std::string& s) {
   if (s == "auto") return Runtime::Auto;
   if (s == "eager") return Runtime::Eager;
-  if (s == "deploy") return Runtime::Deploy;
-  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, eager or deploy)");
+  if (s == "torchscript" || s == "deploy") return Runtime::TorchScript;
+  if (s == "onednn") return Runtime::OneDNN;
+  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, onednn, torchscript or eager)");
 }
 
 std::string to_string(Runtime r) {
   switch (r) {
     case Runtime::Auto: return "auto";
     case Runtime::Eager: return "eager";
-    case Runtime::Deploy: return "deploy";
+    case Runtime::TorchScript: return "torchscript";
+    case Runtime::OneDNN: return "onednn";
   }
   return "?";
+}
+
+std::vector<std::string> runtime_names() { return {"auto", "onednn", "torchscript", "eager", "deploy"}; }
+
+bool onednn_available(const DeployOptions& o, std::string* why) {
+  auto no = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    return false;
+  };
+  if (!o.device().is_cpu()) return no("the onednn runtime runs on the CPU only (device " + o.device().str() + ")");
+  if (o.dtype() != torch::kFloat && o.dtype() != torch::kBFloat16)
+    return no(std::string("the onednn runtime computes in float32 or bfloat16 (dtype ") + c10::toString(o.dtype()) +
+              ")");
+  if (!AT_MKLDNN_ENABLED()) return no("this LibTorch was built without oneDNN");
+  if (o.dtype() == torch::kBFloat16 && !at::globalContext().hasMKLDNN())
+    return no("oneDNN is not available at run time");
+  return true;
 }
 
 DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
@@ -29,46 +51,100 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
   const auto dt = deploy_.dtype();
   TORCH_CHECK(dt == torch::kFloat || dt == torch::kBFloat16 || dt == torch::kHalf || dt == torch::kDouble,
               "deploy: unsupported dtype ", dt, " (expected float32, bfloat16, float16 or float64)");
+  TORCH_CHECK(deploy_.packed_shapes() >= 1, "deploy: packed_shapes must be >= 1 (got ", deploy_.packed_shapes(), ")");
   metadata_ = net.metadata();
   source_params_ = count_parameters(net);
-  torch::NoGradGuard no_grad;
-  auto m = to_torchscript(net);  // copies the weights; `net` is untouched
-  m.to(deploy_.device(), dt);
-  m.eval();
-  if (deploy_.optimize()) {
-    // Explicit freeze first: optimize_for_inference alone leaves an unfrozen module unconverted.
-    auto frozen = torch::jit::freeze(m);
-    module_ = torch::jit::optimize_for_inference(frozen);
-  } else {
-    module_ = m;
+  std::string why;
+  switch (deploy_.runtime()) {
+    case Runtime::Auto:
+      runtime_ = onednn_available(deploy_) ? Runtime::OneDNN : Runtime::TorchScript;
+      break;
+    case Runtime::OneDNN:
+      TORCH_CHECK(onednn_available(deploy_, &why), "deploy: ", why,
+                  "; use the torchscript runtime for this device or dtype");
+      runtime_ = Runtime::OneDNN;
+      break;
+    case Runtime::TorchScript:
+      runtime_ = Runtime::TorchScript;
+      break;
+    case Runtime::Eager:
+      TORCH_CHECK(false, "deploy: the eager runtime is the model itself, not a deployed network (use prepare_inference)");
   }
+  exec_ = runtime_ == Runtime::OneDNN ? detail::make_onednn_executor(net, deploy_)
+                                      : detail::make_torchscript_executor(net, deploy_);
+}
+
+torch::Tensor DeployedNetImpl::check_input(const torch::Tensor& x) const {
+  const int64_t c = options().in_channels();
+  TORCH_CHECK(x.defined(), "deployed network: no input (expected a float tensor [N, ", c, ", H, W])");
+  TORCH_CHECK(x.dim() == 4, "deployed network: expected an input of shape [N, ", c, ", H, W], got ", x.dim(),
+              "-d input ", x.sizes());
+  TORCH_CHECK(x.size(1) == c, "deployed network: expected an input of shape [N, ", c, ", H, W] (", c,
+              " channels), got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "deployed network: expected a floating-point input [N, ", c,
+              ", H, W], got dtype ", x.scalar_type(), " (convert images to float and normalise them first)");
+  TORCH_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, "deployed network: empty input ", x.sizes());
+  return x.to(deploy_.device(), deploy_.dtype());
 }
 
 torch::Tensor DeployedNetImpl::forward(torch::Tensor x) {
-  x = x.to(deploy_.device(), deploy_.dtype());
-  if (deploy_.channels_last() && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-  auto y = module_.forward({x}).toTensor();
+  torch::NoGradGuard no_grad;
+  auto y = exec_->run(check_input(x), nullptr);
   return y.scalar_type() == torch::kDouble ? y : y.to(torch::kFloat);
 }
 
-std::string DeployedNetImpl::graph() const {
-  std::ostringstream os;
-  os << *module_.get_method("forward").graph();
-  return os.str();
+torch::jit::Module& DeployedNetImpl::module() {
+  auto* m = detail::torchscript_module(*exec_);
+  TORCH_CHECK(m, "DeployedNet::module(): this network runs on the ", to_string(runtime_),
+              " runtime, which has no TorchScript module (deploy it with runtime torchscript)");
+  return *m;
+}
+
+std::string DeployedNetImpl::graph() const { return exec_->plan(); }
+
+std::vector<StepTiming> DeployedNetImpl::profile(const torch::Tensor& x, int64_t warmup, int64_t iters) {
+  TORCH_CHECK(iters > 0, "profile: iters must be positive (got ", iters, ")");
+  TORCH_CHECK(warmup >= 0, "profile: warmup must be >= 0 (got ", warmup, ")");
+  torch::NoGradGuard no_grad;
+  auto in = check_input(x);
+  for (int64_t i = 0; i < warmup; ++i) exec_->run(in, nullptr);
+  std::vector<StepTiming> sum;
+  for (int64_t i = 0; i < iters; ++i) {
+    std::vector<StepTiming> t;
+    exec_->run(in, &t);
+    if (sum.empty()) {
+      sum = std::move(t);
+    } else {
+      TORCH_INTERNAL_ASSERT(t.size() == sum.size());
+      for (size_t k = 0; k < t.size(); ++k) sum[k].ms += t[k].ms;
+    }
+  }
+  for (auto& s : sum) s.ms /= static_cast<double>(iters);
+  return sum;
 }
 
 DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options) { return DeployedNet(net, options); }
 
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options) {
   TORCH_CHECK(model, "prepare_inference: no model");
+  if (std::dynamic_pointer_cast<DeployedNetImpl>(model)) return model;  // already prepared
   auto* plain = dynamic_cast<PlainNetImpl*>(model.get());
-  if (runtime == Runtime::Deploy)
-    TORCH_CHECK(plain, "the deploy runtime runs plain networks only; '", model->options().arch(),
+  if (runtime == Runtime::OneDNN || runtime == Runtime::TorchScript)
+    TORCH_CHECK(plain, "the ", to_string(runtime), " runtime runs plain networks only; '", model->options().arch(),
                 "' is a residual model (convert it first, or use the eager runtime)");
-  if (plain && runtime != Runtime::Eager) return deploy(*plain, options).ptr();
+  if (plain && runtime != Runtime::Eager) {
+    auto o = options;
+    o.runtime(runtime);
+    return deploy(*plain, o).ptr();
+  }
   model->to(options.device());
   model->eval();
   return model;
+}
+
+std::string runtime_name(const ModelImpl& prepared) {
+  if (auto* d = dynamic_cast<const DeployedNetImpl*>(&prepared)) return to_string(d->runtime());
+  return "eager";
 }
 
 }  // namespace rmnet

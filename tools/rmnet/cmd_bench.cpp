@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "commands.h"
@@ -21,7 +22,7 @@ struct BenchCliOptions {
   int64_t num_classes = 1000, in_channels = 3;
   int64_t batch = 128, input_size = 0, warmup = 50, iters = 50;
   std::string device = "cpu", dtype = "fp32", runtime = "auto", json;
-  bool channels_last = false, convert = false;
+  bool channels_last = false, convert = false, profile = false;
 };
 
 torch::ScalarType parse_dtype(const std::string& s) {
@@ -34,7 +35,7 @@ torch::ScalarType parse_dtype(const std::string& s) {
 void run_bench(const BenchCliOptions& o) {
   BenchOptions bo;
   bo.batch(o.batch).input_size(o.input_size).warmup(o.warmup).iters(o.iters).dtype(parse_dtype(o.dtype));
-  bo.channels_last(o.channels_last).runtime(runtime_from_string(o.runtime));
+  bo.channels_last(o.channels_last).runtime(runtime_from_string(o.runtime)).profile(o.profile);
   bo.device(torch::Device(o.device == "cuda" ? torch::kCUDA : torch::kCPU));
   TORCH_CHECK(!bo.device().is_cuda() || torch::cuda::is_available(), "--device cuda: CUDA is not available here");
 
@@ -76,10 +77,25 @@ void run_bench(const BenchCliOptions& o) {
     results.push_back(std::move(r));
   }
   std::cout << "\n" << bench_table(results) << std::flush;
+  double peak = 0.0;
+  if (o.profile) {
+    peak = bo.device().is_cpu() && onednn_available(DeployOptions().dtype(bo.dtype())) ? measure_conv_peak(bo.dtype()) : 0.0;
+    if (peak > 0) say(fmt::format("measured conv peak ({} threads, {}): {:.1f} GMAC/s", at::get_num_threads(), o.dtype, peak));
+    for (const auto& r : results) {
+      if (r.steps.empty()) {
+        say(r.name + ": no per-step profile (the " + r.runtime + " runtime is not a deployed chain)");
+        continue;
+      }
+      std::cout << "\n" << r.name << " (" << r.runtime << " runtime), ms per forward of " << r.batch << " images:\n"
+                << profile_table(r, peak) << std::flush;
+    }
+  }
   say("MACs: multiply-accumulates of conv and linear layers per image; GMAC/s achieved; peak MB: " +
       results.front().peak_memory_kind);
   if (!o.json.empty()) {
-    write_file_atomic(o.json, bench_json(results, bo));
+    auto j = nlohmann::json::parse(bench_json(results, bo));
+    if (peak > 0) j["machine"]["conv_peak_gmacs"] = peak;
+    write_file_atomic(o.json, j.dump(2) + "\n");
     say("wrote " + o.json);
   }
 }
@@ -107,11 +123,15 @@ Command setup_bench(CLI::App& app) {
   cmd->add_option("--iters", o->iters, "Timed forwards")->check(CLI::Range(1, 100000));
   cmd->add_option("--device", o->device, "cpu or cuda (CUDA timing is synchronised)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (autocast for eager models, cast weights for deployed)")
+  cmd->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (autocast for eager models, cast weights for deployed; onednn: fp32, bf16)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_flag("--channels-last", o->channels_last, "Channels-last inputs (and weights of eager models)");
-  cmd->add_option("--runtime", o->runtime, "auto (deploy for plain networks, eager otherwise), eager or deploy")
-      ->check(CLI::IsMember({"auto", "eager", "deploy"}));
+  cmd->add_option("--runtime", o->runtime,
+                  "auto (onednn for plain networks on the CPU, torchscript on CUDA, eager for residual models), "
+                  "onednn, torchscript (old name: deploy) or eager")
+      ->check(CLI::IsMember(runtime_names()));
+  cmd->add_flag("--profile", o->profile,
+                "Also time every step of deployed networks and print where the time goes (with the measured conv peak)");
   cmd->add_option("--json", o->json, "Write the results as JSON (images_per_second per model)");
   cmd->callback([cmd, arch, model, o] {
     if (arch->count() + model->count() == 0) throw CLI::RequiredError("--arch or --model");

@@ -34,7 +34,7 @@ void run_eval(const EvalCliOptions& o) {
                 test_set->channels());
     const int64_t params = count_parameters(*model);
     auto runner = prepare_inference(model, runtime_from_string(o.runtime));
-    const std::string runtime = dynamic_cast<DeployedNetImpl*>(runner.get()) ? "deploy" : "eager";
+    const std::string runtime = runtime_name(*runner);
     auto st = evaluate(*runner, loader);
     predictions.push_back(predict(*runner, loader));
     say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s ({} runtime), {} params",
@@ -78,8 +78,10 @@ Command setup_eval(CLI::App& app) {
   cmd->add_option("--workers", o->workers, "Data loader threads")->check(CLI::Range(0, 64));
   cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
   cmd->add_option("--json", o->json, "Write the results as JSON");
-  cmd->add_option("--runtime", o->runtime, "auto (deploy runtime for plain networks, eager otherwise), eager or deploy")
-      ->check(CLI::IsMember({"auto", "eager", "deploy"}));
+  cmd->add_option("--runtime", o->runtime,
+                  "auto (each model on its fastest runtime: onednn for plain networks on the CPU, eager for residual "
+                  "ones), onednn, torchscript (old name: deploy) or eager")
+      ->check(CLI::IsMember(runtime_names()));
   return {cmd, [o] { run_eval(*o); }};
 }
 

@@ -28,14 +28,17 @@ struct BenchOptions {
   TORCH_ARG(torch::ScalarType, dtype) = torch::kFloat;
   /// Inputs (and eager models' weights) in channels-last memory format.
   TORCH_ARG(bool, channels_last) = false;
-  /// Auto: deploy runtime for plain networks, eager for residual models.
+  /// Auto: the onednn runtime for plain networks on the CPU (torchscript elsewhere), eager for
+  /// residual models.
   TORCH_ARG(Runtime, runtime) = Runtime::Auto;
+  /// Also time every step of a deployed network (BenchResult::steps), after the timed forwards.
+  TORCH_ARG(bool, profile) = false;
 };
 
 struct BenchResult {
   std::string name;     ///< label (file name or arch)
   std::string arch, family;
-  std::string runtime;  ///< "eager" or "deploy" (what actually ran)
+  std::string runtime;  ///< "onednn", "torchscript" or "eager" (what actually ran)
   std::string device, dtype;
   int64_t batch = 0, input_size = 0, warmup = 0, iters = 0, threads = 0;
   double images_per_second = 0.0;
@@ -49,6 +52,8 @@ struct BenchResult {
   /// process's peak resident set (Linux VmHWM, reset before each model where the kernel allows).
   int64_t peak_memory_bytes = 0;
   std::string peak_memory_kind;  ///< "cuda_allocated" or "cpu_rss"
+  /// With BenchOptions::profile on a deployed network: each step's mean time (ms per forward).
+  std::vector<StepTiming> steps;
 };
 
 /// Progress: (phase "warmup"/"timed", done, total).
@@ -68,5 +73,14 @@ std::string bench_json(const std::vector<BenchResult>& results, const BenchOptio
 
 /// A side-by-side text table with the ratio of each model's images/s to the first's.
 std::string bench_table(const std::vector<BenchResult>& results);
+
+/// The machine's measured convolution peak in GMAC/s (multiply-accumulates): the best of 3x3
+/// convolutions of 64, 128 and 256 channels (batch 32, 16x16, ReLU fused, weights prepacked) on
+/// the onednn runtime in `dtype`, with the current thread count. Takes about a second.
+double measure_conv_peak(torch::ScalarType dtype = torch::kFloat);
+
+/// The per-step profile of one result (BenchOptions::profile): time, share, MACs and GMAC/s per
+/// step, and where `conv_peak_gmacs` > 0 the fraction of that peak each convolution reaches.
+std::string profile_table(const BenchResult& result, double conv_peak_gmacs = 0.0);
 
 }  // namespace rmnet

@@ -1,13 +1,23 @@
 #pragma once
-// The deploy runtime: a plain network compiled for fast inference.
+// The deploy runtimes: a plain network prepared for fast inference.
 //
-// A plain network is a chain, so it is written out as a TorchScript function of torch.conv2d /
-// relu / ... calls (rmnet::to_torchscript), then frozen (weights become constants, BatchNorm is
-// folded, conv+ReLU fused) and passed through optimize_for_inference (on CPU: oneDNN convolutions
-// with prepacked weights, the whole chain kept in oneDNN's blocked layout). That is PyTorch's
-// best CPU path, reached from C++ without Python. bench, eval and the Classifier use it for
-// plain models by default; residual models run eagerly.
+// A plain network is a chain, so it can be executed better than a general graph. The runtimes are
+// interchangeable behind one type, DeployedNet (a ModelImpl, so evaluate(), predict(), bench and
+// the Classifier take it like any model):
+//   onednn       rmnet's own chain executor over LibTorch's registered fused oneDNN operators
+//                (mkldnn::_convolution_pointwise with the activation as a post-op, weights
+//                prepacked per input shape by mkldnn::_reorder_convolution_weight and cached,
+//                activations channels-last end to end). CPU, float32 or bfloat16. No TorchScript.
+//   torchscript  the chain written as a TorchScript function (rmnet::to_torchscript), frozen and
+//                passed through optimize_for_inference: what Python's torch.jit path builds.
+//                Kept for comparison and for devices/dtypes onednn does not run (CUDA, fp16, fp64);
+//                TorchScript is deprecated upstream.
+//   eager        the LibTorch modules' own forward (not a DeployedNet).
+// A runtime never changes what the network computes: each is tested against eager.
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/arg.h>
 #include <torch/script.h>
@@ -20,54 +30,103 @@ namespace rmnet {
 
 /// How a model runs for inference.
 enum class Runtime {
-  Auto,    ///< Deploy for plain networks, Eager for residual models
-  Eager,   ///< the LibTorch module's own forward
-  Deploy,  ///< frozen + optimized TorchScript of the chain (plain networks only)
+  Auto,         ///< plain networks: onednn on the CPU (float32/bfloat16), torchscript otherwise;
+                ///< residual models: eager
+  Eager,        ///< the LibTorch module's own forward
+  TorchScript,  ///< frozen + optimized TorchScript of the chain (plain networks only)
+  OneDNN,       ///< rmnet's chain executor over fused oneDNN operators (plain networks, CPU)
+  Deploy = TorchScript,  ///< the name of the TorchScript runtime before onednn existed ("deploy")
 };
-Runtime runtime_from_string(const std::string& s);  ///< "auto", "eager", "deploy"
+/// "auto", "eager", "torchscript" (or its old name "deploy"), "onednn".
+Runtime runtime_from_string(const std::string& s);
 std::string to_string(Runtime r);
+/// The names runtime_from_string accepts, for CLI validators.
+std::vector<std::string> runtime_names();
 
 struct DeployOptions {
-  /// Device the compiled module runs on.
+  /// Device the prepared network runs on (onednn: CPU only).
   TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
-  /// Weight and compute dtype (float32, bfloat16, float16); inputs are cast to it and the
-  /// output is returned as float32.
+  /// Weight and compute dtype (float32, bfloat16, float16, float64; onednn: float32 or
+  /// bfloat16); inputs are cast to it and the output is returned as float32 (float64 stays).
   TORCH_ARG(torch::ScalarType, dtype) = torch::kFloat;
-  /// Feed inputs in channels-last memory format.
+  /// TorchScript: feed inputs in channels-last memory format (onednn always runs channels-last).
   TORCH_ARG(bool, channels_last) = false;
-  /// torch::jit::freeze + optimize_for_inference; false keeps the plain scripted chain.
+  /// TorchScript: freeze + optimize_for_inference; false keeps the plain scripted chain.
   TORCH_ARG(bool, optimize) = true;
+  /// Which executor: OneDNN, TorchScript, or Auto (OneDNN where it runs, else TorchScript).
+  /// Eager is not a DeployedNet (see prepare_inference).
+  TORCH_ARG(Runtime, runtime) = Runtime::Auto;
+  /// onednn: how many input shapes keep their prepacked weights (least recently used evicted).
+  TORCH_ARG(int64_t, packed_shapes) = 8;
 };
 
-/// A plain network compiled for inference. It is a ModelImpl, so evaluate(), predict() and the
-/// Classifier take it like any model; it has no trainable parameters (its weights are constants
-/// of the compiled graph) and always computes in eval semantics. The source net is not modified.
+/// Time spent in one step of a deployed chain (DeployedNetImpl::profile).
+struct StepTiming {
+  std::string name;        ///< e.g. "conv 3x3 s1 64->64 + relu" or "maxpool 3x3 s2"
+  size_t first_layer = 0;  ///< plain layers [first_layer, last_layer] this step executes
+  size_t last_layer = 0;
+  double ms = 0.0;         ///< mean wall time per forward
+  int64_t macs = 0;        ///< multiply-accumulates per forward (whole batch; conv and linear)
+  std::vector<int64_t> output_shape;
+};
+
+namespace detail {
+/// One way of executing a chain (an executor); DeployedNetImpl owns one.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  /// Runs the chain; with `timings`, appends one entry per step (wall time in ms, synchronised).
+  virtual torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) = 0;
+  /// One line per step: what runs and how.
+  virtual std::string plan() const = 0;
+};
+}  // namespace detail
+
+/// A plain network prepared for inference by one of the deploy runtimes. It has no trainable
+/// parameters (its weights are constants of the executor) and always computes in eval semantics.
+/// The source net is not modified. forward() checks its input: a 4-d floating-point tensor with
+/// the network's input channels.
 class DeployedNetImpl : public ModelImpl {
  public:
   DeployedNetImpl(const PlainNetImpl& net, DeployOptions options = DeployOptions());
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "plain"; }
   const DeployOptions& deploy_options() const { return deploy_; }
-  /// The compiled TorchScript module.
-  torch::jit::Module& module() { return module_; }
-  /// Parameters of the source network (the compiled module has none of its own).
+  /// The runtime that executes the chain (OneDNN or TorchScript, never Auto).
+  Runtime runtime() const { return runtime_; }
+  /// The compiled TorchScript module (TorchScript runtime only; throws otherwise).
+  torch::jit::Module& module();
+  /// Parameters of the source network (the executor has none of its own).
   int64_t source_parameters() const { return source_params_; }
-  /// The optimized forward graph, for inspection.
+  /// TorchScript: the optimized forward graph; onednn: the execution plan, one step per line.
   std::string graph() const;
+  /// Runs `iters` forwards of `x` after `warmup` untimed ones and returns each step's mean time
+  /// (TorchScript: one step, the whole graph).
+  std::vector<StepTiming> profile(const torch::Tensor& x, int64_t warmup = 2, int64_t iters = 10);
 
  private:
+  torch::Tensor check_input(const torch::Tensor& x) const;
   DeployOptions deploy_;
-  torch::jit::Module module_;
+  Runtime runtime_ = Runtime::OneDNN;
+  std::shared_ptr<detail::Executor> exec_;
   int64_t source_params_ = 0;
 };
 TORCH_MODULE(DeployedNet);
 
-/// Compiles a plain network (see DeployedNetImpl).
+/// Whether the onednn runtime can run on `options`' device and dtype (CPU; float32 or bfloat16;
+/// LibTorch built with oneDNN). `why` receives the reason when it cannot.
+bool onednn_available(const DeployOptions& options, std::string* why = nullptr);
+
+/// Prepares a plain network (see DeployedNetImpl).
 DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options = DeployOptions());
 
-/// The model to run for inference under `runtime`: Deploy/Auto on a plain network -> a
-/// DeployedNet; Eager, or Auto on a residual model -> `model` itself, moved to the options'
-/// device. Deploy on a residual model is refused by name.
+/// The model to run for inference under `runtime`: OneDNN/TorchScript/Auto on a plain network ->
+/// a DeployedNet (Auto: onednn where available); Eager, or Auto on a residual model -> `model`
+/// itself, moved to the options' device. OneDNN/TorchScript on a residual model are refused by
+/// name. `runtime` overrides options.runtime().
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options = DeployOptions());
+
+/// The name of the runtime a prepared model runs on: "onednn", "torchscript" or "eager".
+std::string runtime_name(const ModelImpl& prepared);
 
 }  // namespace rmnet

@@ -47,7 +47,8 @@ struct ClassifierOptions {
   /// Preprocessing to use instead of the model file's.
   TORCH_ARG(std::optional<Preprocess>, preprocess) = std::nullopt;
   TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
-  /// Auto: plain networks run on the deploy runtime (deploy/runtime.h), residual ones eagerly.
+  /// Auto: plain networks run on the onednn runtime on the CPU (torchscript elsewhere;
+  /// deploy/runtime.h), residual ones eagerly.
   TORCH_ARG(Runtime, runtime) = Runtime::Auto;
 };
 

@@ -1,0 +1,17 @@
+#pragma once
+// Internal: the executors behind DeployedNet (one file each).
+#include <memory>
+
+#include "rmnet/deploy/runtime.h"
+
+namespace rmnet::detail {
+
+/// Frozen + optimized TorchScript of the chain (src/deploy/torchscript.cpp).
+std::shared_ptr<Executor> make_torchscript_executor(const PlainNetImpl& net, const DeployOptions& options);
+/// The TorchScript module of an executor made by make_torchscript_executor (nullptr otherwise).
+torch::jit::Module* torchscript_module(Executor& exec);
+
+/// rmnet's chain executor over fused oneDNN operators (src/deploy/onednn.cpp).
+std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const DeployOptions& options);
+
+}  // namespace rmnet::detail

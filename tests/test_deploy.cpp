@@ -1,0 +1,245 @@
+// The deploy runtimes (deploy/runtime.h): the onednn chain executor equals eager on every family's
+// converted form, across batch sizes, resolutions and thread counts; its plan fuses what oneDNN can
+// express exactly; bad input is refused with the expected shape in the message.
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include "helpers.h"
+#include "rmnet/bench/bench.h"
+#include "rmnet/convert/rm.h"
+#include "rmnet/deploy/runtime.h"
+#include "rmnet/models/profile.h"
+
+using namespace rmnet;
+using rmnet::test::error_of;
+using rmnet::test::random_model;
+using rmnet::test::rel_diff;
+
+namespace {
+
+struct DeployCase {
+  std::string arch;
+  bool keep_bn = false;
+  bool type1 = false;          // downsample type 1 (PReLU [0 | 1])
+  bool fuse_always = false;    // pointwise fusion always
+  bool relu6 = true;
+  std::string label;
+};
+
+std::vector<DeployCase> deploy_cases() {
+  return {
+      {"resnet8", false, false, false, true, "resnet8"},
+      {"resnet8", true, false, false, true, "resnet8_bn_kept"},
+      {"resnet8", false, true, false, true, "resnet8_downsample_type1"},
+      {"resnet50", false, false, false, true, "resnet50_bottleneck"},
+      {"mobilenet_v2_cifar", false, false, false, true, "mobilenet_v2_relu6"},
+      {"mobilenet_v2_cifar", true, false, false, true, "mobilenet_v2_relu6_bn_kept"},
+      {"mobilenet_v2_cifar", false, false, true, true, "mobilenet_v2_relu6_fuse_always"},
+      {"mobilenet_v2_cifar", false, false, false, false, "mobilenet_v2_relu"},
+      {"rmnet26x3_32", false, false, false, true, "rmnet26x3_32"},
+      {"repvgg_a0", false, false, false, true, "repvgg_a0"},
+      {"preact_resnet20", false, false, false, true, "preact_resnet20"},
+      {"se_resnet20", false, false, false, true, "se_resnet20"},
+      {"se_resnet20", true, false, false, true, "se_resnet20_bn_kept"},
+      {"mobilenet_v1_cifar", false, false, false, true, "mobilenet_v1"},
+  };
+}
+
+class OneDnnExact : public ::testing::TestWithParam<DeployCase> {};
+
+PlainNet converted(const DeployCase& c) {
+  auto m = random_model(c.arch, torch::kFloat, true, 10, c.relu6);
+  ConvertOptions o;
+  o.keep_bn(c.keep_bn).verify_options(VerifyOptions().input_size(32).batch(2).scale(10.0));
+  if (c.type1) o.downsample(DownsampleMode::Type1);
+  if (c.fuse_always) o.fuse_pointwise(PointwiseFusion::Always);
+  auto r = convert(*m, o);
+  EXPECT_TRUE(r.report.passed) << r.report.to_string();
+  return r.plain;
+}
+
+/// Restores the intra-op thread count on scope exit.
+struct ThreadsGuard {
+  int saved = at::get_num_threads();
+  ~ThreadsGuard() { at::set_num_threads(saved); }
+};
+
+}  // namespace
+
+TEST_P(OneDnnExact, EqualsEagerAcrossShapesAndThreads) {
+  const auto& c = GetParam();
+  auto plain = converted(c);
+  auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+  ASSERT_EQ(d->runtime(), Runtime::OneDNN);
+  ThreadsGuard tg;
+  torch::manual_seed(7);
+  // large inputs: activations clip (ReLU6) and get large
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 3, 32, 32}, {2, 3, 32, 32}, {3, 3, 40, 36}}) {
+      auto x = 20 * torch::randn(shape);
+      EXPECT_LE(rel_diff(*plain, *d, x), 1e-4) << "input " << x.sizes();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, OneDnnExact, ::testing::ValuesIn(deploy_cases()),
+                         [](const ::testing::TestParamInfo<DeployCase>& i) { return i.param.label; });
+
+// Every layer kind, standalone where the converter would have fused it: BN not after a conv,
+// ReLU/uniform clamp/mixed clamp/PReLU alone, max-pool, SE, pooling without flatten.
+TEST(OneDnn, EveryLayerKindStandaloneMatchesEager) {
+  const double kInf = std::numeric_limits<double>::infinity();
+  torch::manual_seed(11);
+  std::vector<LayerSpec> layers = {
+      LayerSpec::batchnorm(3),          LayerSpec::conv(3, 8, 3, 1, 1),    LayerSpec::clamp(8),  // mixed clamp
+      LayerSpec::conv(8, 8, 3, 2, 1, 2), LayerSpec::prelu(8),              LayerSpec::relu(),
+      LayerSpec::maxpool(3, 2, 1),       LayerSpec::conv(8, 12, 1, 1, 0, 1, false), LayerSpec::batchnorm(12),
+      LayerSpec::clamp(12),              LayerSpec::se(12, 8, 4),          LayerSpec::batchnorm(12),
+      LayerSpec::clamp(12),              LayerSpec::conv(12, 12, 3, 1, 1, 12), LayerSpec::prelu(12),
+      LayerSpec::avgpool(),              LayerSpec::flatten(),             LayerSpec::linear(12, 5)};
+  PlainNet net(layers, ModelOptions("plain").in_channels(3).num_classes(5));
+  randomize_batchnorm(*net, 5);
+  {
+    torch::NoGradGuard g;
+    auto c2 = net->layer_as<ChannelClampImpl>(2);
+    c2->min.copy_(torch::tensor({0., -1e30, 0., -kInf, 0., -2., 0., -kInf}));
+    c2->max.copy_(torch::tensor({6., 1e30, kInf, kInf, 6., 3., 0.5, kInf}));
+    net->layer_as<torch::nn::PReLUImpl>(4)->weight.copy_(torch::randn({8}));     // general slopes
+    net->layer_as<ChannelClampImpl>(9)->min.fill_(-1.5);                         // uniform clamp
+    net->layer_as<ChannelClampImpl>(9)->max.fill_(2.5);
+    net->layer_as<ChannelClampImpl>(12)->min.fill_(0.0);                         // ReLU in disguise
+    net->layer_as<torch::nn::PReLUImpl>(14)->weight.copy_(torch::tensor({0., 1., 0., 1., 1., 0., 0., 1., 1., 1., 0., 0.}));
+  }
+  net->eval();
+  auto d = deploy(*net, DeployOptions().runtime(Runtime::OneDNN));
+  const auto plan = d->graph();
+  EXPECT_NE(plan.find("batchnorm 3 (in place)"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("per-channel clamp"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("prelu 8"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("clamp[-1.5, 2.5]"), std::string::npos) << plan;  // BN folded, uniform clamp fused
+  EXPECT_NE(plan.find("squeeze-excitation"), std::string::npos) << plan;
+  for (int64_t n : {1, 3}) {
+    auto x = 5 * torch::randn({n, 3, 17, 19});
+    EXPECT_LE(rel_diff(*net, *d, x), 1e-5) << n;
+  }
+  // without the flatten: global pool as its own step, then the chain stops at a 4-d output
+  PlainNet pooled(std::vector<LayerSpec>{LayerSpec::conv(3, 4, 3, 1, 1), LayerSpec::relu(), LayerSpec::avgpool()},
+                  ModelOptions("plain").in_channels(3));
+  pooled->eval();
+  auto dp = deploy(*pooled, DeployOptions().runtime(Runtime::OneDNN));
+  auto x = torch::randn({2, 3, 8, 8});
+  torch::NoGradGuard g;
+  EXPECT_TRUE(torch::allclose(dp->forward(x), pooled->forward(x), 1e-5, 1e-6));
+}
+
+TEST(OneDnn, FusesActivationsAsPostOps) {
+  auto relu6 = converted({"mobilenet_v2_cifar", false, false, false, true, ""});
+  const auto plan = deploy(*relu6, DeployOptions().runtime(Runtime::OneDNN))->graph();
+  EXPECT_NE(plan.find("+ clamp[0, 6]"), std::string::npos) << plan;       // stem: uniform ReLU6 as hardtanh
+  EXPECT_NE(plan.find("per-channel clamp"), std::string::npos) << plan;    // reserved channels unclipped
+  auto res = converted({"resnet8", false, false, false, true, ""});
+  const auto p2 = deploy(*res, DeployOptions().runtime(Runtime::OneDNN))->graph();
+  EXPECT_NE(p2.find("+ relu"), std::string::npos) << p2;
+  EXPECT_EQ(p2.find("relu (in place)"), std::string::npos) << p2;          // every ReLU fused
+  EXPECT_NE(p2.find("global average pool + flatten"), std::string::npos) << p2;
+}
+
+TEST(OneDnn, ProfileCountsEveryStepAndTheNetworksMacs) {
+  auto plain = converted({"resnet8", false, false, false, true, ""});
+  auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+  auto steps = d->profile(torch::randn({2, 3, 32, 32}), 0, 2);
+  ASSERT_FALSE(steps.empty());
+  int64_t macs = 0;
+  for (const auto& s : steps) {
+    EXPECT_GE(s.ms, 0.0);
+    EXPECT_LE(s.first_layer, s.last_layer);
+    macs += s.macs;
+  }
+  EXPECT_EQ(macs, 2 * count_flops(*plain, 3, 32));
+  EXPECT_EQ(steps.back().output_shape, (std::vector<int64_t>{2, 10}));
+  EXPECT_EQ(steps.back().last_layer, plain->size() - 1);
+}
+
+TEST(OneDnn, PackedShapeCacheNeverServesAWrongPacking) {
+  auto plain = converted({"resnet8", false, false, false, true, ""});
+  auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).packed_shapes(1));
+  torch::manual_seed(2);
+  auto a = torch::randn({3, 3, 32, 32}), b = torch::randn({5, 3, 24, 24});
+  for (int i = 0; i < 3; ++i) {  // alternate shapes: every call evicts the other's packing
+    EXPECT_LE(rel_diff(*plain, *d, a), 1e-4);
+    EXPECT_LE(rel_diff(*plain, *d, b), 1e-4);
+  }
+}
+
+TEST(OneDnn, DoesNotWriteIntoTheCallersTensor) {
+  // A chain that starts with in-place steps, fed a channels-last float input (no copy on entry).
+  PlainNet net(std::vector<LayerSpec>{LayerSpec::batchnorm(3), LayerSpec::relu(), LayerSpec::conv(3, 4, 1, 1, 0)},
+               ModelOptions("plain").in_channels(3));
+  randomize_batchnorm(*net, 3);
+  net->eval();
+  auto d = deploy(*net, DeployOptions().runtime(Runtime::OneDNN));
+  auto x = torch::randn({2, 3, 5, 5}).contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto before = x.clone();
+  torch::NoGradGuard g;
+  auto y = d->forward(x);
+  EXPECT_TRUE(torch::equal(x, before));
+  EXPECT_TRUE(torch::allclose(y, net->forward(before), 1e-5, 1e-6));
+}
+
+TEST(OneDnn, BadInputNamesTheExpectedShape) {
+  auto plain = converted({"resnet8", false, false, false, true, ""});
+  auto d = deploy(*plain);
+  EXPECT_NE(error_of([&] { d->forward(torch::randn({2, 1, 32, 32})); }).find("[N, 3, H, W] (3 channels), got [2, 1, 32, 32]"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { d->forward(torch::randn({3, 32, 32})); }).find("expected an input of shape [N, 3, H, W], got 3-d"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { d->forward(torch::zeros({1, 3, 32, 32}, torch::kUInt8)); }).find("floating-point input [N, 3, H, W]"),
+            std::string::npos);
+  PlainNet unpadded(std::vector<LayerSpec>{LayerSpec::conv(3, 4, 5, 1, 0)}, ModelOptions("plain").in_channels(3));
+  auto du = deploy(*unpadded, DeployOptions().runtime(Runtime::OneDNN));
+  EXPECT_NE(error_of([&] { du->forward(torch::randn({1, 3, 4, 4})); }).find("too small"), std::string::npos);
+}
+
+TEST(OneDnn, Bfloat16StaysCloseAndFloat64IsRefused) {
+  auto plain = converted({"resnet8", false, false, false, true, ""});
+  auto bf = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dtype(torch::kBFloat16));
+  auto x = torch::randn({8, 3, 32, 32});
+  EXPECT_LE(rel_diff(*plain, *bf, x), 5e-2);
+  torch::NoGradGuard g;
+  EXPECT_EQ(bf->forward(x).scalar_type(), torch::kFloat);
+  EXPECT_NE(error_of([&] { deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dtype(torch::kDouble)); })
+                .find("float32 or bfloat16"),
+            std::string::npos);
+  // Auto falls back to TorchScript where onednn does not run
+  EXPECT_EQ(deploy(*plain, DeployOptions().dtype(torch::kDouble))->runtime(), Runtime::TorchScript);
+  EXPECT_EQ(deploy(*plain)->runtime(), Runtime::OneDNN);
+}
+
+TEST(OneDnn, RuntimeNamesAndPrepareInference) {
+  EXPECT_EQ(runtime_from_string("onednn"), Runtime::OneDNN);
+  EXPECT_EQ(runtime_from_string("torchscript"), Runtime::TorchScript);
+  EXPECT_EQ(runtime_from_string("deploy"), Runtime::TorchScript);
+  EXPECT_EQ(to_string(Runtime::OneDNN), "onednn");
+  auto m = random_model("resnet8");
+  auto plain = convert(*m).plain;
+  auto a = prepare_inference(plain.ptr(), Runtime::Auto);
+  EXPECT_EQ(runtime_name(*a), "onednn");
+  EXPECT_EQ(runtime_name(*prepare_inference(plain.ptr(), Runtime::TorchScript)), "torchscript");
+  EXPECT_EQ(runtime_name(*prepare_inference(m, Runtime::Auto)), "eager");
+  EXPECT_EQ(prepare_inference(a, Runtime::Auto).get(), a.get());  // already prepared
+  EXPECT_NE(error_of([&] { prepare_inference(m, Runtime::OneDNN); }).find("the onednn runtime runs plain networks only"),
+            std::string::npos);
+  auto d = deploy(*plain);
+  EXPECT_NE(error_of([&] { d->module(); }).find("no TorchScript module"), std::string::npos);
+}
+
+TEST(OneDnn, MeasuredConvPeakIsPositive) {
+  // the figure bench --profile reports the per-step fraction against
+  EXPECT_GT(measure_conv_peak(torch::kFloat), 1.0);
+}
