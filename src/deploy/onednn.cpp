@@ -44,7 +44,8 @@ struct Step {
   Tensor weight, bias;
   int64_t in = 0, out = 0, kernel = 1, stride = 1, padding = 0, groups = 1;
   std::string attr = "none";
-  std::vector<double> scalars;
+  std::vector<double> scalars;                      // post-op scalars (hardtanh bounds)
+  c10::List<std::optional<at::Scalar>> op_scalars;  // the same, built once for the operator
   size_t conv_index = 0;
   // Clamp (uniform): lo/hi; ClampChannels: lo_t/hi_t [1, C, 1, 1]; PReLU: slope [C];
   // Affine: scale/shift [1, C, 1, 1]
@@ -85,8 +86,10 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 /// A per-channel view for channels-last broadcasting.
 Tensor channel_view(const Tensor& t, torch::ScalarType dt) { return t.detach().to(torch::kCPU, dt).reshape({1, -1, 1, 1}).contiguous(); }
 
-bool all_equal(const Tensor& t, double v) { return t.numel() > 0 && t.eq(v).all().item<bool>(); }
 bool is_uniform(const Tensor& t) { return t.numel() > 0 && t.eq(t.flatten()[0]).all().item<bool>(); }
+
+/// A clamp of (-inf, inf): the identity, no step at all.
+bool is_identity(const Step& s) { return s.kind == StepKind::Clamp && s.lo == -kInf && s.hi == kInf; }
 
 std::string act_name(const Step& s) {
   if (s.attr == "relu") return " + relu";
@@ -98,7 +101,6 @@ class OneDnnExecutor : public Executor {
  public:
   OneDnnExecutor(const PlainNetImpl& net, const DeployOptions& o) : options_(o), dtype_(o.dtype()) {
     Ops::get();  // fail here, not at the first forward, if the operators are not registered
-    in_channels_ = net.options().in_channels();
     compile(net);
   }
 
@@ -113,11 +115,9 @@ class OneDnnExecutor : public Executor {
       switch (s.kind) {
         case StepKind::Conv: {
           const auto& w = (*packed)[s.conv_index];
-          c10::List<std::optional<at::Scalar>> sc;
-          for (double v : s.scalars) sc.push_back(at::Scalar(v));
           auto y = ops.conv.call(x, w, s.bias.defined() ? std::optional<Tensor>(s.bias) : std::nullopt,
-                                 {s.padding, s.padding}, {s.stride, s.stride}, {1, 1}, s.groups, s.attr, sc,
-                                 std::nullopt);
+                                 {s.padding, s.padding}, {s.stride, s.stride}, {1, 1}, s.groups, s.attr,
+                                 s.op_scalars, std::nullopt);
           if (timings) macs = y.numel() * (s.in / s.groups) * s.kernel * s.kernel;
           x = std::move(y);
           owned = true;
@@ -221,9 +221,11 @@ class OneDnnExecutor : public Executor {
           s.stride = sp.stride;
           s.padding = sp.padding;
           s.groups = sp.groups;
+          // BN folded here rather than by fold_batchnorm (convert/fuse.h, the same formula) so that
+          // every step keeps the source network's layer indices for the plan and the profile
           Tensor w = dbl(conv->weight);
           Tensor b = conv->bias.defined() ? dbl(conv->bias) : Tensor();
-          if (i + 1 < n && specs[i + 1].kind == LayerKind::BatchNorm) {  // fold BN
+          if (i + 1 < n && specs[i + 1].kind == LayerKind::BatchNorm) {
             auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(i + 1);
             const auto scale = dbl(bn->weight) / (dbl(bn->running_var) + specs[i + 1].eps).sqrt();
             w = w * scale.view({-1, 1, 1, 1});
@@ -250,7 +252,8 @@ class OneDnnExecutor : public Executor {
               } else if (act.kind == StepKind::Clamp && std::isfinite(act.lo) && std::isfinite(act.hi)) {
                 s.attr = "hardtanh";
                 s.scalars = {act.lo, act.hi};
-              } else if (!(act.kind == StepKind::Clamp && act.lo == -kInf && act.hi == kInf)) {
+                for (double v : s.scalars) s.op_scalars.push_back(at::Scalar(v));
+              } else if (!is_identity(act)) {
                 rest = act;  // runs in place after the conv
               }
             }
@@ -274,7 +277,7 @@ class OneDnnExecutor : public Executor {
         case LayerKind::Clamp:
         case LayerKind::PReLU: {
           auto act = activation_step(net, i);
-          if (!(act.kind == StepKind::Clamp && act.lo == -kInf && act.hi == kInf)) steps_.push_back(std::move(act));
+          if (!is_identity(act)) steps_.push_back(std::move(act));
           break;
         }
         case LayerKind::MaxPool:
@@ -327,7 +330,6 @@ class OneDnnExecutor : public Executor {
         }
       }
     }
-    specs_ = specs;
   }
 
   /// A ReLU, clamp or PReLU layer as the simplest exact step: ReLU, a uniform Clamp (lo, hi), a
@@ -426,9 +428,7 @@ class OneDnnExecutor : public Executor {
 
   DeployOptions options_;
   torch::ScalarType dtype_;
-  int64_t in_channels_ = 0;
   std::vector<Step> steps_;
-  std::vector<LayerSpec> specs_;
   size_t num_convs_ = 0;
   std::mutex mutex_;
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const std::vector<Tensor>>>> cache_;
