@@ -34,8 +34,9 @@ PlainNet build_from(const ModelImpl& model, const Chain& ch, DownsampleMode down
   opts.arch("plain");
   auto net = ch.build(opts, dtype, device);
   net->metadata() = model.metadata();
-  if (model.family() != "plain") {
+  if (!dynamic_cast<const PlainNetImpl*>(&model)) {
     net->metadata()["source_arch"] = model.options().arch();
+    net->metadata()["input_size"] = std::to_string(model.input_size());
     net->metadata()["downsample"] = downsample == DownsampleMode::Type1 ? "1" : "2";
   }
   return net;
@@ -55,7 +56,7 @@ ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) 
     result.pass_seconds.emplace_back(std::move(name), std::chrono::duration<double>(now - clock).count());
     clock = now;
   };
-  const bool from_residual = model.family() != "plain";
+  const bool from_residual = !dynamic_cast<const PlainNetImpl*>(&model);
   detail::WorkDtypeGuard work(detail::dtype_device(model).first);
   auto ch = reserve_merge_chain(model, options.downsample(), options.grouped_reserve());
   lap(from_residual ? "reserve_merge" : "read");
