@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "rmnet/convert/rm.h"
+#include "rmnet/data/dataset.h"
 #include "rmnet/models/registry.h"
 
 namespace rmnet::test {
@@ -46,6 +47,19 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what_without_backtrace();
   }
   return "";
+}
+
+/// A tiny learnable data set: 4 classes of 1x12x12 uint8 images, class c has a bright 6x6
+/// quadrant c (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) on noise in [0, 60).
+inline std::shared_ptr<TensorDataset> quadrants(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto images = torch::randint(0, 60, {n, 1, 12, 12}, torch::kUInt8);
+  auto labels = torch::randint(0, 4, {n}, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = labels[i].item<int64_t>(), y = (c / 2) * 6, x = (c % 2) * 6;
+    images[i].slice(1, y, y + 6).slice(2, x, x + 6).add_(150);
+  }
+  return std::make_shared<TensorDataset>(images, labels, 4);
 }
 
 inline std::string temp_path(const std::string& name) {

@@ -32,7 +32,7 @@ TEST(Amp, AutocastGuardCastsAndRestores) {
     parse_amp_dtype("int8");
     FAIL() << "int8 accepted";
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--amp 'int8'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("autocast dtype 'int8'"), std::string::npos);
   }
 }
 

@@ -228,3 +228,29 @@ TEST(Data, LoaderIsDeterministicForAnyWorkerCount) {
   other.start_epoch(3);
   EXPECT_FALSE(torch::equal(other.next()->labels, runs[0][1]));
 }
+
+TEST(Data, SubsetIsThePrefix) {
+  auto base = test::quadrants(10, 1);
+  Subset first(base, 4);
+  EXPECT_EQ(first.size(), 4u);
+  EXPECT_EQ(first.num_classes(), 4);
+  EXPECT_EQ(first.channels(), 1);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_TRUE(torch::equal(first.get(i).image, base->get(i).image));
+    EXPECT_EQ(first.get(i).label, base->get(i).label);
+  }
+  EXPECT_NE(error_of([&] { first.get(4); }).find("out of range"), std::string::npos);
+  EXPECT_EQ(Subset(base, 100).size(), 10u);  // more than there is: all of it
+}
+
+TEST(Data, PreprocessForADataSet) {
+  auto test_set = test::quadrants(2, 1);
+  const auto p = preprocess_for("fashion-mnist", *test_set);
+  EXPECT_EQ(p.crop, 12);  // the side of the test images
+  EXPECT_EQ(p.resize, 12);
+  EXPECT_EQ(p.mean, normalization_for("fashion-mnist").mean);
+  EXPECT_EQ(p.std, normalization_for("fashion-mnist").std);
+  const auto f = preprocess_for("folder", *test_set, 224);
+  EXPECT_EQ(f.crop, 224);
+  EXPECT_EQ(f.resize, 256);
+}

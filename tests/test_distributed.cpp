@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "helpers.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/models/registry.h"
 #include "rmnet/train/distributed.h"
@@ -33,17 +34,7 @@ namespace {
 
 constexpr int64_t kSamples = 64, kGlobalBatch = 16, kEpochs = 2;
 
-/// 4 classes of 1x12x12 images, a bright quadrant per class plus noise.
-std::shared_ptr<TensorDataset> quadrants() {
-  torch::manual_seed(7);
-  auto images = torch::randint(0, 60, {kSamples, 1, 12, 12}, torch::kUInt8);
-  auto labels = torch::randint(0, 4, {kSamples}, torch::kLong);
-  for (int64_t i = 0; i < kSamples; ++i) {
-    const int64_t c = labels[i].item<int64_t>(), y = (c / 2) * 6, x = (c % 2) * 6;
-    images[i].slice(1, y, y + 6).slice(2, x, x + 6).add_(150);
-  }
-  return std::make_shared<TensorDataset>(images, labels, 4);
-}
+std::shared_ptr<TensorDataset> quadrants() { return test::quadrants(kSamples, 7); }
 
 /// A network without BatchNorm (resnet8 converted to its deploy form), same weights everywhere.
 ModelPtr no_bn_model() {
@@ -387,6 +378,6 @@ TEST(Distributed, BadOptions) {
     }
     return std::string();
   };
-  EXPECT_NE(error_of(DistOptions().backend("mpi"), torch::kCPU).find("--dist-backend 'mpi'"), std::string::npos);
-  EXPECT_NE(error_of(DistOptions().backend("nccl"), torch::kCPU).find("--dist-backend nccl"), std::string::npos);
+  EXPECT_NE(error_of(DistOptions().backend("mpi"), torch::kCPU).find("backend 'mpi' is not one of"), std::string::npos);
+  EXPECT_NE(error_of(DistOptions().backend("nccl"), torch::kCPU).find("backend nccl"), std::string::npos);
 }

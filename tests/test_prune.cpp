@@ -3,6 +3,7 @@
 
 #include "helpers.h"
 #include "rmnet/convert/rm.h"
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/prune/slim.h"
 #include "rmnet/train/trainer.h"
@@ -150,6 +151,14 @@ TEST(Prune, BadInput) {
   }
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.1)); }).find("every channel of layer 0"),
             std::string::npos);
+}
+
+TEST(Prune, DeployedNetworkIsRefusedClearly) {
+  // A DeployedNet calls itself "plain" but is not a PlainNet: a clear error, not std::bad_cast.
+  auto net = plain_of("resnet8", torch::kFloat);
+  auto deployed = deploy(*net);
+  const auto e = error_of([&] { prune(*deployed, PruneOptions().ratio(0.5)); });
+  EXPECT_NE(e.find("deployed"), std::string::npos) << e;
 }
 
 TEST(Prune, ResidualBaselinePrunesOnlyInBlockChannels) {

@@ -14,17 +14,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// 4 classes of 1x12x12 images: class c has a bright 6x6 quadrant c, plus noise.
-std::shared_ptr<TensorDataset> quadrants(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto images = torch::randint(0, 60, {n, 1, 12, 12}, torch::kUInt8);
-  auto labels = torch::randint(0, 4, {n}, torch::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = labels[i].item<int64_t>(), y = (c / 2) * 6, x = (c % 2) * 6;
-    images[i].slice(1, y, y + 6).slice(2, x, x + 6).add_(150);
-  }
-  return std::make_shared<TensorDataset>(images, labels, 4);
-}
+using test::quadrants;
 
 ModelPtr small_resnet() {
   torch::manual_seed(0);

@@ -1,4 +1,4 @@
-// The model zoo (issue 4): RMNet AxB_C, RepVGG, the MobileNetV1-shaped MobileNetV2 and
+// The model zoo: RMNet AxB_C, RepVGG, the MobileNetV1-shaped MobileNetV2 and
 // MobileNetV1, pre-activation ResNets and SE blocks. Every variant converts exactly (float32 and
 // float64, BN kept and fused, randomised BN statistics); the paper's Table 4 structure and the
 // Table 1 parameter counts that are consistent with it.
@@ -26,11 +26,13 @@ struct ZooCase {
   bool keep_bn;
   bool relu6 = true;
 };
-std::string zoo_name(const ::testing::TestParamInfo<ZooCase>& info) {
-  const auto& c = info.param;
+std::string name_of(const ZooCase& c) {
   return c.arch + (c.dtype == torch::kDouble ? "_f64" : "_f32") + (c.keep_bn ? "_bn" : "_fused") +
          (c.relu6 ? "" : "_relu");
 }
+std::string zoo_name(const ::testing::TestParamInfo<ZooCase>& info) { return name_of(info.param); }
+/// What gtest prints for GetParam() (instead of the struct's bytes).
+void PrintTo(const ZooCase& c, std::ostream* os) { *os << name_of(c); }
 
 std::vector<ZooCase> zoo_cases() {
   std::vector<std::string> archs = {"mobilenet_v2_v1_cifar", "mobilenet_v1_cifar", "mobilenet_v1",

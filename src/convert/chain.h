@@ -10,7 +10,7 @@
 
 #include <torch/torch.h>
 
-#include "rmnet/convert/rm.h"
+#include "rmnet/convert/fuse.h"
 #include "rmnet/models/plain.h"
 
 namespace rmnet::detail {

@@ -14,6 +14,25 @@ using detail::Chain;
 using detail::ChainLayer;
 using detail::to_f64;
 
+PointwiseFusion pointwise_fusion_from_string(const std::string& s) {
+  if (s == "never") return PointwiseFusion::Never;
+  if (s == "always") return PointwiseFusion::Always;
+  if (s == "auto") return PointwiseFusion::Auto;
+  TORCH_CHECK(false, "unknown pointwise fusion policy '", s, "' (expected never, always or auto)");
+}
+
+std::string to_string(PointwiseFusion f) {
+  switch (f) {
+    case PointwiseFusion::Never:
+      return "never";
+    case PointwiseFusion::Always:
+      return "always";
+    case PointwiseFusion::Auto:
+      return "auto";
+  }
+  return "?";
+}
+
 namespace {
 
 PlainNet rebuild(const PlainNetImpl& src, const Chain& ch) {

@@ -6,25 +6,15 @@
 
 #include "chain.h"
 #include "../eval_mode_guard.h"
-#include "rmnet/models/plain.h"
-#include "rmnet/models/resnet.h"
 
 namespace rmnet {
 
 int64_t default_input_size(const ModelImpl& model) {
-  const auto& arch = model.options().arch();
-  if (arch == "plain") {
-    auto it = model.metadata().find("verify_input_size");
-    if (it != model.metadata().end()) return std::stoll(it->second);
-    auto* p = dynamic_cast<const PlainNetImpl*>(&model);
-    if (p)
-      for (const auto& s : p->specs())
-        if (s.kind == LayerKind::MaxPool) return 64;
-    return 32;
-  }
-  if (auto* r = dynamic_cast<const ResNetImpl*>(&model))
-    return r->config().stem == StemType::Cifar ? 32 : 64;
-  return arch.find("cifar") != std::string::npos ? 32 : 64;
+  // A converted network is verified again at the size it was verified at.
+  if (auto it = model.metadata().find("verify_input_size");
+      it != model.metadata().end() && model.options().arch() == "plain")
+    return std::stoll(it->second);
+  return model.input_size() <= 32 ? 32 : 64;
 }
 
 std::string VerifyReport::to_string() const {

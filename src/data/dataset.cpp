@@ -1,5 +1,7 @@
 #include "rmnet/data/dataset.h"
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 namespace rmnet {
@@ -23,6 +25,16 @@ TensorDataset::TensorDataset(torch::Tensor images, torch::Tensor labels, int64_t
 Sample TensorDataset::get(size_t index) const {
   TORCH_CHECK(index < size(), "sample index ", index, " out of range (", size(), " samples)");
   return {images_[static_cast<int64_t>(index)], labels_[static_cast<int64_t>(index)].item<int64_t>()};
+}
+
+Subset::Subset(DatasetPtr base, size_t n) : base_(std::move(base)) {
+  TORCH_CHECK(base_, "Subset of a null data set");
+  n_ = std::min(n, base_->size());
+}
+
+Sample Subset::get(size_t index) const {
+  TORCH_CHECK(index < n_, "sample index ", index, " out of range (", n_, " samples)");
+  return base_->get(index);
 }
 
 }  // namespace rmnet

@@ -16,7 +16,7 @@ std::vector<std::string> dataset_names() { return {"fashion-mnist", "mnist", "ci
 
 DatasetPtr open_dataset(const std::string& name, const std::string& dir, bool train) {
   if (name == "fashion-mnist") return load_mnist(dir.empty() ? kFashionMnistDir : dir, train, fashion_mnist_classes());
-  TORCH_CHECK(!dir.empty(), "data set '", name, "' needs --data DIR");
+  TORCH_CHECK(!dir.empty(), "data set '", name, "' needs the folder of its files (no default location)");
   if (name == "mnist") return load_mnist(dir, train);
   if (name == "cifar10") return load_cifar10(dir, train);
   if (name == "cifar100") return load_cifar100(dir, train);
@@ -36,6 +36,16 @@ Transform eval_transform(const std::string& name, int64_t image_size) {
   const auto norm = normalization_for(name);
   if (name == "folder") return resize_center_crop(image_size * 8 / 7, image_size, norm);
   return normalize(norm);
+}
+
+Preprocess preprocess_for(const std::string& name, const Dataset& test, int64_t image_size) {
+  const auto norm = normalization_for(name);
+  Preprocess p;
+  p.crop = name == "folder" ? image_size : test.get(0).image.size(1);
+  p.resize = name == "folder" ? image_size * 8 / 7 : p.crop;
+  p.mean = norm.mean;
+  p.std = norm.std;
+  return p;
 }
 
 }  // namespace rmnet

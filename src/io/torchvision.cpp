@@ -10,7 +10,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
-#include "rmnet/infer/classifier.h"
+#include "rmnet/data/preprocess.h"
 #include "rmnet/models/registry.h"
 
 namespace rmnet {

@@ -114,6 +114,7 @@ void init_mobilenet(nn::Module& m) {
 }  // namespace
 
 MobileNetV2Impl::MobileNetV2Impl(ModelOptions options, MobileNetV2Config cfg) : ModelImpl(std::move(options)) {
+  input_size_ = cfg.stem_stride == 1 ? 32 : 224;
   const auto& o = options_;
   TORCH_CHECK(o.width_mult() > 0, "MobileNetV2 width_mult must be positive (got ", o.width_mult(), ")");
   TORCH_CHECK(cfg.free >= 1, "MobileNetV2 free factor must be at least 1 (got ", cfg.free, ")");
@@ -149,6 +150,7 @@ torch::Tensor MobileNetV2Impl::forward(torch::Tensor x) {
 }
 
 MobileNetV1Impl::MobileNetV1Impl(ModelOptions options, bool cifar) : ModelImpl(std::move(options)) {
+  input_size_ = cifar ? 32 : 224;
   const auto& o = options_;
   TORCH_CHECK(o.width_mult() > 0, "MobileNetV1 width_mult must be positive (got ", o.width_mult(), ")");
   const auto width = [&](int64_t c) { return std::max<int64_t>(1, c * o.width_mult()); };

@@ -6,6 +6,13 @@
 
 namespace rmnet {
 
+int64_t ModelImpl::input_size() const {
+  if (auto it = metadata_.find("input_size"); it != metadata_.end()) return std::stoll(it->second);
+  if (auto it = metadata_.find("verify_input_size"); it != metadata_.end())
+    return std::stoll(it->second) <= 32 ? 32 : 224;
+  return 224;
+}
+
 int64_t count_parameters(const torch::nn::Module& module) {
   int64_t n = 0;
   for (const auto& p : module.parameters()) n += p.numel();

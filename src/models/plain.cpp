@@ -251,6 +251,13 @@ void check_chain(const std::vector<LayerSpec>& layers, int64_t in_channels) {
   }
 }
 
+int64_t PlainNetImpl::input_size() const {
+  if (metadata_.count("input_size") || metadata_.count("verify_input_size")) return ModelImpl::input_size();
+  for (const auto& s : specs_)
+    if (s.kind == LayerKind::MaxPool) return 224;
+  return 32;
+}
+
 PlainNetImpl::PlainNetImpl(std::vector<LayerSpec> layers, ModelOptions options)
     : ModelImpl(std::move(options)), specs_(std::move(layers)) {
   check_chain(specs_, options_.in_channels());

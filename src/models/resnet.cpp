@@ -47,41 +47,6 @@ const detail::ArchTable<ResNetConfig>& arch_table() {
 
 }  // namespace
 
-void ResidualBlockBase::init_stats(int64_t in_channels, int64_t out_channels) {
-  stats_.in_mean = register_buffer("rm_in_mean", torch::zeros({in_channels}));
-  stats_.in_var = register_buffer("rm_in_var", torch::ones({in_channels}));
-  stats_.out_mean = register_buffer("rm_out_mean", torch::zeros({out_channels}));
-  stats_.out_var = register_buffer("rm_out_var", torch::ones({out_channels}));
-}
-
-void ResidualBlockBase::track(const torch::Tensor& x, bool input) {
-  if (!stats_.defined() || !is_training()) return;
-  torch::NoGradGuard no_grad;
-  // BatchNorm's own kernel updates running mean / unbiased running var exactly as a BatchNorm2d
-  // with momentum 0.1 would, in one optimised pass (mean() + var() over (N, H, W) cost ~20% of a
-  // ResNet-8 training step); its normalised output is discarded.
-  auto& m = input ? stats_.in_mean : stats_.out_mean;
-  auto& v = input ? stats_.in_var : stats_.out_var;
-  torch::batch_norm(x.detach(), /*weight=*/{}, /*bias=*/{}, m, v, /*training=*/true, /*momentum=*/0.1,
-                    /*eps=*/1e-5, /*cudnn_enabled=*/true);
-}
-
-int64_t se_hidden(int64_t channels, int64_t reduction) {
-  TORCH_CHECK(reduction >= 1, "SE reduction must be at least 1 (got ", reduction, ")");
-  return std::max<int64_t>(1, channels / reduction);
-}
-
-SqueezeExcitationImpl::SqueezeExcitationImpl(int64_t channels, int64_t hidden) {
-  fc1 = register_module("fc1", nn::Conv2d(nn::Conv2dOptions(channels, hidden, 1)));
-  fc2 = register_module("fc2", nn::Conv2d(nn::Conv2dOptions(hidden, channels, 1)));
-}
-
-torch::Tensor SqueezeExcitationImpl::scale(const torch::Tensor& x) {
-  return torch::sigmoid(fc2(torch::relu(fc1(torch::adaptive_avg_pool2d(x, {1, 1})))));
-}
-
-torch::Tensor SqueezeExcitationImpl::forward(const torch::Tensor& x) { return x * scale(x); }
-
 BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride_, bool track_stats,
                                int64_t se_reduction)
     : stride(stride_) {
@@ -93,15 +58,6 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
   if (downsample) register_module("downsample", downsample);
   if (se_reduction > 0) se = register_module("se", SqueezeExcitation(planes, se_hidden(planes, se_reduction)));
   if (track_stats) init_stats(in_planes, planes * expansion);
-}
-
-void ResidualBlockBase::enable_shortcut_scale(int64_t in_channels) {
-  shortcut_scale = register_parameter("shortcut_scale", torch::ones({in_channels}));
-}
-
-torch::Tensor ResidualBlockBase::shortcut_input(const torch::Tensor& x) const {
-  if (!shortcut_scale.defined()) return x;
-  return torch::relu(x * shortcut_scale.view({1, -1, 1, 1}));
 }
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {

@@ -76,10 +76,14 @@ void slice_in(detail::ChainLayer& l, const torch::Tensor& keep) {
 std::string layer_name(const PlainNetImpl& net, size_t i) { return fmt::format("layer {} ({})", i, net.spec(i).describe()); }
 
 PruneResult prune_impl(const ModelImpl& model, const PruneOptions& o, const EligibleFn& eligible) {
-  TORCH_CHECK(model.family() == "plain", "pruning needs a plain network with BatchNorms kept, got a residual '",
-              model.options().arch(), "' model (", model.family(),
-              "): convert it first (rmnet convert --keep-bn), or use the residual baseline (--residual-baseline)");
-  const auto& net = dynamic_cast<const PlainNetImpl&>(model);
+  const auto* plain = dynamic_cast<const PlainNetImpl*>(&model);
+  TORCH_CHECK(plain || model.family() != "plain", "pruning needs a PlainNet with BatchNorms kept; this '",
+              model.family(), "' network is another kind (a deployed or quantized form?): prune the model file's "
+              "network before preparing it for inference");
+  TORCH_CHECK(plain, "pruning needs a plain network with BatchNorms kept, got a residual '", model.options().arch(),
+              "' model (", model.family(), "): convert it first (ConvertOptions::keep_bn), or use the residual "
+              "baseline (prune_residual)");
+  const auto& net = *plain;
   const bool by_ratio = o.ratio() >= 0, by_threshold = o.threshold() >= 0;
   TORCH_CHECK(by_ratio != by_threshold, "give exactly one of a threshold or a ratio (got threshold ", o.threshold(),
               ", ratio ", o.ratio(), ")");

@@ -9,7 +9,7 @@ torch::ScalarType parse_amp_dtype(const std::string& name) {
   if (name == "off" || name == "fp32" || name == "float32" || name == "none") return torch::kFloat;
   if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
   if (name == "fp16" || name == "float16" || name == "half") return torch::kHalf;
-  TORCH_CHECK(false, "--amp '", name, "' is not one of off, bf16, fp16");
+  TORCH_CHECK(false, "autocast dtype '", name, "' is not one of off, bf16, fp16");
 }
 
 AutocastGuard::AutocastGuard(torch::Device device, torch::ScalarType dtype) : type_(device.type()) {

@@ -76,6 +76,15 @@ void load_optimizer_state(const std::string& path, torch::optim::SGD& optimizer)
   torch::serialize::InputArchive opt;
   ar.read("optimizer", opt);
   optimizer.load(opt);
+  // The state was read on the CPU: momentum buffers go next to their parameters, in their layout.
+  for (auto& g : optimizer.param_groups())
+    for (auto& p : g.params()) {
+      auto it = optimizer.state().find(p.unsafeGetTensorImpl());
+      if (it == optimizer.state().end()) continue;
+      auto& st = static_cast<torch::optim::SGDParamState&>(*it->second);
+      if (st.momentum_buffer().defined())
+        st.momentum_buffer(st.momentum_buffer().to(p.device()).contiguous(p.suggest_memory_format()));
+    }
 }
 
 }  // namespace rmnet

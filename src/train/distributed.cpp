@@ -110,15 +110,15 @@ Distributed::Distributed(const DistEnv& env_, const DistOptions& options, torch:
     : impl_(std::make_unique<Impl>()), env_(env_), options_(options), device_(device) {
   TORCH_CHECK(env_.world_size >= 1 && env_.rank >= 0 && env_.rank < env_.world_size, "rank ", env_.rank,
               " is not in [0, WORLD_SIZE=", env_.world_size, ")");
-  TORCH_CHECK(options.timeout().count() > 0, "--dist-timeout must be positive");
+  TORCH_CHECK(options.timeout().count() > 0, "DistOptions::timeout must be positive (got ", options.timeout().count(), " ms)");
   backend_ = options.backend();
   if (backend_ == "auto") backend_ = device.is_cuda() ? "nccl" : "gloo";
-  TORCH_CHECK(backend_ == "gloo" || backend_ == "nccl", "--dist-backend '", options.backend(),
+  TORCH_CHECK(backend_ == "gloo" || backend_ == "nccl", "process group backend '", options.backend(),
               "' is not one of auto, gloo, nccl");
   if (backend_ == "nccl") {
-    TORCH_CHECK(nccl_compiled(), "--dist-backend nccl: this build of LibTorch has no NCCL (use gloo)");
+    TORCH_CHECK(nccl_compiled(), "backend nccl: this build of LibTorch has no NCCL (use gloo)");
     TORCH_CHECK(device.is_cuda() && torch::cuda::is_available(),
-                "--dist-backend nccl needs a CUDA device (--device cuda); use gloo on CPU");
+                "backend nccl needs a CUDA device; use gloo on the CPU");
   }
   const auto where = fmt::format("{}:{}", env_.master_addr, env_.master_port);
   const double secs = static_cast<double>(options.timeout().count()) / 1000.0;
@@ -132,7 +132,7 @@ Distributed::Distributed(const DistEnv& env_, const DistOptions& options, torch:
     impl_->store = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, so);
   } catch (const std::exception& e) {
     throw DistributedError(fmt::format(
-        "rank {}: rendezvous at MASTER_ADDR:MASTER_PORT={} did not complete within --dist-timeout {} s "
+        "rank {}: rendezvous at MASTER_ADDR:MASTER_PORT={} did not complete within the timeout ({} s) "
         "(WORLD_SIZE={}; did every rank start, is the port free on rank 0's host and reachable?): {}",
         env_.rank, where, secs, env_.world_size, brief(e)));
   }
@@ -149,7 +149,7 @@ Distributed::Distributed(const DistEnv& env_, const DistOptions& options, torch:
         go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env_.rank, env_.world_size, go);
 #else
-      TORCH_CHECK(false, "--dist-backend gloo: this build of LibTorch has no Gloo");
+      TORCH_CHECK(false, "backend gloo: this build of LibTorch has no Gloo");
 #endif
     } else {
 #ifdef USE_C10D_NCCL
@@ -164,7 +164,7 @@ Distributed::Distributed(const DistEnv& env_, const DistOptions& options, torch:
   } catch (const std::exception& e) {
     impl_->failed = true;
     throw DistributedError(fmt::format("rank {}: could not connect the {} process group of {} ranks (rendezvous at {}) "
-                                       "within --dist-timeout {} s: {}",
+                                       "within the timeout ({} s): {}",
                                        env_.rank, backend_, env_.world_size, where, secs,
                                        brief(e)));
   }
@@ -185,7 +185,7 @@ void run_collective(bool& failed, int rank, const char* what, std::chrono::milli
   } catch (const std::exception& e) {
     failed = true;
     throw DistributedError(fmt::format(
-        "rank {}: {} failed: another rank exited, hung or lost its connection (bounded by --dist-timeout {} s): {}",
+        "rank {}: {} failed: another rank exited, hung or lost its connection (bounded by the timeout, {} s): {}",
         rank, what, static_cast<double>(timeout.count()) / 1000.0, brief(e)));
   }
 }
@@ -253,7 +253,6 @@ void Distributed::broadcast_module(torch::nn::Module& module) {
   for (const auto& p : module.parameters()) ts.push_back(p);
   for (const auto& b : module.buffers()) ts.push_back(b);
   std::vector<torch::Tensor> flats;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
   const auto groups = buckets_of(ts, options_.bucket_bytes());
   for (const auto& g : groups) flats.push_back(flatten(ts, g));
   for (size_t i = 0; i < groups.size(); ++i) {

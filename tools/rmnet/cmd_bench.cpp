@@ -50,7 +50,7 @@ void run_bench(const BenchCliOptions& o) {
     m->eval();
     const std::string label = is_arch ? v : std::filesystem::path(v).filename().string();
     models.emplace_back(label, m);
-    if (o.convert && m->family() != "plain") {
+    if (o.convert && !dynamic_cast<const PlainNetImpl*>(m.get())) {
       auto r = convert(*m, ConvertOptions());
       TORCH_CHECK(r.report.passed, "--convert: the conversion of '", label, "' is not equivalent (",
                   r.report.to_string(), ")");

@@ -19,7 +19,7 @@ struct EvalCliOptions {
 };
 
 void run_eval(const EvalCliOptions& o) {
-  auto test_set = open_dataset(o.dataset, o.data, false);
+  auto test_set = open_dataset_flags(o.dataset, o.data, false);
   DataLoader loader(test_set, eval_transform(o.dataset, o.image_size),
                     LoaderOptions().batch_size(o.batch_size).shuffle(false).workers(o.workers));
   std::vector<std::string> files = {o.model};

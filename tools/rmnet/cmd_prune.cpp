@@ -42,7 +42,7 @@ void run_prune(const PruneCliOptions& o) {
     res_before = rr.residual_params_before;
     res_after = rr.residual_params_after;
   } else {
-    TORCH_CHECK(model->family() == "plain", "--model '", o.model, "' is a residual ", model->options().arch(),
+    TORCH_CHECK(dynamic_cast<const PlainNetImpl*>(model.get()), "--model '", o.model, "' is a residual ", model->options().arch(),
                 " model: prune its plain form (rmnet convert --keep-bn) or pass --residual-baseline");
     try {
       r = prune(*model, po);

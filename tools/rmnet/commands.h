@@ -6,8 +6,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "rmnet/data/dataset.h"
 #include "rmnet/models/model.h"
 #include "rmnet/models/plain.h"
+#include "rmnet/train/trainer.h"
 
 namespace rmnet::cli {
 
@@ -43,6 +45,11 @@ CLI::Validator arch_validator();
 /// --relu and --track-stats to a subcommand.
 CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& flags);
 
+/// The optimizer and learning-rate schedule flags (--lr, --momentum, --nesterov, --weight-decay,
+/// --no-decay-bn-bias, --sparsity, --label-smoothing, --schedule, --milestones, --step-size,
+/// --gamma, --warmup-epochs) into TrainOptions: train's, and any command that trains.
+void add_optimizer_flags(CLI::App& cmd, TrainOptions& options);
+
 /// Export flags shared by convert and export: --onnx FILE, --torchscript FILE, --pth FILE.
 struct ExportFlags {
   std::string onnx, torchscript, pth;
@@ -56,6 +63,13 @@ void write_exports(const PlainNetImpl& net, const ExportFlags& flags);
 struct ExitRequest {
   int code;
 };
+
+/// --device cpu|cuda|cuda:INDEX; "cuda" alone means cuda:`default_index` (LOCAL_RANK under
+/// data parallelism). Errors name the flag and what is available.
+torch::Device parse_device(const std::string& name, int default_index = 0);
+
+/// open_dataset (data/datasets.h) with its errors prefixed by the flags (--dataset, --data).
+DatasetPtr open_dataset_flags(const std::string& name, const std::string& dir, bool train);
 
 /// Prints a line to stdout, flushed (progress-style messages).
 void say(const std::string& line);

@@ -1,6 +1,9 @@
 #include <iostream>
 
+#include <torch/cuda.h>
+
 #include "commands.h"
+#include "rmnet/data/datasets.h"
 #include "rmnet/io/export.h"
 #include "rmnet/models/registry.h"
 
@@ -31,6 +34,23 @@ CLI::Option* add_arch_flags(CLI::App& cmd, ArchFlags& f) {
   return arch;
 }
 
+void add_optimizer_flags(CLI::App& cmd, TrainOptions& t) {
+  cmd.add_option("--lr", t.schedule().lr(), "Peak learning rate")->check(CLI::Range(0.0, 100.0));
+  cmd.add_option("--momentum", t.momentum(), "SGD momentum")->check(CLI::Range(0.0, 1.0));
+  cmd.add_flag("--nesterov", t.nesterov(), "Nesterov momentum");
+  cmd.add_option("--weight-decay,--wd", t.weight_decay(), "Weight decay")->check(CLI::Range(0.0, 1.0));
+  cmd.add_flag("--no-decay-bn-bias", t.no_decay_bn_bias(), "No weight decay on BN parameters and biases");
+  cmd.add_option("--sparsity", t.sparsity(),
+                  "Network slimming: L1 penalty lambda on BN scales (and shortcut scales), e.g. 1e-4")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--label-smoothing", t.label_smoothing(), "Label smoothing")->check(CLI::Range(0.0, 0.99));
+  cmd.add_option("--schedule", t.schedule().kind(), "LR schedule")->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
+  cmd.add_option("--milestones", t.schedule().milestones(), "multistep: epochs where lr *= gamma");
+  cmd.add_option("--step-size", t.schedule().step_size(), "step: epochs between lr *= gamma")->check(CLI::Range(1, 100000));
+  cmd.add_option("--gamma", t.schedule().gamma(), "step/multistep factor")->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--warmup-epochs", t.schedule().warmup_epochs(), "Linear warm-up epochs")->check(CLI::Range(0.0, 1000.0));
+}
+
 void add_export_flags(CLI::App& cmd, ExportFlags& f) {
   cmd.add_option("--onnx", f.onnx, "Also write ONNX (opset 13)");
   cmd.add_option("--torchscript", f.torchscript, "Also write a TorchScript module (torch.jit.load-able)");
@@ -49,6 +69,33 @@ void write_exports(const PlainNetImpl& net, const ExportFlags& f) {
   if (!f.pth.empty()) {
     export_pth(net, f.pth);
     say("wrote " + f.pth + " and " + f.pth + ".json (state_dict of a torch.nn.Sequential)");
+  }
+}
+
+torch::Device parse_device(const std::string& name, int default_index) {
+  torch::Device d(torch::kCPU);
+  try {
+    d = torch::Device(name);
+  } catch (const std::exception&) {
+    TORCH_CHECK(false, "--device '", name, "' is not cpu, cuda or cuda:INDEX");
+  }
+  TORCH_CHECK(d.is_cpu() || d.is_cuda(), "--device '", name, "' is not cpu, cuda or cuda:INDEX");
+  if (d.is_cuda()) {
+    TORCH_CHECK(torch::cuda::is_available(), "--device ", name,
+                ": no CUDA device is available on this machine (use --device cpu)");
+    if (!d.has_index()) d = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(default_index));
+    TORCH_CHECK(d.index() < static_cast<int>(torch::cuda::device_count()), "--device ", name, ": cuda:", d.index(),
+                " does not exist (", torch::cuda::device_count(), " CUDA devices)");
+  }
+  return d;
+}
+
+DatasetPtr open_dataset_flags(const std::string& name, const std::string& dir, bool train) {
+  try {
+    return open_dataset(name, dir, train);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "--dataset ", name, dir.empty() ? " (no --data DIR)" : " --data " + dir, ": ",
+                e.what_without_backtrace());
   }
 }
 

@@ -44,4 +44,30 @@ void Progress::finish() {
   open_ = false;
 }
 
+FitProgress::FitProgress(FitOptions& options, bool print) {
+  if (!print) return;
+  const int64_t epochs = options.epochs();
+  options.on_epoch_begin([this, epochs](int64_t e) { bar_.emplace(fmt::format("epoch {}/{}", e + 1, epochs)); });
+  options.on_batch([this](size_t b, size_t n, const EpochStats& s, double lr) {
+    if (bar_)
+      bar_->update(b, n, fmt::format("loss {:.4f} top1 {:.2f}% {:.0f} img/s lr {:.4g}", s.loss, 100 * s.top1,
+                                     s.images_per_second(), lr),
+                   s.seconds);
+  });
+  options.on_epoch([this, epochs](const EpochRecord& r) {
+    if (bar_) bar_->finish();
+    std::fputs(fmt::format("epoch {}/{}: train loss {:.4f} top1 {:.2f}% | test loss {:.4f} top1 {:.2f}% top5 {:.2f}% | "
+                           "{:.0f} img/s, {}\n",
+                           r.epoch, epochs, r.train.loss, 100 * r.train.top1, r.test.loss, 100 * r.test.top1,
+                           100 * r.test.top5, r.train.images_per_second(), format_duration(r.train.seconds))
+                   .c_str(),
+               stdout);
+    std::fflush(stdout);
+  });
+}
+
+FitProgress::~FitProgress() {
+  if (bar_) bar_->finish();
+}
+
 }  // namespace rmnet::cli

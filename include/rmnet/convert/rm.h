@@ -2,14 +2,16 @@
 // The RM operation (reserve + merge): a residual model to an equivalent plain network.
 //
 // Passes, in order (each returns a new module and never mutates its input):
-//   1. reserve_merge      residual model -> PlainNet with BN kept (trainable, prunable)
-//   2. fold_batchnorm     conv+BN -> conv with bias                          (convert/fuse.h)
-//   3. fuse_pointwise     adjacent 1x1 convs -> one 1x1 conv (paper Eq. 4)   (convert/fuse.h)
+//   1. reserve_merge          residual model -> PlainNet with BN kept (trainable, prunable)
+//   2. fold_batchnorm         conv+BN -> conv with bias                          (convert/fuse.h)
+//   3. simplify_activations   ReLUs and identities in disguise                   (convert/fuse.h)
+//   4. fuse_pointwise         adjacent 1x1 convs -> one 1x1 conv (paper Eq. 4)   (convert/fuse.h)
 // `convert` runs them as the options say and verifies the result against the source.
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "rmnet/convert/fuse.h"
 #include "rmnet/convert/verify.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/models/profile.h"
@@ -25,15 +27,6 @@ enum class DownsampleMode {
   /// merge conv. BasicBlock: 81C^2 parameters.
   Type2 = 2,
 };
-
-/// When the pointwise fusion of Eq. 4 merges two adjacent 1x1 convs.
-enum class PointwiseFusion {
-  Never,
-  Always,  ///< the paper's MobileNetV2 -> MobileNetV1 fusion, whatever it costs
-  Auto,    ///< only where the fused conv has no more multiply-adds than the pair
-};
-PointwiseFusion pointwise_fusion_from_string(const std::string& s);
-std::string to_string(PointwiseFusion f);
 
 struct ConvertOptions {
   /// Keep BatchNorm layers (trainable/prunable form); false folds them into the convs (deploy).
@@ -65,7 +58,9 @@ struct ConversionResult {
 };
 
 /// Pass 1: the RM operation on every residual block. Result: PlainNet with BN kept, in the
-/// source's dtype and device. Supports ResNet (Basic/Bottleneck) and MobileNetV2.
+/// source's dtype and device. Every family of the registry converts (ResNet with Basic or
+/// Bottleneck blocks, SE and shortcut scales; MobileNetV2; RMNet; RepVGG; pre-activation ResNet;
+/// MobileNetV1 and plain networks, which are read as they are).
 PlainNet reserve_merge(const ModelImpl& model, DownsampleMode downsample = DownsampleMode::Type2,
                        bool grouped_reserve = true);
 

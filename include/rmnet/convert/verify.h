@@ -13,7 +13,7 @@ struct VerifyOptions {
   /// Batch size of the random inputs.
   TORCH_ARG(int64_t, batch) = 2;
   /// Spatial size of the random inputs (square); 0 picks 32 for CIFAR-style models and 64
-  /// for ImageNet-style ones.
+  /// for ImageNet-style ones (ModelImpl::input_size; a converted network: its verification size).
   TORCH_ARG(int64_t, input_size) = 0;
   /// Standard deviation of the Gaussian inputs: large, so that ReLU6 clips and BN statistics matter.
   TORCH_ARG(double, scale) = 10.0;

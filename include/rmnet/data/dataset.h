@@ -52,4 +52,20 @@ class TensorDataset : public Dataset {
   std::vector<std::string> class_names_;
 };
 
+/// The first n samples of another data set (quick runs, e.g. `rmnet train --max-train-samples`).
+class Subset : public Dataset {
+ public:
+  /// n larger than the data set takes all of it.
+  Subset(DatasetPtr base, size_t n);
+  size_t size() const override { return n_; }
+  Sample get(size_t index) const override;
+  int64_t num_classes() const override { return base_->num_classes(); }
+  int64_t channels() const override { return base_->channels(); }
+  std::vector<std::string> class_names() const override { return base_->class_names(); }
+
+ private:
+  DatasetPtr base_;
+  size_t n_;
+};
+
 }  // namespace rmnet

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "rmnet/data/dataset.h"
+#include "rmnet/data/preprocess.h"
 #include "rmnet/data/transforms.h"
 
 namespace rmnet {
@@ -20,5 +21,10 @@ DatasetPtr open_dataset(const std::string& name, const std::string& dir, bool tr
 Transform train_transform(const std::string& name, int64_t image_size = 224);
 /// Default evaluation transform: normalisation; folder: resize to image_size * 8/7, center crop.
 Transform eval_transform(const std::string& name, int64_t image_size = 224);
+
+/// The preprocessing the Classifier API should apply to a photo for a model trained on data set
+/// `name` with eval_transform(name, image_size): the data set's normalisation; folder: resize to
+/// image_size * 8/7, center crop image_size; otherwise the side of the test images (`test`).
+Preprocess preprocess_for(const std::string& name, const Dataset& test, int64_t image_size = 224);
 
 }  // namespace rmnet

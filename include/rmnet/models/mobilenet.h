@@ -10,7 +10,8 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
-#include "rmnet/models/resnet.h"
+#include "rmnet/models/model.h"
+#include "rmnet/models/residual_block.h"
 
 namespace rmnet {
 
@@ -65,10 +66,14 @@ class MobileNetV2Impl : public ModelImpl {
   MobileNetV2Impl(ModelOptions options, MobileNetV2Config config);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "mobilenet_v2"; }
+  int64_t input_size() const override { return input_size_; }  ///< stem stride 1: 32, else 224
 
   torch::nn::Sequential features{nullptr};
   torch::nn::Sequential classifier{nullptr};
   int64_t last_channel = 1280;
+
+ private:
+  int64_t input_size_ = 224;
 };
 TORCH_MODULE(MobileNetV2);
 
@@ -84,9 +89,13 @@ class MobileNetV1Impl : public ModelImpl {
   MobileNetV1Impl(ModelOptions options, bool cifar);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "mobilenet_v1"; }
+  int64_t input_size() const override { return input_size_; }  ///< 32 with the CIFAR stem, else 224
 
   torch::nn::Sequential features{nullptr};
   torch::nn::Linear classifier{nullptr};
+
+ private:
+  int64_t input_size_ = 224;
 };
 TORCH_MODULE(MobileNetV1);
 

@@ -47,8 +47,14 @@ class ModelImpl : public torch::nn::Module {
   ~ModelImpl() override = default;
 
   virtual torch::Tensor forward(torch::Tensor x) = 0;
-  /// Family name: "resnet", "mobilenet_v2" or "plain".
+  /// Family name: "resnet", "mobilenet_v2", "mobilenet_v1", "rmnet", "repvgg", "preact_resnet"
+  /// or "plain" (the key of the conversion's translator table).
   virtual std::string family() const = 0;
+  /// Side of the square images the model is made for: 32 for the CIFAR-style stems (stride 1),
+  /// 224 for the ImageNet ones. Verification, profiling and benchmarks default to it. Each family
+  /// answers from its configuration; this base reads the "input_size" metadata that conversion
+  /// writes (else "verify_input_size": up to 32 means 32), else 224.
+  virtual int64_t input_size() const;
 
   const ModelOptions& options() const { return options_; }
   /// Free-form string metadata stored in the model file (conversion record, source arch, ...).

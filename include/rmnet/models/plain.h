@@ -97,6 +97,9 @@ class PlainNetImpl : public ModelImpl {
 
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "plain"; }
+  /// The source's input size (conversion records it as metadata), else 224 for a chain with a
+  /// max-pool (an ImageNet stem), 32 without.
+  int64_t input_size() const override;
 
   size_t size() const { return specs_.size(); }
   const std::vector<LayerSpec>& specs() const { return specs_; }

@@ -35,6 +35,7 @@ class PreActResNetImpl : public ModelImpl {
   PreActResNetImpl(ResNetConfig config, ModelOptions options);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "preact_resnet"; }
+  int64_t input_size() const override { return 32; }  ///< always the CIFAR stem
   const ResNetConfig& config() const { return config_; }
 
   torch::nn::Conv2d conv1{nullptr};

@@ -49,6 +49,7 @@ class RepVGGImpl : public ModelImpl {
   RepVGGImpl(RepVGGConfig config, ModelOptions options);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "repvgg"; }
+  int64_t input_size() const override { return config_.strides.at(0) == 1 ? 32 : 224; }  ///< stem stride 1: CIFAR
   const RepVGGConfig& config() const { return config_; }
 
   std::vector<torch::nn::Sequential> stages;  ///< stage0, stage1, ... (each a Sequential of blocks)

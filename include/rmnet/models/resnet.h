@@ -11,6 +11,8 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "rmnet/models/model.h"
+#include "rmnet/models/residual_block.h"
+#include "rmnet/models/se.h"
 
 namespace rmnet {
 
@@ -25,44 +27,6 @@ struct ResNetConfig {
   StemType stem = StemType::ImageNet;
   int64_t stem_width = 64;
   int64_t se_reduction = 0;  ///< > 0: a squeeze-and-excitation module (this reduction) in every block
-};
-
-/// Squeeze-and-excitation (Hu et al.), as torchvision's SqueezeExcitation:
-/// x * sigmoid(fc2(relu(fc1(avgpool(x))))) with fc1/fc2 1x1 convs with bias.
-class SqueezeExcitationImpl : public torch::nn::Module {
- public:
-  SqueezeExcitationImpl(int64_t channels, int64_t hidden);
-  torch::Tensor forward(const torch::Tensor& x);
-  /// The per-channel scale sigmoid(fc2(relu(fc1(avgpool(x))))), shape [N, C, 1, 1].
-  torch::Tensor scale(const torch::Tensor& x);
-  torch::nn::Conv2d fc1{nullptr}, fc2{nullptr};
-};
-TORCH_MODULE(SqueezeExcitation);
-/// Hidden width of an SE module on `channels` channels: max(1, channels / reduction).
-int64_t se_hidden(int64_t channels, int64_t reduction);
-
-/// Running statistics of a block's input and output (ModelOptions::track_block_stats).
-/// Registered as buffers rm_in_mean, rm_in_var, rm_out_mean, rm_out_var of the block.
-struct BlockStats {
-  torch::Tensor in_mean, in_var, out_mean, out_var;
-  bool defined() const { return in_mean.defined(); }
-};
-
-/// Shared by every residual block: optional input/output statistics tracking.
-class ResidualBlockBase : public torch::nn::Module {
- public:
-  const BlockStats& stats() const { return stats_; }
-  /// Learnable shortcut scale s ([in_channels]; undefined unless enabled): the shortcut sees
-  /// relu(s * x) instead of x (ModelOptions::shortcut_scale).
-  torch::Tensor shortcut_scale;
-  void enable_shortcut_scale(int64_t in_channels);
-  /// x, or relu(s * x) when the shortcut scale is enabled.
-  torch::Tensor shortcut_input(const torch::Tensor& x) const;
-
- protected:
-  void init_stats(int64_t in_channels, int64_t out_channels);
-  void track(const torch::Tensor& x, bool input);
-  BlockStats stats_;
 };
 
 class BasicBlockImpl : public ResidualBlockBase {
@@ -104,6 +68,7 @@ class ResNetImpl : public ModelImpl {
   ResNetImpl(ResNetConfig config, ModelOptions options);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "resnet"; }
+  int64_t input_size() const override { return config_.stem == StemType::Cifar ? 32 : 224; }
   const ResNetConfig& config() const { return config_; }
 
   torch::nn::Conv2d conv1{nullptr};

@@ -32,6 +32,7 @@ class RMNetImpl : public ModelImpl {
   RMNetImpl(RMNetConfig config, ModelOptions options);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "rmnet"; }
+  int64_t input_size() const override { return config_.imagenet ? 224 : 32; }
   const RMNetConfig& config() const { return config_; }
 
   torch::nn::Sequential layer0{nullptr};      ///< RepVGG blocks

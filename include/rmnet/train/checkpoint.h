@@ -24,6 +24,8 @@ void save_checkpoint(const std::string& path, const ModelImpl& model, const torc
 /// Reads a checkpoint: returns model, state, config; restores the global RNG. Call
 /// load_optimizer_state afterwards with an optimizer built for the returned model.
 Checkpoint load_checkpoint(const std::string& path);
+/// Restores the optimizer state (momentum buffers) of a checkpoint into `optimizer`, each buffer
+/// on its parameter's device and in its memory format.
 void load_optimizer_state(const std::string& path, torch::optim::SGD& optimizer);
 
 }  // namespace rmnet
