@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 namespace rmnet {
@@ -38,14 +40,19 @@ std::vector<int64_t> idx_header(const std::string& d, const std::string& path, u
   TORCH_CHECK(be32(d, 0) == magic, "'", path, "': wrong IDX magic number 0x", std::hex, be32(d, 0),
               " (expected 0x", magic, std::dec, ")");
   std::vector<int64_t> dims;
+  // The product is checked against the bytes present dimension by dimension, so it cannot overflow.
+  const size_t data = d.size() - 4 - 4 * ndim;
   size_t total = 1;
+  bool fits = true;
   for (size_t i = 0; i < ndim; ++i) {
     dims.push_back(be32(d, 4 + 4 * i));
-    total *= static_cast<size_t>(dims.back());
+    const auto n = static_cast<size_t>(dims.back());
+    if (n != 0 && total > data / n) fits = false;
+    if (fits) total *= n;
   }
   const size_t expected = 4 + 4 * ndim + total;
-  TORCH_CHECK(d.size() >= expected, "'", path, "': truncated (", d.size(), " bytes, the header announces ",
-              expected, ")");
+  TORCH_CHECK(fits && d.size() >= expected, "'", path, "': truncated (", d.size(), " bytes, the header announces ",
+              fmt::format("{}", fmt::join(dims, " x ")), " values after ", 4 + 4 * ndim, " header bytes)");
   return dims;
 }
 

@@ -1,6 +1,10 @@
 #pragma once
 // Internal: a plain network's layer specs as JSON, shared by the model file and the .pth export's
 // chain description (one format for both).
+#include <algorithm>
+#include <limits>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "rmnet/models/plain.h"
@@ -64,6 +68,45 @@ inline LayerSpec layer_from_json(const json& j) {
       return LayerSpec::se(j.at("channels"), j.at("scaled"), j.at("hidden"));
   }
   TORCH_CHECK(false, "unreachable");
+}
+
+/// A lower bound of the number of tensor elements (parameters and buffers) the layers hold, saturating at
+/// INT64_MAX; readers compare it with the data they actually have before building a network from
+/// a description they did not write, so a forged header cannot make them allocate without bound.
+inline int64_t layers_numel(const std::vector<LayerSpec>& layers) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  auto mul = [](int64_t a, int64_t b) -> int64_t {
+    if (a <= 0 || b <= 0) return 0;
+    return a > kMax / b ? kMax : a * b;
+  };
+  auto add = [](int64_t a, int64_t b) -> int64_t { return a > kMax - b ? kMax : a + b; };
+  int64_t n = 0;
+  for (const auto& s : layers) {
+    switch (s.kind) {
+      case LayerKind::Conv:
+        n = add(n, mul(mul(s.out_channels, s.groups >= 1 ? s.in_channels / s.groups : 0), mul(s.kernel, s.kernel)));
+        n = add(n, s.bias ? std::max<int64_t>(s.out_channels, 0) : 0);
+        break;
+      case LayerKind::Linear:
+        n = add(n, add(mul(s.out_channels, s.in_channels), s.bias ? std::max<int64_t>(s.out_channels, 0) : 0));
+        break;
+      case LayerKind::BatchNorm:
+        n = add(n, mul(4, s.out_channels));  // weight, bias, running mean/var (+ a scalar count)
+        break;
+      case LayerKind::PReLU:
+        n = add(n, std::max<int64_t>(s.out_channels, 0));
+        break;
+      case LayerKind::Clamp:
+        n = add(n, mul(2, s.out_channels));
+        break;
+      case LayerKind::SE:
+        n = add(n, add(mul(2, mul(s.hidden, s.scaled)), add(s.hidden, s.scaled)));
+        break;
+      default:
+        break;
+    }
+  }
+  return n;
 }
 
 }  // namespace rmnet::detail

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "rmnet/io/state_dict.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/models/registry.h"
 #include "layer_json.h"
@@ -44,6 +45,12 @@ ModelOptions options_from_json(const json& j) {
   o.zero_init_residual(j.value("zero_init_residual", false));
   o.track_block_stats(j.value("track_block_stats", false));
   o.shortcut_scale(j.value("shortcut_scale", false));
+  // Bounds against forged headers (a model is built, hence allocated, before its tensors are read).
+  TORCH_CHECK(o.num_classes() >= 1 && o.num_classes() <= (1 << 20), "num_classes ", o.num_classes(),
+              " is not in [1, 2^20]");
+  TORCH_CHECK(o.in_channels() >= 1 && o.in_channels() <= 4096, "in_channels ", o.in_channels(),
+              " is not in [1, 4096]");
+  TORCH_CHECK(o.width_mult() > 0 && o.width_mult() <= 16, "width_mult ", o.width_mult(), " is not in (0, 16]");
   return o;
 }
 
@@ -85,12 +92,25 @@ ModelPtr load_model_bytes(const std::string& bytes) {
   TORCH_CHECK(header.value("version", 0) <= kVersion, "written by a newer rmnet (file version ",
               header.value("version", 0), ", this build reads up to ", kVersion, ")");
 
+  // Tensors: every parameter and buffer of the model must be in the file with its shape.
+  StateDict state;
+  int64_t file_numel = 0;
+  for (const auto& kv : dict.at("state").toGenericDict()) {
+    TORCH_CHECK(kv.key().isString(), "a state key is not a string");
+    TORCH_CHECK(kv.value().isTensor(), "state entry '", kv.key().toStringRef(), "' is not a tensor");
+    state.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
+    file_numel += state.back().second.numel();
+  }
   ModelPtr model;
   try {
     const auto options = options_from_json(header.at("options"));
     if (header.at("family") == "plain") {
       std::vector<LayerSpec> layers;
       for (const auto& l : header.at("layers")) layers.push_back(layer_from_json(l));
+      // A plain network's size is in its header: check the file can hold it before allocating.
+      const auto needed = detail::layers_numel(layers);
+      TORCH_CHECK(needed <= file_numel, "the header describes layers of at least ", needed,
+                  " tensor elements, but the file holds ", file_numel);
       model = std::make_shared<PlainNetImpl>(std::move(layers), options);
     } else {
       model = create_model(options);
@@ -101,30 +121,12 @@ ModelPtr load_model_bytes(const std::string& bytes) {
     TORCH_CHECK(false, "corrupt header: ", e.what());
   }
 
-  // Tensors: every parameter and buffer of the model must be in the file with its shape.
-  std::map<std::string, at::Tensor> state;
-  for (const auto& kv : dict.at("state").toGenericDict()) {
-    TORCH_CHECK(kv.value().isTensor(), "state entry '", kv.key().toStringRef(), "' is not a tensor");
-    state[kv.key().toStringRef()] = kv.value().toTensor();
-  }
   for (const auto& [k, t] : state)
     if (t.is_floating_point()) {
       model->to(t.scalar_type());
       break;
     }
-  torch::NoGradGuard no_grad;
-  auto copy_in = [&](const std::string& key, torch::Tensor& dst) {
-    auto it = state.find(key);
-    TORCH_CHECK(it != state.end(), "missing tensor '", key, "' (expected shape ", dst.sizes(), ")");
-    TORCH_CHECK(it->second.sizes() == dst.sizes(), "tensor '", key, "' has shape ", it->second.sizes(),
-                " in the file, but the model expects ", dst.sizes());
-    dst.copy_(it->second);
-    state.erase(it);
-  };
-  for (auto& p : model->named_parameters(true)) copy_in(p.key(), p.value());
-  for (auto& b : model->named_buffers(true)) copy_in(b.key(), b.value());
-  TORCH_CHECK(state.empty(), "unexpected tensor '", state.begin()->first, "' (shape ",
-              state.begin()->second.sizes(), ") not in a ", header.at("options").value("arch", "?"), " model");
+  load_state_dict(*model, state);
   return model;
 }
 
