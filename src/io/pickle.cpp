@@ -417,7 +417,7 @@ class Pickler {
 };
 
 /// A record's bytes, refused before allocation if its stated size cannot be (see header).
-std::pair<at::DataPtr, size_t> record(caffe2::serialize::PyTorchStreamReader& zip, const std::string& name,
+std::tuple<at::DataPtr, size_t> record(caffe2::serialize::PyTorchStreamReader& zip, const std::string& name,
                                       size_t archive_size) {
   TORCH_CHECK(zip.hasRecord(name), "the archive holds no record '", name, "'");
   const size_t stated = zip.getRecordSize(name);
