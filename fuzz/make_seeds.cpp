@@ -14,7 +14,6 @@
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/train/checkpoint.h"
-#include "rmnet/train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace rmnet;
@@ -131,8 +130,8 @@ int main(int argc, char** argv) {
   put("model_file", "plain.rmnet", serialize_model(*net));
   const auto tmp = root / "tmp";
   fs::create_directories(tmp);
-  auto opt = make_sgd(*net, TrainOptions());
-  save_checkpoint((tmp / "c.ckpt").string(), *net, *opt, TrainState(), 0.5, "{\"arch\": \"plain\"}");
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  save_checkpoint((tmp / "c.ckpt").string(), *net, opt, TrainState(), 0.5, "{\"arch\": \"plain\"}");
   put("checkpoint", "plain.ckpt", slurp(tmp / "c.ckpt"));
 
   // chain JSON (the .pth export's description)
