@@ -1,5 +1,6 @@
 #include "pickle.h"
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -302,8 +303,8 @@ class Unpickler {
                     "corrupt pickle (tensor view overflows)");
         last += a * b;
       }
-      TORCH_CHECK(last < static_cast<uint64_t>(n), "corrupt pickle (tensor view of sizes ", sizes, " and strides ",
-                  strides, " at offset ", offset, " exceeds its storage of ", n, " elements)");
+      TORCH_CHECK(last < static_cast<uint64_t>(n), "corrupt pickle (tensor view of sizes ", c10::IntArrayRef(sizes),
+                  " and strides ", c10::IntArrayRef(strides), " at offset ", offset, " exceeds its storage of ", n, " elements)");
     }
     return storage.as_strided(sizes, strides, offset);
   }
