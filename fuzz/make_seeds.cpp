@@ -118,11 +118,11 @@ int main(int argc, char** argv) {
   const auto sd = state_of(*net);
 
   // pickle and state_dict (zip): rmnet's writer, a double-precision and integer state, a rich pickle
-  put("pickle", "plain.pkl", detail::pickle_state_dict(sd).pickle);
+  put("pickle", "plain.pkl", rmnet::detail::pickle_state_dict(sd).pickle);
   put("pickle", "rich.pkl", rich_pickle());
-  put("state_dict", "plain.pth", detail::write_state_dict_archive(sd));
+  put("state_dict", "plain.pth", rmnet::detail::write_state_dict_archive(sd));
   put("state_dict", "mixed.pth",
-      detail::write_state_dict_archive({{"a", torch::arange(6, torch::kDouble).view({2, 3})},
+      rmnet::detail::write_state_dict_archive({{"a", torch::arange(6, torch::kDouble).view({2, 3})},
                                         {"b", torch::tensor({int64_t{1} << 40, int64_t{-3}})},
                                         {"c", torch::ones({2}, torch::kHalf)}}));
 

@@ -30,7 +30,7 @@ std::string unpickle_error(const std::string& p) {
   std::unique_ptr<char[]> exact(new char[p.size()]);
   std::memcpy(exact.get(), p.data(), p.size());
   try {
-    detail::unpickle_state_dict(std::string_view(exact.get(), p.size()),
+    rmnet::detail::unpickle_state_dict(std::string_view(exact.get(), p.size()),
                                 [](const std::string&, torch::ScalarType t, int64_t n) {
                                   return torch::zeros({n}, torch::TensorOptions().dtype(t));
                                 });
@@ -62,7 +62,7 @@ TEST(Pickle, RoundTripOfEveryStorageType) {
                   {"e", torch::empty({0, 4})}};
   const auto path = test::temp_path("all-types.pth");
   {
-    std::ofstream(path, std::ios::binary) << detail::write_state_dict_archive(sd);
+    std::ofstream(path, std::ios::binary) << rmnet::detail::write_state_dict_archive(sd);
   }
   const auto back = read_state_dict(path);
   ASSERT_EQ(back.size(), sd.size());
@@ -72,8 +72,8 @@ TEST(Pickle, RoundTripOfEveryStorageType) {
     EXPECT_TRUE(torch::equal(back[i].second, sd[i].second.contiguous())) << sd[i].first;
   }
   fs::remove(path);
-  EXPECT_THROW(detail::storage_name(torch::kComplexFloat), c10::Error);
-  EXPECT_EQ(detail::storage_dtype(detail::storage_name(torch::kBFloat16)), torch::kBFloat16);
+  EXPECT_THROW(rmnet::detail::storage_name(torch::kComplexFloat), c10::Error);
+  EXPECT_EQ(rmnet::detail::storage_dtype(rmnet::detail::storage_name(torch::kBFloat16)), torch::kBFloat16);
 }
 
 TEST(Pickle, OpcodesTheWriterDoesNotUse) {
@@ -106,7 +106,7 @@ TEST(Pickle, OpcodesTheWriterDoesNotUse) {
   for (int k = 0; k < 8; ++k) p.push_back(static_cast<char>(body.size() >> (8 * k)));
   p += body;
   StateDict sd;
-  ASSERT_NO_THROW(sd = detail::unpickle_state_dict(p, [](const std::string& key, torch::ScalarType t, int64_t n) {
+  ASSERT_NO_THROW(sd = rmnet::detail::unpickle_state_dict(p, [](const std::string& key, torch::ScalarType t, int64_t n) {
     EXPECT_EQ(key, "0");
     return torch::arange(n, torch::TensorOptions().dtype(t));
   }));
