@@ -70,7 +70,7 @@ torch::Tensor read_idx_images(const std::string& path) {
   const auto d = read_maybe_gz(path);
   const auto dims = idx_header(d, path, 0x00000803, 3);
   auto t = torch::empty({dims[0], 1, dims[1], dims[2]}, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), d.data() + 16, static_cast<size_t>(t.numel()));
+  if (t.numel() > 0) std::memcpy(t.data_ptr<uint8_t>(), d.data() + 16, static_cast<size_t>(t.numel()));
   return t;
 }
 
@@ -78,7 +78,7 @@ torch::Tensor read_idx_labels(const std::string& path) {
   const auto d = read_maybe_gz(path);
   const auto dims = idx_header(d, path, 0x00000801, 1);
   auto t = torch::empty({dims[0]}, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), d.data() + 8, static_cast<size_t>(t.numel()));
+  if (t.numel() > 0) std::memcpy(t.data_ptr<uint8_t>(), d.data() + 8, static_cast<size_t>(t.numel()));
   return t.to(torch::kLong);
 }
 

@@ -47,7 +47,21 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
 }
 }  // namespace
 
+static Checkpoint load_checkpoint_archive(const std::string& path);
+
 Checkpoint load_checkpoint(const std::string& path) {
+  // LibTorch's archive reader answers some corrupt files with std exceptions (e.g. out_of_range
+  // from a map lookup), not c10::Error: every failure becomes an error naming the file.
+  try {
+    return load_checkpoint_archive(path);
+  } catch (const c10::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what(), ")");
+  }
+}
+
+static Checkpoint load_checkpoint_archive(const std::string& path) {
   auto ar = open_checkpoint(path);
   c10::IValue hv;
   TORCH_CHECK(ar.try_read("rmnet_checkpoint", hv) && hv.isString(), "checkpoint '", path,
