@@ -13,6 +13,17 @@ namespace rmnet::detail {
 
 using json = nlohmann::json;
 
+/// An integer field, checked to be one (nlohmann's conversion of a non-integer number to int64 is
+/// undefined behaviour when it is out of range: found by fuzz_chain_json).
+inline int64_t int_at(const json& j, const char* key) {
+  const auto& v = j.at(key);
+  TORCH_CHECK(v.is_number_integer(), "'", key, "' is not an integer (got ", v.dump(), ")");
+  return v.get<int64_t>();
+}
+inline int64_t int_or(const json& j, const char* key, int64_t fallback) {
+  return j.is_object() && j.contains(key) ? int_at(j, key) : fallback;
+}
+
 inline json layer_to_json(const LayerSpec& s) {
   json j = {{"type", to_string(s.kind)}};
   switch (s.kind) {
@@ -46,18 +57,18 @@ inline LayerSpec layer_from_json(const json& j) {
   const auto kind = layer_kind_from_string(j.at("type").get<std::string>());
   switch (kind) {
     case LayerKind::Conv:
-      return LayerSpec::conv(j.at("in"), j.at("out"), j.at("kernel"), j.at("stride"), j.at("padding"),
-                             j.at("groups"), j.at("bias"));
+      return LayerSpec::conv(int_at(j, "in"), int_at(j, "out"), int_at(j, "kernel"), int_at(j, "stride"),
+                             int_at(j, "padding"), int_at(j, "groups"), j.at("bias").get<bool>());
     case LayerKind::Linear:
-      return LayerSpec::linear(j.at("in"), j.at("out"), j.at("bias"));
+      return LayerSpec::linear(int_at(j, "in"), int_at(j, "out"), j.at("bias").get<bool>());
     case LayerKind::BatchNorm:
-      return LayerSpec::batchnorm(j.at("channels"), j.at("eps"), j.at("momentum"));
+      return LayerSpec::batchnorm(int_at(j, "channels"), j.at("eps").get<double>(), j.at("momentum").get<double>());
     case LayerKind::PReLU:
-      return LayerSpec::prelu(j.at("channels"));
+      return LayerSpec::prelu(int_at(j, "channels"));
     case LayerKind::Clamp:
-      return LayerSpec::clamp(j.at("channels"));
+      return LayerSpec::clamp(int_at(j, "channels"));
     case LayerKind::MaxPool:
-      return LayerSpec::maxpool(j.at("kernel"), j.at("stride"), j.at("padding"));
+      return LayerSpec::maxpool(int_at(j, "kernel"), int_at(j, "stride"), int_at(j, "padding"));
     case LayerKind::AvgPool:
       return LayerSpec::avgpool();
     case LayerKind::Flatten:
@@ -65,7 +76,7 @@ inline LayerSpec layer_from_json(const json& j) {
     case LayerKind::ReLU:
       return LayerSpec::relu();
     case LayerKind::SE:
-      return LayerSpec::se(j.at("channels"), j.at("scaled"), j.at("hidden"));
+      return LayerSpec::se(int_at(j, "channels"), int_at(j, "scaled"), int_at(j, "hidden"));
   }
   TORCH_CHECK(false, "unreachable");
 }

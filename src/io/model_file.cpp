@@ -7,7 +7,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -38,8 +40,8 @@ json options_to_json(const ModelOptions& o) {
 
 ModelOptions options_from_json(const json& j) {
   ModelOptions o(j.at("arch").get<std::string>());
-  o.num_classes(j.value("num_classes", int64_t{1000}));
-  o.in_channels(j.value("in_channels", int64_t{3}));
+  o.num_classes(detail::int_or(j, "num_classes", 1000));
+  o.in_channels(detail::int_or(j, "in_channels", 3));
   o.width_mult(j.value("width_mult", 1.0));
   o.relu6(j.value("relu6", true));
   o.zero_init_residual(j.value("zero_init_residual", false));
@@ -69,6 +71,17 @@ std::string read_file(const std::string& path) {
 ModelPtr load_model_bytes(const std::string& bytes) {
   TORCH_CHECK(!bytes.empty(), "the file is empty");
   c10::IValue root;
+  {
+    // torch::pickle_load reads the zip through a reader that does not check its reads
+    // (torch::jit::VectorReader): a corrupt central directory makes it read past the buffer (found
+    // by fuzz_model_file). The stream reader checks them: open the archive with it first.
+    std::istringstream in(bytes);
+    try {
+      caffe2::serialize::PyTorchStreamReader probe(&in);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "not an rmnet model file (not a readable torch archive: ", e.what_without_backtrace(), ")");
+    }
+  }
   try {
     root = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const c10::Error& e) {
@@ -89,7 +102,7 @@ ModelPtr load_model_bytes(const std::string& bytes) {
   }
   TORCH_CHECK(header.value("format", "") == kFormat, "not an rmnet model file (format '",
               header.value("format", ""), "')");
-  TORCH_CHECK(header.value("version", 0) <= kVersion, "written by a newer rmnet (file version ",
+  TORCH_CHECK(detail::int_or(header, "version", 0) <= kVersion, "written by a newer rmnet (file version ",
               header.value("version", 0), ", this build reads up to ", kVersion, ")");
 
   // Tensors: every parameter and buffer of the model must be in the file with its shape.

@@ -31,13 +31,13 @@ std::shared_ptr<PlainNetImpl> plain_from_chain_json(const std::string& text, con
     const auto j = nlohmann::json::parse(text);
     TORCH_CHECK(j.is_object() && j.value("format", "") == "rmnet-chain", "not an rmnet chain description (format '",
                 j.is_object() ? j.value("format", "") : "", "')");
-    TORCH_CHECK(j.value("version", 0) == 1, "chain version ", j.value("version", 0), " is not 1");
+    TORCH_CHECK(detail::int_or(j, "version", 0) == 1, "chain version ", j.value("version", nlohmann::json()), " is not 1");
     std::vector<LayerSpec> layers;
     for (const auto& l : j.at("layers")) layers.push_back(detail::layer_from_json(l));
     const auto numel = detail::layers_numel(layers);
     TORCH_CHECK(numel <= max_numel, "the layers hold at least ", numel, " tensor elements, more than ", max_numel);
     ModelOptions options("plain");
-    options.in_channels(j.at("in_channels").get<int64_t>()).num_classes(j.at("num_classes").get<int64_t>());
+    options.in_channels(detail::int_at(j, "in_channels")).num_classes(detail::int_at(j, "num_classes"));
     TORCH_CHECK(options.in_channels() >= 1, "in_channels ", options.in_channels(), " is not positive");
     return std::make_shared<PlainNetImpl>(std::move(layers), options);
   } catch (const nlohmann::json::exception& e) {

@@ -69,6 +69,9 @@ static Checkpoint load_checkpoint_archive(const std::string& path) {
   Checkpoint c;
   try {
     const auto header = nlohmann::json::parse(hv.toStringRef());
+    TORCH_CHECK(header.at("epoch").is_number_integer() && header.at("global_step").is_number_integer() &&
+                    (!header.contains("batch_in_epoch") || header.at("batch_in_epoch").is_number_integer()),
+                "checkpoint '", path, "': corrupt header (epoch/step are not integers)");
     c.state.epoch = header.at("epoch").get<int64_t>();
     c.state.global_step = header.at("global_step").get<int64_t>();
     c.state.batch_in_epoch = header.value("batch_in_epoch", int64_t{0});
