@@ -1,17 +1,20 @@
 # Locates LibTorch inside a Python environment's torch wheel (torch.utils.cmake_prefix_path) when
-# Torch_DIR is not given. The interpreter is RMNET_PYTHON, else $RMNET_VENV/bin/python, else python3.
-if(NOT Torch_DIR)
-  if(NOT RMNET_PYTHON)
-    if(DEFINED ENV{RMNET_PYTHON})
-      set(RMNET_PYTHON $ENV{RMNET_PYTHON})
-    elseif(DEFINED ENV{RMNET_VENV})
-      set(RMNET_PYTHON $ENV{RMNET_VENV}/bin/python)
-    elseif(EXISTS $ENV{HOME}/.cache/rmnet/venv/bin/python)
-      set(RMNET_PYTHON $ENV{HOME}/.cache/rmnet/venv/bin/python)
-    else()
-      find_program(RMNET_PYTHON python3)
-    endif()
+# Torch_DIR is not given. The interpreter is RMNET_PYTHON, else $RMNET_VENV/bin/python, else python3;
+# it is kept in the cache (the tests run it for the Python interop checks), so re-running cmake on
+# a configured build folder keeps it.
+if(NOT RMNET_PYTHON)
+  if(DEFINED ENV{RMNET_PYTHON})
+    set(_rmnet_python $ENV{RMNET_PYTHON})
+  elseif(DEFINED ENV{RMNET_VENV})
+    set(_rmnet_python $ENV{RMNET_VENV}/bin/python)
+  elseif(EXISTS $ENV{HOME}/.cache/rmnet/venv/bin/python)
+    set(_rmnet_python $ENV{HOME}/.cache/rmnet/venv/bin/python)
+  else()
+    find_program(_rmnet_python python3)
   endif()
+  set(RMNET_PYTHON "${_rmnet_python}" CACHE FILEPATH "Python with torch (LibTorch for the build, interop tests)")
+endif()
+if(NOT Torch_DIR)
   execute_process(COMMAND ${RMNET_PYTHON} -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
     OUTPUT_VARIABLE _rmnet_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _rmnet_rc)
   if(_rmnet_rc EQUAL 0 AND _rmnet_torch_prefix)

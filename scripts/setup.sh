@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything rmnet needs on a fresh Debian 12 machine; idempotent (a second run is quick).
 #   Debian packages: compilers/tools, OpenCV 4.6, fmt, CLI11, GoogleTest, nlohmann-json, ccache,
-#                    and the Fashion-MNIST data set.
+#                    the Fashion-MNIST data set, and clang 14 with its sanitizer/libFuzzer runtimes
+#                    (libclang-rt-14-dev) for the fuzz and sanitizer builds.
 #   Python virtual environment ($RMNET_VENV, default ~/.cache/rmnet/venv): the pinned torch wheel
 #                    (LibTorch for the C++ build) plus torchvision/onnx/onnxruntime for interop tests.
 set -euo pipefail
@@ -11,6 +12,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libopencv-dev zlib1g-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   dataset-fashion-mnist python3-venv
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

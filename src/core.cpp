@@ -7,9 +7,11 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include "rmnet/version.h"
+
 namespace rmnet {
 
-std::string version() { return "0.1.0"; }
+std::string version() { return RMNET_VERSION; }
 
 int set_threads(int n) {
   if (n <= 0) {

@@ -16,6 +16,7 @@ file(WRITE ${WORK}/red.ppm "${ppm}")
 file(WRITE ${WORK}/labels.txt "cat\ndog\nbird\n")
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE} -B ${WORK}/build -G ${GENERATOR}
                         -DCMAKE_PREFIX_PATH=${PREFIX} -DTorch_DIR=${TORCH_DIR} -DCMAKE_BUILD_TYPE=Release
+                        -DTORCH_CUDA_ARCH_LIST=9.0
                 RESULT_VARIABLE rc OUTPUT_QUIET)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "configuring the example failed")

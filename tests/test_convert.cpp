@@ -58,9 +58,20 @@ TEST_P(ConvertExact, PlainEqualsResidual) {
   auto result = convert(*model, o);
   ASSERT_TRUE(result.plain);
   EXPECT_EQ(result.plain->family(), "plain");
-  EXPECT_EQ(result.report.tolerance, test::tolerance_for(c.dtype));
+  // the check runs in float64 for every source (a float32 one is converted as its float64 copy);
+  // the float32 result is then compared with the float32 source, for the record
+  const double tol64 = c.dtype == torch::kDouble ? test::tolerance_for(torch::kDouble) : 1e-6;
+  EXPECT_EQ(result.report.tolerance, tol64);
+  EXPECT_EQ(result.report.dtype, "float64");
   EXPECT_TRUE(result.report.passed) << result.report.to_string();
-  EXPECT_LE(result.report.max_rel_error, test::tolerance_for(c.dtype));
+  EXPECT_LE(result.report.max_rel_error, tol64);
+  if (c.dtype == torch::kFloat) {
+    EXPECT_EQ(result.report.model_dtype, "float32");
+    EXPECT_LE(result.report.model_dtype_rel_error, test::tolerance_for(torch::kFloat)) << result.report.to_string();
+    EXPECT_GE(result.report.source_dtype_rel_error, 0.0);
+  } else {
+    EXPECT_LT(result.report.model_dtype_rel_error, 0.0);  // not set: the check was already in float64
+  }
 
   // An independent check on other inputs (another seed, batch 3, larger magnitude).
   auto x = torch::randn({3, 3, 32, 32}, torch::TensorOptions().dtype(c.dtype)) * 50;
@@ -239,4 +250,35 @@ TEST(Convert, MobileNetV2BecomesMobileNetV1) {
   auto a = convert(*model, ConvertOptions().fuse_pointwise(PointwiseFusion::Auto));
   EXPECT_TRUE(a.report.passed);
   EXPECT_GT(conv_indices(*a.plain).size(), convs.size());
+}
+
+// A torchvision-like MobileNetV2 whose BN statistics make activations large (running variances
+// 0.02-0.2, gammas 1-3, betas 0-3): float32 cannot resolve it (the float32 model differs from its
+// own float64 copy by percents), so a float32 check would refuse an exact conversion. The check
+// runs in float64 and passes; the float32 figures are reported beside each other.
+TEST(Convert, IllConditionedFloat32ModelIsCheckedInFloat64) {
+  torch::manual_seed(3);
+  auto model = create_model(ModelOptions("mobilenet_v2").num_classes(10));
+  {
+    torch::NoGradGuard g;
+    for (auto& m : model->modules(false))
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
+        bn->running_var.uniform_(0.02, 0.2);
+        bn->running_mean.uniform_(-0.5, 0.5);
+        bn->weight.uniform_(1.0, 3.0);
+        bn->bias.uniform_(0.0, 3.0);
+      }
+  }
+  model->eval();
+  auto result = convert(*model, ConvertOptions().verify_options(VerifyOptions().input_size(64)));
+  const auto& r = result.report;
+  EXPECT_TRUE(r.passed) << r.to_string();
+  EXPECT_EQ(r.dtype, "float64");
+  EXPECT_LE(r.max_rel_error, 1e-6) << r.to_string();
+  EXPECT_EQ(result.plain->parameters().front().scalar_type(), torch::kFloat);
+  // float32 cannot tell: the source differs from itself in float64 by more than the float32
+  // tolerance, and the float32 result's deviation is of that order, not of the conversion's
+  EXPECT_GT(r.source_dtype_rel_error, test::tolerance_for(torch::kFloat)) << r.to_string();
+  EXPECT_LE(r.model_dtype_rel_error, 10 * r.source_dtype_rel_error + 1e-4) << r.to_string();
+  EXPECT_NE(r.to_string().find("source vs its float64 self"), std::string::npos);
 }

@@ -25,6 +25,11 @@ class TorchvisionWeights : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
   void SetUp() override {
+    // CI sets RMNET_REQUIRE_PYTHON_TESTS: there a missing interpreter is a failure, not a skip
+    // (a skipped interop test is a hole nobody sees).
+    if (!ok_ && std::getenv("RMNET_REQUIRE_PYTHON_TESTS"))
+      FAIL() << "RMNET_REQUIRE_PYTHON_TESTS is set, but Python with torch/torchvision (" << RMNET_TEST_PYTHON
+             << ") could not write the test weights";
     if (!ok_) GTEST_SKIP() << "Python with torch/torchvision not available (" << RMNET_TEST_PYTHON << ")";
   }
   static torch::Tensor io(const std::string& name, const std::string& key) {

@@ -4,12 +4,14 @@
 #include "rmnet/convert/rm.h"
 
 #include <chrono>
+#include <map>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "chain.h"
 #include "rmnet/convert/fuse.h"
+#include "rmnet/models/registry.h"
 #include "translate.h"
 
 namespace rmnet {
@@ -26,6 +28,32 @@ Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, boo
   to.grouped_reserve = grouped_reserve;
   detail::translator_for(model.family())(model, to, ch);
   return ch;
+}
+
+/// A float64 copy of a model: same architecture (options; the layer list of a plain network),
+/// weights, statistics, metadata, device and training flag.
+ModelPtr float64_copy(const ModelImpl& model) {
+  ModelPtr copy;
+  if (auto* p = dynamic_cast<const PlainNetImpl*>(&model))
+    copy = std::make_shared<PlainNetImpl>(p->specs(), p->options());
+  else
+    copy = create_model(model.options());
+  copy->metadata() = model.metadata();
+  copy->to(detail::dtype_device(model).second, torch::kDouble);
+  torch::NoGradGuard no_grad;
+  std::map<std::string, torch::Tensor> src;
+  for (const auto& p : model.named_parameters(true)) src[p.key()] = p.value();
+  for (const auto& b : model.named_buffers(true)) src[b.key()] = b.value();
+  auto copy_in = [&](const std::string& key, torch::Tensor& dst) {
+    auto it = src.find(key);
+    TORCH_CHECK(it != src.end() && it->second.sizes() == dst.sizes(), "float64 copy: tensor '", key,
+                "' does not match");
+    dst.copy_(it->second);
+  };
+  for (auto& p : copy->named_parameters(true)) copy_in(p.key(), p.value());
+  for (auto& b : copy->named_buffers(true)) copy_in(b.key(), b.value());
+  copy->train(model.is_training());
+  return copy;
 }
 
 PlainNet build_from(const ModelImpl& model, const Chain& ch, DownsampleMode downsample) {
@@ -48,7 +76,7 @@ PlainNet reserve_merge(const ModelImpl& model, DownsampleMode downsample, bool g
   return build_from(model, reserve_merge_chain(model, downsample, grouped_reserve), downsample);
 }
 
-ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) {
+ConversionResult convert(const ModelImpl& model_in, const ConvertOptions& options) {
   ConversionResult result;
   auto clock = std::chrono::steady_clock::now();
   auto lap = [&](std::string name) {
@@ -56,6 +84,15 @@ ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) 
     result.pass_seconds.emplace_back(std::move(name), std::chrono::duration<double>(now - clock).count());
     clock = now;
   };
+  // A source in float32 (or half) is converted and checked in float64: the check then measures the
+  // conversion, not float32, which cannot resolve an ill-conditioned network (large activations);
+  // the result is written back in the source's dtype.
+  const auto model_dtype = detail::dtype_device(model_in).first;
+  const bool widen = model_dtype != torch::kDouble && c10::isFloatingType(model_dtype) &&
+                     detail::has_translator(model_in.family());
+  const ModelPtr wide = widen ? float64_copy(model_in) : nullptr;
+  const ModelImpl& model = widen ? *wide : model_in;
+  if (widen) lap("float64_copy");
   const bool from_residual = !dynamic_cast<const PlainNetImpl*>(&model);
   detail::WorkDtypeGuard work(detail::dtype_device(model).first);
   auto ch = reserve_merge_chain(model, options.downsample(), options.grouped_reserve());
@@ -72,26 +109,45 @@ ConversionResult convert(const ModelImpl& model, const ConvertOptions& options) 
   }
   std::string passes;
   for (const auto& [name, secs] : result.pass_seconds)
-    if (name != "read") passes += (passes.empty() ? "" : ",") + name;
+    if (name != "read" && name != "float64_copy") passes += (passes.empty() ? "" : ",") + name;
   auto net = build_from(model, ch, options.downsample());
   lap("build");
   net->metadata()["passes"] = passes;
   net->metadata()["bn"] = options.keep_bn() ? "kept" : "fused";
+  VerifyOptions vo = options.verify_options();
+  if (vo.input_size() == 0) vo.input_size(default_input_size(model));
+  // The float64 check of a float32 source: 1e-6 by default, four orders below float32's tolerance
+  // and far above float64 rounding even in networks float32 cannot resolve (there float64's own
+  // rounding reaches 1e-8: an ill-conditioned MobileNetV2 whose float32 self-deviation is 5%).
+  if (widen && vo.tolerance() <= 0) vo.tolerance(1e-6);
   if (options.verify()) {
-    auto vo = options.verify_options();
-    if (vo.input_size() == 0) vo.input_size(default_input_size(model));
     result.report = verify_equivalence(const_cast<ModelImpl&>(model), *net, vo);
     net->metadata()["verify_input_size"] = std::to_string(vo.input_size());
     net->metadata()["verified_max_rel_error"] = fmt::format("{:.3e}", result.report.max_rel_error);
+  }
+  if (widen) net->to(model_dtype);
+  if (options.verify()) {
+    if (widen) {
+      // the figures in the model's dtype, for the record: the result against the source, and the
+      // source against its own float64 copy (what that dtype can resolve on these inputs)
+      auto& r = result.report;
+      VerifyOptions v = vo;
+      v.tolerance(1.0);
+      r.model_dtype = model_dtype == torch::kFloat ? "float32" : c10::toString(model_dtype);
+      r.model_dtype_rel_error = verify_equivalence(const_cast<ModelImpl&>(model_in), *net, v).max_rel_error;
+      r.source_dtype_rel_error = verify_equivalence(*wide, const_cast<ModelImpl&>(model_in), v).max_rel_error;
+      net->metadata()["model_dtype_rel_error"] = fmt::format("{:.3e}", r.model_dtype_rel_error);
+      net->metadata()["source_dtype_rel_error"] = fmt::format("{:.3e}", r.source_dtype_rel_error);
+    }
     lap("verify");
   }
   if (options.cost_input_size() >= 0) {
     const int64_t size = options.cost_input_size() > 0   ? options.cost_input_size()
                          : options.verify_options().input_size() > 0 ? options.verify_options().input_size()
-                                                                     : default_input_size(model);
-    const int64_t channels = model.options().in_channels();
+                                                                     : default_input_size(model_in);
+    const int64_t channels = model_in.options().in_channels();
     result.cost_input_size = size;
-    result.cost_before = profile_model(const_cast<ModelImpl&>(model), channels, size);
+    result.cost_before = profile_model(const_cast<ModelImpl&>(model_in), channels, size);
     result.cost_after = profile_model(*net, channels, size);
     auto& md = net->metadata();
     md["cost.input_size"] = std::to_string(size);

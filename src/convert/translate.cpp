@@ -29,6 +29,8 @@ Translator translator_for(const std::string& family) {
   return it->second;
 }
 
+bool has_translator(const std::string& family) { return translators().count(family) > 0; }
+
 /// A plain network is read as it is.
 void plain_to_chain(const ModelImpl& model, const TranslateOptions&, Chain& ch) {
   ch = Chain::from(model_as<PlainNetImpl>(model, "PlainNet"));

@@ -23,6 +23,8 @@ using Translator = void (*)(const ModelImpl& model, const TranslateOptions& opti
 
 /// The translator of a family; throws naming the family when there is none.
 Translator translator_for(const std::string& family);
+/// Whether `family` has a translator (convert() accepts it).
+bool has_translator(const std::string& family);
 
 // One per family (translate_<family>.cpp).
 void resnet_to_chain(const ModelImpl& model, const TranslateOptions& options, Chain& ch);

@@ -18,9 +18,13 @@ int64_t default_input_size(const ModelImpl& model) {
 }
 
 std::string VerifyReport::to_string() const {
-  return fmt::format("max abs error {:.3e}, max rel error {:.3e} (tolerance {:.0e}, {} input [{}]): {}",
-                     max_abs_error, max_rel_error, tolerance, dtype, fmt::join(input_shape, ", "),
-                     passed ? "equivalent" : "NOT EQUIVALENT");
+  auto s = fmt::format("max abs error {:.3e}, max rel error {:.3e} (tolerance {:.0e}, {} input [{}]): {}",
+                       max_abs_error, max_rel_error, tolerance, dtype, fmt::join(input_shape, ", "),
+                       passed ? "equivalent" : "NOT EQUIVALENT");
+  if (model_dtype_rel_error >= 0)
+    s += fmt::format("; in {}: result vs source {:.3e}, source vs its float64 self {:.3e}", model_dtype,
+                     model_dtype_rel_error, source_dtype_rel_error);
+  return s;
 }
 
 VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate, const VerifyOptions& options) {
@@ -42,7 +46,8 @@ VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate, cons
   {
     detail::EvalModeGuard ga(reference), gb(candidate);
     a = reference.forward(x).to(torch::kDouble);
-    b = candidate.forward(x).to(torch::kDouble);
+    const auto [cdtype, cdevice] = detail::dtype_device(candidate);
+    b = candidate.forward(x.to(cdevice, cdtype)).to(torch::kDouble);
   }
   TORCH_CHECK(a.sizes() == b.sizes(), "verification: outputs differ in shape: ", a.sizes(), " vs ", b.sizes());
   r.max_abs_error = (a - b).abs().max().item<double>();

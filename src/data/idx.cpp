@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 namespace rmnet {
@@ -38,14 +40,19 @@ std::vector<int64_t> idx_header(const std::string& d, const std::string& path, u
   TORCH_CHECK(be32(d, 0) == magic, "'", path, "': wrong IDX magic number 0x", std::hex, be32(d, 0),
               " (expected 0x", magic, std::dec, ")");
   std::vector<int64_t> dims;
+  // The product is checked against the bytes present dimension by dimension, so it cannot overflow.
+  const size_t data = d.size() - 4 - 4 * ndim;
   size_t total = 1;
+  bool fits = true;
   for (size_t i = 0; i < ndim; ++i) {
     dims.push_back(be32(d, 4 + 4 * i));
-    total *= static_cast<size_t>(dims.back());
+    const auto n = static_cast<size_t>(dims.back());
+    if (n != 0 && total > data / n) fits = false;
+    if (fits) total *= n;
   }
   const size_t expected = 4 + 4 * ndim + total;
-  TORCH_CHECK(d.size() >= expected, "'", path, "': truncated (", d.size(), " bytes, the header announces ",
-              expected, ")");
+  TORCH_CHECK(fits && d.size() >= expected, "'", path, "': truncated (", d.size(), " bytes, the header announces ",
+              fmt::format("{}", fmt::join(dims, " x ")), " values after ", 4 + 4 * ndim, " header bytes)");
   return dims;
 }
 
@@ -63,7 +70,7 @@ torch::Tensor read_idx_images(const std::string& path) {
   const auto d = read_maybe_gz(path);
   const auto dims = idx_header(d, path, 0x00000803, 3);
   auto t = torch::empty({dims[0], 1, dims[1], dims[2]}, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), d.data() + 16, static_cast<size_t>(t.numel()));
+  if (t.numel() > 0) std::memcpy(t.data_ptr<uint8_t>(), d.data() + 16, static_cast<size_t>(t.numel()));
   return t;
 }
 
@@ -71,7 +78,7 @@ torch::Tensor read_idx_labels(const std::string& path) {
   const auto d = read_maybe_gz(path);
   const auto dims = idx_header(d, path, 0x00000801, 1);
   auto t = torch::empty({dims[0]}, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), d.data() + 8, static_cast<size_t>(t.numel()));
+  if (t.numel() > 0) std::memcpy(t.data_ptr<uint8_t>(), d.data() + 8, static_cast<size_t>(t.numel()));
   return t.to(torch::kLong);
 }
 

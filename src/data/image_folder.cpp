@@ -26,7 +26,12 @@ torch::Tensor read_image(const std::string& path, int64_t channels) {
   TORCH_CHECK(false, "'", path, "': cannot decode images, this rmnet was built without OpenCV (RMNET_WITH_OPENCV=OFF)");
   return {};
 #else
-  cv::Mat m = cv::imread(path, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+  cv::Mat m;
+  try {  // OpenCV throws (rather than returning an empty image) for some bad files, e.g. huge sizes
+    m = cv::imread(path, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+  } catch (const cv::Exception& e) {
+    TORCH_CHECK(false, "'", path, "': cannot decode image (", e.what(), ")");
+  }
   TORCH_CHECK(!m.empty(), "'", path, "': cannot decode image (missing, corrupt, or not JPEG/PNG/BMP)");
   if (channels == 3) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
   auto t = torch::from_blob(m.data, {m.rows, m.cols, channels}, torch::kUInt8);

@@ -7,10 +7,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "rmnet/io/state_dict.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/models/registry.h"
 #include "layer_json.h"
@@ -37,13 +40,19 @@ json options_to_json(const ModelOptions& o) {
 
 ModelOptions options_from_json(const json& j) {
   ModelOptions o(j.at("arch").get<std::string>());
-  o.num_classes(j.value("num_classes", int64_t{1000}));
-  o.in_channels(j.value("in_channels", int64_t{3}));
+  o.num_classes(detail::int_or(j, "num_classes", 1000));
+  o.in_channels(detail::int_or(j, "in_channels", 3));
   o.width_mult(j.value("width_mult", 1.0));
   o.relu6(j.value("relu6", true));
   o.zero_init_residual(j.value("zero_init_residual", false));
   o.track_block_stats(j.value("track_block_stats", false));
   o.shortcut_scale(j.value("shortcut_scale", false));
+  // Bounds against forged headers (a model is built, hence allocated, before its tensors are read).
+  TORCH_CHECK(o.num_classes() >= 1 && o.num_classes() <= (1 << 20), "num_classes ", o.num_classes(),
+              " is not in [1, 2^20]");
+  TORCH_CHECK(o.in_channels() >= 1 && o.in_channels() <= 4096, "in_channels ", o.in_channels(),
+              " is not in [1, 4096]");
+  TORCH_CHECK(o.width_mult() > 0 && o.width_mult() <= 16, "width_mult ", o.width_mult(), " is not in (0, 16]");
   return o;
 }
 
@@ -62,6 +71,17 @@ std::string read_file(const std::string& path) {
 ModelPtr load_model_bytes(const std::string& bytes) {
   TORCH_CHECK(!bytes.empty(), "the file is empty");
   c10::IValue root;
+  {
+    // torch::pickle_load reads the zip through a reader that does not check its reads
+    // (torch::jit::VectorReader): a corrupt central directory makes it read past the buffer (found
+    // by fuzz_model_file). The stream reader checks them: open the archive with it first.
+    std::istringstream in(bytes);
+    try {
+      caffe2::serialize::PyTorchStreamReader probe(&in);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "not an rmnet model file (not a readable torch archive: ", e.what_without_backtrace(), ")");
+    }
+  }
   try {
     root = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const c10::Error& e) {
@@ -82,15 +102,28 @@ ModelPtr load_model_bytes(const std::string& bytes) {
   }
   TORCH_CHECK(header.value("format", "") == kFormat, "not an rmnet model file (format '",
               header.value("format", ""), "')");
-  TORCH_CHECK(header.value("version", 0) <= kVersion, "written by a newer rmnet (file version ",
+  TORCH_CHECK(detail::int_or(header, "version", 0) <= kVersion, "written by a newer rmnet (file version ",
               header.value("version", 0), ", this build reads up to ", kVersion, ")");
 
+  // Tensors: every parameter and buffer of the model must be in the file with its shape.
+  StateDict state;
+  int64_t file_numel = 0;
+  for (const auto& kv : dict.at("state").toGenericDict()) {
+    TORCH_CHECK(kv.key().isString(), "a state key is not a string");
+    TORCH_CHECK(kv.value().isTensor(), "state entry '", kv.key().toStringRef(), "' is not a tensor");
+    state.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
+    file_numel += state.back().second.numel();
+  }
   ModelPtr model;
   try {
     const auto options = options_from_json(header.at("options"));
     if (header.at("family") == "plain") {
       std::vector<LayerSpec> layers;
       for (const auto& l : header.at("layers")) layers.push_back(layer_from_json(l));
+      // A plain network's size is in its header: check the file can hold it before allocating.
+      const auto needed = detail::layers_numel(layers);
+      TORCH_CHECK(needed <= file_numel, "the header describes layers of at least ", needed,
+                  " tensor elements, but the file holds ", file_numel);
       model = std::make_shared<PlainNetImpl>(std::move(layers), options);
     } else {
       model = create_model(options);
@@ -101,30 +134,12 @@ ModelPtr load_model_bytes(const std::string& bytes) {
     TORCH_CHECK(false, "corrupt header: ", e.what());
   }
 
-  // Tensors: every parameter and buffer of the model must be in the file with its shape.
-  std::map<std::string, at::Tensor> state;
-  for (const auto& kv : dict.at("state").toGenericDict()) {
-    TORCH_CHECK(kv.value().isTensor(), "state entry '", kv.key().toStringRef(), "' is not a tensor");
-    state[kv.key().toStringRef()] = kv.value().toTensor();
-  }
   for (const auto& [k, t] : state)
     if (t.is_floating_point()) {
       model->to(t.scalar_type());
       break;
     }
-  torch::NoGradGuard no_grad;
-  auto copy_in = [&](const std::string& key, torch::Tensor& dst) {
-    auto it = state.find(key);
-    TORCH_CHECK(it != state.end(), "missing tensor '", key, "' (expected shape ", dst.sizes(), ")");
-    TORCH_CHECK(it->second.sizes() == dst.sizes(), "tensor '", key, "' has shape ", it->second.sizes(),
-                " in the file, but the model expects ", dst.sizes());
-    dst.copy_(it->second);
-    state.erase(it);
-  };
-  for (auto& p : model->named_parameters(true)) copy_in(p.key(), p.value());
-  for (auto& b : model->named_buffers(true)) copy_in(b.key(), b.value());
-  TORCH_CHECK(state.empty(), "unexpected tensor '", state.begin()->first, "' (shape ",
-              state.begin()->second.sizes(), ") not in a ", header.at("options").value("arch", "?"), " model");
+  load_state_dict(*model, state);
   return model;
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "rmnet/core.h"
 #include "rmnet/io/export.h"
 #include "rmnet/io/model_file.h"
 
@@ -215,7 +216,7 @@ std::string to_onnx(const PlainNetImpl& net) {
   Proto opset;
   opset.bytes(1, "").i64(2, 13);
   Proto model;
-  model.i64(1, 7).bytes(2, "rmnet").bytes(3, "0.1.0").msg(8, opset).msg(7, gr.g);
+  model.i64(1, 7).bytes(2, "rmnet").bytes(3, version()).msg(8, opset).msg(7, gr.g);
   return model.buf;
 }
 

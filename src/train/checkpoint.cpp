@@ -47,26 +47,54 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
 }
 }  // namespace
 
+static Checkpoint load_checkpoint_archive(const std::string& path);
+
 Checkpoint load_checkpoint(const std::string& path) {
+  // LibTorch's archive reader answers some corrupt files with std exceptions (e.g. out_of_range
+  // from a map lookup), not c10::Error: every failure becomes an error naming the file.
+  try {
+    return load_checkpoint_archive(path);
+  } catch (const c10::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what(), ")");
+  }
+}
+
+static Checkpoint load_checkpoint_archive(const std::string& path) {
   auto ar = open_checkpoint(path);
   c10::IValue hv;
   TORCH_CHECK(ar.try_read("rmnet_checkpoint", hv) && hv.isString(), "checkpoint '", path,
               "': not an rmnet checkpoint (no header)");
-  const auto header = nlohmann::json::parse(hv.toStringRef());
   Checkpoint c;
-  c.state.epoch = header.at("epoch");
-  c.state.global_step = header.at("global_step");
-  c.state.batch_in_epoch = header.value("batch_in_epoch", int64_t{0});
-  c.best_top1 = header.value("best_top1", 0.0);
-  c.config = header.value("config", "");
+  try {
+    const auto header = nlohmann::json::parse(hv.toStringRef());
+    TORCH_CHECK(header.at("epoch").is_number_integer() && header.at("global_step").is_number_integer() &&
+                    (!header.contains("batch_in_epoch") || header.at("batch_in_epoch").is_number_integer()),
+                "checkpoint '", path, "': corrupt header (epoch/step are not integers)");
+    c.state.epoch = header.at("epoch").get<int64_t>();
+    c.state.global_step = header.at("global_step").get<int64_t>();
+    c.state.batch_in_epoch = header.value("batch_in_epoch", int64_t{0});
+    c.best_top1 = header.value("best_top1", 0.0);
+    c.config = header.value("config", "");
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': corrupt header (", e.what(), ")");
+  }
   torch::Tensor blob;
-  ar.read("model_file", blob);
+  TORCH_CHECK(ar.try_read("model_file", blob) && blob.defined() && blob.dim() == 1 &&
+                  blob.scalar_type() == torch::kUInt8,
+              "checkpoint '", path, "': no model (a 1-D uint8 tensor 'model_file' was expected)");
+  blob = blob.contiguous();
   c.model = deserialize_model(std::string(reinterpret_cast<const char*>(blob.data_ptr<uint8_t>()), blob.numel()),
                               path);
   torch::Tensor rng;
   if (ar.try_read("cpu_rng_state", rng)) {
     auto gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(rng);
+    try {
+      gen.set_state(rng);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "checkpoint '", path, "': unusable RNG state (", e.what_without_backtrace(), ")");
+    }
   }
   return c;
 }

@@ -29,10 +29,18 @@ struct VerifyReport {
   bool passed = false;
   std::vector<int64_t> input_shape;
   std::string dtype;
+  /// Set by convert() for a source that is not float64 (the check above then ran in float64): the
+  /// result's deviation from the source in the source's dtype, and the source's own deviation
+  /// from its float64 copy on the same inputs, i.e. what that dtype can resolve. Negative: unset.
+  std::string model_dtype;
+  double model_dtype_rel_error = -1.0;
+  double source_dtype_rel_error = -1.0;
   std::string to_string() const;
 };
 
-/// Runs both models in eval mode under NoGradGuard on the same inputs and compares outputs.
+/// Runs both models in eval mode under NoGradGuard on the same inputs and compares outputs. The
+/// inputs are drawn in float64 and given to each model in its own dtype (so a float32 model can be
+/// compared with its float64 copy); `dtype` and the default tolerance are the reference's.
 /// Training flags are restored afterwards; nothing else is changed.
 VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate,
                                 const VerifyOptions& options = VerifyOptions());

@@ -1,5 +1,7 @@
 #pragma once
 // Exports of a plain network for other runtimes. Every export is written atomically.
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include <torch/script.h>
@@ -32,5 +34,15 @@ std::string chain_json(const PlainNetImpl& net);
 /// of the same layers), plus `path + ".json"` describing the chain (scripts/rmnet_sequential.py
 /// builds the Sequential from it).
 void export_pth(const PlainNetImpl& net, const std::string& path);
+
+/// The plain network a chain description (chain_json) describes, with fresh weights. Throws
+/// naming `source` for text that is not JSON, another format, an unknown layer, layers that do not
+/// chain, or layers holding more than `max_numel` tensor elements (a bound for descriptions from
+/// elsewhere: the network is allocated before any weights are read).
+std::shared_ptr<PlainNetImpl> plain_from_chain_json(const std::string& text, const std::string& source,
+                                                   int64_t max_numel = int64_t{1} << 32);
+
+/// A .pth export read back: the chain description at `path + ".json"` with the tensors of `path`.
+std::shared_ptr<PlainNetImpl> import_pth(const std::string& path);
 
 }  // namespace rmnet

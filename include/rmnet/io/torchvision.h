@@ -5,31 +5,19 @@
 // LibTorch's torch::pickle_load cannot read a state_dict file: the unpickler turns
 // collections.OrderedDict into None ("Expected GenericDict but got None", pytorch/pytorch#100741;
 // still so in 2.14). rmnet reads the zip archive with LibTorch's PyTorchStreamReader and
-// interprets the pickle itself: the opcodes of protocol 2 and the few globals a state_dict uses
-// (OrderedDict, _rebuild_tensor_v2, _rebuild_parameter, the typed storages).
-#include <map>
+// interprets the pickle itself (read_state_dict, io/state_dict.h): the opcodes of protocol 2 and
+// the few globals a state_dict uses (OrderedDict, _rebuild_tensor_v2, _rebuild_parameter, the
+// typed storages).
 #include <string>
 
-#include <torch/types.h>
-
+#include "rmnet/io/state_dict.h"
 #include "rmnet/models/model.h"
 
 namespace rmnet {
-
-/// name -> tensor, in file order.
-using StateDict = std::vector<std::pair<std::string, torch::Tensor>>;
-
-/// Reads a state_dict from a torch.save file (zip format) or a TorchScript archive (its
-/// parameters and buffers). Throws naming the file for a missing file, a file that is not a zip
-/// archive or pickle, an unsupported object, or a truncated storage.
-StateDict read_state_dict(const std::string& path);
 
 /// A torchvision model (resnet18/34/50/101/152, mobilenet_v2) with the weights of `path`.
 /// `num_classes` 0 infers it from the classifier. Missing or unexpected keys and shape mismatches
 /// are errors naming the key (and both shapes).
 ModelPtr import_torchvision(const std::string& arch, const std::string& path, int64_t num_classes = 0);
-
-/// Copies a state_dict into a model (same rules as import_torchvision); `source` names it in errors.
-void load_state_dict(ModelImpl& model, const StateDict& state, const std::string& source);
 
 }  // namespace rmnet

@@ -1,15 +1,13 @@
-#include "rmnet/io/export.h"
-
+// TorchScript export of a plain network: each layer's tensors registered on a torch::jit::Module
+// and a forward `define`d as a chain of torch.* calls (also the deploy runtime's source).
 #include <cmath>
 #include <sstream>
 
-#include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "rmnet/io/export.h"
 #include "rmnet/io/model_file.h"
-#include "layer_json.h"
 
 namespace rmnet {
 namespace {
@@ -21,96 +19,6 @@ std::string scalar(double v) {
   if (std::isinf(v)) return v > 0 ? "float('inf')" : "float('-inf')";
   return fmt::format("{:.17g}", v) + (std::floor(v) == v && std::abs(v) < 1e15 ? ".0" : "");
 }
-
-/// Writes a protocol-2 pickle of an OrderedDict of tensors, the way torch.save does, with the
-/// storages as separate records.
-class StateDictPickler {
- public:
-  std::string out;
-  std::vector<torch::Tensor> storages;
-
-  void write(const std::vector<std::pair<std::string, torch::Tensor>>& items) {
-    op(0x80);
-    op(2);
-    global("collections", "OrderedDict");
-    op(')');
-    op('R');
-    op('(');
-    for (const auto& [k, t] : items) {
-      unicode(k);
-      tensor(t);
-    }
-    op('u');
-    op('.');
-  }
-
- private:
-  void op(uint8_t b) { out.push_back(static_cast<char>(b)); }
-  void le32(uint32_t v) {
-    for (int k = 0; k < 4; ++k) op(static_cast<uint8_t>(v >> (8 * k)));
-  }
-  void global(const std::string& mod, const std::string& name) {
-    op('c');
-    out += mod + "\n" + name + "\n";
-  }
-  void unicode(const std::string& s) {
-    op('X');
-    le32(static_cast<uint32_t>(s.size()));
-    out += s;
-  }
-  void integer(int64_t v) {
-    if (v >= INT32_MIN && v <= INT32_MAX) {
-      op('J');
-      le32(static_cast<uint32_t>(static_cast<int32_t>(v)));
-    } else {
-      op(0x8a);
-      op(8);
-      for (int k = 0; k < 8; ++k) op(static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * k)));
-    }
-  }
-  void int_tuple(c10::IntArrayRef v) {
-    op('(');
-    for (auto x : v) integer(x);
-    op('t');
-  }
-  static const char* storage_name(torch::ScalarType t) {
-    switch (t) {
-      case torch::kFloat: return "FloatStorage";
-      case torch::kDouble: return "DoubleStorage";
-      case torch::kHalf: return "HalfStorage";
-      case torch::kBFloat16: return "BFloat16Storage";
-      case torch::kLong: return "LongStorage";
-      case torch::kInt: return "IntStorage";
-      case torch::kByte: return "ByteStorage";
-      case torch::kBool: return "BoolStorage";
-      default: TORCH_CHECK(false, "cannot export tensors of type ", t);
-    }
-  }
-  void tensor(const torch::Tensor& t0) {
-    auto t = t0.detach().cpu().contiguous();
-    const auto key = std::to_string(storages.size());
-    storages.push_back(t);
-    global("torch._utils", "_rebuild_tensor_v2");
-    op('(');
-    op('(');  // persistent id: ('storage', torch.XStorage, key, 'cpu', numel)
-    unicode("storage");
-    global("torch", storage_name(t.scalar_type()));
-    unicode(key);
-    unicode("cpu");
-    integer(t.numel());
-    op('t');
-    op('Q');
-    integer(0);
-    int_tuple(t.sizes());
-    int_tuple(t.strides());
-    op(0x89);  // requires_grad False
-    global("collections", "OrderedDict");
-    op(')');
-    op('R');
-    op('t');
-    op('R');
-  }
-};
 
 }  // namespace
 
@@ -219,44 +127,6 @@ void export_torchscript(const PlainNetImpl& net, const std::string& path) {
   std::ostringstream os;
   m.save(os);
   write_file_atomic(path, os.str());
-}
-
-std::string chain_json(const PlainNetImpl& net) {
-  nlohmann::json j = {{"format", "rmnet-chain"},
-                      {"version", 1},
-                      {"in_channels", net.options().in_channels()},
-                      {"num_classes", net.options().num_classes()},
-                      {"layers", nlohmann::json::array()}};
-  for (const auto& s : net.specs()) j["layers"].push_back(detail::layer_to_json(s));
-  return j.dump(2) + "\n";
-}
-
-void export_pth(const PlainNetImpl& net, const std::string& path) {
-  std::vector<std::pair<std::string, torch::Tensor>> items;
-  for (const auto& p : net.named_parameters(true)) items.emplace_back(p.key(), p.value());
-  for (const auto& b : net.named_buffers(true)) items.emplace_back(b.key(), b.value());
-  // Sequential order: by layer index, then the module's own order
-  std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
-    return std::stoll(a.first.substr(0, a.first.find('.'))) < std::stoll(b.first.substr(0, b.first.find('.')));
-  });
-  StateDictPickler pk;
-  pk.write(items);
-  std::string bytes;
-  {
-    caffe2::serialize::PyTorchStreamWriter w([&](const void* d, size_t n) {
-      bytes.append(static_cast<const char*>(d), n);
-      return n;
-    });
-    w.writeRecord("data.pkl", pk.out.data(), pk.out.size());
-    w.writeRecord("byteorder", "little", 6);
-    for (size_t i = 0; i < pk.storages.size(); ++i) {
-      const auto& t = pk.storages[i];
-      w.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.numel() * t.element_size());
-    }
-    w.writeEndOfFile();
-  }
-  write_file_atomic(path, bytes);
-  write_file_atomic(path + ".json", chain_json(net));
 }
 
 }  // namespace rmnet
