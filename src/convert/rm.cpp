@@ -37,6 +37,15 @@ using detail::to_f64;
 namespace {
 
 const auto kF64 = torch::TensorOptions().dtype(torch::kDouble);
+
+/// Provenance: `n` channels of source module `m` with one role.
+LayerOrigin from(const Chain& ch, ChannelRole role, const nn::Module& m, int64_t n) {
+  return LayerOrigin::of(role, ch.name(m), n);
+}
+constexpr auto kLayer = ChannelRole::Layer;
+constexpr auto kBranch = ChannelRole::Branch;
+constexpr auto kReserved = ChannelRole::Reserved;
+constexpr auto kMerged = ChannelRole::Merged;
 using detail::to_work;
 using detail::work_options;
 
@@ -165,10 +174,11 @@ void se_to_chain(const SqueezeExcitationImpl& se, int64_t channels, Chain& ch) {
 
 /// The tail of a block with SE: the branch output `cout` channels + the reserved input `cin`
 /// channels go through SE (branch only), then a 1x1 merge [I | P] adds the shortcut.
-void se_merge(const SqueezeExcitationImpl& se, int64_t cout, int64_t cin, const Shortcut& sc, const Stats& st,
-              double eps, Chain& ch) {
+void se_merge(const ResidualBlockBase& b, const SqueezeExcitationImpl& se, int64_t cout, int64_t cin,
+              const Shortcut& sc, const Stats& st, double eps, Chain& ch) {
   se_to_chain(se, cout + cin, ch);
   ch.conv(torch::cat({dirac(cout, 1), sc.weight}, 1), sc.bias, 1, 0);
+  ch.mark(from(ch, kMerged, b, cout));
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, eps));
   ch.relu();
 }
@@ -184,11 +194,13 @@ void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     // [W1 ; D] (stride s), BN, ReLU, [[W2, 0], [0, D]], BN [bn2 ; identity], SE, [I | P].
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, cmid) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     ch.conv(block_diagonal(w2, 1, cin, false).first, {}, 1, 1);
+    ch.mark(from(ch, kBranch, *b.conv2, cout) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
-    se_merge(*b.se, cout, cin, sc, st, bn2.eps, ch);
+    se_merge(b, *b.se, cout, cin, sc, st, bn2.eps, ch);
     return;
   }
   if (b.downsample && mode == DownsampleMode::Type1) {
@@ -196,17 +208,21 @@ void convert_basic(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
     ch.conv(torch::cat({w1, pad_kernel(scaled_projection(b, to_work(dconv->weight)), 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, cmid) + from(ch, kReserved, *dconv, cout));
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({torch::zeros({cmid}, kF64), torch::ones({cout}, kF64)}));
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), dirac(cout, 3)}, 1), bn2.shift(), 1, 1);
+    ch.mark(from(ch, kMerged, b, cout));
   } else {
     // Figure 1 / Figure 2(b): [W1 ; Dirac (stride s)], BN [bn1 ; identity], ReLU,
     // merge [a2 W2 | P padded to 3x3] with P the identity or the downsample projection.
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, cmid) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), pad_kernel(sc.weight, 3)}, 1), bn2.shift() + sc.bias, 1, 1);
+    ch.mark(from(ch, kMerged, b, cout));
   }
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn2.eps));
   ch.relu();
@@ -224,10 +240,12 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
   // conv1 and conv2 with the (type 2) reserve: [W1 ; D], BN, ReLU, grouped [W2 ; D] (stride s), BN, ReLU.
   const auto reserve_conv1_conv2 = [&] {
     ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
+    ch.mark(from(ch, kBranch, *b.conv1, w) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
     ch.conv(w2r, {}, s, 1, groups);
+    ch.mark(from(ch, kBranch, *b.conv2, w2.size(0)) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
     ch.relu();
   };
@@ -235,8 +253,9 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
     const auto sc = shortcut_of(b.downsample, cin);
     reserve_conv1_conv2();
     ch.conv(block_diagonal(w3, 1, cin, false).first, {}, 1, 0);
+    ch.mark(from(ch, kBranch, *b.conv3, cout) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn3, BNParams::identity(st.in_mean, st.in_var, bn3.eps)}));
-    se_merge(*b.se, cout, cin, sc, st, bn3.eps, ch);
+    se_merge(b, *b.se, cout, cin, sc, st, bn3.eps, ch);
     return;
   }
   if (b.downsample && mode == DownsampleMode::Type1) {
@@ -245,17 +264,21 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
     ch.conv(torch::cat({w1, scaled_projection(b, to_work(dconv->weight))}, 0), {}, 1, 0);
+    ch.mark(from(ch, kBranch, *b.conv1, w) + from(ch, kReserved, *dconv, cout));
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({zeros(w), ones(cout)}));
     auto [w2r, groups] = block_diagonal(w2, g2, cout, grouped);
     ch.conv(w2r, {}, s, 1, groups);
+    ch.mark(from(ch, kBranch, *b.conv2, w2.size(0)) + from(ch, kReserved, *dconv, cout));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(zeros(cout), ones(cout), bn2.eps)}));
     ch.prelu(torch::cat({zeros(w), ones(cout)}));
     ch.conv(torch::cat({scale_out(w3, bn3.scale()), dirac(cout, 1)}, 1), bn3.shift(), 1, 0);
+    ch.mark(from(ch, kMerged, b, cout));
   } else {
     const auto sc = shortcut_of(b.downsample, cin);
     reserve_conv1_conv2();
     ch.conv(torch::cat({scale_out(w3, bn3.scale()), sc.weight}, 1), bn3.shift() + sc.bias, 1, 0);
+    ch.mark(from(ch, kMerged, b, cout));
   }
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn3.eps));
   ch.relu();
@@ -263,6 +286,7 @@ void convert_bottleneck(const BottleneckImpl& b, DownsampleMode mode, bool group
 
 void resnet_to_chain(const ResNetImpl& m, DownsampleMode mode, bool grouped, Chain& ch) {
   ch.conv(to_work(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  ch.mark(from(ch, kLayer, *m.conv1, m.conv1->options.out_channels()));
   ch.batchnorm(BNParams::from(*m.bn1));
   ch.relu();
   if (m.maxpool) {
@@ -281,6 +305,7 @@ void resnet_to_chain(const ResNetImpl& m, DownsampleMode mode, bool grouped, Cha
   ch.avgpool();
   ch.flatten();
   ch.linear(m.fc->weight, m.fc->bias);
+  ch.mark(from(ch, kLayer, *m.fc, m.fc->weight.size(0)));
 }
 
 /// A RepVGG block re-parameterised (Ding et al.): W = a3 W3 + pad(a1 W1) [+ a0 I], bias s3 + s1 [+ s0],
@@ -296,6 +321,7 @@ void repvgg_block_to_chain(const RepVGGBlockImpl& b, Chain& ch) {
     bias = bias + bn0.shift();
   }
   ch.conv(w, {}, b.stride, 1);
+  ch.mark(from(ch, kLayer, b, b.out_channels));
   const int64_t c = b.out_channels;
   const double eps = bn3.eps;
   ch.batchnorm(BNParams{torch::full({c}, std::sqrt(1.0 + eps), kF64), bias, torch::zeros({c}, kF64),
@@ -307,6 +333,7 @@ void head_to_chain(const nn::Linear& fc, Chain& ch) {
   ch.avgpool();
   ch.flatten();
   ch.linear(fc->weight, fc->bias);
+  ch.mark(from(ch, kLayer, *fc, fc->weight.size(0)));
 }
 
 void repvgg_to_chain(const RepVGGImpl& m, Chain& ch) {
@@ -340,22 +367,28 @@ void convert_preact(const PreActBlockImpl& b, Chain& ch) {
     ch.batchnorm(bn1);
     ch.relu();
     ch.conv(torch::cat({w1, pad_kernel(to_work(b.shortcut->weight), 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, planes) + from(ch, kReserved, *b.shortcut, planes));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(torch::zeros({planes}, kF64), torch::ones({planes}, kF64), bn2.eps)}));
     ch.prelu(pass(planes, planes));
     ch.conv(torch::cat({w2, dirac(planes, 3)}, 1), {}, 1, 1);
+    ch.mark(from(ch, kMerged, b, planes));
     return;
   }
   ch.conv(torch::cat({dirac(cin, 1), dirac(cin, 1)}, 0), {}, 1, 0);
+  ch.mark(from(ch, kBranch, *b.bn1, cin) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
   ch.prelu(pass(cin, cin));
   ch.conv(block_diagonal(w1, 1, cin, false).first, {}, s, 1);
+  ch.mark(from(ch, kBranch, *b.conv1, planes) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
   ch.prelu(pass(planes, cin));
   ch.conv(torch::cat({w2, dirac(cin, 3)}, 1), {}, 1, 1);
+  ch.mark(from(ch, kMerged, b, planes));
 }
 
 void preact_to_chain(const PreActResNetImpl& m, Chain& ch) {
   ch.conv(to_work(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  ch.mark(from(ch, kLayer, *m.conv1, m.conv1->options.out_channels()));
   for (const auto& stage : m.stages)
     for (const auto& blk : *stage) convert_preact(*blk.ptr()->as<PreActBlockImpl>(), ch);
   ch.batchnorm(BNParams::from(*m.bn));
@@ -380,6 +413,7 @@ void mobilenet_act(bool relu6, int64_t n, int64_t reserve, Chain& ch) {
 void conv_bn_act_to_chain(const ConvBNActImpl& seq, bool relu6, Chain& ch) {
   const auto& conv = *seq.conv;
   ch.conv(to_work(conv.weight), {}, stride_of(conv), padding_of(conv), groups_of(conv));
+  ch.mark(from(ch, kLayer, conv, conv.options.out_channels()));
   ch.batchnorm(BNParams::from(*seq.bn));
   mobilenet_act(relu6, conv.options.out_channels(), 0, ch);
 }
@@ -390,13 +424,16 @@ void convert_inverted_residual(const InvertedResidualImpl& b, bool grouped, Chai
   if (!b.use_res_connect) {  // no residual: the layers as they are
     if (b.expand_conv) {
       ch.conv(weight_of(*b.expand_conv), {}, 1, 0);
+      ch.mark(from(ch, kBranch, *b.expand_conv, b.hidden));
       ch.batchnorm(BNParams::from(*b.expand_bn));
       mobilenet_act(r6, b.hidden, 0, ch);
     }
     ch.conv(weight_of(*b.dw_conv), {}, b.stride, padding_of(*b.dw_conv), groups_of(*b.dw_conv));
+    ch.mark(from(ch, kBranch, *b.dw_conv, b.hidden));
     ch.batchnorm(BNParams::from(*b.dw_bn));
     mobilenet_act(r6, b.hidden, 0, ch);
     ch.conv(weight_of(*b.project_conv), {}, 1, 0);
+    ch.mark(from(ch, kLayer, *b.project_conv, b.project_conv->options.out_channels()));
     ch.batchnorm(bnp);
     return;
   }
@@ -408,13 +445,16 @@ void convert_inverted_residual(const InvertedResidualImpl& b, bool grouped, Chai
   const auto reserve_in = torch::cat({dirac(cin, 1), torch::zeros({cin, b.in_width - cin, 1, 1}, work_options())}, 1);
   const auto merge_out = torch::cat({dirac(cin, 1), torch::zeros({b.out_width - cin, cin, 1, 1}, work_options())}, 0);
   ch.conv(torch::cat({weight_of(*b.expand_conv), reserve_in}, 0), {}, 1, 0);
+  ch.mark(from(ch, kBranch, *b.expand_conv, h) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bne, BNParams::identity(st.in_mean, st.in_var, bne.eps)}));
   mobilenet_act(r6, h, cin, ch);
   auto [wd, groups] = block_diagonal(weight_of(*b.dw_conv), groups_of(*b.dw_conv), cin, grouped);
   ch.conv(wd, {}, 1, 1, groups);
+  ch.mark(from(ch, kBranch, *b.dw_conv, h) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bnd, BNParams::identity(st.in_mean, st.in_var, bnd.eps)}));
   mobilenet_act(r6, h, cin, ch);
   ch.conv(torch::cat({scale_out(weight_of(*b.project_conv), bnp.scale()), merge_out}, 1), bnp.shift(), 1, 0);
+  ch.mark(from(ch, kMerged, b, b.out_width));
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bnp.eps));
 }
 
@@ -432,6 +472,7 @@ void mobilenet_to_chain(const MobileNetV2Impl& m, bool grouped, Chain& ch) {
   ch.flatten();
   auto fc = child<nn::LinearImpl>(m.classifier, 1);
   ch.linear(fc->weight, fc->bias);
+  ch.mark(from(ch, kLayer, *fc, fc->weight.size(0)));
 }
 
 void mobilenet_v1_to_chain(const MobileNetV1Impl& m, Chain& ch) {
@@ -466,6 +507,7 @@ namespace {
 /// Pass 1 on a chain; a plain model is read as it is.
 Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
   Chain ch;
+  ch.name_modules(model);
   detail::WorkDtypeGuard work(detail::dtype_device(model).first);
   if (auto* r = dynamic_cast<const ResNetImpl*>(&model))
     resnet_to_chain(*r, downsample, grouped_reserve, ch);
