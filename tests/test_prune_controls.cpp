@@ -2,6 +2,8 @@
 // targets, the per-layer cap, per-layer ratios, rounding kept counts to a multiple.
 #include <gtest/gtest.h>
 
+#include <numeric>
+
 #include "helpers.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/models/profile.h"
