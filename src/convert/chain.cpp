@@ -87,21 +87,21 @@ void Chain::batchnorm(const BNParams& bn, double momentum) {
   push(std::move(l));
 }
 
-void Chain::relu() { push({LayerSpec::relu(), {}}); }
+void Chain::relu() { push({LayerSpec::relu(), {}, {}}); }
 
 void Chain::prelu(const torch::Tensor& slopes) {
-  push({LayerSpec::prelu(slopes.size(0)), {{"weight", to_f64(slopes)}}});
+  push({LayerSpec::prelu(slopes.size(0)), {{"weight", to_f64(slopes)}}, {}});
 }
 
 void Chain::clamp(const torch::Tensor& lo, const torch::Tensor& hi) {
-  push({LayerSpec::clamp(lo.size(0)), {{"min", to_f64(lo)}, {"max", to_f64(hi)}}});
+  push({LayerSpec::clamp(lo.size(0)), {{"min", to_f64(lo)}, {"max", to_f64(hi)}}, {}});
 }
 
 void Chain::maxpool(int64_t kernel, int64_t stride, int64_t padding) {
-  push({LayerSpec::maxpool(kernel, stride, padding), {}});
+  push({LayerSpec::maxpool(kernel, stride, padding), {}, {}});
 }
-void Chain::avgpool() { push({LayerSpec::avgpool(), {}}); }
-void Chain::flatten() { push({LayerSpec::flatten(), {}}); }
+void Chain::avgpool() { push({LayerSpec::avgpool(), {}, {}}); }
+void Chain::flatten() { push({LayerSpec::flatten(), {}, {}}); }
 
 void Chain::linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   ChainLayer l;
