@@ -227,6 +227,9 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     auto keep = torch::tensor(unit.kept, torch::kLong);
     slice_out(ch.layers[unit.producer], keep, unit.kept);
     for (size_t j : unit.sliced) slice_out(ch.layers[j], keep, unit.kept);
+    for (size_t j = unit.producer + 1; j < unit.consumer; ++j)  // ReLU, poolings, Flatten: provenance only
+      if (std::find(unit.sliced.begin(), unit.sliced.end(), j) == unit.sliced.end())
+        ch.layers[j].origin = ch.layers[j].origin.select(unit.kept);
     slice_in(ch.layers[unit.consumer], keep);
   }
   PruneResult r;
