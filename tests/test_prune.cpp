@@ -1,10 +1,18 @@
-// Network slimming on plain networks (include/rmnet/prune/slim.h) and the residual baseline.
+// Network slimming on plain networks (include/rmnet/prune/slim.h): exact removal of dead channels,
+// folding the constant a removed channel leaves behind, the importance rule, and the residual
+// baseline (include/rmnet/prune/residual_baseline.h). The selection controls (targets, caps,
+// rounding) are in test_prune_controls.cpp.
 #include <gtest/gtest.h>
+
+#include <limits>
+#include <set>
 
 #include "helpers.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
+#include "rmnet/models/profile.h"
+#include "rmnet/prune/residual_baseline.h"
 #include "rmnet/prune/slim.h"
 #include "rmnet/train/trainer.h"
 
@@ -68,12 +76,17 @@ TEST(Prune, DeadChannelsAreRemovedExactly) {
       auto net = plain_of(arch, dtype);
       const int64_t killed = kill_channels(net);
       ASSERT_GT(killed, 10) << arch;
-      auto r = prune(*net, PruneOptions().threshold(1e-12));
-      // grouped units keep equal counts per group, so they may keep some dead channels
-      if (arch != "rmnet26x3_32") EXPECT_EQ(r.report.channels_removed, killed) << arch;
-      EXPECT_GT(r.report.channels_removed, killed / 2) << arch;
-      EXPECT_LT(r.report.params_after, r.report.params_before) << arch;
-      EXPECT_LT(rel_diff(*net, *r.net, input(dtype)), test::tolerance_for(dtype)) << arch;
+      for (auto rule : {PruneImportance::Gamma, PruneImportance::Contribution}) {
+        auto r = prune(*net, PruneOptions().threshold(1e-12).importance(rule));
+        // grouped units keep equal counts per group, so they may keep some dead channels; the
+        // contribution rule also finds the channels that only feed dead outputs (a reserved channel
+        // whose Dirac weight reaches a merge output with gamma 0), so it removes at least as many
+        if (arch != "rmnet26x3_32" && rule == PruneImportance::Gamma) EXPECT_EQ(r.report.channels_removed, killed) << arch;
+        if (arch != "rmnet26x3_32") EXPECT_GE(r.report.channels_removed, killed) << arch;
+        EXPECT_GT(r.report.channels_removed, killed / 2) << arch;
+        EXPECT_LT(r.report.params_after, r.report.params_before) << arch;
+        EXPECT_LT(rel_diff(*net, *r.net, input(dtype)), test::tolerance_for(dtype)) << arch << " " << to_string(rule);
+      }
     }
   }
 }
@@ -141,6 +154,20 @@ TEST(Prune, BadInput) {
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(1.0)); }).find("[0, 1)"), std::string::npos);
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions()); }).find("exactly one"), std::string::npos);
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.5).threshold(0.1)); }).find("exactly one"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.5).target_macs(0.5)); }).find("exactly one"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().target_macs(0.0)); }).find("target_macs must be in (0, 1]"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().target_params(1.5)); }).find("target_params"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.5).max_layer_ratio(0.0)); }).find("max_layer_ratio"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.5).round_to(0)); }).find("round_to"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().threshold(0.1).scope(PruneScope::Layer)); }).find("scope"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().target_params(1e-6)); }).find("cannot be reached"),
             std::string::npos);
   const auto e = error_of([&] { prune(*net, PruneOptions().threshold(1e9)); });
   EXPECT_NE(e.find("would remove every channel of layer 0"), std::string::npos) << e;
@@ -259,6 +286,160 @@ TEST(Prune, SparsitySubgradient) {
   }
   EXPECT_EQ(bns, 1 + 3 * 2 + 2);  // stem, 3 BasicBlocks x 2, 2 downsample BNs
   EXPECT_EQ(scales, 3);
+}
+
+}  // namespace
+}  // namespace rmnet
+
+namespace rmnet {
+namespace {
+
+/// A chain with every kind of path a removed channel's constant takes: a clamp with clipped and
+/// unclipped channels and a padded max pool before a grouped 1x1 consumer, a PReLU before a grouped
+/// unpadded 3x3 consumer, a tied depthwise conv before the linear head. Random weights and BN.
+PlainNet fold_chain(torch::ScalarType dtype) {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<LayerSpec> L = {LayerSpec::conv(3, 8, 3, 1, 1, 1, false), LayerSpec::batchnorm(8),
+                              LayerSpec::clamp(8), LayerSpec::maxpool(3, 1, 1),
+                              LayerSpec::conv(8, 12, 1, 1, 0, 2, false), LayerSpec::batchnorm(12),
+                              LayerSpec::prelu(12), LayerSpec::conv(12, 8, 3, 1, 0, 4, false),
+                              LayerSpec::batchnorm(8), LayerSpec::relu(), LayerSpec::conv(8, 8, 3, 1, 1, 8, false),
+                              LayerSpec::batchnorm(8), LayerSpec::relu(), LayerSpec::avgpool(), LayerSpec::flatten(),
+                              LayerSpec::linear(8, 5)};
+  torch::manual_seed(11);
+  PlainNet net(L, ModelOptions("plain").num_classes(5));
+  randomize_batchnorm(*net, 12);
+  torch::NoGradGuard g;
+  auto clamp = net->layer_as<ChannelClampImpl>(2);
+  clamp->min.copy_(torch::tensor({0.0, 0.0, 0.0, 0.0, -inf, -inf, -inf, -inf}));
+  clamp->max.copy_(torch::tensor({6.0, 6.0, 6.0, 6.0, inf, inf, inf, inf}));
+  net->layer_as<torch::nn::PReLUImpl>(6)->weight.uniform_(-0.5, 0.5);
+  net->to(dtype);
+  net->eval();
+  return net;
+}
+
+/// gamma = 0 and the given betas on channels `cs` of BN layer `bn`.
+void zero_gamma(PlainNet& net, size_t bn, const std::vector<int64_t>& cs, const std::vector<double>& betas) {
+  torch::NoGradGuard g;
+  auto b = net->layer_as<torch::nn::BatchNorm2dImpl>(bn);
+  for (size_t i = 0; i < cs.size(); ++i) {
+    b->weight[cs[i]] = 0.0;
+    b->bias[cs[i]] = betas[i];
+  }
+}
+
+TEST(PruneFold, ZeroGammaChannelsWithAnyBetaAreRemovedExactly) {
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    auto net = fold_chain(dtype);
+    // one channel per equal-k group of each unit; betas of both signs, one clipped by the clamp at 6
+    // and one far beyond it (large activations)
+    zero_gamma(net, 1, {1, 5}, {7.5, -2.0});                   // clamp [0, 6] and an unclipped channel
+    zero_gamma(net, 5, {0, 4, 7, 10}, {1.5, -3.0, 40.0, -0.7});  // PReLU with random slopes
+    zero_gamma(net, 11, {1, 2, 5, 6}, {2.0, 0.3, -1.0, 25.0});   // depthwise BN before the linear head
+    torch::manual_seed(5);
+    auto x = 3.0 * torch::randn({2, 3, 12, 12}, torch::TensorOptions().dtype(dtype));
+    for (bool fold : {true, false}) {
+      auto r = prune(*net, PruneOptions().threshold(1e-30).fold_removed(fold));
+      ASSERT_EQ(r.report.channels_removed, 10);
+      EXPECT_EQ(r.net->spec(4).in_channels, 6);
+      EXPECT_EQ(r.net->spec(7).in_channels, 8);
+      EXPECT_EQ(r.net->spec(10).groups, 4);
+      EXPECT_EQ(r.net->spec(15).in_channels, 4);
+      const double err = rel_diff(*net, *r.net, x);
+      if (fold) {
+        EXPECT_EQ(r.report.folded, 9);  // relu(-1.0) is 0: nothing to fold; the other nine are nonzero
+        EXPECT_EQ(r.report.folds_at_border, 0);
+        EXPECT_LT(err, test::tolerance_for(dtype)) << "dtype " << dtype;
+      } else {
+        EXPECT_GT(err, 1e-2) << "without folding the constants are lost";
+      }
+    }
+  }
+}
+
+TEST(PruneFold, PaddedConsumerIsExactInsideTheBorder) {
+  // resnet8's block convs are 3x3 with padding 1: the folded constant is exact on the pixels whose
+  // receptive field lies inside the image, an approximation on the border (counted in the report)
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    auto net = plain_of("resnet8", dtype);
+    const size_t bn = 4, consumer_bn = 7;  // block conv1's BN ([bn1 | reserved]) and the merge conv's BN
+    zero_gamma(net, bn, {2, 9, 20, 27}, {0.8, 1.7, 2.5, 0.4});
+    auto r = prune(*net, PruneOptions().threshold(1e-30));
+    ASSERT_EQ(r.report.channels_removed, 4);
+    EXPECT_EQ(r.report.folded, 4);
+    EXPECT_EQ(r.report.folds_at_border, 2);  // the branch channels (the reserved ones feed a Dirac kernel)
+    torch::NoGradGuard g;
+    auto x = 3.0 * input(dtype);
+    auto a = net->forward_range(x, 0, consumer_bn + 1), b = r.net->forward_range(x, 0, consumer_bn + 1);
+    using torch::indexing::Slice;
+    auto inner = [](const torch::Tensor& t) { return t.index({Slice(), Slice(), Slice(1, -1), Slice(1, -1)}); };
+    EXPECT_LT((inner(a) - inner(b)).abs().max().item<double>() / a.abs().max().item<double>(),
+              test::tolerance_for(dtype));
+    EXPECT_GT((a - b).abs().max().item<double>() / a.abs().max().item<double>(), 1e-3);
+  }
+}
+
+TEST(PruneImportance, ContributionIsGammaTimesScaledConsumerNorm) {
+  auto net = plain_of("resnet8");
+  auto units = prune_units(*net);
+  ASSERT_EQ(units.size(), 7u);
+  // block conv1 (branch channels 0..15, reserved 16..31) into the merge conv and its BN
+  const auto& u = units[1];
+  ASSERT_EQ(u.producer, 3u);
+  auto gamma = net->layer_as<torch::nn::BatchNorm2dImpl>(u.importance)->weight.detach();
+  auto w = net->layer_as<torch::nn::Conv2dImpl>(u.consumer)->weight.detach();
+  auto bn = net->layer_as<torch::nn::BatchNorm2dImpl>(u.consumer + 1);
+  std::vector<double> expected(u.channels, 0.0);
+  for (int64_t c = 0; c < u.channels; ++c) {
+    double sum = 0.0;
+    for (int64_t o = 0; o < w.size(0); ++o) {
+      const double a = bn->weight[o].item<double>() / std::sqrt(bn->running_var[o].item<double>() + 1e-5);
+      sum += a * a * w[o][c].pow(2).sum().item<double>();
+    }
+    expected[c] = std::abs(gamma[c].item<double>()) * std::sqrt(sum);
+  }
+  auto got = unit_importance(*net, u, PruneImportance::Contribution);
+  for (int64_t c = 0; c < u.channels; ++c) EXPECT_NEAR(got[c].item<double>(), expected[c], 1e-12 * expected[c]);
+  EXPECT_TRUE(torch::equal(unit_importance(*net, u, PruneImportance::Gamma), gamma.abs()));
+  // the head: |gamma| times the column norm of the linear layer
+  const auto& head = units.back();
+  auto fc = net->layer_as<torch::nn::LinearImpl>(head.consumer)->weight.detach();
+  auto g2 = net->layer_as<torch::nn::BatchNorm2dImpl>(head.importance)->weight.detach().abs();
+  EXPECT_TRUE(torch::allclose(unit_importance(*net, head, PruneImportance::Contribution),
+                              g2 * fc.pow(2).sum(0).sqrt(), 1e-12, 0));
+}
+
+TEST(PruneImportance, GlobalRatioRemovesTheLeastImportantOfAllUnits) {
+  auto net = plain_of("resnet8");
+  for (auto rule : {PruneImportance::Contribution, PruneImportance::Gamma}) {
+    auto units = prune_units(*net);
+    std::vector<std::tuple<double, size_t, int64_t>> all;  // importance, unit, channel
+    for (size_t i = 0; i < units.size(); ++i) {
+      auto v = unit_importance(*net, units[i], rule);
+      for (int64_t c = 0; c < units[i].channels; ++c) all.emplace_back(v[c].item<double>(), i, c);
+    }
+    std::sort(all.begin(), all.end());
+    const double ratio = 0.2;
+    const auto n = static_cast<size_t>(ratio * static_cast<double>(all.size()));
+    std::set<std::pair<size_t, int64_t>> expected;
+    for (size_t j = 0; j < n; ++j) expected.insert({std::get<1>(all[j]), std::get<2>(all[j])});
+    auto r = prune(*net, PruneOptions().ratio(ratio).importance(rule));
+    std::set<std::pair<size_t, int64_t>> removed;
+    for (size_t i = 0; i < r.report.units.size(); ++i) {
+      const auto& u = r.report.units[i];
+      std::vector<bool> kept(u.channels, false);
+      for (auto c : u.kept) kept[c] = true;
+      for (int64_t c = 0; c < u.channels; ++c)
+        if (!kept[c]) removed.insert({i, c});
+    }
+    EXPECT_EQ(removed, expected) << to_string(rule);
+    EXPECT_DOUBLE_EQ(r.report.threshold, std::get<0>(all[n - 1]));
+    // both kinds of channel the RM operation produces compete on that one scale
+    EXPECT_GT(r.report.removed_by_role["branch"] + r.report.removed_by_role["reserved"] +
+                  r.report.removed_by_role["merged"] + r.report.removed_by_role["layer"],
+              0);
+  }
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "chain.h"
 
+#include <algorithm>
+
 namespace rmnet::detail {
 
 namespace {
@@ -72,7 +74,7 @@ void Chain::conv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t
                            bias.defined());
   l.tensors["weight"] = to_work(weight);
   if (bias.defined()) l.tensors["bias"] = to_f64(bias);
-  layers.push_back(std::move(l));
+  push(std::move(l));
 }
 
 void Chain::batchnorm(const BNParams& bn, double momentum) {
@@ -82,31 +84,56 @@ void Chain::batchnorm(const BNParams& bn, double momentum) {
   l.tensors["bias"] = bn.bias;
   l.tensors["running_mean"] = bn.mean;
   l.tensors["running_var"] = bn.var;
-  layers.push_back(std::move(l));
+  push(std::move(l));
 }
 
-void Chain::relu() { layers.push_back({LayerSpec::relu(), {}}); }
+void Chain::relu() { push({LayerSpec::relu(), {}, {}}); }
 
 void Chain::prelu(const torch::Tensor& slopes) {
-  layers.push_back({LayerSpec::prelu(slopes.size(0)), {{"weight", to_f64(slopes)}}});
+  push({LayerSpec::prelu(slopes.size(0)), {{"weight", to_f64(slopes)}}, {}});
 }
 
 void Chain::clamp(const torch::Tensor& lo, const torch::Tensor& hi) {
-  layers.push_back({LayerSpec::clamp(lo.size(0)), {{"min", to_f64(lo)}, {"max", to_f64(hi)}}});
+  push({LayerSpec::clamp(lo.size(0)), {{"min", to_f64(lo)}, {"max", to_f64(hi)}}, {}});
 }
 
 void Chain::maxpool(int64_t kernel, int64_t stride, int64_t padding) {
-  layers.push_back({LayerSpec::maxpool(kernel, stride, padding), {}});
+  push({LayerSpec::maxpool(kernel, stride, padding), {}, {}});
 }
-void Chain::avgpool() { layers.push_back({LayerSpec::avgpool(), {}}); }
-void Chain::flatten() { layers.push_back({LayerSpec::flatten(), {}}); }
+void Chain::avgpool() { push({LayerSpec::avgpool(), {}, {}}); }
+void Chain::flatten() { push({LayerSpec::flatten(), {}, {}}); }
 
 void Chain::linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   ChainLayer l;
   l.spec = LayerSpec::linear(weight.size(1), weight.size(0), bias.defined());
   l.tensors["weight"] = to_work(weight);
   if (bias.defined()) l.tensors["bias"] = to_f64(bias);
-  layers.push_back(std::move(l));
+  push(std::move(l));
+}
+
+void Chain::push(ChainLayer layer) {
+  const auto k = layer.spec.kind;
+  if (!layer.origin.known() && k != LayerKind::Conv && k != LayerKind::Linear && !layers.empty())
+    layer.origin = layers.back().origin;
+  layers.push_back(std::move(layer));
+}
+
+void Chain::mark(LayerOrigin origin) {
+  TORCH_CHECK(!layers.empty(), "internal: provenance for a layer of an empty chain");
+  const auto& s = layers.back().spec;
+  TORCH_CHECK(!origin.known() || origin.channels() == s.out_channels, "internal: provenance of ", s.describe(),
+              " describes ", origin.channels(), " channels");
+  layers.back().origin = std::move(origin);
+}
+
+std::string Chain::name(const torch::nn::Module& m) const {
+  auto it = names.find(&m);
+  return it == names.end() ? "?" : it->second;
+}
+
+void Chain::name_modules(const torch::nn::Module& model) {
+  names.clear();
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) names[item.value().get()] = item.key();
 }
 
 Chain Chain::from(const PlainNetImpl& net) {
@@ -118,6 +145,7 @@ Chain Chain::from(const PlainNetImpl& net) {
     for (const auto& p : m->named_parameters(false))
       l.tensors[p.key()] = is_weight(l.spec, p.key()) ? to_work(p.value()) : to_f64(p.value());
     for (const auto& b : m->named_buffers(false)) l.tensors[b.key()] = to_f64(b.value());
+    l.origin = net.origin(i);
     c.layers.push_back(std::move(l));
   }
   return c;
@@ -127,6 +155,11 @@ PlainNet Chain::build(const ModelOptions& options, torch::ScalarType dtype, torc
   std::vector<LayerSpec> specs;
   for (const auto& l : layers) specs.push_back(l.spec);
   PlainNet net(std::move(specs), options);
+  if (std::any_of(layers.begin(), layers.end(), [](const ChainLayer& l) { return l.origin.known(); })) {
+    std::vector<LayerOrigin> origins;
+    for (const auto& l : layers) origins.push_back(l.origin);
+    net->set_provenance(std::move(origins));
+  }
   net->to(device, dtype);
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < layers.size(); ++i) {

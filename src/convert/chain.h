@@ -18,6 +18,7 @@ namespace rmnet::detail {
 struct ChainLayer {
   LayerSpec spec;
   std::map<std::string, torch::Tensor> tensors;  // CPU; "weight" of Conv/Linear in the work dtype
+  LayerOrigin origin;                            // where its output channels came from (provenance.h)
   const torch::Tensor& at(const std::string& name) const {
     auto it = tensors.find(name);
     TORCH_CHECK(it != tensors.end(), "plain layer ", spec.describe(), " has no tensor '", name, "'");
@@ -56,6 +57,8 @@ class WorkDtypeGuard {
 
 struct Chain {
   std::vector<ChainLayer> layers;
+  /// Qualified names of the source model's modules ("layer1.0.conv1"), for provenance.
+  std::map<const torch::nn::Module*, std::string> names;
 
   void conv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t stride, int64_t padding,
             int64_t groups = 1);
@@ -67,7 +70,16 @@ struct Chain {
   void avgpool();
   void flatten();
   void linear(const torch::Tensor& weight, const torch::Tensor& bias);
-  void push(ChainLayer layer) { layers.push_back(std::move(layer)); }
+  /// Appends a layer; a per-channel layer (not Conv/Linear) without an origin inherits the previous one's.
+  void push(ChainLayer layer);
+
+  /// Provenance: sets the origin of the last layer (a conv or linear just added); the per-channel
+  /// layers added after it inherit it.
+  void mark(LayerOrigin origin);
+  /// The qualified name of a source module (from `names`; "?" when it is not there).
+  std::string name(const torch::nn::Module& m) const;
+  /// Fills `names` from a source model.
+  void name_modules(const torch::nn::Module& model);
 
   /// Reads every layer of a plain network (tensors converted to float64 CPU).
   static Chain from(const PlainNetImpl& net);

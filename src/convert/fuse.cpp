@@ -76,6 +76,7 @@ Chain fold_batchnorm(const Chain& in) {
       const auto& w = l.at("weight");
       out.conv(w * a.to(w.scalar_type()).view({-1, 1, 1, 1}), (to_f64(bias_or_zeros(l)) - bn.mean) * a + bn.bias,
                l.spec.stride, l.spec.padding, l.spec.groups);
+      out.mark(l.origin);
       ++i;
     } else {
       out.push(l);
@@ -99,6 +100,7 @@ Chain fuse_pointwise(const Chain& in, PointwiseFusion policy) {
         const auto b = torch::matmul(w2.to(torch::kDouble), to_f64(bias_or_zeros(prev))) + to_f64(bias_or_zeros(l));
         out.layers.pop_back();
         out.conv(w, b, 1, 0);
+        out.mark(l.origin);
         continue;
       }
     }

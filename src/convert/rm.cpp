@@ -22,6 +22,7 @@ namespace {
 /// Pass 1 on a chain; a plain model is read as it is.
 Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
   Chain ch;
+  ch.name_modules(model);
   detail::WorkDtypeGuard work(detail::dtype_device(model).first);
   detail::TranslateOptions to;
   to.downsample = downsample;

@@ -90,6 +90,7 @@ void head_to_chain(const nn::LinearImpl& fc, Chain& ch) {
   ch.avgpool();
   ch.flatten();
   ch.linear(fc.weight, fc.bias);
+  ch.mark(from(ch, kLayer, fc, fc.weight.size(0)));
 }
 
 }  // namespace rmnet::detail

@@ -83,6 +83,15 @@ int64_t padding_of(const torch::nn::Conv2dImpl& c);
 /// A branch conv's weight in the work dtype; branch convs with a bias are refused.
 torch::Tensor weight_of(const torch::nn::Conv2dImpl& c);
 
+/// Provenance: `n` output channels of source module `m` in one role (ch.names gives its name).
+inline LayerOrigin from(const Chain& ch, ChannelRole role, const torch::nn::Module& m, int64_t n) {
+  return LayerOrigin::of(role, ch.name(m), n);
+}
+constexpr auto kLayer = ChannelRole::Layer;
+constexpr auto kBranch = ChannelRole::Branch;
+constexpr auto kReserved = ChannelRole::Reserved;
+constexpr auto kMerged = ChannelRole::Merged;
+
 /// Global average pool, flatten, the classifier.
 void head_to_chain(const torch::nn::LinearImpl& fc, Chain& ch);
 

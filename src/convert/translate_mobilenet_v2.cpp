@@ -33,13 +33,16 @@ void inverted_residual_to_chain(const InvertedResidualImpl& b, bool grouped, Cha
   if (!b.use_res_connect) {  // no residual: the layers as they are
     if (b.expand_conv) {
       ch.conv(weight_of(*b.expand_conv), {}, 1, 0);
+      ch.mark(from(ch, kBranch, *b.expand_conv, b.hidden));
       ch.batchnorm(BNParams::from(*b.expand_bn));
       mobilenet_act(r6, b.hidden, 0, ch);
     }
     ch.conv(weight_of(*b.dw_conv), {}, b.stride, padding_of(*b.dw_conv), groups_of(*b.dw_conv));
+    ch.mark(from(ch, kBranch, *b.dw_conv, b.hidden));
     ch.batchnorm(BNParams::from(*b.dw_bn));
     mobilenet_act(r6, b.hidden, 0, ch);
     ch.conv(weight_of(*b.project_conv), {}, 1, 0);
+    ch.mark(from(ch, kLayer, *b.project_conv, b.project_conv->options.out_channels()));
     ch.batchnorm(bnp);
     return;
   }
@@ -51,13 +54,16 @@ void inverted_residual_to_chain(const InvertedResidualImpl& b, bool grouped, Cha
   const auto reserve_in = torch::cat({dirac(cin, 1), torch::zeros({cin, b.in_width - cin, 1, 1}, work_options())}, 1);
   const auto merge_out = torch::cat({dirac(cin, 1), torch::zeros({b.out_width - cin, cin, 1, 1}, work_options())}, 0);
   ch.conv(torch::cat({weight_of(*b.expand_conv), reserve_in}, 0), {}, 1, 0);
+  ch.mark(from(ch, kBranch, *b.expand_conv, h) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bne, BNParams::identity(st.in_mean, st.in_var, bne.eps)}));
   mobilenet_act(r6, h, cin, ch);
   auto [wd, groups] = block_diagonal(weight_of(*b.dw_conv), groups_of(*b.dw_conv), cin, grouped);
   ch.conv(wd, {}, 1, 1, groups);
+  ch.mark(from(ch, kBranch, *b.dw_conv, h) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bnd, BNParams::identity(st.in_mean, st.in_var, bnd.eps)}));
   mobilenet_act(r6, h, cin, ch);
   ch.conv(torch::cat({scale_out(weight_of(*b.project_conv), bnp.scale()), merge_out}, 1), bnp.shift(), 1, 0);
+  ch.mark(from(ch, kMerged, b, b.out_width));
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bnp.eps));
 }
 
@@ -66,6 +72,7 @@ void inverted_residual_to_chain(const InvertedResidualImpl& b, bool grouped, Cha
 void conv_bn_act_to_chain(const ConvBNActImpl& seq, bool relu6, Chain& ch) {
   const auto& conv = *seq.conv;
   ch.conv(to_work(conv.weight), {}, stride_of(conv), padding_of(conv), groups_of(conv));
+  ch.mark(from(ch, kLayer, conv, conv.options.out_channels()));
   ch.batchnorm(BNParams::from(*seq.bn));
   mobilenet_act(relu6, conv.options.out_channels(), 0, ch);
 }

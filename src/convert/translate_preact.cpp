@@ -26,19 +26,24 @@ void preact_block_to_chain(const PreActBlockImpl& b, Chain& ch) {
     ch.batchnorm(bn1);
     ch.relu();
     ch.conv(torch::cat({w1, pad_kernel(to_work(b.shortcut->weight), 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, planes) + from(ch, kReserved, *b.shortcut, planes));
     ch.batchnorm(BNParams::cat(
         {bn2, BNParams::identity(torch::zeros({planes}, f64_options()), torch::ones({planes}, f64_options()), bn2.eps)}));
     ch.prelu(pass(planes, planes));
     ch.conv(torch::cat({w2, dirac(planes, 3)}, 1), {}, 1, 1);
+    ch.mark(from(ch, kMerged, b, planes));
     return;
   }
   ch.conv(torch::cat({dirac(cin, 1), dirac(cin, 1)}, 0), {}, 1, 0);
+  ch.mark(from(ch, kBranch, *b.bn1, cin) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bn1, BNParams::identity(st.in_mean, st.in_var, bn1.eps)}));
   ch.prelu(pass(cin, cin));
   ch.conv(block_diagonal(w1, 1, cin, false).first, {}, s, 1);
+  ch.mark(from(ch, kBranch, *b.conv1, planes) + from(ch, kReserved, b, cin));
   ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
   ch.prelu(pass(planes, cin));
   ch.conv(torch::cat({w2, dirac(cin, 3)}, 1), {}, 1, 1);
+  ch.mark(from(ch, kMerged, b, planes));
 }
 
 }  // namespace
@@ -46,6 +51,7 @@ void preact_block_to_chain(const PreActBlockImpl& b, Chain& ch) {
 void preact_to_chain(const ModelImpl& model, const TranslateOptions&, Chain& ch) {
   const auto& m = model_as<PreActResNetImpl>(model, "PreActResNet");
   ch.conv(to_work(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  ch.mark(from(ch, kLayer, *m.conv1, m.conv1->options.out_channels()));
   for (const auto& stage : m.stages)
     for (const auto& blk : *stage) preact_block_to_chain(*blk.ptr()->as<PreActBlockImpl>(), ch);
   ch.batchnorm(BNParams::from(*m.bn));

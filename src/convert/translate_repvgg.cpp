@@ -19,6 +19,7 @@ void repvgg_block_to_chain(const RepVGGBlockImpl& b, Chain& ch) {
     bias = bias + bn0.shift();
   }
   ch.conv(w, {}, b.stride, 1);
+  ch.mark(from(ch, kLayer, b, b.out_channels));
   const int64_t c = b.out_channels;
   const double eps = bn3.eps;
   ch.batchnorm(BNParams{torch::full({c}, std::sqrt(1.0 + eps), f64_options()), bias,

@@ -36,10 +36,11 @@ void se_to_chain(const SqueezeExcitationImpl& se, int64_t channels, Chain& ch) {
 
 /// The tail of a block with SE: the branch output `cout` channels + the reserved input `cin`
 /// channels go through SE (branch only), then a 1x1 merge [I | P] adds the shortcut.
-void se_merge(const SqueezeExcitationImpl& se, int64_t cout, int64_t cin, const Shortcut& sc, const Stats& st,
-              double eps, Chain& ch) {
+void se_merge(const ResidualBlockBase& b, const SqueezeExcitationImpl& se, int64_t cout, int64_t cin,
+              const Shortcut& sc, const Stats& st, double eps, Chain& ch) {
   se_to_chain(se, cout + cin, ch);
   ch.conv(torch::cat({dirac(cout, 1), sc.weight}, 1), sc.bias, 1, 0);
+  ch.mark(from(ch, kMerged, b, cout));
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, eps));
   ch.relu();
 }
@@ -55,11 +56,13 @@ void basic_to_chain(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     // [W1 ; D] (stride s), BN, ReLU, [[W2, 0], [0, D]], BN [bn2 ; identity], SE, [I | P].
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, cmid) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     ch.conv(block_diagonal(w2, 1, cin, false).first, {}, 1, 1);
+    ch.mark(from(ch, kBranch, *b.conv2, cout) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
-    se_merge(*b.se, cout, cin, sc, st, bn2.eps, ch);
+    se_merge(b, *b.se, cout, cin, sc, st, bn2.eps, ch);
     return;
   }
   if (b.downsample && mode == DownsampleMode::Type1) {
@@ -67,17 +70,21 @@ void basic_to_chain(const BasicBlockImpl& b, DownsampleMode mode, Chain& ch) {
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
     ch.conv(torch::cat({w1, pad_kernel(scaled_projection(b, to_work(dconv->weight)), 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, cmid) + from(ch, kReserved, *dconv, cout));
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({zeros(cmid), ones(cout)}));
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), dirac(cout, 3)}, 1), bn2.shift(), 1, 1);
+    ch.mark(from(ch, kMerged, b, cout));
   } else {
     // Figure 1 / Figure 2(b): [W1 ; Dirac (stride s)], BN [bn1 ; identity], ReLU,
     // merge [a2 W2 | P padded to 3x3] with P the identity or the downsample projection.
     const auto sc = shortcut_of(b.downsample, cin);
     ch.conv(torch::cat({w1, dirac(cin, 3)}, 0), {}, s, 1);
+    ch.mark(from(ch, kBranch, *b.conv1, cmid) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     ch.conv(torch::cat({scale_out(w2, bn2.scale()), pad_kernel(sc.weight, 3)}, 1), bn2.shift() + sc.bias, 1, 1);
+    ch.mark(from(ch, kMerged, b, cout));
   }
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn2.eps));
   ch.relu();
@@ -95,10 +102,12 @@ void bottleneck_to_chain(const BottleneckImpl& b, DownsampleMode mode, bool grou
   // conv1 and conv2 with the (type 2) reserve: [W1 ; D], BN, ReLU, grouped [W2 ; D] (stride s), BN, ReLU.
   const auto reserve_conv1_conv2 = [&] {
     ch.conv(torch::cat({w1, dirac(cin, 1)}, 0), {}, 1, 0);
+    ch.mark(from(ch, kBranch, *b.conv1, w) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn1, reserved_bn(b, st, bn1.eps)}));
     ch.relu();
     auto [w2r, groups] = block_diagonal(w2, g2, cin, grouped);
     ch.conv(w2r, {}, s, 1, groups);
+    ch.mark(from(ch, kBranch, *b.conv2, w2.size(0)) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(st.in_mean, st.in_var, bn2.eps)}));
     ch.relu();
   };
@@ -106,8 +115,9 @@ void bottleneck_to_chain(const BottleneckImpl& b, DownsampleMode mode, bool grou
     const auto sc = shortcut_of(b.downsample, cin);
     reserve_conv1_conv2();
     ch.conv(block_diagonal(w3, 1, cin, false).first, {}, 1, 0);
+    ch.mark(from(ch, kBranch, *b.conv3, cout) + from(ch, kReserved, b, cin));
     ch.batchnorm(BNParams::cat({bn3, BNParams::identity(st.in_mean, st.in_var, bn3.eps)}));
-    se_merge(*b.se, cout, cin, sc, st, bn3.eps, ch);
+    se_merge(b, *b.se, cout, cin, sc, st, bn3.eps, ch);
     return;
   }
   if (b.downsample && mode == DownsampleMode::Type1) {
@@ -116,17 +126,21 @@ void bottleneck_to_chain(const BottleneckImpl& b, DownsampleMode mode, bool grou
     auto dconv = b.downsample->ptr<nn::Conv2dImpl>(0);
     auto dbn = BNParams::from(*child<nn::BatchNorm2dImpl>(b.downsample, 1));
     ch.conv(torch::cat({w1, scaled_projection(b, to_work(dconv->weight))}, 0), {}, 1, 0);
+    ch.mark(from(ch, kBranch, *b.conv1, w) + from(ch, kReserved, *dconv, cout));
     ch.batchnorm(BNParams::cat({bn1, dbn}));
     ch.prelu(torch::cat({zeros(w), ones(cout)}));
     auto [w2r, groups] = block_diagonal(w2, g2, cout, grouped);
     ch.conv(w2r, {}, s, 1, groups);
+    ch.mark(from(ch, kBranch, *b.conv2, w2.size(0)) + from(ch, kReserved, *dconv, cout));
     ch.batchnorm(BNParams::cat({bn2, BNParams::identity(zeros(cout), ones(cout), bn2.eps)}));
     ch.prelu(torch::cat({zeros(w), ones(cout)}));
     ch.conv(torch::cat({scale_out(w3, bn3.scale()), dirac(cout, 1)}, 1), bn3.shift(), 1, 0);
+    ch.mark(from(ch, kMerged, b, cout));
   } else {
     const auto sc = shortcut_of(b.downsample, cin);
     reserve_conv1_conv2();
     ch.conv(torch::cat({scale_out(w3, bn3.scale()), sc.weight}, 1), bn3.shift() + sc.bias, 1, 0);
+    ch.mark(from(ch, kMerged, b, cout));
   }
   ch.batchnorm(BNParams::identity(st.out_mean, st.out_var, bn3.eps));
   ch.relu();
@@ -135,6 +149,7 @@ void bottleneck_to_chain(const BottleneckImpl& b, DownsampleMode mode, bool grou
 void resnet_to_chain(const ModelImpl& model, const TranslateOptions& options, Chain& ch) {
   const auto& m = model_as<ResNetImpl>(model, "ResNet");
   ch.conv(to_work(m.conv1->weight), {}, stride_of(*m.conv1), padding_of(*m.conv1));
+  ch.mark(from(ch, kLayer, *m.conv1, m.conv1->options.out_channels()));
   ch.batchnorm(BNParams::from(*m.bn1));
   ch.relu();
   if (m.maxpool) {

@@ -56,6 +56,30 @@ ModelOptions options_from_json(const json& j) {
   return o;
 }
 
+// Provenance (models/provenance.h): per layer, a list of [role, module, first, count] runs
+// ([] = unknown); absent in files written before it existed, which load with none.
+json provenance_to_json(const std::vector<LayerOrigin>& origins) {
+  json j = json::array();
+  for (const auto& o : origins) {
+    json runs = json::array();
+    for (const auto& r : o.runs) runs.push_back({to_string(r.role), r.module, r.first, r.count});
+    j.push_back(std::move(runs));
+  }
+  return j;
+}
+
+std::vector<LayerOrigin> provenance_from_json(const json& j) {
+  std::vector<LayerOrigin> origins;
+  for (const auto& layer : j) {
+    LayerOrigin o;
+    for (const auto& r : layer)
+      o.runs.push_back({channel_role_from_string(r.at(0).get<std::string>()), r.at(1).get<std::string>(),
+                        r.at(2).get<int64_t>(), r.at(3).get<int64_t>()});
+    origins.push_back(std::move(o));
+  }
+  return origins;
+}
+
 std::string read_file(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -124,7 +148,9 @@ ModelPtr load_model_bytes(const std::string& bytes) {
       const auto needed = detail::layers_numel(layers);
       TORCH_CHECK(needed <= file_numel, "the header describes layers of at least ", needed,
                   " tensor elements, but the file holds ", file_numel);
-      model = std::make_shared<PlainNetImpl>(std::move(layers), options);
+      auto net = std::make_shared<PlainNetImpl>(std::move(layers), options);
+      if (header.contains("provenance")) net->set_provenance(provenance_from_json(header.at("provenance")));
+      model = net;
     } else {
       model = create_model(options);
     }
@@ -178,6 +204,7 @@ std::string serialize_model(const ModelImpl& model) {
   if (auto* p = dynamic_cast<const PlainNetImpl*>(&model)) {
     header["layers"] = json::array();
     for (const auto& s : p->specs()) header["layers"].push_back(layer_to_json(s));
+    if (!p->provenance().empty()) header["provenance"] = provenance_to_json(p->provenance());
   }
   c10::Dict<std::string, at::Tensor> state;
   for (const auto& p : model.named_parameters(true)) state.insert(p.key(), p.value().detach().cpu().contiguous());

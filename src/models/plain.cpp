@@ -266,6 +266,26 @@ PlainNetImpl::PlainNetImpl(std::vector<LayerSpec> layers, ModelOptions options)
     layers_.push_back(register_module(std::to_string(i), make_layer(specs_[i])));
 }
 
+const LayerOrigin& PlainNetImpl::origin(size_t i) const {
+  static const LayerOrigin unknown;
+  TORCH_CHECK(i < specs_.size(), "plain layer ", i, " does not exist (the chain has ", specs_.size(), " layers)");
+  return provenance_.empty() ? unknown : provenance_[i];
+}
+
+void PlainNetImpl::set_provenance(std::vector<LayerOrigin> origins) {
+  if (!origins.empty()) {
+    TORCH_CHECK(origins.size() == specs_.size(), "provenance has ", origins.size(), " entries for a chain of ",
+                specs_.size(), " layers");
+    int64_t c = options_.in_channels();
+    for (size_t i = 0; i < specs_.size(); ++i) {
+      if (auto out = specs_[i].output_channels()) c = *out;
+      TORCH_CHECK(!origins[i].known() || origins[i].channels() == c, "provenance of plain layer ", i, " (",
+                  specs_[i].describe(), ") describes ", origins[i].channels(), " channels, the layer outputs ", c);
+    }
+  }
+  provenance_ = std::move(origins);
+}
+
 torch::Tensor PlainNetImpl::forward(torch::Tensor x) { return forward_range(std::move(x), 0, specs_.size()); }
 
 torch::Tensor PlainNetImpl::forward_range(torch::Tensor x, size_t begin, size_t end) {

@@ -1,56 +1,43 @@
-// Network slimming on plain networks: find the prunable units of a chain, select channels by
-// |gamma| (threshold or global ratio), slice the layers. See include/rmnet/prune/slim.h.
+// Network slimming on plain networks: rank the channels of the prunable units, select, fold what
+// the removed channels leave behind into their consumers, slice the layers. See
+// include/rmnet/prune/slim.h.
 #include "rmnet/prune/slim.h"
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
-#include <map>
 #include <numeric>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "../convert/chain.h"
-#include "rmnet/convert/rm.h"
-#include "rmnet/io/model_file.h"
-#include "rmnet/models/mobilenet.h"
-#include "rmnet/models/resnet.h"
+#include "prune_internal.h"
+#include "rmnet/convert/verify.h"
 
 namespace rmnet {
 using detail::Chain;
+using detail::is_depthwise;
 
 namespace {
-
-bool is_depthwise(const LayerSpec& s) {
-  return s.kind == LayerKind::Conv && s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
-}
-
-/// Per unit: which channels may be removed (bool [C]); undefined = all.
-using EligibleFn = std::function<torch::Tensor(const PruneUnit&)>;
 
 torch::Tensor take(const torch::Tensor& t, int64_t dim, const torch::Tensor& idx) {
   if (!t.defined() || t.dim() == 0) return t;
   return t.index_select(dim, idx).contiguous();
 }
 
-/// Slices the tensors of chain layer `l` along `dim` (per-channel tensors of BN/PReLU/Clamp,
-/// a conv's weight and bias along dim 0).
-void slice_out(detail::ChainLayer& l, const torch::Tensor& keep) {
+/// Slices the tensors of chain layer `l` along dim 0 (per-channel tensors of BN/PReLU/Clamp, a
+/// conv's weight and bias) and its provenance.
+void slice_out(detail::ChainLayer& l, const torch::Tensor& keep, const std::vector<int64_t>& kept) {
   for (auto& [name, t] : l.tensors) {
     if (t.dim() == 0) continue;  // num_batches_tracked
     t = take(t, 0, keep);
   }
   const int64_t k = keep.size(0);
-  switch (l.spec.kind) {
-    case LayerKind::Conv:
-      if (is_depthwise(l.spec)) l.spec.in_channels = l.spec.groups = k;
-      l.spec.out_channels = k;
-      break;
-    default:
-      l.spec.out_channels = k;
-  }
+  if (is_depthwise(l.spec)) l.spec.in_channels = l.spec.groups = k;
+  l.spec.out_channels = k;
+  l.origin = l.origin.select(kept);
 }
 
 /// Slices the input channels of a (possibly grouped) conv or the input features of a linear.
@@ -73,283 +60,224 @@ void slice_in(detail::ChainLayer& l, const torch::Tensor& keep) {
   l.spec.in_channels = k;
 }
 
-std::string layer_name(const PlainNetImpl& net, size_t i) { return fmt::format("layer {} ({})", i, net.spec(i).describe()); }
+/// v_c: what each channel of a unit becomes at the consumer's input when its BN outputs beta_c (its
+/// gamma set to 0): beta through the layers between the importance BN and the consumer (float64 [C]).
+torch::Tensor constant_at_consumer(const Chain& ch, const PruneUnit& u) {
+  auto v = ch.layers[u.importance].at("bias").clone();
+  for (size_t j = u.importance + 1; j < u.consumer; ++j) {
+    const auto& l = ch.layers[j];
+    switch (l.spec.kind) {
+      case LayerKind::ReLU:
+        v = v.clamp_min(0.0);
+        break;
+      case LayerKind::PReLU:
+        v = torch::where(v >= 0, v, v * l.at("weight"));
+        break;
+      case LayerKind::Clamp:
+        v = torch::maximum(torch::minimum(v, l.at("max")), l.at("min"));
+        break;
+      case LayerKind::Conv: {  // a tied depthwise conv without a BN after it: sum of the taps, bias
+        v = v * l.at("weight").to(torch::kDouble).sum({1, 2, 3});
+        if (l.tensors.count("bias")) v = v + l.at("bias");
+        break;
+      }
+      default:  // poolings and Flatten keep a constant
+        break;
+    }
+  }
+  return v;
+}
 
-PruneResult prune_impl(const ModelImpl& model, const PruneOptions& o, const EligibleFn& eligible) {
-  const auto* plain = dynamic_cast<const PlainNetImpl*>(&model);
-  TORCH_CHECK(plain || model.family() != "plain", "pruning needs a PlainNet with BatchNorms kept; this '",
-              model.family(), "' network is another kind (a deployed or quantized form?): prune the model file's "
-              "network before preparing it for inference");
-  TORCH_CHECK(plain, "pruning needs a plain network with BatchNorms kept, got a residual '", model.options().arch(),
-              "' model (", model.family(), "): convert it first (ConvertOptions::keep_bn), or use the residual "
-              "baseline (prune_residual)");
-  const auto& net = *plain;
-  const bool by_ratio = o.ratio() >= 0, by_threshold = o.threshold() >= 0;
-  TORCH_CHECK(by_ratio != by_threshold, "give exactly one of a threshold or a ratio (got threshold ", o.threshold(),
-              ", ratio ", o.ratio(), ")");
-  TORCH_CHECK(!by_ratio || o.ratio() < 1.0, "ratio must be in [0, 1) (got ", o.ratio(), ")");
-  TORCH_CHECK(std::isfinite(o.threshold()) && std::isfinite(o.ratio()), "threshold and ratio must be finite");
+/// Does the consumer get a bias it lacks when a channel with a nonzero constant is folded into it?
+bool folds_into_bias(const Chain& ch, const PruneUnit& u) {
+  return !(ch.layers[u.consumer].spec.kind == LayerKind::Conv && u.consumer + 1 < ch.layers.size() &&
+           ch.layers[u.consumer + 1].spec.kind == LayerKind::BatchNorm);
+}
+
+/// Folds the constants `v` of the removed channels (kept[c] false) into the consumer: for a conv
+/// followed by a BN, its running mean -= sum_taps W[o, c] v_c; otherwise the consumer's bias +=
+/// (conv: sum_taps W[o, c] v_c, linear: W[o, c] v_c). Returns {folded, folded at a padded border}.
+std::pair<int64_t, int64_t> fold_removed(Chain& ch, const PruneUnit& u, const torch::Tensor& v,
+                                         const std::vector<bool>& kept) {
+  auto& cl = ch.layers[u.consumer];
+  const auto& cs = cl.spec;
+  const auto w = cl.at("weight").to(torch::kDouble);
+  torch::Tensor shift = torch::zeros({cs.out_channels}, torch::kDouble);
+  int64_t folded = 0, border = 0;
+  const int64_t g = cs.kind == LayerKind::Conv ? cs.groups : 1, gin = cs.in_channels / g, gout = cs.out_channels / g;
+  const bool padded = cs.kind == LayerKind::Conv && cs.padding > 0 && cs.kernel > 1;
+  for (int64_t c = 0; c < u.channels; ++c) {
+    const double vc = v[c].item<double>();
+    if (kept[c] || vc == 0.0) continue;
+    ++folded;
+    const int64_t j = c / gin, local = c % gin;
+    auto rows = w.narrow(0, j * gout, gout).select(1, local);  // [gout, k, k] or [out]
+    if (cs.kind == LayerKind::Conv) {
+      shift.narrow(0, j * gout, gout).add_(rows.sum({1, 2}) * vc);
+      if (padded) {  // off-centre taps read zero padding on the border pixels
+        auto off = rows.clone();
+        off.select(1, cs.kernel / 2).select(1, cs.kernel / 2).zero_();
+        if (off.abs().max().item<double>() > 0) ++border;
+      }
+    } else {
+      shift.add_(rows * vc);
+    }
+  }
+  if (folded == 0) return {0, 0};
+  if (!folds_into_bias(ch, u)) {
+    auto& mean = ch.layers[u.consumer + 1].tensors.at("running_mean");
+    mean = mean - shift;
+  } else {
+    if (!cl.spec.bias) {
+      cl.spec.bias = true;
+      cl.tensors["bias"] = torch::zeros({cs.out_channels}, torch::kDouble);
+    }
+    cl.tensors["bias"] = cl.tensors["bias"] + shift;
+  }
+  return {folded, border};
+}
+
+void check_options(const PruneOptions& o) {
+  const int criteria = (o.threshold() >= 0) + (o.ratio() >= 0) + (o.target_macs() >= 0) + (o.target_params() >= 0);
+  TORCH_CHECK(criteria == 1, "give exactly one of threshold, ratio, target_macs or target_params (got threshold ",
+              o.threshold(), ", ratio ", o.ratio(), ", target_macs ", o.target_macs(), ", target_params ",
+              o.target_params(), ")");
+  for (double v : {o.threshold(), o.ratio(), o.target_macs(), o.target_params(), o.max_layer_ratio()})
+    TORCH_CHECK(std::isfinite(v), "pruning options must be finite numbers");
+  TORCH_CHECK(o.ratio() < 1.0, "ratio must be in [0, 1) (got ", o.ratio(), ")");
+  TORCH_CHECK(o.target_macs() < 0 || (o.target_macs() > 0 && o.target_macs() <= 1.0),
+              "target_macs must be in (0, 1] (got ", o.target_macs(), ")");
+  TORCH_CHECK(o.target_params() < 0 || (o.target_params() > 0 && o.target_params() <= 1.0),
+              "target_params must be in (0, 1] (got ", o.target_params(), ")");
+  TORCH_CHECK(o.max_layer_ratio() > 0 && o.max_layer_ratio() <= 1.0, "max_layer_ratio must be in (0, 1] (got ",
+              o.max_layer_ratio(), ")");
+  TORCH_CHECK(o.round_to() >= 1, "round_to must be at least 1 (got ", o.round_to(), ")");
+  TORCH_CHECK(o.input_size() >= 0, "input_size must be non-negative (got ", o.input_size(), ")");
+  TORCH_CHECK(o.scope() == PruneScope::Global || o.ratio() >= 0,
+              "scope 'layer' applies a ratio to every layer; it needs ratio (not a threshold or a target)");
+}
+
+}  // namespace
+
+namespace detail {
+
+PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const EligibleFn& eligible) {
+  check_options(o);
   const bool has_bn = std::any_of(net.specs().begin(), net.specs().end(),
                                   [](const LayerSpec& s) { return s.kind == LayerKind::BatchNorm; });
   TORCH_CHECK(has_bn, "the plain network has no BatchNorm layers (fused/deploy form): the BN scales (gamma) that "
-              "slimming ranks channels by are gone; prune the BN-kept form (rmnet convert --keep-bn)");
-
+              "slimming ranks channels by are gone; prune the form with BatchNorms kept (ConvertOptions::keep_bn)");
   PruneReport rep;
   auto units = prune_units(net, &rep.notes);
   TORCH_CHECK(!units.empty(), "the plain network has no prunable unit (a conv followed by a BatchNorm whose "
               "channels reach a conv or a pooled linear)");
 
-  auto [dtype, device] = detail::dtype_device(net);
-  detail::WorkDtypeGuard work(dtype);
+  auto [dtype, device] = dtype_device(net);
+  WorkDtypeGuard work(dtype);
   Chain ch = Chain::from(net);
 
-  // Importance per unit (|gamma|, float64), +inf where not eligible.
-  const double inf = std::numeric_limits<double>::infinity();
+  // importance (+inf where not removable) and the constant each channel leaves behind
   std::vector<std::vector<double>> imp(units.size());
-  struct Cand {
-    double v;
-    size_t u;
-    int64_t c;
+  std::vector<torch::Tensor> constant(units.size());
+  for (size_t u = 0; u < units.size(); ++u) {
+    auto t = unit_importance(net, units[u], o.importance()).contiguous();
+    imp[u].assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+    if (eligible) {
+      auto el = eligible(units[u]).to(torch::kBool).contiguous();
+      for (int64_t c = 0; c < units[u].channels; ++c)
+        if (!el[c].item<bool>()) imp[u][c] = std::numeric_limits<double>::infinity();
+    }
+    constant[u] = constant_at_consumer(ch, units[u]);
+  }
+  const auto adds_bias = [&](size_t u, const std::vector<int64_t>& kept) {
+    if (!o.fold_removed() || !folds_into_bias(ch, units[u])) return false;
+    std::vector<bool> k(units[u].channels, false);
+    for (auto c : kept) k[c] = true;
+    for (int64_t c = 0; c < units[u].channels; ++c)
+      if (!k[c] && constant[u][c].item<double>() != 0.0) return true;
+    return false;
   };
-  std::vector<Cand> cands;
-  for (size_t i = 0; i < units.size(); ++i) {
-    auto g = ch.layers[units[i].importance].at("weight").abs().contiguous();
-    torch::Tensor el = eligible ? eligible(units[i]) : torch::Tensor();
-    imp[i].assign(g.data_ptr<double>(), g.data_ptr<double>() + g.numel());
-    for (int64_t c = 0; c < units[i].channels; ++c) {
-      if (el.defined() && !el[c].item<bool>()) {
-        imp[i][c] = inf;
-        continue;
-      }
-      cands.push_back({imp[i][c], i, c});
-    }
-  }
-  rep.channels_total = static_cast<int64_t>(cands.size());
-  std::vector<std::vector<bool>> removed(units.size());
-  for (size_t i = 0; i < units.size(); ++i) removed[i].assign(units[i].channels, false);
-  if (by_threshold) {
-    rep.threshold = o.threshold();
-    for (const auto& c : cands)
-      if (c.v < o.threshold()) removed[c.u][c.c] = true;
-  } else {
-    std::stable_sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) { return a.v < b.v; });
-    const auto n = static_cast<size_t>(std::floor(o.ratio() * static_cast<double>(cands.size())));
-    for (size_t j = 0; j < n; ++j) removed[cands[j].u][cands[j].c] = true;
-    rep.threshold = n == 0 ? 0.0 : cands[n - 1].v;
-  }
-
-  // Per unit: equal k per group, never empty.
-  for (size_t i = 0; i < units.size(); ++i) {
-    auto& u = units[i];
-    const int64_t G = u.groups, per = u.channels / G;
-    // threshold: k = the largest count any group keeps (no channel above the threshold goes);
-    // ratio: k = the mean count, rounded (the global ratio is met on average)
-    int64_t k = 0, total = 0;
-    for (int64_t g = 0; g < G; ++g) {
-      int64_t n = 0;
-      for (int64_t c = g * per; c < (g + 1) * per; ++c) n += removed[i][c] ? 0 : 1;
-      k = std::max(k, n);
-      total += n;
-    }
-    if (by_ratio && total > 0) k = std::max<int64_t>(1, (total + G / 2) / G);
-    if (k == 0) {
-      TORCH_CHECK(o.keep_one(), "pruning would remove every channel of ", layer_name(net, u.producer), " (all ",
-                  u.channels, " |gamma| of layer ", u.importance, " are below ", rep.threshold,
-                  "); lower the ", by_ratio ? "ratio" : "threshold", " or keep one channel per layer (--keep-one)");
-      k = 1;
-      rep.notes.push_back(fmt::format("{}: every channel below the threshold, kept {} per group", layer_name(net, u.producer), k));
-    }
-    u.kept.clear();
-    for (int64_t g = 0; g < G; ++g) {
-      std::vector<int64_t> idx(per);
-      std::iota(idx.begin(), idx.end(), g * per);
-      std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return imp[i][a] > imp[i][b]; });
-      idx.resize(k);
-      std::sort(idx.begin(), idx.end());
-      u.kept.insert(u.kept.end(), idx.begin(), idx.end());
-    }
-    rep.channels_removed += u.channels - static_cast<int64_t>(u.kept.size());
-  }
-
-  // Slice.
+  rep.input_size = o.input_size() > 0 ? o.input_size() : default_input_size(net);
+  const PruneCost cost(net, units, rep.input_size, adds_bias);
+  std::vector<std::vector<int64_t>> all;
   for (const auto& u : units) {
-    if (static_cast<int64_t>(u.kept.size()) == u.channels) continue;
-    auto keep = torch::tensor(u.kept, torch::kLong);
-    slice_out(ch.layers[u.producer], keep);
-    for (size_t j : u.sliced) slice_out(ch.layers[j], keep);
-    slice_in(ch.layers[u.consumer], keep);
+    all.emplace_back(u.channels);
+    std::iota(all.back().begin(), all.back().end(), int64_t{0});
+  }
+  std::tie(rep.params_before, rep.macs_before) = cost(all);
+  select_channels(net, units, imp, o, cost, rep);
+
+  // fold, then slice (folding reads the consumer's weights before they are sliced)
+  for (size_t u = 0; u < units.size(); ++u) {
+    const auto& unit = units[u];
+    if (static_cast<int64_t>(unit.kept.size()) == unit.channels) continue;
+    std::vector<bool> kept(unit.channels, false);
+    for (auto c : unit.kept) kept[c] = true;
+    const auto& origin = net.origin(unit.producer);
+    for (int64_t c = 0; c < unit.channels; ++c)
+      if (!kept[c]) ++rep.removed_by_role[origin.known() ? to_string(origin.role(c)) : "unknown"];
+    if (o.fold_removed()) {
+      auto [n, border] = fold_removed(ch, unit, constant[u], kept);
+      rep.folded += n;
+      rep.folds_at_border += border;
+    }
+  }
+  for (const auto& unit : units) {
+    if (static_cast<int64_t>(unit.kept.size()) == unit.channels) continue;
+    auto keep = torch::tensor(unit.kept, torch::kLong);
+    slice_out(ch.layers[unit.producer], keep, unit.kept);
+    for (size_t j : unit.sliced) slice_out(ch.layers[j], keep, unit.kept);
+    for (size_t j = unit.producer + 1; j < unit.consumer; ++j)  // ReLU, poolings, Flatten: provenance only
+      if (std::find(unit.sliced.begin(), unit.sliced.end(), j) == unit.sliced.end())
+        ch.layers[j].origin = ch.layers[j].origin.select(unit.kept);
+    slice_in(ch.layers[unit.consumer], keep);
   }
   PruneResult r;
   r.net = ch.build(net.options(), dtype, device);
   r.net->metadata() = net.metadata();
-  rep.params_before = count_parameters(net);
-  rep.params_after = count_parameters(*r.net);
+  std::vector<std::vector<int64_t>> kept;
+  for (const auto& u : units) kept.push_back(u.kept);
+  std::tie(rep.params_after, rep.macs_after) = cost(kept);
+  TORCH_CHECK(rep.params_before == count_parameters(net) && rep.params_after == count_parameters(*r.net),
+              "internal: the pruning cost model counts ", rep.params_before, " -> ", rep.params_after,
+              " parameters, the networks have ", count_parameters(net), " -> ", count_parameters(*r.net));
   rep.units = std::move(units);
   auto& md = r.net->metadata();
   md["pruned_ratio"] = fmt::format("{:.6f}", rep.params_ratio_removed());
   md["pruned_channels"] = fmt::format("{}/{}", rep.channels_removed, rep.channels_total);
-  md["prune_criterion"] = by_ratio ? fmt::format("ratio {}", o.ratio()) : fmt::format("threshold {}", o.threshold());
+  md["prune_criterion"] = o.threshold() >= 0   ? fmt::format("threshold {}", o.threshold())
+                          : o.ratio() >= 0     ? fmt::format("ratio {} ({})", o.ratio(), to_string(o.scope()))
+                          : o.target_macs() >= 0 ? fmt::format("target_macs {}", o.target_macs())
+                                                 : fmt::format("target_params {}", o.target_params());
+  md["prune_importance"] = to_string(o.importance());
   md["prune_threshold"] = fmt::format("{}", rep.threshold);
   r.net->train(net.is_training());
   r.report = std::move(rep);
   return r;
 }
 
-}  // namespace
+}  // namespace detail
 
-std::vector<PruneUnit> prune_units(const PlainNetImpl& net, std::vector<std::string>* notes) {
-  const auto& L = net.specs();
-  auto note = [&](size_t p, const std::string& why) {
-    if (notes) notes->push_back(fmt::format("{}: not prunable, {}", layer_name(net, p), why));
-  };
-  std::vector<PruneUnit> units;
-  for (size_t p = 0; p < L.size(); ++p) {
-    const auto& s = L[p];
-    if (s.kind != LayerKind::Conv || is_depthwise(s)) continue;
-    if (p + 1 >= L.size() || L[p + 1].kind != LayerKind::BatchNorm) {
-      note(p, "no BatchNorm follows it");
-      continue;
-    }
-    PruneUnit u;
-    u.producer = p;
-    u.channels = s.out_channels;
-    int64_t groups = s.groups;
-    bool pooled = false, ok = false;
-    std::string why = "its output is the network's output";
-    for (size_t j = p + 1; j < L.size(); ++j) {
-      const auto& t = L[j];
-      if (t.kind == LayerKind::BatchNorm || t.kind == LayerKind::PReLU || t.kind == LayerKind::Clamp ||
-          is_depthwise(t)) {
-        if (t.kind == LayerKind::BatchNorm) u.importance = j;
-        u.sliced.push_back(j);
-        continue;
-      }
-      if (t.kind == LayerKind::ReLU || t.kind == LayerKind::MaxPool) continue;
-      if (t.kind == LayerKind::AvgPool) {
-        pooled = true;
-        continue;
-      }
-      if (t.kind == LayerKind::Flatten) {
-        if (pooled) continue;
-        why = "it is flattened without global pooling";
-        break;
-      }
-      if (t.kind == LayerKind::Conv) {
-        u.consumer = j;
-        groups = std::lcm(groups, t.groups);
-        ok = true;
-      } else if (t.kind == LayerKind::Linear) {
-        u.consumer = j;
-        ok = true;
-      } else {
-        why = fmt::format("a {} layer follows (layer {})", to_string(t.kind), j);
-      }
-      break;
-    }
-    if (!ok) {
-      note(p, why);
-      continue;
-    }
-    if (u.channels % groups != 0) {
-      note(p, fmt::format("{} channels do not split into {} groups", u.channels, groups));
-      continue;
-    }
-    u.groups = groups;
-    units.push_back(std::move(u));
-  }
-  return units;
+PruneResult prune(const ModelImpl& model, const PruneOptions& options) {
+  const auto* net = dynamic_cast<const PlainNetImpl*>(&model);
+  TORCH_CHECK(net || model.family() != "plain", "pruning needs a PlainNet with BatchNorms kept; this '",
+              model.family(), "' network is another kind (a deployed or quantized form?): prune the model file's "
+              "network before preparing it for inference");
+  TORCH_CHECK(net, "pruning needs a plain network with BatchNorms kept, got a residual '", model.options().arch(),
+              "' model (", model.family(), "): convert it first (ConvertOptions::keep_bn), or use the residual "
+              "baseline (prune_residual)");
+  return detail::prune_plain(*net, options, nullptr);
 }
-
-PruneResult prune(const ModelImpl& model, const PruneOptions& options) { return prune_impl(model, options, nullptr); }
 
 std::string PruneReport::to_string() const {
-  return fmt::format("removed {} of {} prunable channels in {} units (|gamma| threshold {:.4g}); parameters {} -> {} "
-                     "({:.1f}% removed)",
-                     channels_removed, channels_total, units.size(), threshold, params_before, params_after,
-                     100.0 * params_ratio_removed());
-}
-
-namespace {
-
-/// The in-block BatchNorms of a residual model with, per BN, the parameters one of its channels
-/// costs in the residual network (its conv filter, BN affine, the next conv's input slice(s)).
-struct InBlockBN {
-  std::shared_ptr<torch::nn::BatchNorm2dImpl> bn;
-  int64_t cost_per_channel = 0;
-};
-
-int64_t per_out(const torch::nn::Conv2d& c) { return c->weight.numel() / c->weight.size(0); }
-int64_t per_in(const torch::nn::Conv2d& c) {
-  return c->weight.numel() / c->options.in_channels();
-}
-
-std::vector<InBlockBN> in_block_bns(torch::nn::Module& m) {
-  std::vector<InBlockBN> out;
-  for (auto& mod : m.modules()) {
-    if (auto b = std::dynamic_pointer_cast<BasicBlockImpl>(mod)) {
-      out.push_back({b->bn1.ptr(), per_out(b->conv1) + 2 + per_in(b->conv2)});
-    } else if (auto b = std::dynamic_pointer_cast<BottleneckImpl>(mod)) {
-      out.push_back({b->bn1.ptr(), per_out(b->conv1) + 2 + per_in(b->conv2)});
-      out.push_back({b->bn2.ptr(), per_out(b->conv2) + 2 + per_in(b->conv3)});
-    } else if (auto b = std::dynamic_pointer_cast<InvertedResidualImpl>(mod)) {
-      if (b->expand_conv)  // expand -> depthwise are tied: one importance (the depthwise BN)
-        out.push_back({b->dw_bn.ptr(), per_out(b->expand_conv) + 2 + per_out(b->dw_conv) + 2 + per_in(b->project_conv)});
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-ResidualPruneResult prune_residual(const ModelImpl& model, const PruneOptions& options) {
-  TORCH_CHECK(model.family() != "plain", "the residual baseline prunes a residual model; '", model.options().arch(),
-              "' is already a plain network (prune it directly)");
-  // A copy whose in-block BN weights are NaN and biases the BN's id: after the RM operation the
-  // plain BNs carrying NaN gammas are exactly the in-block channels (the others are identity BNs
-  // of reserved channels or BNs outside blocks).
-  auto marked = deserialize_model(serialize_model(model), "residual model copy");
-  auto bns = in_block_bns(*marked);
-  TORCH_CHECK(!bns.empty(), "the residual baseline supports ResNet (Basic/Bottleneck) and MobileNetV2 blocks; '",
-              model.options().arch(), "' has none");
-  {
-    torch::NoGradGuard g;
-    for (size_t i = 0; i < bns.size(); ++i) {
-      bns[i].bn->weight.fill_(std::numeric_limits<double>::quiet_NaN());
-      bns[i].bn->bias.fill_(static_cast<double>(i));
-    }
-  }
-  // Dense reserve convs (grouped_reserve off): in a grouped reserve conv the equal-k rule would tie
-  // the in-block group to the reserved groups.
-  auto plain = reserve_merge(model, DownsampleMode::Type2, false);
-  auto mplain = reserve_merge(*marked, DownsampleMode::Type2, false);
-  TORCH_CHECK(plain->specs() == mplain->specs(), "internal: marked conversion differs in structure");
-  std::vector<std::string> notes;
-  auto munits = prune_units(*mplain, &notes);
-  std::map<size_t, std::pair<torch::Tensor, torch::Tensor>> marks;  // producer -> (eligible, bn id)
-  for (const auto& u : munits) {
-    auto bn = mplain->layer_as<torch::nn::BatchNorm2dImpl>(u.importance);
-    auto w = bn->weight.detach().cpu(), b = bn->bias.detach().cpu().to(torch::kDouble);
-    marks[u.producer] = {w.isnan(), b};
-  }
-  auto res = prune_impl(*plain, options, [&](const PruneUnit& u) { return marks.at(u.producer).first; });
-  ResidualPruneResult out;
-  out.residual_params_before = count_parameters(model);
-  int64_t removed = 0;
-  for (const auto& u : res.report.units) {
-    const auto& [el, id] = marks.at(u.producer);
-    std::vector<bool> kept(u.channels, false);
-    for (auto c : u.kept) kept[c] = true;
-    for (int64_t c = 0; c < u.channels; ++c)
-      if (!kept[c] && el[c].item<bool>()) removed += bns.at(static_cast<size_t>(id[c].item<double>())).cost_per_channel;
-  }
-  out.residual_params_after = out.residual_params_before - removed;
-  res.net->metadata()["pruned_from"] = "residual baseline (in-block channels only)";
-  res.net->metadata()["residual_params_before"] = std::to_string(out.residual_params_before);
-  res.net->metadata()["residual_params_after"] = std::to_string(out.residual_params_after);
-  res.net->metadata()["pruned_ratio"] = fmt::format(
-      "{:.6f}", 1.0 - static_cast<double>(out.residual_params_after) / static_cast<double>(out.residual_params_before));
-  out.plain = std::move(res);
-  return out;
+  std::string roles;
+  for (const auto& [role, n] : removed_by_role) roles += fmt::format("{}{} {}", roles.empty() ? "" : ", ", n, role);
+  return fmt::format("removed {} of {} prunable channels in {} units{} (importance threshold {:.4g}); parameters "
+                     "{} -> {} ({:.1f}% removed); MACs at {}x{}: {} -> {}; {} removed constants folded ({} on a "
+                     "padded border)",
+                     channels_removed, channels_total, units.size(), roles.empty() ? "" : " (" + roles + ")",
+                     threshold, params_before, params_after, 100.0 * params_ratio_removed(), input_size, input_size,
+                     macs_before, macs_after, folded, folds_at_border);
 }
 
 }  // namespace rmnet

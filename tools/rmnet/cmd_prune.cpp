@@ -1,7 +1,9 @@
-// rmnet prune: network slimming of a plain network (BN kept) by |gamma| threshold or global ratio,
-// or the residual baseline (in-block channels of a residual model only). A thin layer over
-// rmnet/prune/slim.h; prints parameters, MACs and measured images/s before and after.
+// rmnet prune: network slimming of a plain network (BN kept) by importance threshold, global or
+// per-layer ratio, or a MACs/parameter target, or the residual baseline (in-block channels of a
+// residual model only). A thin layer over rmnet/prune/slim.h and residual_baseline.h; prints
+// parameters, MACs and measured images/s before and after.
 #include <filesystem>
+#include <regex>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -12,17 +14,32 @@
 #include "rmnet/convert/rm.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/profile.h"
+#include "rmnet/prune/residual_baseline.h"
 #include "rmnet/prune/slim.h"
 
 namespace rmnet::cli {
 namespace {
 
 struct PruneCliOptions {
-  std::string model, out, json;
-  double threshold = -1.0, ratio = -1.0;
-  bool keep_one = false, residual_baseline = false, verbose = false;
+  std::string model, out, json, scope = "global", importance = "contribution";
+  double threshold = -1.0, ratio = -1.0, target_macs = -1.0, target_params = -1.0, max_layer_ratio = 1.0;
+  int64_t round_to = 1;
+  bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false;
   int64_t bench_iters = 10, bench_batch = 64, input_size = 0;
 };
+
+/// The library names options; the CLI user knows them as flags.
+std::string with_flags(std::string message) {
+  static const std::pair<const char*, const char*> kNames[] = {
+      {"target_macs", "--target-macs"},       {"target_params", "--target-params"},
+      {"max_layer_ratio", "--max-layer-ratio"}, {"round_to", "--round-to"},
+      {"keep_one", "--keep-one"},             {"input_size", "--input-size"},
+      {"ConvertOptions::keep_bn", "rmnet convert --keep-bn"}, {"prune_residual", "--residual-baseline"},
+      {"scope 'layer'", "--scope layer"},
+  };
+  for (const auto& [name, flag] : kNames) message = std::regex_replace(message, std::regex(name), flag);
+  return message;
+}
 
 void run_prune(const PruneCliOptions& o) {
   ModelPtr model;
@@ -33,22 +50,26 @@ void run_prune(const PruneCliOptions& o) {
   }
   model->eval();
   PruneOptions po;
-  po.threshold(o.threshold).ratio(o.ratio).keep_one(o.keep_one);
+  po.threshold(o.threshold).ratio(o.ratio).target_macs(o.target_macs).target_params(o.target_params);
+  po.scope(prune_scope_from_string(o.scope)).max_layer_ratio(o.max_layer_ratio).round_to(o.round_to);
+  po.importance(prune_importance_from_string(o.importance)).fold_removed(!o.no_fold).keep_one(o.keep_one);
+  po.input_size(o.input_size);
+  const bool plain_model = dynamic_cast<const PlainNetImpl*>(model.get()) != nullptr;
+  TORCH_CHECK(o.residual_baseline || plain_model, "--model '", o.model, "' is a residual ", model->options().arch(),
+              " model: prune its plain form (rmnet convert --keep-bn) or pass --residual-baseline");
   PruneResult r;
   int64_t res_before = 0, res_after = 0;
-  if (o.residual_baseline) {
-    auto rr = prune_residual(*model, po);
-    r = std::move(rr.plain);
-    res_before = rr.residual_params_before;
-    res_after = rr.residual_params_after;
-  } else {
-    TORCH_CHECK(dynamic_cast<const PlainNetImpl*>(model.get()), "--model '", o.model, "' is a residual ", model->options().arch(),
-                " model: prune its plain form (rmnet convert --keep-bn) or pass --residual-baseline");
-    try {
+  try {
+    if (o.residual_baseline) {
+      auto rr = prune_residual(*model, po);
+      r = std::move(rr.plain);
+      res_before = rr.residual_params_before;
+      res_after = rr.residual_params_after;
+    } else {
       r = prune(*model, po);
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "--model '", o.model, "': ", e.what_without_backtrace());
     }
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "--model '", o.model, "': ", with_flags(e.what_without_backtrace()));
   }
   if (o.verbose)
     for (const auto& n : r.report.notes) say(n);
@@ -63,8 +84,11 @@ void run_prune(const PruneCliOptions& o) {
   ModelPtr before = model;
   if (o.residual_baseline) before = reserve_merge(*model, DownsampleMode::Type2, false).ptr();
   nlohmann::json js = {{"model", o.model}, {"out", o.out}, {"input_size", size},
+                       {"criterion", r.net->metadata().at("prune_criterion")},
+                       {"importance", o.importance}, {"fold_removed", !o.no_fold},
                        {"threshold", r.report.threshold}, {"channels_total", r.report.channels_total},
-                       {"channels_removed", r.report.channels_removed},
+                       {"channels_removed", r.report.channels_removed}, {"removed_by_role", r.report.removed_by_role},
+                       {"folded", r.report.folded}, {"folds_at_border", r.report.folds_at_border},
                        {"params_before", r.report.params_before}, {"params_after", r.report.params_after},
                        {"params_ratio_removed", r.report.params_ratio_removed()}};
   if (o.residual_baseline) {
@@ -82,6 +106,7 @@ void run_prune(const PruneCliOptions& o) {
     auto b0 = benchmark(before, "before", bo), b1 = benchmark(r.net.ptr(), "after", bo);
     js["images_per_second_before"] = b0.images_per_second;
     js["images_per_second_after"] = b1.images_per_second;
+    js["runtime"] = b1.runtime;
     say(fmt::format("images/s (CPU, {} runtime, batch {}, {} timed forwards, {} threads): {:.1f} -> {:.1f} ({:.2f}x)",
                     b1.runtime, o.bench_batch, o.bench_iters, b1.threads, b0.images_per_second, b1.images_per_second,
                     b1.images_per_second / b0.images_per_second));
@@ -91,27 +116,49 @@ void run_prune(const PruneCliOptions& o) {
   say(fmt::format("wrote {}", o.out));
 }
 
+CLI::Validator fraction(const std::string& flag, bool zero_ok, bool one_ok) {
+  return CLI::Validator(
+      [=](const std::string& s) -> std::string {
+        try {
+          const double v = std::stod(s);
+          if ((zero_ok ? v >= 0.0 : v > 0.0) && (one_ok ? v <= 1.0 : v < 1.0)) return "";
+        } catch (...) {
+        }
+        return fmt::format("{} must be a number in {}0, 1{} (got '{}')", flag, zero_ok ? "[" : "(", one_ok ? "]" : ")", s);
+      },
+      zero_ok ? (one_ok ? "[0, 1]" : "[0, 1)") : (one_ok ? "(0, 1]" : "(0, 1)"));
+}
+
 }  // namespace
 
 Command setup_prune(CLI::App& app) {
-  auto* cmd = app.add_subcommand("prune", "Network slimming: remove channels with small BN scales (|gamma|)");
+  auto* cmd = app.add_subcommand("prune", "Network slimming: remove the channels of least importance");
   auto o = std::make_shared<PruneCliOptions>();
   cmd->add_option("--model", o->model, "Plain network with BatchNorms kept (rmnet convert --keep-bn)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--out", o->out, "Pruned model file (written atomically)")->required();
-  auto* th = cmd->add_option("--threshold", o->threshold, "Remove channels with |gamma| below this")
+  auto* th = cmd->add_option("--threshold", o->threshold, "Remove channels with importance below this")
                  ->check(CLI::Range(0.0, 1e30));
-  auto* ra = cmd->add_option("--ratio", o->ratio, "Remove this fraction of all prunable channels, in [0, 1)")
-                 ->check([](const std::string& s) -> std::string {
-                   try {
-                     const double v = std::stod(s);
-                     if (v >= 0.0 && v < 1.0) return "";
-                   } catch (...) {
-                   }
-                   return "--ratio must be a number in [0, 1) (got '" + s + "')";
-                 });
-  th->excludes(ra);
+  auto* ra = cmd->add_option("--ratio", o->ratio, "Remove this fraction of the prunable channels, in [0, 1)")
+                 ->check(fraction("--ratio", true, false));
+  auto* tm = cmd->add_option("--target-macs", o->target_macs,
+                             "Prune until the MACs per image are at most this fraction of the original's, in (0, 1]")
+                 ->check(fraction("--target-macs", false, true));
+  auto* tp = cmd->add_option("--target-params", o->target_params,
+                             "Prune until the parameters are at most this fraction of the original's, in (0, 1]")
+                 ->check(fraction("--target-params", false, true));
+  cmd->add_option("--scope", o->scope, "--ratio over all channels at once (global) or of every layer (layer)")
+      ->check(CLI::IsMember({"global", "layer"}));
+  cmd->add_option("--max-layer-ratio", o->max_layer_ratio, "No layer loses more than this fraction of its channels")
+      ->check(fraction("--max-layer-ratio", false, true));
+  cmd->add_option("--round-to", o->round_to, "Pruned layers keep a multiple of this many channels (e.g. 8, 16)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--importance", o->importance,
+                  "Channel ranking: contribution (|gamma| x consumer weight norm, default) or gamma (|gamma|)")
+      ->check(CLI::IsMember({"gamma", "contribution"}));
+  cmd->add_flag("--no-fold", o->no_fold,
+                "Do not fold the constant a removed channel leaves behind into the next layer (for comparison)");
   cmd->add_flag("--keep-one", o->keep_one,
                 "Where the selection would empty a layer, keep its most important channel instead of failing");
   cmd->add_flag("--residual-baseline", o->residual_baseline,
@@ -124,8 +171,9 @@ Command setup_prune(CLI::App& app) {
       ->check(CLI::Range(0, 4096));
   cmd->add_option("--json", o->json, "Also write the numbers to this JSON file");
   cmd->add_flag("-v,--verbose", o->verbose, "List the layers that are not prunable and why");
-  cmd->callback([th, ra] {
-    if (th->count() + ra->count() != 1) throw CLI::RequiredError("exactly one of --threshold or --ratio");
+  cmd->callback([th, ra, tm, tp] {
+    if (th->count() + ra->count() + tm->count() + tp->count() != 1)
+      throw CLI::RequiredError("exactly one of --threshold, --ratio, --target-macs or --target-params");
   });
   return {cmd, [o] { run_prune(*o); }};
 }

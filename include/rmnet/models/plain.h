@@ -13,6 +13,7 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "rmnet/models/model.h"
+#include "rmnet/models/provenance.h"
 
 namespace rmnet {
 
@@ -120,9 +121,19 @@ class PlainNetImpl : public ModelImpl {
   /// Runs layers [begin, end) on x (the whole chain when called with defaults).
   torch::Tensor forward_range(torch::Tensor x, size_t begin, size_t end);
 
+  /// Where each layer's output channels came from (models/provenance.h): empty when unknown, else
+  /// one origin per layer. Recorded by the conversion, kept by pruning, stored in model files.
+  const std::vector<LayerOrigin>& provenance() const { return provenance_; }
+  /// Layer i's origin (unknown when none is recorded).
+  const LayerOrigin& origin(size_t i) const;
+  /// Sets the provenance: empty, or one origin per layer, each unknown or describing exactly the
+  /// channels the layer outputs (throws naming the first layer that does not match).
+  void set_provenance(std::vector<LayerOrigin> origins);
+
  private:
   std::vector<LayerSpec> specs_;
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
+  std::vector<LayerOrigin> provenance_;
 };
 TORCH_MODULE(PlainNet);
 

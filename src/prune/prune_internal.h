@@ -1,0 +1,51 @@
+#pragma once
+// Internal to src/prune: the pieces slimming is made of, shared by prune() and the residual baseline.
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "rmnet/prune/slim.h"
+
+namespace rmnet::detail {
+
+bool is_depthwise(const LayerSpec& s);
+/// "layer 3 (Conv2d(...))"
+std::string layer_name(const PlainNetImpl& net, size_t i);
+
+/// Per unit: which channels may be removed (bool [channels]); an undefined tensor: all of them.
+using EligibleFn = std::function<torch::Tensor(const PruneUnit&)>;
+
+/// prune() with the candidates restricted by `eligible` (the residual baseline); `net` must be a
+/// plain network with BatchNorms.
+PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& options, const EligibleFn& eligible);
+
+/// Parameters and MACs per image of the chain when each unit keeps the channels `kept[u]`, computed
+/// from the layer shapes without building it (equal to count_parameters / count_flops of the result).
+class PruneCost {
+ public:
+  /// `adds_bias[u]`: folding unit u's removed channels would give its consumer a bias it lacks
+  /// (a consumer without bias and without a BN after it), given which channels are removed.
+  using AddsBias = std::function<bool(size_t unit, const std::vector<int64_t>& kept)>;
+  PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& units, int64_t input_size, AddsBias adds_bias);
+  /// {parameters, MACs}
+  std::pair<int64_t, int64_t> operator()(const std::vector<std::vector<int64_t>>& kept) const;
+
+ private:
+  std::vector<LayerSpec> specs_;
+  std::vector<int64_t> pixels_;        // output H * W per layer
+  std::vector<int> out_unit_, in_unit_;  // unit resizing the layer's outputs / inputs, or -1
+  std::vector<int64_t> unit_channels_;
+  AddsBias adds_bias_;
+};
+
+/// Chooses the kept channels of every unit (fills units[u].kept) from per-channel importance
+/// (+inf: not removable) under the options' criterion and constraints; reports threshold, notes and
+/// (without keep_one) throws for an emptied unit. Targets are met through `cost`.
+void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
+                     const std::vector<std::vector<double>>& importance, const PruneOptions& options,
+                     const PruneCost& cost, PruneReport& report);
+
+}  // namespace rmnet::detail
