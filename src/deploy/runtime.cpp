@@ -4,7 +4,9 @@
 
 #include <torch/torch.h>
 
+#include "rmnet/deploy/int8.h"
 #include "rmnet/io/export.h"
+#include "rmnet/quant/qnet.h"
 
 namespace rmnet {
 
@@ -12,7 +14,8 @@ Runtime runtime_from_string(const std::string& s) {
   if (s == "auto") return Runtime::Auto;
   if (s == "eager") return Runtime::Eager;
   if (s == "deploy") return Runtime::Deploy;
-  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, eager or deploy)");
+  if (s == "int8") return Runtime::Int8;
+  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, eager, deploy or int8)");
 }
 
 std::string to_string(Runtime r) {
@@ -20,6 +23,7 @@ std::string to_string(Runtime r) {
     case Runtime::Auto: return "auto";
     case Runtime::Eager: return "eager";
     case Runtime::Deploy: return "deploy";
+    case Runtime::Int8: return "int8";
   }
   return "?";
 }
@@ -61,6 +65,18 @@ DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options) { retu
 
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options) {
   TORCH_CHECK(model, "prepare_inference: no model");
+  if (auto* q = dynamic_cast<QuantizedNetImpl*>(model.get())) {  // INT8 (deploy/int8.h)
+    TORCH_CHECK(runtime != Runtime::Deploy, "'", model->options().arch(),
+                "' is a quantized network: run it with the int8 runtime (or eager, its float reference)");
+    if (runtime == Runtime::Eager) {
+      model->eval();
+      return model;
+    }
+    TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
+    return std::make_shared<Int8NetImpl>(*q);
+  }
+  TORCH_CHECK(runtime != Runtime::Int8, "the int8 runtime runs quantized networks only; quantize '",
+              model->options().arch(), "' first (rmnet quantize)");
   auto* plain = dynamic_cast<PlainNetImpl*>(model.get());
   if (runtime == Runtime::Deploy)
     TORCH_CHECK(plain, "the deploy runtime runs plain networks only; '", model->options().arch(),

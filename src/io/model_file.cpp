@@ -13,6 +13,7 @@
 
 #include "rmnet/models/plain.h"
 #include "rmnet/models/registry.h"
+#include "rmnet/quant/qnet.h"
 #include "layer_json.h"
 
 namespace rmnet {
@@ -88,10 +89,13 @@ ModelPtr load_model_bytes(const std::string& bytes) {
   ModelPtr model;
   try {
     const auto options = options_from_json(header.at("options"));
-    if (header.at("family") == "plain") {
+    if (header.at("family") == "plain" || header.at("family") == "quantized") {
       std::vector<LayerSpec> layers;
       for (const auto& l : header.at("layers")) layers.push_back(layer_from_json(l));
-      model = std::make_shared<PlainNetImpl>(std::move(layers), options);
+      if (header.at("family") == "quantized")
+        model = std::make_shared<QuantizedNetImpl>(std::move(layers), options);
+      else
+        model = std::make_shared<PlainNetImpl>(std::move(layers), options);
     } else {
       model = create_model(options);
     }
@@ -163,6 +167,10 @@ std::string serialize_model(const ModelImpl& model) {
   if (auto* p = dynamic_cast<const PlainNetImpl*>(&model)) {
     header["layers"] = json::array();
     for (const auto& s : p->specs()) header["layers"].push_back(layer_to_json(s));
+  }
+  if (auto* q = dynamic_cast<const QuantizedNetImpl*>(&model)) {
+    header["layers"] = json::array();
+    for (const auto& s : q->specs()) header["layers"].push_back(layer_to_json(s));
   }
   c10::Dict<std::string, at::Tensor> state;
   for (const auto& p : model.named_parameters(true)) state.insert(p.key(), p.value().detach().cpu().contiguous());

@@ -23,8 +23,9 @@ enum class Runtime {
   Auto,    ///< Deploy for plain networks, Eager for residual models
   Eager,   ///< the LibTorch module's own forward
   Deploy,  ///< frozen + optimized TorchScript of the chain (plain networks only)
+  Int8,    ///< the INT8 executor (deploy/int8.h; quantized networks only; Auto picks it for them)
 };
-Runtime runtime_from_string(const std::string& s);  ///< "auto", "eager", "deploy"
+Runtime runtime_from_string(const std::string& s);  ///< "auto", "eager", "deploy", "int8"
 std::string to_string(Runtime r);
 
 struct DeployOptions {
@@ -67,7 +68,9 @@ DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options = Deplo
 
 /// The model to run for inference under `runtime`: Deploy/Auto on a plain network -> a
 /// DeployedNet; Eager, or Auto on a residual model -> `model` itself, moved to the options'
-/// device. Deploy on a residual model is refused by name.
+/// device. Deploy on a residual model is refused by name. A quantized network (quant/qnet.h):
+/// Auto/Int8 -> the INT8 executor (CPU), Eager -> its float reference forward; Int8 on a float
+/// model is refused.
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options = DeployOptions());
 
 }  // namespace rmnet
