@@ -1,4 +1,5 @@
 #include "rmnet/bench/bench.h"
+#include "rmnet/deploy/int8.h"
 
 #include <algorithm>
 #include <chrono>
@@ -129,7 +130,7 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
   auto runner = prepare_inference(
       model, o.runtime(), DeployOptions().device(o.device()).dtype(dt).channels_last(o.channels_last()));
   const bool deployed = dynamic_cast<DeployedNetImpl*>(runner.get()) != nullptr;
-  r.runtime = deployed ? "deploy" : "eager";
+  r.runtime = deployed ? "deploy" : dynamic_cast<Int8NetImpl*>(runner.get()) ? "int8" : "eager";
   if (!deployed && o.channels_last()) {
     torch::NoGradGuard g;
     for (auto& p : runner->parameters())

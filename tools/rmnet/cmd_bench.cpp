@@ -110,8 +110,8 @@ Command setup_bench(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (autocast for eager models, cast weights for deployed)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_flag("--channels-last", o->channels_last, "Channels-last inputs (and weights of eager models)");
-  cmd->add_option("--runtime", o->runtime, "auto (deploy for plain networks, eager otherwise), eager or deploy")
-      ->check(CLI::IsMember({"auto", "eager", "deploy"}));
+  cmd->add_option("--runtime", o->runtime, "auto (deploy for plain networks, eager otherwise; int8 for quantized networks), eager, deploy or int8")
+      ->check(CLI::IsMember({"auto", "eager", "deploy", "int8"}));
   cmd->add_option("--json", o->json, "Write the results as JSON (images_per_second per model)");
   cmd->callback([cmd, arch, model, o] {
     if (arch->count() + model->count() == 0) throw CLI::RequiredError("--arch or --model");

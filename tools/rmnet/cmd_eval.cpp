@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "rmnet/data/datasets.h"
+#include "rmnet/deploy/int8.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/train/trainer.h"
@@ -34,7 +35,9 @@ void run_eval(const EvalCliOptions& o) {
                 test_set->channels());
     const int64_t params = count_parameters(*model);
     auto runner = prepare_inference(model, runtime_from_string(o.runtime));
-    const std::string runtime = dynamic_cast<DeployedNetImpl*>(runner.get()) ? "deploy" : "eager";
+    const std::string runtime = dynamic_cast<DeployedNetImpl*>(runner.get()) ? "deploy"
+                                : dynamic_cast<Int8NetImpl*>(runner.get()) ? "int8"
+                                                                             : "eager";
     auto st = evaluate(*runner, loader);
     predictions.push_back(predict(*runner, loader));
     say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s ({} runtime), {} params",
@@ -78,8 +81,8 @@ Command setup_eval(CLI::App& app) {
   cmd->add_option("--workers", o->workers, "Data loader threads")->check(CLI::Range(0, 64));
   cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
   cmd->add_option("--json", o->json, "Write the results as JSON");
-  cmd->add_option("--runtime", o->runtime, "auto (deploy runtime for plain networks, eager otherwise), eager or deploy")
-      ->check(CLI::IsMember({"auto", "eager", "deploy"}));
+  cmd->add_option("--runtime", o->runtime, "auto (deploy runtime for plain networks, eager otherwise; int8 for quantized networks), eager, deploy or int8")
+      ->check(CLI::IsMember({"auto", "eager", "deploy", "int8"}));
   return {cmd, [o] { run_eval(*o); }};
 }
 
