@@ -263,8 +263,8 @@ std::string to_onnx_qdq(const QuantizedNetImpl& net) {
   // Q -> DQ with per-tensor u8 parameters; returns the dequantized tensor's name.
   const auto qdq = [&](const std::string& x, const std::string& tag, double scale, int64_t zp,
                        const std::string& out = "") {
-    const auto s = init(tag + "_scale", torch::tensor(static_cast<float>(scale)));
-    const auto z = init(tag + "_zero_point", torch::tensor(static_cast<uint8_t>(zp), torch::kByte));
+    const auto s = init(tag + "_scale", torch::full({}, scale, torch::kFloat));
+    const auto z = init(tag + "_zero_point", torch::full({}, zp, torch::kByte));
     const auto q = gr.node("QuantizeLinear", {x, s, z}, {});
     return gr.node("DequantizeLinear", {q, s, z}, {}, out);
   };
