@@ -220,7 +220,7 @@ TEST(Quantize, ModelFileRoundTripAndRuntime) {
     EXPECT_NE(dynamic_cast<Int8NetImpl*>(runner.get()), nullptr);
     EXPECT_EQ(prepare_inference(loaded, Runtime::Eager).get(), loaded.get());
   }
-  EXPECT_NE(test::error_of([&] { prepare_inference(net, Runtime::Int8); }).find("quantize"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { prepare_inference(net.ptr(), Runtime::Int8); }).find("quantize"), std::string::npos);
 }
 
 TEST(Quantize, Errors) {

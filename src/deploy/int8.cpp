@@ -8,7 +8,7 @@
 namespace rmnet {
 namespace {
 
-const c10::OperatorHandle& onednn_op(const char* name) {
+c10::OperatorHandle onednn_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 
@@ -54,7 +54,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net) : ModelImpl(net.options())
   in_scale_ = net.input_scale();
   in_zp_ = net.input_zero_point();
   fallbacks_ = net.fallbacks();
-  const auto& prepack = onednn_op("onednn::qconv_prepack");
+  const auto prepack = onednn_op("onednn::qconv_prepack");
   double cur_s = in_scale_;
   int64_t cur_zp = in_zp_;
   const auto cpu_tensors = [&](size_t i) {
@@ -195,7 +195,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net) : ModelImpl(net.options())
 }
 
 torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
-  static const auto& qconv = onednn_op("onednn::qconv2d_pointwise");
+  static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
   torch::NoGradGuard ng;
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "INT8 runtime: expected input [N, ",
               options_.in_channels(), ", H, W] (got ", x.sizes(), ")");
