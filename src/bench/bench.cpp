@@ -1,4 +1,5 @@
 #include "rmnet/bench/bench.h"
+#include "rmnet/deploy/int8.h"
 
 #include <algorithm>
 #include <chrono>

@@ -8,6 +8,8 @@
 #include <torch/torch.h>
 
 #include "executors.h"
+#include "rmnet/deploy/int8.h"
+#include "rmnet/quant/qnet.h"
 
 namespace rmnet {
 
@@ -16,7 +18,8 @@ Runtime runtime_from_string(const std::string& s) {
   if (s == "eager") return Runtime::Eager;
   if (s == "torchscript" || s == "deploy") return Runtime::TorchScript;
   if (s == "onednn") return Runtime::OneDNN;
-  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, onednn, torchscript or eager)");
+  if (s == "int8") return Runtime::Int8;
+  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, onednn, torchscript, eager or int8)");
 }
 
 std::string to_string(Runtime r) {
@@ -25,11 +28,12 @@ std::string to_string(Runtime r) {
     case Runtime::Eager: return "eager";
     case Runtime::TorchScript: return "torchscript";
     case Runtime::OneDNN: return "onednn";
+    case Runtime::Int8: return "int8";
   }
   return "?";
 }
 
-std::vector<std::string> runtime_names() { return {"auto", "onednn", "torchscript", "eager", "deploy"}; }
+std::vector<std::string> runtime_names() { return {"auto", "onednn", "torchscript", "eager", "int8", "deploy"}; }
 
 bool onednn_available(const DeployOptions& o, std::string* why) {
   auto no = [&](std::string reason) {
@@ -128,6 +132,20 @@ DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options) { retu
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options) {
   TORCH_CHECK(model, "prepare_inference: no model");
   if (std::dynamic_pointer_cast<DeployedNetImpl>(model)) return model;  // already prepared
+  if (std::dynamic_pointer_cast<Int8NetImpl>(model)) return model;
+  if (auto* q = dynamic_cast<QuantizedNetImpl*>(model.get())) {  // INT8 (deploy/int8.h)
+    TORCH_CHECK(runtime == Runtime::Auto || runtime == Runtime::Int8 || runtime == Runtime::Eager, "'",
+                model->options().arch(), "' is a quantized network: run it with the int8 runtime (or eager, its "
+                "float reference), not ", to_string(runtime));
+    if (runtime == Runtime::Eager) {
+      model->eval();
+      return model;
+    }
+    TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
+    return std::make_shared<Int8NetImpl>(*q);
+  }
+  TORCH_CHECK(runtime != Runtime::Int8, "the int8 runtime runs quantized networks only; quantize '",
+              model->options().arch(), "' first (rmnet quantize)");
   auto* plain = dynamic_cast<PlainNetImpl*>(model.get());
   if (runtime == Runtime::OneDNN || runtime == Runtime::TorchScript)
     TORCH_CHECK(plain, "the ", to_string(runtime), " runtime runs plain networks only; '", model->options().arch(),
@@ -144,6 +162,7 @@ ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployO
 
 std::string runtime_name(const ModelImpl& prepared) {
   if (auto* d = dynamic_cast<const DeployedNetImpl*>(&prepared)) return to_string(d->runtime());
+  if (dynamic_cast<const Int8NetImpl*>(&prepared)) return "int8";
   return "eager";
 }
 

@@ -16,6 +16,7 @@
 #include "rmnet/io/state_dict.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/models/registry.h"
+#include "rmnet/quant/qnet.h"
 #include "layer_json.h"
 
 namespace rmnet {
@@ -141,16 +142,20 @@ ModelPtr load_model_bytes(const std::string& bytes) {
   ModelPtr model;
   try {
     const auto options = options_from_json(header.at("options"));
-    if (header.at("family") == "plain") {
+    if (header.at("family") == "plain" || header.at("family") == "quantized") {
       std::vector<LayerSpec> layers;
       for (const auto& l : header.at("layers")) layers.push_back(layer_from_json(l));
       // A plain network's size is in its header: check the file can hold it before allocating.
       const auto needed = detail::layers_numel(layers);
       TORCH_CHECK(needed <= file_numel, "the header describes layers of at least ", needed,
                   " tensor elements, but the file holds ", file_numel);
-      auto net = std::make_shared<PlainNetImpl>(std::move(layers), options);
-      if (header.contains("provenance")) net->set_provenance(provenance_from_json(header.at("provenance")));
-      model = net;
+      if (header.at("family") == "quantized") {
+        model = std::make_shared<QuantizedNetImpl>(std::move(layers), options);
+      } else {
+        auto net = std::make_shared<PlainNetImpl>(std::move(layers), options);
+        if (header.contains("provenance")) net->set_provenance(provenance_from_json(header.at("provenance")));
+        model = net;
+      }
     } else {
       model = create_model(options);
     }
@@ -205,6 +210,10 @@ std::string serialize_model(const ModelImpl& model) {
     header["layers"] = json::array();
     for (const auto& s : p->specs()) header["layers"].push_back(layer_to_json(s));
     if (!p->provenance().empty()) header["provenance"] = provenance_to_json(p->provenance());
+  }
+  if (auto* q = dynamic_cast<const QuantizedNetImpl*>(&model)) {
+    header["layers"] = json::array();
+    for (const auto& s : q->specs()) header["layers"].push_back(layer_to_json(s));
   }
   c10::Dict<std::string, at::Tensor> state;
   for (const auto& p : model.named_parameters(true)) state.insert(p.key(), p.value().detach().cpu().contiguous());

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "rmnet/data/datasets.h"
+#include "rmnet/deploy/int8.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/train/trainer.h"
@@ -14,7 +15,7 @@ namespace rmnet::cli {
 namespace {
 
 struct EvalCliOptions {
-  std::string model, compare, dataset = "fashion-mnist", data, json, runtime = "auto";
+  std::string model, compare, dataset = "fashion-mnist", data, json, runtime = "auto", predictions;
   int64_t batch_size = 256, workers = 2, image_size = 224;
 };
 
@@ -57,6 +58,12 @@ void run_eval(const EvalCliOptions& o) {
                     predictions[0].eq(predictions[1]).sum().item<int64_t>(), predictions[0].numel()));
   }
   out["dataset"] = o.dataset;
+  if (!o.predictions.empty()) {  // the first model's predicted class per test image, one per line
+    std::string text;
+    const auto p = predictions[0].to(torch::kLong).contiguous();
+    for (int64_t i = 0; i < p.numel(); ++i) text += std::to_string(p.data_ptr<int64_t>()[i]) + "\n";
+    write_file_atomic(o.predictions, text);
+  }
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     TORCH_CHECK(f, "cannot write '", o.json, "'");
@@ -78,9 +85,10 @@ Command setup_eval(CLI::App& app) {
   cmd->add_option("--workers", o->workers, "Data loader threads")->check(CLI::Range(0, 64));
   cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
   cmd->add_option("--json", o->json, "Write the results as JSON");
+  cmd->add_option("--predictions", o->predictions, "Write the model's predicted class per test image (one per line)");
   cmd->add_option("--runtime", o->runtime,
-                  "auto (each model on its fastest runtime: onednn for plain networks on the CPU, eager for residual "
-                  "ones), onednn, torchscript (old name: deploy) or eager")
+                  "auto (each model on its fastest runtime: onednn for plain networks on the CPU, int8 for quantized "
+                  "networks, eager for residual ones), onednn, torchscript (old name: deploy), int8 or eager")
       ->check(CLI::IsMember(runtime_names()));
   return {cmd, [o] { run_eval(*o); }};
 }

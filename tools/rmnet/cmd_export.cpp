@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/io/model_file.h"
+#include "rmnet/io/onnx_qdq.h"
 
 namespace rmnet::cli {
 namespace {
@@ -17,6 +18,13 @@ void run_export(const ExportCliOptions& o) {
   TORCH_CHECK(!o.exports.onnx.empty() || !o.exports.torchscript.empty() || !o.exports.pth.empty(),
               "nothing to export: give --onnx, --torchscript and/or --pth");
   auto model = load_model(o.model);
+  if (auto q = std::dynamic_pointer_cast<QuantizedNetImpl>(model)) {  // QDQ ONNX only
+    TORCH_CHECK(o.exports.torchscript.empty() && o.exports.pth.empty(), "'", o.model,
+                "' is a quantized network: it exports to ONNX (QDQ) only, not --torchscript / --pth");
+    export_onnx_qdq(*q, o.exports.onnx);
+    say("wrote " + o.exports.onnx + " (QDQ ONNX, opset 13)");
+    return;
+  }
   PlainNet plain = std::dynamic_pointer_cast<PlainNetImpl>(model);
   if (!plain) {  // a residual model: convert it (deploy form, verified) first
     auto r = convert(*model);

@@ -10,6 +10,7 @@
 #include "rmnet/models/profile.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/models/registry.h"
+#include "rmnet/quant/qnet.h"
 
 namespace rmnet::cli {
 
@@ -28,15 +29,22 @@ static void run_info(const InfoOptions& o) {
   for (const auto& [k, v] : model->metadata()) say(fmt::format("  {}: {}", k, v));
   const int64_t size = o.input_size > 0 ? o.input_size : default_input_size(*model);
   auto* plain = dynamic_cast<PlainNetImpl*>(model.get());
+  auto* quantized = dynamic_cast<QuantizedNetImpl*>(model.get());
   if (o.layers) {
-    if (plain)
+    if (quantized)
+      std::cout << quantized->summary();  // per layer: int8 / u8 / float32 fallback / head, scales
+    else if (plain)
       std::cout << plain->summary({1, opt.in_channels(), size, size});  // params and MACs per layer
     else
       std::cout << *model << "\n";
   }
   // Parameters and MACs of every conv / linear call of one forward at the given input size.
   const auto cost = profile_model(*model, opt.in_channels(), size);
-  if (o.layers && !plain) {
+  if (quantized && !o.layers) {
+    const auto fb = quantized->fallbacks();
+    say(fb.empty() ? "float32 fallbacks: none" : "float32 fallbacks: " + model->metadata().at("quant.fallbacks"));
+  }
+  if (o.layers && !plain && !quantized) {
     std::cout << fmt::format("\n{:<40} {:<7} {:>20} {:>12} {:>14}\n", "layer", "kind", "output", "params", "MACs");
     for (const auto& l : cost.layers)
       std::cout << fmt::format("{:<40} {:<7} {:>20} {:>12} {:>14}\n", l.name, l.kind,

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
       rmnet::cli::setup_export(app),
       rmnet::cli::setup_bench(app),
       rmnet::cli::setup_prune(app),
+      rmnet::cli::setup_quantize(app),
   };
 
   try {

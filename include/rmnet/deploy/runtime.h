@@ -31,13 +31,14 @@ namespace rmnet {
 /// How a model runs for inference.
 enum class Runtime {
   Auto,         ///< plain networks: onednn on the CPU (float32/bfloat16), torchscript otherwise;
-                ///< residual models: eager
-  Eager,        ///< the LibTorch module's own forward
+                ///< quantized networks: int8; residual models: eager
+  Eager,        ///< the LibTorch module's own forward (a quantized network: its float reference)
   TorchScript,  ///< frozen + optimized TorchScript of the chain (plain networks only)
   OneDNN,       ///< rmnet's chain executor over fused oneDNN operators (plain networks, CPU)
+  Int8,         ///< the INT8 executor (deploy/int8.h; quantized networks only, CPU)
   Deploy = TorchScript,  ///< the name of the TorchScript runtime before onednn existed ("deploy")
 };
-/// "auto", "eager", "torchscript" (or its old name "deploy"), "onednn".
+/// "auto", "eager", "torchscript" (or its old name "deploy"), "onednn", "int8".
 Runtime runtime_from_string(const std::string& s);
 std::string to_string(Runtime r);
 /// The names runtime_from_string accepts, for CLI validators.
@@ -123,7 +124,9 @@ DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options = Deplo
 /// The model to run for inference under `runtime`: OneDNN/TorchScript/Auto on a plain network ->
 /// a DeployedNet (Auto: onednn where available); Eager, or Auto on a residual model -> `model`
 /// itself, moved to the options' device. OneDNN/TorchScript on a residual model are refused by
-/// name. `runtime` overrides options.runtime().
+/// name. A quantized network (quant/qnet.h): Auto/Int8 -> the INT8 executor (CPU), Eager -> its
+/// float reference forward; Int8 on a float model is refused. `runtime` overrides
+/// options.runtime().
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options = DeployOptions());
 
 /// The name of the runtime a prepared model runs on: "onednn", "torchscript" or "eager".

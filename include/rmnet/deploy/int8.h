@@ -1,0 +1,41 @@
+#pragma once
+// The INT8 runtime: a quantized plain network (quant/qnet.h) run with LibTorch's registered
+// oneDNN INT8 operators (onednn::qconv_prepack, onednn::qconv2d_pointwise): u8 channels-last
+// activations from the input's one quantize to the head's one dequantize, per-channel s8 weights
+// prepacked once, ReLU fused into the conv's output quantization, per-channel clamps as a u8
+// min/max, max-pool on u8. SE and PReLU run in float32 between a dequantize and a quantize (the
+// "fallbacks", listed by QuantizedNetImpl::fallbacks and `rmnet info`); the head (average pool,
+// flatten, linear) is float32. CPU only. Its outputs match QuantizedNetImpl::forward (the float
+// reference of the same roundings) up to one quantization step where a rounding tie falls
+// differently.
+#include <string>
+#include <vector>
+
+#include "rmnet/models/model.h"
+#include "rmnet/quant/qnet.h"
+
+namespace rmnet {
+
+class Int8NetImpl : public ModelImpl {
+ public:
+  /// Prepacks the weights of `net` (not modified; its tensors are copied).
+  explicit Int8NetImpl(const QuantizedNetImpl& net);
+  torch::Tensor forward(torch::Tensor x) override;
+  std::string family() const override { return "quantized"; }
+  /// Layers that run in float32 inside the INT8 part ("i: description").
+  const std::vector<std::string>& fallbacks() const { return fallbacks_; }
+
+  struct Step;  // one layer of the executor (defined in int8.cpp)
+
+ private:
+  std::vector<std::shared_ptr<Step>> steps_;
+  std::vector<std::string> fallbacks_;
+  double in_scale_ = 1.0;
+  int64_t in_zp_ = 0;
+};
+TORCH_MODULE(Int8Net);
+
+/// True when this LibTorch has the oneDNN INT8 operators the executor needs.
+bool int8_runtime_available();
+
+}  // namespace rmnet

@@ -1,0 +1,77 @@
+#pragma once
+// Post-training quantization of a plain network: a pass pipeline like `convert`.
+//   1. fold_batchnorm   conv + BN -> conv with bias                      (convert/fuse.h)
+//   2. equalize         cross-layer equalization, exact                  (quant/equalize.h)
+//   3. calibrate        the float network on calibration images; an observer per quantization
+//                       point (quant_plan) picks the u8 range [lo, hi] (lo <= 0 <= hi):
+//                         scale = (hi - lo) / 255, zero_point = round(-lo / scale)
+//   4. quantize         per output channel symmetric s8 weights: scale_c = max|W_c| / 127,
+//                       q = clamp(round(W / scale_c), -127, 127); biases stay float32
+// Each pass is timed; the input is never modified.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/arg.h>
+
+#include "rmnet/data/dataset.h"
+#include "rmnet/data/transforms.h"
+#include "rmnet/models/plain.h"
+#include "rmnet/quant/equalize.h"
+#include "rmnet/quant/qnet.h"
+
+namespace rmnet {
+
+/// How calibration turns observed activations into a u8 range.
+enum class Observer {
+  MinMax,      ///< the smallest and largest value seen
+  Percentile,  ///< the `percentile`-th percentile (and 100 - it for signed tensors) of a histogram
+  MSE,         ///< the clipping range that minimises the expected squared quantization error
+};
+Observer observer_from_string(const std::string& s);  ///< "minmax", "percentile", "mse"
+std::string to_string(Observer o);
+
+struct QuantizeOptions {
+  /// Cross-layer equalization before calibration (exact; see quant/equalize.h).
+  TORCH_ARG(bool, equalize) = true;
+  TORCH_ARG(EqualizeOptions, equalize_options) = EqualizeOptions();
+  /// Activation range observer.
+  TORCH_ARG(Observer, observer) = Observer::MSE;
+  /// Percentile of the Percentile observer.
+  TORCH_ARG(double, percentile) = 99.99;
+  /// Histogram bins of the Percentile and MSE observers.
+  TORCH_ARG(int64_t, bins) = 2048;
+  /// Calibration images per forward.
+  TORCH_ARG(int64_t, batch_size) = 64;
+};
+
+struct QuantizeResult {
+  QuantizedNet net{nullptr};
+  /// The float network that was quantized (BN folded, equalized when asked).
+  PlainNet float_net{nullptr};
+  /// Wall-clock seconds per pass, in order.
+  std::vector<std::pair<std::string, double>> pass_seconds;
+  int64_t calibration_images = 0;
+};
+
+/// Quantizes a plain network (BN folded or kept) with calibration images `calibration` (float
+/// [N, C, H, W], already preprocessed as for evaluation). A residual model is refused with a
+/// message saying to convert it first; an empty calibration set is refused. The result is on the
+/// CPU; its metadata is the source's plus "quant.*" entries (observer, equalization, images,
+/// fallbacks, pass timings).
+QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration,
+                        const QuantizeOptions& options = QuantizeOptions());
+
+/// `n` images of `dataset` (a seeded random choice without repetition; all of them when n >=
+/// size) through `transform`, stacked as float [n, C, H, W]. Throws for an empty data set.
+torch::Tensor calibration_images(const Dataset& dataset, const Transform& transform, int64_t n, uint64_t seed = 0);
+
+/// The u8 range an observer picks from values with histogram `hist` over [lo, hi] (bins of
+/// equal width): used by calibrate; exposed for tests. Returns {lo', hi'} with lo' <= 0 <= hi'.
+std::pair<double, double> observe_range(const torch::Tensor& hist, double lo, double hi, Observer observer,
+                                        double percentile = 99.99);
+
+/// Symmetric per-output-channel s8 quantization of a weight [out, ...]: {int8 values, float scales [out]}.
+std::pair<torch::Tensor, torch::Tensor> quantize_weight_s8(const torch::Tensor& w);
+
+}  // namespace rmnet

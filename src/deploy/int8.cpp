@@ -1,0 +1,229 @@
+// The INT8 executor (see rmnet/deploy/int8.h).
+#include "rmnet/deploy/int8.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <torch/torch.h>
+
+namespace rmnet {
+namespace {
+
+c10::OperatorHandle onednn_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+}
+
+torch::Tensor call(const c10::OperatorHandle& op, std::vector<c10::IValue> args) {
+  torch::jit::Stack stack(std::move(args));
+  op.callBoxed(&stack);
+  return stack.at(0).toTensor();
+}
+
+std::vector<int64_t> pair(int64_t v) { return {v, v}; }
+
+}  // namespace
+
+bool int8_runtime_available() {
+  return c10::Dispatcher::singleton().findSchema({"onednn::qconv2d_pointwise", ""}).has_value() &&
+         c10::Dispatcher::singleton().findSchema({"onednn::qconv_prepack", ""}).has_value();
+}
+
+// One step of the chain. The activation flowing between steps is u8 (channels-last) with a
+// per-tensor scale / zero point until the head, float32 from there on.
+struct Int8NetImpl::Step {
+  enum Kind { QConv, U8Relu, U8Clamp, U8MaxPool, Float, Dequantize } kind = Float;
+  LayerSpec spec;
+  std::map<std::string, torch::Tensor> tensors;  // Float: the layer's tensors
+  // QConv
+  torch::Tensor packed, w_scale, w_zp, bias;
+  double x_scale = 1, out_scale = 1;
+  int64_t x_zp = 0, out_zp = 0;
+  bool fused_relu = false, float_out = false;
+  // U8Clamp: bounds [1, C, 1, 1] as u8
+  torch::Tensor qlo, qhi;
+  // Float run ending in a quantization (requant) or not
+  bool requant = false;
+};
+
+Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net) : ModelImpl(net.options()) {
+  TORCH_CHECK(int8_runtime_available(),
+              "the INT8 runtime needs LibTorch's oneDNN INT8 operators (onednn::qconv2d_pointwise), which this build "
+              "of LibTorch does not register");
+  metadata_ = net.metadata();
+  const auto& plan = net.plan();
+  const size_t n = net.size();
+  in_scale_ = net.input_scale();
+  in_zp_ = net.input_zero_point();
+  fallbacks_ = net.fallbacks();
+  const auto prepack = onednn_op("onednn::qconv_prepack");
+  double cur_s = in_scale_;
+  int64_t cur_zp = in_zp_;
+  const auto cpu_tensors = [&](size_t i) {
+    auto m = net.layer(i).tensors();
+    for (auto& [k, v] : m) v = v.detach().to(torch::kCPU).clone();
+    return m;
+  };
+  // The u8 clamp of per-channel float bounds [lo, hi] under (scale, zp); nullptr step if a no-op.
+  const auto u8_clamp = [&](const torch::Tensor& lo, const torch::Tensor& hi, double s, int64_t zp, bool after_relu) {
+    auto st = std::make_shared<Step>();
+    st->kind = Step::U8Clamp;
+    st->qlo = quantize_u8(lo.to(torch::kCPU, torch::kFloat), s, zp).view({1, -1, 1, 1});
+    st->qhi = quantize_u8(hi.to(torch::kCPU, torch::kFloat), s, zp).view({1, -1, 1, 1});
+    const int64_t floor = after_relu ? zp : 0;
+    const bool noop = st->qlo.le(floor).all().item<bool>() && st->qhi.eq(255).all().item<bool>();
+    return noop ? nullptr : st;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const auto& s = net.spec(i);
+    if (i == plan.head) {
+      auto st = std::make_shared<Step>();
+      st->kind = Step::Dequantize;
+      st->x_scale = cur_s;
+      st->x_zp = cur_zp;
+      steps_.push_back(st);
+    }
+    if (i >= plan.head) {
+      auto st = std::make_shared<Step>();
+      st->kind = Step::Float;
+      st->spec = s;
+      st->tensors = cpu_tensors(i);
+      steps_.push_back(st);
+      continue;
+    }
+    switch (s.kind) {
+      case LayerKind::Conv: {
+        size_t k = i;  // last layer of the conv's activation run (the quantization point)
+        while (!plan.point[k]) ++k;
+        bool has_prelu = false;
+        for (size_t j = i + 1; j <= k; ++j) has_prelu |= net.spec(j).kind == LayerKind::PReLU;
+        auto st = std::make_shared<Step>();
+        st->kind = Step::QConv;
+        st->spec = s;
+        auto t = cpu_tensors(i);
+        st->w_scale = t.at("weight_scale").to(torch::kFloat).contiguous();
+        st->w_zp = torch::zeros({s.out_channels}, torch::kLong);
+        st->bias = t.at("bias").to(torch::kFloat).contiguous();
+        st->x_scale = cur_s;
+        st->x_zp = cur_zp;
+        st->packed = call(prepack, {t.at("weight").contiguous(), st->w_scale, cur_s, cur_zp, pair(s.stride),
+                                    pair(s.padding), pair(1), s.groups, c10::IValue()});
+        st->out_scale = net.out_scale(k);
+        st->out_zp = net.out_zero_point(k);
+        cur_s = st->out_scale;
+        cur_zp = st->out_zp;
+        if (has_prelu) {
+          // conv -> float32, the run in float32, then quantize at the point
+          st->float_out = true;
+          steps_.push_back(st);
+          for (size_t j = i + 1; j <= k; ++j) {
+            auto f = std::make_shared<Step>();
+            f->kind = Step::Float;
+            f->spec = net.spec(j);
+            f->tensors = cpu_tensors(j);
+            f->requant = j == k;
+            f->out_scale = cur_s;
+            f->out_zp = cur_zp;
+            steps_.push_back(f);
+          }
+        } else {
+          const auto& first = i + 1 <= k ? net.spec(i + 1) : s;
+          if (i + 1 <= k && first.kind == LayerKind::ReLU) st->fused_relu = true;
+          if (i + 1 <= k && first.kind == LayerKind::Clamp && net.tensor(i + 1, "min").ge(0).all().item<bool>())
+            st->fused_relu = true;
+          steps_.push_back(st);
+          bool relu_done = st->fused_relu;
+          for (size_t j = i + 1; j <= k; ++j) {
+            const auto& sj = net.spec(j);
+            if (sj.kind == LayerKind::ReLU) {
+              if (j == i + 1 && relu_done) continue;
+              auto r = std::make_shared<Step>();
+              r->kind = Step::U8Relu;
+              r->out_zp = cur_zp;
+              steps_.push_back(r);
+              relu_done = true;
+            } else {  // Clamp
+              if (auto c = u8_clamp(net.tensor(j, "min"), net.tensor(j, "max"), cur_s, cur_zp, relu_done)) steps_.push_back(c);
+            }
+          }
+        }
+        i = k;
+        break;
+      }
+      case LayerKind::ReLU: {
+        auto r = std::make_shared<Step>();
+        r->kind = Step::U8Relu;
+        r->out_zp = cur_zp;
+        steps_.push_back(r);
+        break;
+      }
+      case LayerKind::Clamp:
+        if (auto c = u8_clamp(net.tensor(i, "min"), net.tensor(i, "max"), cur_s, cur_zp, false)) steps_.push_back(c);
+        break;
+      case LayerKind::MaxPool: {
+        auto m = std::make_shared<Step>();
+        m->kind = Step::U8MaxPool;
+        m->spec = s;
+        steps_.push_back(m);
+        break;
+      }
+      case LayerKind::PReLU:
+      case LayerKind::SE: {
+        auto f = std::make_shared<Step>();
+        f->kind = Step::Float;  // dequantize, float32 layer, quantize
+        f->spec = s;
+        f->tensors = cpu_tensors(i);
+        f->x_scale = cur_s;
+        f->x_zp = cur_zp;
+        f->requant = true;
+        f->out_scale = net.out_scale(i);
+        f->out_zp = net.out_zero_point(i);
+        cur_s = f->out_scale;
+        cur_zp = f->out_zp;
+        steps_.push_back(f);
+        break;
+      }
+      default:
+        TORCH_CHECK(false, "INT8 runtime: unexpected layer ", i, " (", s.describe(), ")");
+    }
+  }
+  if (plan.head == n) {  // no head: dequantize the last activation
+    auto st = std::make_shared<Step>();
+    st->kind = Step::Dequantize;
+    st->x_scale = cur_s;
+    st->x_zp = cur_zp;
+    steps_.push_back(st);
+  }
+}
+
+torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
+  static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
+  torch::NoGradGuard ng;
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "INT8 runtime: expected input [N, ",
+              options_.in_channels(), ", H, W] (got ", x.sizes(), ")");
+  TORCH_CHECK(x.device().is_cpu(), "the INT8 runtime runs on the CPU (got an input on ", x.device(), ")");
+  x = quantize_u8(x.to(torch::kFloat).contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
+  for (const auto& sp : steps_) {
+    const auto& st = *sp;
+    switch (st.kind) {
+      case Step::QConv:
+        x = call(qconv, {x, st.x_scale, st.x_zp, st.packed, st.w_scale, st.w_zp, st.bias, pair(st.spec.stride),
+                         pair(st.spec.padding), pair(1), st.spec.groups, st.float_out ? 1.0 : st.out_scale,
+                         st.float_out ? int64_t{0} : st.out_zp,
+                         st.float_out ? c10::IValue(torch::kFloat) : c10::IValue(),
+                         std::string(st.fused_relu ? "relu" : "none"), c10::List<std::optional<at::Scalar>>(),
+                         std::string("")});
+        break;
+      case Step::U8Relu: x = torch::clamp_min(x, st.out_zp); break;
+      case Step::U8Clamp: x = torch::minimum(torch::maximum(x, st.qlo), st.qhi); break;
+      case Step::U8MaxPool: x = torch::max_pool2d(x, st.spec.kernel, st.spec.stride, st.spec.padding); break;
+      case Step::Dequantize: x = dequantize_u8(x, st.x_scale, st.x_zp); break;
+      case Step::Float:
+        if (x.scalar_type() == torch::kByte) x = dequantize_u8(x, st.x_scale, st.x_zp);
+        x = quant_float_layer(st.spec, st.tensors, x);
+        if (st.requant) x = quantize_u8(x, st.out_scale, st.out_zp).contiguous(torch::MemoryFormat::ChannelsLast);
+        break;
+    }
+  }
+  return x;
+}
+
+}  // namespace rmnet

@@ -1,0 +1,255 @@
+// Post-training quantization of a plain network (see rmnet/quant/quantize.h).
+#include "rmnet/quant/quantize.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include "rmnet/convert/fuse.h"
+
+namespace rmnet {
+
+Observer observer_from_string(const std::string& s) {
+  if (s == "minmax") return Observer::MinMax;
+  if (s == "percentile") return Observer::Percentile;
+  if (s == "mse") return Observer::MSE;
+  TORCH_CHECK(false, "unknown observer '", s, "' (expected minmax, percentile or mse)");
+}
+
+std::string to_string(Observer o) {
+  switch (o) {
+    case Observer::MinMax: return "minmax";
+    case Observer::Percentile: return "percentile";
+    case Observer::MSE: return "mse";
+  }
+  return "?";
+}
+
+std::pair<torch::Tensor, torch::Tensor> quantize_weight_s8(const torch::Tensor& w) {
+  const auto wf = w.detach().to(torch::kCPU, torch::kFloat);
+  const auto scale = (wf.abs().flatten(1).amax(1) / 127.0).clamp_min(1e-12);
+  std::vector<int64_t> shape(wf.dim(), 1);
+  shape[0] = -1;
+  const auto q = torch::clamp(torch::round(wf / scale.view(shape)), -127, 127).to(torch::kChar);
+  return {q, scale};
+}
+
+std::pair<double, double> observe_range(const torch::Tensor& hist0, double lo, double hi, Observer observer,
+                                        double percentile) {
+  TORCH_CHECK(lo <= hi, "observe_range: lo > hi (", lo, " > ", hi, ")");
+  const auto include0 = [](double a, double b) { return std::make_pair(std::min(a, 0.0), std::max(b, 0.0)); };
+  if (observer == Observer::MinMax || hi - lo <= 0) return include0(lo, hi);
+  const auto hist = hist0.to(torch::kDouble).flatten();
+  const int64_t nb = hist.numel();
+  const double total = hist.sum().item<double>();
+  if (total <= 0) return include0(lo, hi);
+  const double w = (hi - lo) / static_cast<double>(nb);
+  if (observer == Observer::Percentile) {
+    TORCH_CHECK(percentile > 50 && percentile <= 100, "percentile must be in (50, 100] (got ", percentile, ")");
+    const auto cdf = hist.cumsum(0) / total;
+    const double p = percentile / 100.0;
+    const int64_t ih = std::min<int64_t>((cdf < p).sum().item<int64_t>(), nb - 1);
+    double h = lo + static_cast<double>(ih + 1) * w, l = lo;
+    if (lo < 0) {
+      const int64_t il = (cdf < 1.0 - p).sum().item<int64_t>();
+      l = lo + static_cast<double>(il) * w;
+    }
+    return include0(l, std::min(h, hi));
+  }
+  // MSE: candidate ranges a * [lo, hi] (lo fixed at 0 for a non-negative tensor), expected squared
+  // error per bin centre: (distance to the range)^2 outside, step^2 / 12 inside; exact zeros (the
+  // bin at 0 of a non-negative tensor, e.g. after ReLU) cost nothing.
+  const auto opt = torch::TensorOptions().dtype(torch::kDouble);
+  const auto centers = lo + (torch::arange(nb, opt) + 0.5) * w;  // [B]
+  const int64_t K = 200;
+  const auto a = torch::linspace(1.0 / K, 1.0, K, opt).view({-1, 1});  // [K, 1]
+  const double l0 = std::min(lo, 0.0), h0 = std::max(hi, 0.0);
+  const auto lc = a * l0, hc = a * h0;  // [K, 1]
+  const auto step = (hc - lc) / 255.0;
+  const auto c = centers.view({1, -1});
+  const auto below = (c < lc).to(torch::kDouble), above = (c > hc).to(torch::kDouble);
+  const auto inside = 1.0 - below - above;
+  auto err = below * (c - lc).pow(2) + above * (c - hc).pow(2) + inside * step.pow(2) / 12.0;  // [K, B]
+  auto wts = hist.clone();
+  if (lo >= 0) wts[0] = 0;
+  const auto total_err = (err * wts.view({1, -1})).sum(1);
+  const int64_t best = total_err.argmin().item<int64_t>();
+  return {lc[best][0].item<double>(), hc[best][0].item<double>()};
+}
+
+namespace {
+
+std::pair<double, int64_t> scale_zero_point(double lo, double hi) {
+  lo = std::min(lo, 0.0);
+  hi = std::max(hi, 0.0);
+  if (hi - lo < 1e-12) return {1.0, 0};  // a constant zero tensor
+  const double scale = (hi - lo) / 255.0;
+  const int64_t zp = std::clamp<int64_t>(static_cast<int64_t>(std::lround(-lo / scale)), 0, 255);
+  return {scale, zp};
+}
+
+struct PointStats {
+  double lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+  torch::Tensor hist;
+};
+
+}  // namespace
+
+torch::Tensor calibration_images(const Dataset& dataset, const Transform& transform, int64_t n, uint64_t seed) {
+  TORCH_CHECK(dataset.size() > 0, "the calibration data set is empty");
+  TORCH_CHECK(n > 0, "calibration needs at least one image (got ", n, ")");
+  std::vector<size_t> idx(dataset.size());
+  std::iota(idx.begin(), idx.end(), size_t{0});
+  Rng rng(seed);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  idx.resize(std::min<size_t>(idx.size(), static_cast<size_t>(n)));
+  std::vector<torch::Tensor> images;
+  images.reserve(idx.size());
+  for (size_t i : idx) images.push_back(transform(dataset.get(i).image, rng));
+  return torch::stack(images);
+}
+
+QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration, const QuantizeOptions& o) {
+  const auto* plain = dynamic_cast<const PlainNetImpl*>(&model);
+  TORCH_CHECK(plain, "quantize: '", model.options().arch(), "' is a residual model (family ", model.family(),
+              "); convert it to a plain network first (rmnet convert, or rmnet::convert)");
+  TORCH_CHECK(calibration.defined() && calibration.dim() == 4 && calibration.size(0) > 0,
+              "quantize: the calibration set is empty (expected float images [N, C, H, W] with N >= 1)");
+  TORCH_CHECK(calibration.size(1) == plain->options().in_channels(), "quantize: calibration images have ",
+              calibration.size(1), " channels, the network takes ", plain->options().in_channels());
+  TORCH_CHECK(o.batch_size() > 0, "quantize: batch_size must be positive (got ", o.batch_size(), ")");
+  TORCH_CHECK(o.bins() >= 16, "quantize: bins must be >= 16 (got ", o.bins(), ")");
+  QuantizeResult r;
+  auto t = std::chrono::steady_clock::now();
+  const auto lap = [&](const std::string& pass) {
+    const auto now = std::chrono::steady_clock::now();
+    r.pass_seconds.emplace_back(pass, std::chrono::duration<double>(now - t).count());
+    t = now;
+  };
+
+  PlainNet f = fold_batchnorm(*plain);
+  lap("fold_batchnorm");
+  if (o.equalize()) {
+    f = equalize(*f, o.equalize_options());
+    lap("equalize");
+  }
+  f->to(torch::kCPU, torch::kFloat);
+  f->eval();
+  const auto plan = quant_plan(f->specs());
+  const size_t n = f->size();
+
+  // Calibration: the float network, layer by layer; statistics of the input (slot n) and of every point.
+  std::vector<PointStats> stats(n + 1);
+  const auto data = calibration.to(torch::kCPU, torch::kFloat);
+  const int64_t N = data.size(0);
+  const auto run = [&](const std::function<void(size_t, const torch::Tensor&)>& observe) {
+    torch::NoGradGuard ng;
+    for (int64_t b = 0; b < N; b += o.batch_size()) {
+      auto x = data.narrow(0, b, std::min(o.batch_size(), N - b));
+      observe(n, x);
+      for (size_t i = 0; i < plan.head; ++i) {
+        x = f->forward_range(x, i, i + 1);
+        if (plan.point[i]) observe(i, x);
+      }
+    }
+  };
+  run([&](size_t k, const torch::Tensor& x) {
+    stats[k].lo = std::min(stats[k].lo, x.min().item<double>());
+    stats[k].hi = std::max(stats[k].hi, x.max().item<double>());
+  });
+  if (o.observer() != Observer::MinMax) {
+    run([&](size_t k, const torch::Tensor& x) {
+      auto& s = stats[k];
+      if (!(s.hi > s.lo)) return;
+      auto h = torch::histc(x, o.bins(), s.lo, s.hi).to(torch::kDouble);
+      s.hist = s.hist.defined() ? s.hist + h : h;
+    });
+  }
+  std::vector<std::pair<double, int64_t>> qp(n + 1);
+  for (size_t k = 0; k <= n; ++k) {
+    if (k < n && !plan.point[k]) continue;
+    const auto& s = stats[k];
+    auto [lo, hi] = s.hist.defined() ? observe_range(s.hist, s.lo, s.hi, o.observer(), o.percentile())
+                                     : std::make_pair(s.lo, s.hi);
+    qp[k] = scale_zero_point(lo, hi);
+  }
+  lap("calibrate");
+
+  // The quantized network.
+  auto q = QuantizedNet(f->specs(), plain->options());
+  torch::NoGradGuard ng;
+  q->input_scale_tensor.fill_(qp[n].first);
+  q->input_zero_point_tensor.fill_(qp[n].second);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& s = f->spec(i);
+    auto& ql = q->layer(i);
+    auto set = [&](const std::string& name, const torch::Tensor& v) {
+      const_cast<torch::Tensor&>(ql.get(name)).copy_(v.detach().to(torch::kCPU));
+    };
+    auto m = f->layer(i);
+    switch (s.kind) {
+      case LayerKind::Conv: {
+        auto c = f->layer_as<torch::nn::Conv2dImpl>(i);
+        auto [wq, ws] = quantize_weight_s8(c->weight);
+        set("weight", wq);
+        set("weight_scale", ws);
+        if (s.bias) set("bias", c->bias);
+        break;
+      }
+      case LayerKind::Linear: {
+        auto l = f->layer_as<torch::nn::LinearImpl>(i);
+        set("weight", l->weight);
+        if (s.bias) set("bias", l->bias);
+        break;
+      }
+      case LayerKind::Clamp: {
+        auto c = f->layer_as<ChannelClampImpl>(i);
+        set("min", c->min);
+        set("max", c->max);
+        break;
+      }
+      case LayerKind::PReLU: set("weight", f->layer_as<torch::nn::PReLUImpl>(i)->weight); break;
+      case LayerKind::SE: {
+        auto e = f->layer_as<ChannelSEImpl>(i);
+        set("w1", e->w1);
+        set("b1", e->b1);
+        set("w2", e->w2);
+        set("b2", e->b2);
+        break;
+      }
+      default: break;
+    }
+    if (plan.point[i]) {
+      set("out_scale", torch::full({1}, qp[i].first));
+      set("out_zero_point", torch::full({1}, qp[i].second, torch::kLong));
+    }
+  }
+  lap("quantize");
+
+  q->metadata() = plain->metadata();
+  auto& md = q->metadata();
+  md["quant.observer"] = to_string(o.observer());
+  if (o.observer() == Observer::Percentile) md["quant.percentile"] = fmt::format("{}", o.percentile());
+  md["quant.equalize"] = o.equalize() ? "yes" : "no";
+  if (o.equalize()) md["quant.equalized_pairs"] = f->metadata().count("quant.equalized_pairs") ? f->metadata().at("quant.equalized_pairs") : "0";
+  md["quant.calibration_images"] = std::to_string(N);
+  md["quant.weights"] = "s8 symmetric per output channel";
+  md["quant.activations"] = "u8 per tensor";
+  const auto fb = q->fallbacks();
+  md["quant.fallbacks"] = fb.empty() ? "none" : fmt::format("{}", fmt::join(fb, "; "));
+  std::string timing;
+  for (const auto& [pass, secs] : r.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, secs);
+  md["quant.passes"] = timing;
+  r.net = q;
+  r.float_net = f;
+  r.calibration_images = N;
+  return r;
+}
+
+}  // namespace rmnet

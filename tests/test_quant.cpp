@@ -1,0 +1,249 @@
+// Quantization: cross-layer equalization (exact), observers, s8 weights, the quantized network,
+// the INT8 executor against float references, model-file round trip, errors.
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "helpers.h"
+#include "rmnet/convert/fuse.h"
+#include "rmnet/data/dataset.h"
+#include "rmnet/deploy/int8.h"
+#include "rmnet/deploy/runtime.h"
+#include "rmnet/io/model_file.h"
+#include "rmnet/quant/equalize.h"
+#include "rmnet/quant/quantize.h"
+
+using namespace rmnet;
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// A random chain whose output channels have very different ranges (per-channel weight scales
+// spread over 3 orders of magnitude), with BN statistics, ReLU6-style and mixed clamps.
+PlainNet random_chain(std::vector<LayerSpec> specs, torch::ScalarType dtype, uint64_t seed = 3) {
+  torch::manual_seed(seed);
+  PlainNet net(std::move(specs), ModelOptions("plain").num_classes(5).in_channels(3));
+  randomize_batchnorm(*net, seed + 10);
+  torch::NoGradGuard g;
+  for (size_t i = 0; i < net->size(); ++i) {
+    const auto& s = net->spec(i);
+    if (s.kind == LayerKind::Conv) {
+      auto c = net->layer_as<torch::nn::Conv2dImpl>(i);
+      c->weight.normal_(0, 0.3).mul_(torch::pow(10.0, torch::rand({s.out_channels, 1, 1, 1}) * 3 - 1.5));
+      if (s.bias) c->bias.normal_(0, 0.5);
+    } else if (s.kind == LayerKind::Clamp) {
+      auto c = net->layer_as<ChannelClampImpl>(i);
+      // channel c: [0, 6] (ReLU6), [-inf, inf] (a reserved channel) or [0, inf], cycling
+      for (int64_t ch = 0; ch < s.out_channels; ++ch) {
+        c->min[ch] = ch % 3 == 1 ? -kInf : 0.0;
+        c->max[ch] = ch % 3 == 0 ? 6.0 : kInf;
+      }
+    } else if (s.kind == LayerKind::PReLU) {
+      net->layer_as<torch::nn::PReLUImpl>(i)->weight.uniform_(-0.5, 1.5);
+    }
+  }
+  net->to(dtype);
+  net->eval();
+  return net;
+}
+
+std::vector<LayerSpec> mixed_specs() {
+  return {LayerSpec::conv(3, 12, 3, 1, 1), LayerSpec::batchnorm(12), LayerSpec::clamp(12),
+          LayerSpec::conv(12, 12, 3, 2, 1, 12),  // depthwise
+          LayerSpec::clamp(12), LayerSpec::conv(12, 16, 1, 1, 0), LayerSpec::relu(), LayerSpec::maxpool(3, 2, 1),
+          LayerSpec::conv(16, 16, 3, 1, 1, 4),  // grouped
+          LayerSpec::prelu(16), LayerSpec::conv(16, 8, 1, 1, 0), LayerSpec::relu(), LayerSpec::avgpool(),
+          LayerSpec::flatten(), LayerSpec::linear(8, 5)};
+}
+
+// Spread of per-channel weight ranges: the largest over the smallest channel range of each conv, max over convs.
+double worst_range_ratio(const PlainNetImpl& net) {
+  double worst = 0;
+  for (const auto& [i, r] : weight_ranges(net)) worst = std::max(worst, (r.max() / r.min()).item<double>());
+  return worst;
+}
+
+torch::Tensor calib(int64_t n, int64_t size = 16, uint64_t seed = 5) {
+  torch::manual_seed(seed);
+  return torch::randn({n, 3, size, size}) * 2;
+}
+
+}  // namespace
+
+TEST(Equalize, ExactInFloat64WithClampsGroupedAndDepthwise) {
+  auto net = random_chain(mixed_specs(), torch::kDouble);
+  const auto before = torch::cat([&] {
+    std::vector<torch::Tensor> w;
+    for (auto& p : net->parameters()) w.push_back(p.detach().flatten().clone());
+    return w;
+  }());
+  auto eq = equalize(*net);
+  // input untouched
+  std::vector<torch::Tensor> w;
+  for (auto& p : net->parameters()) w.push_back(p.detach().flatten());
+  EXPECT_TRUE(torch::equal(before, torch::cat(w)));
+  EXPECT_EQ(eq->metadata().at("quant.equalized_pairs"), "5");  // conv->dw, dw->pw, pw->grouped, grouped->pw, pw->linear
+  for (const double amp : {1.0, 100.0}) {  // large activations: the clamps' bounds are crossed
+    auto x = torch::randn({3, 3, 16, 16}, torch::kDouble) * amp;
+    EXPECT_LE(test::rel_diff(*net, *eq, x), 1e-12) << "input amplitude " << amp;
+  }
+  // the spread of channel ranges shrinks by orders of magnitude
+  auto folded = fold_batchnorm(*net);
+  EXPECT_LT(worst_range_ratio(*eq) * 10, worst_range_ratio(*folded));
+}
+
+TEST(Equalize, ExactInFloat32AndOnConvertedNetworks) {
+  auto net = random_chain(mixed_specs(), torch::kFloat);
+  auto x = torch::randn({2, 3, 16, 16}) * 10;
+  EXPECT_LE(test::rel_diff(*net, *equalize(*net), x), 1e-4);
+  // RM-converted networks: ReLU6 MobileNetV2 (mixed clamps on reserved channels, grouped reserves), Bottleneck
+  for (const std::string arch : {"mobilenet_v2_cifar", "resnet50"}) {
+    auto m = test::random_model(arch, torch::kDouble);
+    auto plain = convert(*m, ConvertOptions().verify(false)).plain;
+    auto eq = equalize(*plain, EqualizeOptions().iterations(4));
+    auto xi = torch::randn({2, 3, 32, 32}, torch::kDouble) * 3;
+    EXPECT_LE(test::rel_diff(*plain, *eq, xi), 1e-10) << arch;
+  }
+}
+
+TEST(Equalize, BalancesOnePair) {
+  auto net = random_chain({LayerSpec::conv(3, 8, 3, 1, 1), LayerSpec::relu(), LayerSpec::conv(8, 4, 3, 1, 1)},
+                          torch::kDouble);
+  auto eq = equalize(*net, EqualizeOptions().iterations(1));
+  const auto ra = eq->layer_as<torch::nn::Conv2dImpl>(0)->weight.abs().flatten(1).amax(1);
+  const auto rb = eq->layer_as<torch::nn::Conv2dImpl>(2)->weight.abs().amax({0, 2, 3});
+  EXPECT_TRUE(torch::allclose(ra, rb, 1e-12, 0)) << ra << rb;
+  EXPECT_EQ(equalization_pairs(net->specs()).size(), 1u);
+}
+
+TEST(Quantize, WeightsWithinHalfAStep) {
+  torch::manual_seed(1);
+  auto w = torch::randn({6, 4, 3, 3}) * torch::tensor({1e-3, 0.1, 1.0, 10.0, 100.0, 0.0}).view({-1, 1, 1, 1});
+  auto [q, s] = quantize_weight_s8(w);
+  EXPECT_EQ(q.scalar_type(), torch::kChar);
+  const auto back = q.to(torch::kFloat) * s.view({-1, 1, 1, 1});
+  const auto err = (back - w).abs().flatten(1).amax(1);
+  EXPECT_TRUE((err <= s * 0.5 * (1 + 1e-5)).all().item<bool>()) << err << s;
+  EXPECT_EQ(q.abs().flatten(1).amax(1).slice(0, 0, 5).min().item<int>(), 127);  // the range is used
+  EXPECT_EQ(q[5].abs().max().item<int>(), 0);                                 // a zero channel stays zero
+}
+
+TEST(Quantize, Observers) {
+  // 10000 values in [0, 1] and one outlier at 100 (post-ReLU style, non-negative)
+  torch::manual_seed(2);
+  auto v = torch::cat({torch::rand({10000}), torch::full({1}, 100.0)});
+  const auto h = torch::histc(v, 2048, 0, 100);
+  auto [l0, h0] = observe_range(h, 0, 100, Observer::MinMax);
+  EXPECT_EQ(l0, 0);
+  EXPECT_EQ(h0, 100);
+  auto [l1, h1] = observe_range(h, 0, 100, Observer::Percentile, 99.9);
+  EXPECT_EQ(l1, 0);
+  EXPECT_LT(h1, 2.0);
+  EXPECT_GT(h1, 0.9);
+  // MSE keeps a single far outlier (clipping it costs more than the coarser step) ...
+  auto [l2, h2] = observe_range(h, 0, 100, Observer::MSE);
+  EXPECT_EQ(l2, 0);
+  EXPECT_GT(h2, 50.0);
+  // ... but clips a long thin tail: exponential values, max ~ 12
+  auto e = -torch::log(torch::rand({200000}).clamp_min(1e-12));
+  const double emax = e.max().item<double>();
+  auto [l4, h4] = observe_range(torch::histc(e, 2048, 0, emax), 0, emax, Observer::MSE);
+  EXPECT_EQ(l4, 0);
+  EXPECT_LT(h4, 0.9 * emax);
+  EXPECT_GT(h4, 3.0);
+  // signed values: the range keeps 0 inside and both ends
+  auto s = torch::randn({20000});
+  const double lo = s.min().item<double>(), hi = s.max().item<double>();
+  auto [l3, h3] = observe_range(torch::histc(s, 2048, lo, hi), lo, hi, Observer::Percentile, 99.9);
+  EXPECT_LT(l3, -2.5);
+  EXPECT_GT(h3, 2.5);
+  EXPECT_GT(l3, lo - 1e-9);
+  EXPECT_THROW(observer_from_string("kl"), c10::Error);
+}
+
+TEST(Quantize, Int8MatchesFloatWithinQuantizationError) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  // no SE here (see the next test); PReLU is a fallback
+  auto net = random_chain(mixed_specs(), torch::kFloat);
+  const auto data = calib(64);
+  for (const bool eqz : {false, true}) {
+    auto r = quantize(*net, data, QuantizeOptions().equalize(eqz).observer(Observer::MinMax));
+    auto& q = *r.net;
+    EXPECT_EQ(q.family(), "quantized");
+    ASSERT_EQ(q.fallbacks().size(), 1u);
+    EXPECT_NE(q.fallbacks()[0].find("PReLU"), std::string::npos);
+    Int8Net exec(q);
+    auto x = calib(16, 16, 9);
+    torch::NoGradGuard g;
+    const auto yf = net->forward(x), yq = q.forward(x), y8 = exec->forward(x);
+    const double range = yf.abs().max().item<double>();
+    const double e_ref = (y8 - yq).abs().max().item<double>() / range;  // executor vs its float reference
+    const double e_fp = (y8 - yf).abs().max().item<double>() / range;   // INT8 vs the float network
+    EXPECT_LE(e_ref, 0.02) << "equalize " << eqz;
+    EXPECT_LE(e_fp, 0.08) << "equalize " << eqz;
+    EXPECT_GE(y8.argmax(1).eq(yf.argmax(1)).to(torch::kFloat).mean().item<double>(), 0.8);
+    // the quantization error is real (not a float path in disguise) and the checks can fail
+    EXPECT_GT((y8 - yf).abs().max().item<double>(), 0.0);
+  }
+}
+
+TEST(Quantize, SEAndNoHeadChains) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  auto net = random_chain({LayerSpec::conv(3, 8, 3, 1, 1), LayerSpec::relu(), LayerSpec::se(8, 6, 2),
+                           LayerSpec::conv(8, 8, 3, 1, 1), LayerSpec::clamp(8)},
+                          torch::kFloat);
+  auto r = quantize(*net, calib(32), QuantizeOptions().observer(Observer::Percentile));
+  EXPECT_EQ(r.net->fallbacks().size(), 1u);
+  Int8Net exec(*r.net);
+  auto x = calib(4, 16, 7);
+  torch::NoGradGuard g;
+  const auto yf = net->forward(x), y8 = exec->forward(x);
+  EXPECT_EQ(y8.sizes(), yf.sizes());
+  EXPECT_LE((y8 - yf).abs().max().item<double>() / yf.abs().max().item<double>(), 0.08);
+  EXPECT_LE((y8 - r.net->forward(x)).abs().max().item<double>() / yf.abs().max().item<double>(), 0.02);
+}
+
+TEST(Quantize, ModelFileRoundTripAndRuntime) {
+  auto net = random_chain(mixed_specs(), torch::kFloat);
+  net->metadata()["preprocess.mean"] = "0.5";
+  auto r = quantize(*net, calib(32));
+  const auto path = test::temp_path("q.rmnet");
+  save_model(*r.net, path);
+  auto loaded = load_model(path);
+  std::filesystem::remove(path);
+  auto* q = dynamic_cast<QuantizedNetImpl*>(loaded.get());
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->metadata().at("preprocess.mean"), "0.5");
+  EXPECT_EQ(q->metadata().at("quant.observer"), "mse");
+  EXPECT_EQ(q->tensor(0, "weight").scalar_type(), torch::kChar);
+  EXPECT_TRUE(torch::equal(q->tensor(0, "weight"), r.net->tensor(0, "weight")));
+  EXPECT_EQ(q->input_scale(), r.net->input_scale());
+  size_t point = 0;
+  while (!q->plan().point[point]) ++point;
+  EXPECT_EQ(q->out_zero_point(point), r.net->out_zero_point(point));
+  EXPECT_EQ(q->out_scale(point), r.net->out_scale(point));
+  auto x = calib(3, 16, 4);
+  torch::NoGradGuard g;
+  EXPECT_TRUE(torch::equal(q->forward(x), r.net->forward(x)));
+  if (int8_runtime_available()) {
+    auto runner = prepare_inference(loaded, Runtime::Auto);
+    EXPECT_NE(dynamic_cast<Int8NetImpl*>(runner.get()), nullptr);
+    EXPECT_EQ(prepare_inference(loaded, Runtime::Eager).get(), loaded.get());
+  }
+  EXPECT_NE(test::error_of([&] { prepare_inference(net.ptr(), Runtime::Int8); }).find("quantize"), std::string::npos);
+}
+
+TEST(Quantize, Errors) {
+  auto residual = test::random_model("resnet20");
+  EXPECT_NE(test::error_of([&] { quantize(*residual, calib(4, 32)); }).find("residual model"), std::string::npos);
+  auto net = random_chain(mixed_specs(), torch::kFloat);
+  EXPECT_NE(test::error_of([&] { quantize(*net, torch::empty({0, 3, 16, 16})); }).find("empty"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { quantize(*net, torch::Tensor()); }).find("empty"), std::string::npos);
+  TensorDataset empty(torch::zeros({0, 3, 8, 8}, torch::kByte), torch::zeros({0}, torch::kLong), 5);
+  Transform id = [](const torch::Tensor& t, Rng&) { return t.to(torch::kFloat); };
+  EXPECT_NE(test::error_of([&] { calibration_images(empty, id, 16); }).find("empty"), std::string::npos);
+  TensorDataset some(torch::randint(0, 255, {10, 3, 8, 8}).to(torch::kByte), torch::zeros({10}, torch::kLong), 5);
+  EXPECT_EQ(calibration_images(some, id, 16).size(0), 10);
+  EXPECT_EQ(calibration_images(some, id, 4).sizes(), (std::vector<int64_t>{4, 3, 8, 8}));
+}

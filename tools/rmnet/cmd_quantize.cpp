@@ -1,0 +1,73 @@
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "rmnet/data/datasets.h"
+#include "rmnet/io/model_file.h"
+#include "rmnet/quant/quantize.h"
+
+namespace rmnet::cli {
+
+struct QuantizeCliOptions {
+  std::string model, out, dataset, data, observer = "mse";
+  int64_t calib_images = 512, image_size = 224, seed = 0;
+  double percentile = 99.99;
+  bool no_equalize = false;
+};
+
+static void run_quantize(const QuantizeCliOptions& o) {
+  auto model = load_model(o.model);
+  TORCH_CHECK(dynamic_cast<PlainNetImpl*>(model.get()), "'", o.model, "' is a residual model (",
+              model->options().arch(), "); convert it to a plain network first: rmnet convert --model ", o.model,
+              " --out PLAIN");
+  DatasetPtr train;
+  try {
+    train = open_dataset(o.dataset, o.data, true);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "calibration set '", o.dataset, "'", o.data.empty() ? "" : " in '" + o.data + "'", ": ",
+                e.what_without_backtrace());
+  }
+  TORCH_CHECK(train->size() > 0, "the calibration set '", o.dataset, "'",
+              o.data.empty() ? "" : " in '" + o.data + "'", " is empty");
+  TORCH_CHECK(train->channels() == model->options().in_channels(), "'", o.model, "' takes ",
+              model->options().in_channels(), " input channels, data set '", o.dataset, "' has ", train->channels());
+  const auto images = calibration_images(*train, eval_transform(o.dataset, o.image_size), o.calib_images,
+                                         static_cast<uint64_t>(o.seed));
+  QuantizeOptions qo;
+  qo.equalize(!o.no_equalize).observer(observer_from_string(o.observer)).percentile(o.percentile);
+  auto r = quantize(*model, images, qo);
+  std::string timing;
+  for (const auto& [pass, t] : r.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
+  say(fmt::format("{} -> INT8 ({} calibration images of {}, observer {}, equalization {}); passes: {}", o.model,
+                  r.calibration_images, o.dataset, o.observer, o.no_equalize ? "off" : "on", timing));
+  r.net->metadata()["quant.calibration_set"] = o.dataset;
+  const auto fb = r.net->fallbacks();
+  say(fb.empty() ? "every layer before the head runs in INT8"
+                 : fmt::format("float32 fallbacks: {}", r.net->metadata().at("quant.fallbacks")));
+  save_model(*r.net, o.out);
+  say("wrote " + o.out);
+}
+
+Command setup_quantize(CLI::App& app) {
+  auto* cmd = app.add_subcommand("quantize", "Post-training INT8 quantization of a plain network (equalize, calibrate, quantize)");
+  auto o = std::make_shared<QuantizeCliOptions>();
+  cmd->add_option("--model", o->model, "Plain network (BN folded or kept; convert a residual model first)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib-dataset", o->dataset, "Calibration data set (its training split, eval transform)")
+      ->required()
+      ->check(CLI::IsMember(dataset_names()));
+  cmd->add_option("--data", o->data, "Data set folder (optional for fashion-mnist)");
+  cmd->add_option("--calib-images", o->calib_images, "Calibration images (a seeded random choice)")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
+  cmd->add_option("--out", o->out, "Output model file (quantized)")->required();
+  cmd->add_flag("--no-equalize", o->no_equalize, "Switch cross-layer equalization off");
+  cmd->add_option("--observer", o->observer, "Activation range observer: mse (default), percentile, minmax")
+      ->check(CLI::IsMember({"mse", "percentile", "minmax"}));
+  cmd->add_option("--percentile", o->percentile, "Percentile of the percentile observer")->check(CLI::Range(50.0, 100.0));
+  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--seed", o->seed, "Seed of the calibration image choice");
+  return {cmd, [o] { run_quantize(*o); }};
+}
+
+}  // namespace rmnet::cli
