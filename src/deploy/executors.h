@@ -11,7 +11,8 @@ std::shared_ptr<Executor> make_torchscript_executor(const PlainNetImpl& net, con
 /// The TorchScript module of an executor made by make_torchscript_executor (nullptr otherwise).
 torch::jit::Module* torchscript_module(Executor& exec);
 
-/// rmnet's chain executor over fused oneDNN operators (src/deploy/onednn.cpp).
+/// rmnet's chain executor over fused oneDNN operators (src/deploy/onednn.cpp; compiled by
+/// src/deploy/onednn_plan.cpp, declared in src/deploy/onednn_steps.h).
 std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const DeployOptions& options);
 
 }  // namespace rmnet::detail

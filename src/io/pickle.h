@@ -1,8 +1,9 @@
 #pragma once
 // Internal: the torch.save state_dict format, read and written by rmnet itself (one module, one
-// storage-type table). A state_dict file is a zip archive (PyTorchStreamReader/Writer) holding
-// data.pkl, a protocol-2 pickle of an OrderedDict whose tensors are persistent ids naming
-// storages, and one record data/<key> per storage.
+// storage-type table; pickle_read.cpp the reader, pickle_write.cpp the writer, pickle.cpp the
+// storage-type table and the zip archive layer). A state_dict file is a zip archive
+// (PyTorchStreamReader/Writer) holding data.pkl, a protocol-2 pickle of an OrderedDict whose
+// tensors are persistent ids naming storages, and one record data/<key> per storage.
 //
 // The reader interprets only the opcodes and globals a state_dict uses (no code is executed) and
 // treats its input as hostile: every read is bounds-checked, every count is checked against the

@@ -1,0 +1,229 @@
+// The onednn runtime's compilation (see onednn.cpp; the steps are declared in onednn_steps.h):
+// once, from the PlainNet's layers, the chain is grouped into steps:
+//   Conv [+ BatchNorm] [+ activation]  ->  one mkldnn::_convolution_pointwise call. BN is folded
+//       into the weights (scale = gamma / sqrt(var + eps), in float64); the activation becomes the
+//       oneDNN post-op where it is one: ReLU -> "relu", a clamp with the same bounds on every channel
+//       -> "hardtanh"(lo, hi) (or "relu" for [0, inf), nothing for (-inf, inf)), PReLU with every
+//       slope 0 -> "relu". What oneDNN's post-ops cannot express exactly runs as the next step, in
+//       place: a per-channel clamp (ReLU6 networks after the RM operation: [0, 6] on the block's
+//       own channels, (-inf, inf) on the reserved ones), PReLU with mixed slopes (slopes in {0, 1}
+//       become such a clamp).
+//   BatchNorm not after a conv -> an in-place per-channel affine; ReLU/clamp/PReLU alone -> in place;
+//   MaxPool -> at::max_pool2d (channels-last kernel); AvgPool + Flatten -> a mean over H, W;
+//   Linear -> at::linear; SE -> squeeze, excitation and an in-place scale of the first channels.
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "onednn_steps.h"
+
+namespace rmnet::detail {
+namespace {
+
+using torch::Tensor;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+/// A per-channel view for channels-last broadcasting.
+Tensor channel_view(const Tensor& t, torch::ScalarType dt) { return t.detach().to(torch::kCPU, dt).reshape({1, -1, 1, 1}).contiguous(); }
+
+bool is_uniform(const Tensor& t) { return t.numel() > 0 && t.eq(t.flatten()[0]).all().item<bool>(); }
+
+/// A clamp of (-inf, inf): the identity, no step at all.
+bool is_identity(const Step& s) { return s.kind == StepKind::Clamp && s.lo == -kInf && s.hi == kInf; }
+
+std::string act_name(const Step& s) {
+  if (s.attr == "relu") return " + relu";
+  if (s.attr == "hardtanh") return fmt::format(" + clamp[{:g}, {:g}]", s.scalars[0], s.scalars[1]);
+  return "";
+}
+
+}  // namespace
+
+void OneDnnExecutor::compile(const PlainNetImpl& net) {
+  torch::NoGradGuard no_grad;
+  const auto& specs = net.specs();
+  const size_t n = specs.size();
+  auto dbl = [](const Tensor& t) { return t.detach().to(torch::kCPU, torch::kDouble); };
+  for (size_t i = 0; i < n; ++i) {
+    const auto& sp = specs[i];
+    Step s;
+    s.first = s.last = i;
+    switch (sp.kind) {
+      case LayerKind::Conv: {
+        auto conv = net.layer_as<torch::nn::Conv2dImpl>(i);
+        s.kind = StepKind::Conv;
+        s.in = sp.in_channels;
+        s.out = sp.out_channels;
+        s.kernel = sp.kernel;
+        s.stride = sp.stride;
+        s.padding = sp.padding;
+        s.groups = sp.groups;
+        // BN folded here rather than by fold_batchnorm (convert/fuse.h, the same formula) so that
+        // every step keeps the source network's layer indices for the plan and the profile
+        Tensor w = dbl(conv->weight);
+        Tensor b = conv->bias.defined() ? dbl(conv->bias) : Tensor();
+        if (i + 1 < n && specs[i + 1].kind == LayerKind::BatchNorm) {
+          auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(i + 1);
+          const auto scale = dbl(bn->weight) / (dbl(bn->running_var) + specs[i + 1].eps).sqrt();
+          w = w * scale.view({-1, 1, 1, 1});
+          b = ((b.defined() ? b : torch::zeros_like(scale)) - dbl(bn->running_mean)) * scale + dbl(bn->bias);
+          s.last = ++i;
+        }
+        s.weight = w.to(dtype_).contiguous();
+        if (b.defined()) s.bias = b.to(dtype_).contiguous();
+        s.conv_index = num_convs_++;
+        s.name = fmt::format("conv {}x{} s{} {}->{}{}", s.kernel, s.kernel, s.stride, s.in, s.out,
+                             s.groups > 1 ? fmt::format(" g{}", s.groups) : "");
+        // the activation as a post-op where oneDNN expresses it exactly
+        std::optional<Step> rest;
+        if (i + 1 < n) {
+          const auto& a = specs[i + 1];
+          if (a.kind == LayerKind::ReLU) {
+            s.attr = "relu";
+            s.last = ++i;
+          } else if (a.kind == LayerKind::Clamp || a.kind == LayerKind::PReLU) {
+            auto act = activation_step(net, i + 1);
+            s.last = ++i;
+            if (act.kind == StepKind::ReLU) {
+              s.attr = "relu";
+            } else if (act.kind == StepKind::Clamp && std::isfinite(act.lo) && std::isfinite(act.hi)) {
+              s.attr = "hardtanh";
+              s.scalars = {act.lo, act.hi};
+              for (double v : s.scalars) s.op_scalars.push_back(at::Scalar(v));
+            } else if (!is_identity(act)) {
+              rest = act;  // runs in place after the conv
+            }
+          }
+        }
+        s.name += act_name(s);
+        steps_.push_back(std::move(s));
+        if (rest) steps_.push_back(std::move(*rest));
+        break;
+      }
+      case LayerKind::BatchNorm: {
+        auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(i);
+        const auto scale = dbl(bn->weight) / (dbl(bn->running_var) + sp.eps).sqrt();
+        s.kind = StepKind::Affine;
+        s.scale = channel_view(scale, dtype_);
+        s.shift = channel_view(dbl(bn->bias) - dbl(bn->running_mean) * scale, dtype_);
+        s.name = fmt::format("batchnorm {} (in place)", sp.out_channels);
+        steps_.push_back(std::move(s));
+        break;
+      }
+      case LayerKind::ReLU:
+      case LayerKind::Clamp:
+      case LayerKind::PReLU: {
+        auto act = activation_step(net, i);
+        if (!is_identity(act)) steps_.push_back(std::move(act));
+        break;
+      }
+      case LayerKind::MaxPool:
+        s.kind = StepKind::MaxPool;
+        s.kernel = sp.kernel;
+        s.stride = sp.stride;
+        s.padding = sp.padding;
+        s.name = fmt::format("maxpool {}x{} s{} p{}", sp.kernel, sp.kernel, sp.stride, sp.padding);
+        steps_.push_back(std::move(s));
+        break;
+      case LayerKind::AvgPool:
+        if (i + 1 < n && specs[i + 1].kind == LayerKind::Flatten) {
+          s.kind = StepKind::MeanFlatten;
+          s.last = ++i;
+          s.name = "global average pool + flatten";
+        } else {
+          s.kind = StepKind::AvgPool;
+          s.name = "global average pool";
+        }
+        steps_.push_back(std::move(s));
+        break;
+      case LayerKind::Flatten:
+        s.kind = StepKind::Flatten;
+        s.name = "flatten";
+        steps_.push_back(std::move(s));
+        break;
+      case LayerKind::Linear: {
+        auto lin = net.layer_as<torch::nn::LinearImpl>(i);
+        s.kind = StepKind::Linear;
+        s.in = sp.in_channels;
+        s.out = sp.out_channels;
+        s.weight = lin->weight.detach().to(torch::kCPU, dtype_).contiguous();
+        if (lin->bias.defined()) s.bias = lin->bias.detach().to(torch::kCPU, dtype_).contiguous();
+        s.name = fmt::format("linear {}->{}", sp.in_channels, sp.out_channels);
+        steps_.push_back(std::move(s));
+        break;
+      }
+      case LayerKind::SE: {
+        auto se = net.layer_as<ChannelSEImpl>(i);
+        s.kind = StepKind::SE;
+        s.scaled = sp.scaled;
+        auto cvt = [&](const Tensor& t) { return t.detach().to(torch::kCPU, dtype_).contiguous(); };
+        s.w1 = cvt(se->w1);
+        s.b1 = cvt(se->b1);
+        s.w2 = cvt(se->w2);
+        s.b2 = cvt(se->b2);
+        s.name = fmt::format("squeeze-excitation on {} of {} channels (in place)", sp.scaled, sp.out_channels);
+        steps_.push_back(std::move(s));
+        break;
+      }
+    }
+  }
+}
+
+Step OneDnnExecutor::activation_step(const PlainNetImpl& net, size_t i) const {
+  const auto& sp = net.spec(i);
+  Step s;
+  s.first = s.last = i;
+  if (sp.kind == LayerKind::ReLU) {
+    s.kind = StepKind::ReLU;
+    s.name = "relu (in place)";
+    return s;
+  }
+  Tensor lo, hi;
+  if (sp.kind == LayerKind::Clamp) {
+    auto c = net.layer_as<ChannelClampImpl>(i);
+    lo = c->min.detach().to(torch::kCPU, torch::kDouble);
+    hi = c->max.detach().to(torch::kCPU, torch::kDouble);
+  } else {  // PReLU
+    auto p = net.layer_as<torch::nn::PReLUImpl>(i);
+    const auto a = p->weight.detach().to(torch::kCPU, torch::kDouble).flatten();
+    const bool zero_one = (a.eq(0) | a.eq(1)).all().item<bool>();
+    if (!zero_one) {
+      s.kind = StepKind::PReLU;
+      s.slope = p->weight.detach().to(torch::kCPU, dtype_).contiguous();
+      s.name = fmt::format("prelu {}", sp.out_channels);
+      return s;
+    }
+    // slope 0 -> max(x, 0); slope 1 -> x: a per-channel clamp [0 or -inf, inf]
+    lo = torch::where(a.eq(0), torch::zeros_like(a), torch::full_like(a, -kInf));
+    hi = torch::full_like(a, kInf);
+  }
+  if (is_uniform(lo) && is_uniform(hi)) {
+    const double l = lo.flatten()[0].item<double>(), h = hi.flatten()[0].item<double>();
+    if (l == 0.0 && h == kInf) {
+      s.kind = StepKind::ReLU;
+      s.name = "relu (in place)";
+    } else {
+      s.kind = StepKind::Clamp;
+      s.lo = l;
+      s.hi = h;
+      s.name = fmt::format("clamp [{:g}, {:g}] (in place)", l, h);
+    }
+    return s;
+  }
+  s.kind = StepKind::ClampChannels;
+  s.lo_t = channel_view(lo, dtype_);
+  s.hi_t = channel_view(hi, dtype_);
+  const auto clipped = (lo.isfinite() | hi.isfinite()).sum().item<int64_t>();
+  s.name = fmt::format("per-channel clamp ({} of {} channels bounded, in place)", clipped, lo.numel());
+  return s;
+}
+
+}  // namespace rmnet::detail

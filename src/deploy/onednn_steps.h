@@ -1,0 +1,74 @@
+#pragma once
+// Internal: the onednn runtime's compiled chain (see onednn.cpp): the steps and the executor that
+// holds them. onednn_plan.cpp compiles a PlainNet's layers into steps (compile, activation_step);
+// onednn.cpp prepacks the conv weights per input shape and runs the steps.
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "executors.h"
+
+namespace rmnet::detail {
+
+enum class StepKind { Conv, Affine, ReLU, Clamp, ClampChannels, PReLU, MaxPool, MeanFlatten, AvgPool, Flatten, Linear, SE };
+
+struct Step {
+  StepKind kind = StepKind::ReLU;
+  size_t first = 0, last = 0;  // plain layers executed
+  // Conv
+  torch::Tensor weight, bias;
+  int64_t in = 0, out = 0, kernel = 1, stride = 1, padding = 0, groups = 1;
+  std::string attr = "none";
+  std::vector<double> scalars;                      // post-op scalars (hardtanh bounds)
+  c10::List<std::optional<at::Scalar>> op_scalars;  // the same, built once for the operator
+  size_t conv_index = 0;
+  // Clamp (uniform): lo/hi; ClampChannels: lo_t/hi_t [1, C, 1, 1]; PReLU: slope [C];
+  // Affine: scale/shift [1, C, 1, 1]
+  double lo = 0.0, hi = 0.0;
+  torch::Tensor lo_t, hi_t, slope, scale, shift;
+  // Linear: weight/bias; SE: w1, b1, w2, b2, scaled
+  torch::Tensor w1, b1, w2, b2;
+  int64_t scaled = 0;
+  std::string name;
+};
+
+class OneDnnExecutor : public Executor {
+ public:
+  OneDnnExecutor(const PlainNetImpl& net, const DeployOptions& o);
+
+  torch::Tensor run(const torch::Tensor& x0, std::vector<StepTiming>* timings) override;
+
+  std::string plan() const override;
+
+ private:
+  // ---- compilation (onednn_plan.cpp)
+  void compile(const PlainNetImpl& net);
+
+  /// A ReLU, clamp or PReLU layer as the simplest exact step: ReLU, a uniform Clamp (lo, hi), a
+  /// per-channel clamp, or PReLU.
+  Step activation_step(const PlainNetImpl& net, size_t i) const;
+
+  // ---- prepacking (onednn.cpp)
+  /// The prepacked conv weights for an input of shape `sizes` (packed on first use, cached).
+  std::shared_ptr<const std::vector<torch::Tensor>> packed_for(at::IntArrayRef sizes);
+
+  /// Shape inference through the chain; every conv's weights reordered for its input shape.
+  std::vector<torch::Tensor> pack(const std::vector<int64_t>& shape) const;
+
+  DeployOptions options_;
+  torch::ScalarType dtype_;
+  std::vector<Step> steps_;
+  size_t num_convs_ = 0;
+  std::mutex mutex_;
+  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const std::vector<torch::Tensor>>>> cache_;
+};
+
+}  // namespace rmnet::detail
