@@ -188,6 +188,26 @@ TEST(Quantize, Int8MatchesFloatWithinQuantizationError) {
   }
 }
 
+TEST(Quantize, MaxPoolOnLargeMaps) {
+  // a u8 max-pool on maps of real size (LibTorch's own uint8 channels-last max-pool refuses
+  // C*H*W of 16x16x16 and more): the executor equals its float reference's pooling exactly
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  auto net = random_chain({LayerSpec::conv(3, 32, 3, 1, 1), LayerSpec::batchnorm(32), LayerSpec::relu(),
+                           LayerSpec::maxpool(3, 2, 1), LayerSpec::conv(32, 16, 3, 1, 1), LayerSpec::relu(),
+                           LayerSpec::avgpool(), LayerSpec::flatten(), LayerSpec::linear(16, 6)},
+                          torch::kFloat);
+  auto r = quantize(*net, calib(16, 40), QuantizeOptions().observer(Observer::MinMax));
+  Int8Net exec(*r.net);
+  torch::NoGradGuard g;
+  for (const int64_t size : {40, 57}) {  // odd size too: the pooling's padded border
+    auto x = calib(4, size, 11);
+    const auto yf = net->forward(x), yq = r.net->forward(x), y8 = exec->forward(x);
+    const double range = yf.abs().max().item<double>();
+    EXPECT_LE((y8 - yq).abs().max().item<double>() / range, 0.02) << size;
+    EXPECT_LE((y8 - yf).abs().max().item<double>() / range, 0.08) << size;
+  }
+}
+
 TEST(Quantize, SEAndNoHeadChains) {
   if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
   auto net = random_chain({LayerSpec::conv(3, 8, 3, 1, 1), LayerSpec::relu(), LayerSpec::se(8, 6, 2),

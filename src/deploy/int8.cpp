@@ -20,6 +20,23 @@ torch::Tensor call(const c10::OperatorHandle& op, std::vector<c10::IValue> args)
 
 std::vector<int64_t> pair(int64_t v) { return {v, v}; }
 
+/// Drops warnings (the quantized-tensor deprecation notice of the max-pool below, printed once per
+/// process otherwise).
+struct SilentWarnings : c10::WarningHandler {
+  void process(const c10::Warning&) override {}
+};
+
+/// Max-pool of u8 codes, channels-last. torch::max_pool2d on a uint8 channels-last tensor fails in
+/// LibTorch 2.14 for all but tiny maps (a size check in its channels-last kernel overflows: C*H*W
+/// of 16x16x16 is refused); the quantized kernel pools the same codes (max commutes with the
+/// monotone code -> value map, so the scale does not matter) and keeps the layout.
+torch::Tensor u8_max_pool(const torch::Tensor& x, const LayerSpec& s) {
+  SilentWarnings silent;
+  c10::WarningUtils::WarningHandlerGuard guard(&silent);
+  const auto q = at::_make_per_tensor_quantized_tensor(x, 1.0, 0);
+  return at::max_pool2d(q, pair(s.kernel), pair(s.stride), pair(s.padding), pair(1)).int_repr();
+}
+
 }  // namespace
 
 bool int8_runtime_available() {
@@ -214,7 +231,7 @@ torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
         break;
       case Step::U8Relu: x = torch::clamp_min(x, st.out_zp); break;
       case Step::U8Clamp: x = torch::minimum(torch::maximum(x, st.qlo), st.qhi); break;
-      case Step::U8MaxPool: x = torch::max_pool2d(x, st.spec.kernel, st.spec.stride, st.spec.padding); break;
+      case Step::U8MaxPool: x = u8_max_pool(x, st.spec); break;
       case Step::Dequantize: x = dequantize_u8(x, st.x_scale, st.x_zp); break;
       case Step::Float:
         if (x.scalar_type() == torch::kByte) x = dequantize_u8(x, st.x_scale, st.x_zp);
