@@ -106,7 +106,7 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
   const auto dt = o.dtype();
   TORCH_CHECK(dt == torch::kFloat || dt == torch::kBFloat16 || dt == torch::kHalf,
               "benchmark: dtype must be fp32, bf16 or fp16 (got ", dt, ")");
-  if (o.device().is_cuda()) TORCH_CHECK(torch::cuda::is_available(), "benchmark: --device cuda, but CUDA is not available");
+  if (o.device().is_cuda()) TORCH_CHECK(torch::cuda::is_available(), "benchmark: device cuda, but CUDA is not available");
 
   BenchResult r;
   r.name = name;

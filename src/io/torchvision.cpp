@@ -12,8 +12,8 @@ namespace rmnet {
 ModelPtr import_torchvision(const std::string& arch, const std::string& path, int64_t num_classes) {
   static const std::vector<std::string> supported = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                                      "mobilenet_v2"};
-  TORCH_CHECK(std::find(supported.begin(), supported.end(), arch) != supported.end(), "--torchvision: '", arch,
-              "' is not one of resnet18, resnet34, resnet50, resnet101, resnet152, mobilenet_v2");
+  TORCH_CHECK(std::find(supported.begin(), supported.end(), arch) != supported.end(), "import_torchvision: architecture '",
+              arch, "' is not one of resnet18, resnet34, resnet50, resnet101, resnet152, mobilenet_v2");
   const auto state = read_state_dict(path);
   const std::string fc_key = arch == "mobilenet_v2" ? "classifier.1.weight" : "fc.weight";
   int64_t classes = num_classes;
