@@ -237,6 +237,12 @@ TEST(OneDnn, RuntimeNamesAndPrepareInference) {
             std::string::npos);
   auto d = deploy(*plain);
   EXPECT_NE(error_of([&] { d->module(); }).find("no TorchScript module"), std::string::npos);
+  // int8 is for quantized networks: a float network is refused by name, never run on another runtime
+  EXPECT_EQ(runtime_from_string("int8"), Runtime::Int8);
+  EXPECT_NE(error_of([&] { deploy(*plain, DeployOptions().runtime(Runtime::Int8)); }).find("quantized networks"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prepare_inference(plain.ptr(), Runtime::Int8); }).find("quantized networks only"),
+            std::string::npos);
 }
 
 TEST(OneDnn, MeasuredConvPeakIsPositive) {

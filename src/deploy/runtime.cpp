@@ -73,6 +73,9 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
       break;
     case Runtime::Eager:
       TORCH_CHECK(false, "deploy: the eager runtime is the model itself, not a deployed network (use prepare_inference)");
+    case Runtime::Int8:
+      TORCH_CHECK(false, "deploy: the int8 runtime runs quantized networks (quantize this float network first; "
+                         "prepare_inference gives a quantized network the int8 runtime)");
   }
   exec_ = runtime_ == Runtime::OneDNN ? detail::make_onednn_executor(net, deploy_)
                                       : detail::make_torchscript_executor(net, deploy_);
