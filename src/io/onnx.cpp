@@ -19,7 +19,6 @@ using detail::attr_int;
 using detail::attr_ints;
 using detail::Graph;
 using detail::Proto;
-using detail::value_info;
 
 }  // namespace
 
@@ -117,13 +116,7 @@ std::string to_onnx(const PlainNetImpl& net) {
     }
   }
   gr.g.bytes(2, "rmnet_plain");
-  gr.g.msg(11, value_info("input", {"N", std::to_string(net.options().in_channels()), "H", "W"}));
-  gr.g.msg(12, value_info("logits", {"N", std::to_string(net.options().num_classes())}));
-  Proto opset;
-  opset.bytes(1, "").i64(2, 13);
-  Proto model;
-  model.i64(1, 7).bytes(2, "rmnet").bytes(3, version()).msg(8, opset).msg(7, gr.g);
-  return model.buf;
+  return gr.model_bytes(net.options().in_channels(), net.options().num_classes());
 }
 
 void export_onnx(const PlainNetImpl& net, const std::string& path) {

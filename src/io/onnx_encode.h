@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "rmnet/core.h"
+
 namespace rmnet::detail {
 
 class Proto {
@@ -112,6 +114,17 @@ struct Graph {
   std::string init(const std::string& name, const torch::Tensor& t) {
     g.msg(5, tensor(name, t));
     return name;
+  }
+  /// The finished model (opset 13, IR 7, producer rmnet at its version): the graph with its
+  /// input [N, in_channels, H, W] and output logits [N, num_classes].
+  std::string model_bytes(int64_t in_channels, int64_t num_classes) {
+    g.msg(11, value_info("input", {"N", std::to_string(in_channels), "H", "W"}));
+    g.msg(12, value_info("logits", {"N", std::to_string(num_classes)}));
+    Proto opset;
+    opset.bytes(1, "").i64(2, 13);
+    Proto model;
+    model.i64(1, 7).bytes(2, "rmnet").bytes(3, version()).msg(8, opset).msg(7, g);
+    return model.buf;
   }
 };
 

@@ -17,7 +17,6 @@ using detail::attr_int;
 using detail::attr_ints;
 using detail::Graph;
 using detail::Proto;
-using detail::value_info;
 
 // TensorProto with its own element type: UINT8 2, INT8 3, INT32 6, INT64 7, FLOAT 1.
 Proto typed_tensor(const std::string& name, const torch::Tensor& t0) {
@@ -195,13 +194,7 @@ std::string to_onnx_qdq(const QuantizedNetImpl& net) {
     }
   }
   gr.g.bytes(2, "rmnet_quantized");
-  gr.g.msg(11, value_info("input", {"N", std::to_string(net.options().in_channels()), "H", "W"}));
-  gr.g.msg(12, value_info("logits", {"N", std::to_string(net.options().num_classes())}));
-  Proto opset;
-  opset.bytes(1, "").i64(2, 13);
-  Proto model;
-  model.i64(1, 7).bytes(2, "rmnet").bytes(3, "0.1.0").msg(8, opset).msg(7, gr.g);
-  return model.buf;
+  return gr.model_bytes(net.options().in_channels(), net.options().num_classes());
 }
 
 void export_onnx_qdq(const QuantizedNetImpl& net, const std::string& path) {
