@@ -24,8 +24,9 @@ NETS = {
     "mobilenet_v2_w0.5": ("mobilenet_v2_cifar", ["--width-mult", "0.5", "--epochs", "1", "--max-train-samples", "30000"]),
     "resnet50": ("resnet50", ["--epochs", "1", "--max-train-samples", "30000"]),
 }
-VARIANTS = [("mse", True), ("mse", False), ("percentile", True), ("percentile", False), ("minmax", True),
-            ("minmax", False)]
+# (observer, equalization): "act" = by activation ranges (the default), "wt" = by weights (DFQ), "noeq" = off
+VARIANTS = [(obs, eq) for obs in ("mse", "percentile", "minmax") for eq in ("act", "wt", "noeq")]
+EQ_FLAGS = {"act": [], "wt": ["--equalize-by", "weights"], "noeq": ["--no-equalize"]}
 FM = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.2860, 0.3530
 
@@ -107,6 +108,8 @@ def main():
     ap.add_argument("--calib-images", type=int, default=512)
     ap.add_argument("--bench-iters", type=int, default=30)
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the results of steps whose output files exist (a variant's eval and report JSON)")
     a = ap.parse_args()
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,27 +130,32 @@ def main():
         if not (work / "plain.rmnet").exists():
             sh([a.rmnet, "convert", "--model", work / "final.rmnet", "--out", work / "plain.rmnet", "--verify-size", "28",
                 "--onnx", work / "plain.onnx"], a.lock)
-        sh([a.rmnet, "eval", "--model", work / "final.rmnet", "--compare", work / "plain.rmnet", "--json",
-            work / "eval_float.json"], a.lock)
+        if not (a.reuse and (work / "eval_float.json").exists()):
+            sh([a.rmnet, "eval", "--model", work / "final.rmnet", "--compare", work / "plain.rmnet", "--json",
+                work / "eval_float.json"], a.lock)
         ev = json.loads((work / "eval_float.json").read_text())
         res["residual_top1"], res["float32_top1"] = ev["model"]["top1"], ev["compare"]["top1"]
         res["variants"] = {}
         for obs, eq in VARIANTS:
-            tag = f"{obs}_{'eq' if eq else 'noeq'}"
-            q = work / f"q_{tag}.rmnet"
-            sh([a.rmnet, "quantize", "--model", work / "plain.rmnet", "--calib-dataset", "fashion-mnist",
-                "--calib-images", a.calib_images, "--observer", obs, "--out", q] + ([] if eq else ["--no-equalize"]),
-               a.lock)
-            sh([a.rmnet, "eval", "--model", q, "--compare", work / "plain.rmnet", "--json", work / f"eval_{tag}.json"],
-               a.lock)
-            e = json.loads((work / f"eval_{tag}.json").read_text())
+            tag = f"{obs}_{eq}"
+            q, report, ev = work / f"q_{tag}.rmnet", work / f"quantize_{tag}.json", work / f"eval_{tag}.json"
+            # quantization is deterministic (seeded calibration choice), so --reuse may keep an
+            # evaluation while re-running the quick quantize step for its report
+            if not (a.reuse and report.exists() and q.exists()):
+                sh([a.rmnet, "quantize", "--model", work / "plain.rmnet", "--calib-dataset", "fashion-mnist",
+                    "--calib-images", a.calib_images, "--observer", obs, "--out", q, "--json", report] + EQ_FLAGS[eq],
+                   a.lock)
+            if not (a.reuse and ev.exists()):
+                sh([a.rmnet, "eval", "--model", q, "--compare", work / "plain.rmnet", "--json", ev], a.lock)
+            e = json.loads(ev.read_text())
             layers, acts = weight_stats(q)
             res["variants"][tag] = {"top1": e["model"]["top1"], "agreement_with_float": e["agreement"],
                                     "runtime": e["model"]["runtime"], "weight_ranges": layers,
-                                    "activation_scales": acts}
+                                    "activation_scales": acts,
+                                    "activation_spread": json.loads(report.read_text())["activation_spread"]}
         # speed, batch 32: float32 plain (deploy runtime), INT8, residual (eager)
         sh([a.rmnet, "bench", "--model", work / "final.rmnet", "--model", work / "plain.rmnet", "--model",
-            work / "q_mse_eq.rmnet", "--batch", "32", "--input-size", "28", "--iters", a.bench_iters, "--json",
+            work / "q_mse_act.rmnet", "--batch", "32", "--input-size", "28", "--iters", a.bench_iters, "--json",
             work / "bench.json"], a.lock)
         b = json.loads((work / "bench.json").read_text())
         res["bench"] = b
@@ -161,6 +169,8 @@ def main():
 
 
 def plot(study, out):
+    """Per equalization pair: the spread (largest / median) of per-channel activation ranges that one
+    per-tensor u8 scale must cover, without equalization and after each criterion (minmax variants)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -168,12 +178,14 @@ def plot(study, out):
     fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.6), squeeze=False)
     for ax, n in zip(axes[0], nets):
         v = study[n]["variants"]
-        for tag, style, label in [("mse_noeq", "o-", "before equalization"), ("mse_eq", "s-", "after equalization")]:
-            if tag in v:
-                ls = v[tag]["weight_ranges"]
-                ax.semilogy([l["layer"] for l in ls], [l["spread"] for l in ls], style, ms=3, label=label)
-        ax.set_title(f"{n}: per-channel weight range spread")
-        ax.set_xlabel("conv layer index")
+        for tag, key, style, label in [("minmax_noeq", "before", "o-", "no equalization"),
+                                       ("minmax_wt", "after", "^-", "equalized by weights (DFQ)"),
+                                       ("minmax_act", "after", "s-", "equalized by activations")]:
+            if tag in v and "activation_spread" in v[tag]:
+                sp = v[tag]["activation_spread"]
+                ax.semilogy([p["producer"] for p in sp], [p[key] for p in sp], style, ms=3, label=label)
+        ax.set_title(f"{n}: activation range spread")
+        ax.set_xlabel("producer conv layer index")
         ax.set_ylabel("max / median channel range")
         ax.legend(fontsize=8)
     fig.tight_layout()

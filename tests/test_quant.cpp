@@ -117,6 +117,65 @@ TEST(Equalize, BalancesOnePair) {
   EXPECT_EQ(equalization_pairs(net->specs()).size(), 1u);
 }
 
+// Largest / smallest non-zero channel range of every pair's activation, max over pairs.
+double worst_activation_spread(const std::map<size_t, torch::Tensor>& ranges) {
+  double worst = 0;
+  for (const auto& [producer, r] : ranges) {
+    const auto nz = r.masked_select(r > 0);
+    if (nz.numel() > 0) worst = std::max(worst, (nz.max() / nz.min()).item<double>());
+  }
+  return worst;
+}
+
+TEST(Equalize, ByActivationsExactInFloat64AndEqualisesRanges) {
+  auto net = fold_batchnorm(*random_chain(mixed_specs(), torch::kDouble));
+  const auto x = torch::randn({8, 3, 16, 16}, torch::kDouble) * 3;
+  const auto ranges = activation_ranges(*net, x, 3);  // batches of 3: the maxima combine across batches
+  ASSERT_EQ(ranges.size(), 5u);
+  for (const auto& [producer, r] : ranges) EXPECT_EQ(r.numel(), net->spec(producer).out_channels);
+  EXPECT_TRUE(torch::equal(ranges.at(0), activation_ranges(*net, x, 8).at(0)));
+  const double spread0 = worst_activation_spread(ranges);
+  EXPECT_GT(spread0, 20.0);  // the random chain's channels differ widely
+  // alpha = 1: every active channel of every pair gets the same range; the function is unchanged
+  auto eq = equalize_activations(*net, ranges, EqualizeOptions().alpha(1.0));
+  EXPECT_EQ(eq->metadata().at("quant.equalized_pairs"), "5");
+  for (const double amp : {1.0, 100.0}) {  // large activations cross the clamps' bounds
+    auto xt = torch::randn({3, 3, 16, 16}, torch::kDouble) * amp;
+    EXPECT_LE(test::rel_diff(*net, *eq, xt), 1e-12) << "input amplitude " << amp;
+  }
+  EXPECT_LE(worst_activation_spread(activation_ranges(*eq, x)), 1 + 1e-9);
+  // alpha = 0.5 (the default) goes half way (in log terms) and is exact too
+  auto half = equalize_activations(*net, ranges);
+  EXPECT_LE(test::rel_diff(*net, *half, x), 1e-12);
+  const double spread_half = worst_activation_spread(activation_ranges(*half, x));
+  EXPECT_LT(spread_half, spread0 / 2);
+  EXPECT_GT(spread_half, 1.001);
+  // the input is untouched; a BN in the chain (indices would not match) and wrong sizes are refused
+  EXPECT_LE(test::rel_diff(*net, *fold_batchnorm(*random_chain(mixed_specs(), torch::kDouble)), x), 0.0);
+  auto with_bn = random_chain(mixed_specs(), torch::kDouble);
+  EXPECT_NE(test::error_of([&] { activation_ranges(*with_bn, x); }).find("fold"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { equalize_activations(*with_bn, ranges); }).find("BatchNorm"), std::string::npos);
+  auto bad = ranges;
+  bad[0] = torch::ones({3}, torch::kDouble);
+  EXPECT_NE(test::error_of([&] { equalize_activations(*net, bad); }).find("3 channels"), std::string::npos);
+  EXPECT_THROW(equalize_activations(*net, ranges, EqualizeOptions().alpha(1.5)), c10::Error);
+  EXPECT_THROW(equalize_by_from_string("ranges"), c10::Error);
+  EXPECT_EQ(equalize_by_from_string(to_string(EqualizeBy::Weights)), EqualizeBy::Weights);
+}
+
+TEST(Equalize, ByActivationsOnConvertedNetworks) {
+  // RM forms: the reserved channels carry the block input, with ranges unlike the block's own channels
+  for (const std::string arch : {"mobilenet_v2_cifar", "resnet50"}) {
+    auto m = test::random_model(arch, torch::kDouble);
+    auto plain = fold_batchnorm(*convert(*m, ConvertOptions().verify(false)).plain);
+    auto xi = torch::randn({4, 3, 32, 32}, torch::kDouble) * 3;
+    const auto ranges = activation_ranges(*plain, xi);
+    auto eq = equalize_activations(*plain, ranges, EqualizeOptions().alpha(0.5));
+    EXPECT_LE(test::rel_diff(*plain, *eq, torch::randn({2, 3, 32, 32}, torch::kDouble) * 5), 1e-10) << arch;
+    EXPECT_LT(worst_activation_spread(activation_ranges(*eq, xi)), worst_activation_spread(ranges)) << arch;
+  }
+}
+
 TEST(Quantize, WeightsWithinHalfAStep) {
   torch::manual_seed(1);
   auto w = torch::randn({6, 4, 3, 3}) * torch::tensor({1e-3, 0.1, 1.0, 10.0, 100.0, 0.0}).view({-1, 1, 1, 1});
@@ -167,8 +226,19 @@ TEST(Quantize, Int8MatchesFloatWithinQuantizationError) {
   // no SE here (see the next test); PReLU is a fallback
   auto net = random_chain(mixed_specs(), torch::kFloat);
   const auto data = calib(64);
-  for (const bool eqz : {false, true}) {
-    auto r = quantize(*net, data, QuantizeOptions().equalize(eqz).observer(Observer::MinMax));
+  for (const std::string eqz : {"no", "weights", "activations"}) {
+    auto opts = QuantizeOptions().equalize(eqz != "no").observer(Observer::MinMax);
+    if (eqz != "no") opts.equalize_by(equalize_by_from_string(eqz));
+    auto r = quantize(*net, data, opts);
+    EXPECT_EQ(r.net->metadata().at("quant.equalize"), eqz);
+    ASSERT_EQ(r.activation_spread.size(), 5u);
+    double log_before = 0, log_after = 0;
+    for (const auto& a : r.activation_spread) {
+      if (eqz == "no") EXPECT_EQ(a.before, a.after);
+      log_before += std::log(a.before);
+      log_after += std::log(a.after);
+    }
+    if (eqz == "activations") EXPECT_LT(log_after, log_before - 1.0);
     auto& q = *r.net;
     EXPECT_EQ(q.family(), "quantized");
     ASSERT_EQ(q.fallbacks().size(), 1u);

@@ -53,7 +53,110 @@ void scale_outputs(detail::Chain& ch, size_t a, size_t consumer, const torch::Te
   }
 }
 
+// Largest |W_B[o, c]| / max_c' |W_B[o, c']| per input channel c (over the rows o of c's group): the
+// consumer's column ranges as the per-output-channel weight quantization sees them.
+torch::Tensor relative_input_ranges(const detail::ChainLayer& b) {
+  const auto w = b.at("weight").to(torch::kDouble).abs();
+  const int64_t g = b.spec.groups, out_g = b.spec.out_channels / g, in_g = w.size(1);
+  const auto cols = w.view({g, out_g, in_g, -1}).amax(3);  // [g, out_g, in_g]
+  const auto rows = cols.amax(2, true).clamp_min(1e-300);   // [g, out_g, 1]
+  return (cols / rows).amax(1).reshape({-1});
+}
+
+// The layer whose output is what the pair's consumer quantizes: the last layer before it that is
+// not an AvgPool / Flatten.
+size_t range_layer(const std::vector<LayerSpec>& specs, const EqualizePair& p) {
+  size_t j = p.consumer - 1;
+  while (j > p.producer && (specs[j].kind == LayerKind::AvgPool || specs[j].kind == LayerKind::Flatten)) --j;
+  return j;
+}
+
+void check_bn_free(const std::vector<LayerSpec>& specs, const char* who) {
+  for (size_t i = 0; i < specs.size(); ++i)
+    TORCH_CHECK(specs[i].kind != LayerKind::BatchNorm, who, ": layer ", i,
+                " is a BatchNorm; fold it first (fold_batchnorm) so the layer indices are the equalized chain's");
+}
+
 }  // namespace
+
+EqualizeBy equalize_by_from_string(const std::string& s) {
+  if (s == "activations") return EqualizeBy::Activations;
+  if (s == "weights") return EqualizeBy::Weights;
+  TORCH_CHECK(false, "unknown equalization criterion '", s, "' (expected activations or weights)");
+}
+
+std::string to_string(EqualizeBy by) { return by == EqualizeBy::Activations ? "activations" : "weights"; }
+
+std::map<size_t, torch::Tensor> activation_ranges(PlainNetImpl& net, const torch::Tensor& images, int64_t batch_size) {
+  check_bn_free(net.specs(), "activation_ranges");
+  TORCH_CHECK(batch_size > 0, "activation_ranges: batch_size must be positive (got ", batch_size, ")");
+  TORCH_CHECK(images.defined() && images.dim() == 4 && images.size(0) > 0,
+              "activation_ranges: expected images [N, C, H, W] with N >= 1");
+  const auto pairs = equalization_pairs(net.specs());
+  std::map<size_t, size_t> watch;  // range layer -> producer
+  for (const auto& p : pairs) watch[range_layer(net.specs(), p)] = p.producer;
+  std::map<size_t, torch::Tensor> ranges;
+  if (watch.empty()) return ranges;
+  const size_t last = watch.rbegin()->first;
+  auto [dtype, device] = detail::dtype_device(net);
+  torch::NoGradGuard ng;
+  const int64_t n = images.size(0);
+  for (int64_t b = 0; b < n; b += batch_size) {
+    auto x = images.narrow(0, b, std::min(batch_size, n - b)).to(device, dtype);
+    for (size_t i = 0; i <= last; ++i) {
+      x = net.forward_range(x, i, i + 1);
+      auto it = watch.find(i);
+      if (it == watch.end()) continue;
+      auto r = x.abs().amax({0, 2, 3}).to(torch::kCPU, torch::kDouble);
+      auto& slot = ranges[it->second];
+      slot = slot.defined() ? torch::maximum(slot, r) : r;
+    }
+  }
+  return ranges;
+}
+
+PlainNet equalize_activations(const PlainNetImpl& net, const std::map<size_t, torch::Tensor>& ranges,
+                              const EqualizeOptions& options) {
+  TORCH_CHECK(options.alpha() >= 0 && options.alpha() <= 1, "equalize: alpha must be in [0, 1] (got ",
+              options.alpha(), ")");
+  TORCH_CHECK(options.max_scale() >= 1.0, "equalize: max_scale must be >= 1 (got ", options.max_scale(), ")");
+  check_bn_free(net.specs(), "equalize_activations");
+  auto [dtype, device] = detail::dtype_device(net);
+  detail::Chain ch;
+  {
+    detail::WorkDtypeGuard work(torch::kDouble);
+    ch = detail::Chain::from(net);
+  }
+  const auto pairs = equalization_pairs(net.specs());
+  size_t done = 0;
+  for (const auto& p : pairs) {
+    auto it = ranges.find(p.producer);
+    if (it == ranges.end()) continue;
+    auto& b = ch.layers[p.consumer];
+    const auto a = it->second.to(torch::kCPU, torch::kDouble).flatten();
+    TORCH_CHECK(a.numel() == net.spec(p.producer).out_channels, "equalize_activations: the ranges of layer ",
+                p.producer, " have ", a.numel(), " channels, the layer has ", net.spec(p.producer).out_channels);
+    torch::Tensor s;
+    if (b.spec.kind == LayerKind::Linear) {
+      s = a.clone();  // a float32 consumer: no weight quantization to trade against
+    } else {
+      const auto w = relative_input_ranges(b);
+      s = torch::pow(a, options.alpha()) / torch::pow(w, 1.0 - options.alpha());
+    }
+    const bool active = (a > 0).any().item<bool>();
+    if (!active) continue;
+    s = torch::where((a > 0) & (s > 0) & torch::isfinite(s), s, torch::zeros_like(s));
+    s = s / s.max();
+    s = torch::where(s > 0, s, torch::ones_like(s)).clamp(1.0 / options.max_scale(), 1.0);
+    scale_outputs(ch, p.producer, p.consumer, s);
+    scale_inputs(b, s);
+    ++done;
+  }
+  auto out = ch.build(net.options(), dtype, device);
+  out->metadata() = net.metadata();
+  out->metadata()["quant.equalized_pairs"] = std::to_string(done);
+  return out;
+}
 
 std::vector<EqualizePair> equalization_pairs(const std::vector<LayerSpec>& layers) {
   std::vector<EqualizePair> pairs;

@@ -81,20 +81,17 @@ torch::Tensor fake_quantize_u8(const torch::Tensor& x, double scale, int64_t zer
   return dequantize_u8(quantize_u8(x, scale, zero_point), scale, zero_point);
 }
 
-torch::Tensor& QuantLayerImpl::add_param(const std::string& name, torch::Tensor t) {
-  return register_parameter(name, std::move(t), /*requires_grad=*/false);
+const torch::Tensor& QuantLayerImpl::add_param(const std::string& name, torch::Tensor t) {
+  return by_name_[name] = register_parameter(name, std::move(t), /*requires_grad=*/false);
 }
-torch::Tensor& QuantLayerImpl::add_buffer(const std::string& name, torch::Tensor t) {
-  return register_buffer(name, std::move(t));
+const torch::Tensor& QuantLayerImpl::add_buffer(const std::string& name, torch::Tensor t) {
+  return by_name_[name] = register_buffer(name, std::move(t));
 }
-bool QuantLayerImpl::has(const std::string& name) const {
-  return named_parameters(false).contains(name) || named_buffers(false).contains(name);
-}
+bool QuantLayerImpl::has(const std::string& name) const { return by_name_.count(name) > 0; }
 const torch::Tensor& QuantLayerImpl::get(const std::string& name) const {
-  if (const auto* p = named_parameters(false).find(name)) return *p;
-  const auto* b = named_buffers(false).find(name);
-  TORCH_CHECK(b, "quantized layer has no tensor '", name, "'");
-  return *b;
+  auto it = by_name_.find(name);
+  TORCH_CHECK(it != by_name_.end(), "quantized layer has no tensor '", name, "'");
+  return it->second;
 }
 
 QuantizedNetImpl::QuantizedNetImpl(std::vector<LayerSpec> layers, ModelOptions options)

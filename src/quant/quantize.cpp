@@ -101,17 +101,24 @@ struct PointStats {
 
 }  // namespace
 
-torch::Tensor calibration_images(const Dataset& dataset, const Transform& transform, int64_t n, uint64_t seed) {
-  TORCH_CHECK(dataset.size() > 0, "the calibration data set is empty");
+std::vector<int64_t> calibration_indices(int64_t size, int64_t n, uint64_t seed) {
+  TORCH_CHECK(size > 0, "the calibration data set is empty");
   TORCH_CHECK(n > 0, "calibration needs at least one image (got ", n, ")");
-  std::vector<size_t> idx(dataset.size());
-  std::iota(idx.begin(), idx.end(), size_t{0});
+  std::vector<int64_t> idx(static_cast<size_t>(size));
+  std::iota(idx.begin(), idx.end(), int64_t{0});
   Rng rng(seed);
   std::shuffle(idx.begin(), idx.end(), rng);
-  idx.resize(std::min<size_t>(idx.size(), static_cast<size_t>(n)));
+  idx.resize(static_cast<size_t>(std::min(size, n)));
+  return idx;
+}
+
+torch::Tensor calibration_images(const Dataset& dataset, const Transform& transform, int64_t n, uint64_t seed) {
+  TORCH_CHECK(dataset.size() > 0, "the calibration data set is empty");
+  const auto idx = calibration_indices(static_cast<int64_t>(dataset.size()), n, seed);
+  Rng rng(seed);
   std::vector<torch::Tensor> images;
   images.reserve(idx.size());
-  for (size_t i : idx) images.push_back(transform(dataset.get(i).image, rng));
+  for (int64_t i : idx) images.push_back(transform(dataset.get(static_cast<size_t>(i)).image, rng));
   return torch::stack(images);
 }
 
@@ -126,6 +133,7 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   TORCH_CHECK(o.batch_size() > 0, "quantize: batch_size must be positive (got ", o.batch_size(), ")");
   TORCH_CHECK(o.bins() >= 16, "quantize: bins must be >= 16 (got ", o.bins(), ")");
   QuantizeResult r;
+  auto& r_spread = r.activation_spread;
   auto t = std::chrono::steady_clock::now();
   const auto lap = [&](const std::string& pass) {
     const auto now = std::chrono::steady_clock::now();
@@ -135,18 +143,29 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
 
   PlainNet f = fold_batchnorm(*plain);
   lap("fold_batchnorm");
-  if (o.equalize()) {
-    f = equalize(*f, o.equalize_options());
-    lap("equalize");
-  }
   f->to(torch::kCPU, torch::kFloat);
   f->eval();
+  const auto data = calibration.to(torch::kCPU, torch::kFloat);
+  const auto before = activation_ranges(*f, data, o.batch_size());
+  auto after = before;
+  if (o.equalize()) {
+    f = o.equalize_by() == EqualizeBy::Activations ? equalize_activations(*f, before, o.equalize_options())
+                                                   : equalize(*f, o.equalize_options());
+    f->eval();
+    after = activation_ranges(*f, data, o.batch_size());
+    lap("equalize");
+  }
+  const auto spread = [](const torch::Tensor& r) {
+    const double med = r.median().item<double>();
+    return med > 0 ? r.max().item<double>() / med : std::numeric_limits<double>::infinity();
+  };
+  for (const auto& [producer, r] : before)
+    r_spread.push_back({producer, r.numel(), spread(r), spread(after.at(producer))});
   const auto plan = quant_plan(f->specs());
   const size_t n = f->size();
 
   // Calibration: the float network, layer by layer; statistics of the input (slot n) and of every point.
   std::vector<PointStats> stats(n + 1);
-  const auto data = calibration.to(torch::kCPU, torch::kFloat);
   const int64_t N = data.size(0);
   const auto run = [&](const std::function<void(size_t, const torch::Tensor&)>& observe) {
     torch::NoGradGuard ng;
@@ -190,6 +209,7 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
     const auto& s = f->spec(i);
     auto& ql = q->layer(i);
     auto set = [&](const std::string& name, const torch::Tensor& v) {
+      TORCH_CHECK(v.defined(), "quantize: internal: layer ", i, " (", s.describe(), ") has no tensor '", name, "'");
       const_cast<torch::Tensor&>(ql.get(name)).copy_(v.detach().to(torch::kCPU));
     };
     auto m = f->layer(i);
@@ -236,7 +256,7 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   auto& md = q->metadata();
   md["quant.observer"] = to_string(o.observer());
   if (o.observer() == Observer::Percentile) md["quant.percentile"] = fmt::format("{}", o.percentile());
-  md["quant.equalize"] = o.equalize() ? "yes" : "no";
+  md["quant.equalize"] = o.equalize() ? to_string(o.equalize_by()) : "no";
   if (o.equalize()) md["quant.equalized_pairs"] = f->metadata().count("quant.equalized_pairs") ? f->metadata().at("quant.equalized_pairs") : "0";
   md["quant.calibration_images"] = std::to_string(N);
   md["quant.weights"] = "s8 symmetric per output channel";

@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "commands.h"
@@ -9,7 +10,8 @@
 namespace rmnet::cli {
 
 struct QuantizeCliOptions {
-  std::string model, out, dataset, data, observer = "mse";
+  std::string model, out, dataset, data, observer = "mse", equalize_by = "activations", json;
+  double alpha = 0.5;
   int64_t calib_images = 512, image_size = 224, seed = 0;
   double percentile = 99.99;
   bool no_equalize = false;
@@ -35,17 +37,39 @@ static void run_quantize(const QuantizeCliOptions& o) {
                                          static_cast<uint64_t>(o.seed));
   QuantizeOptions qo;
   qo.equalize(!o.no_equalize).observer(observer_from_string(o.observer)).percentile(o.percentile);
+  qo.equalize_by(equalize_by_from_string(o.equalize_by));
+  qo.equalize_options().alpha(o.alpha);
   auto r = quantize(*model, images, qo);
   std::string timing;
   for (const auto& [pass, t] : r.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
   say(fmt::format("{} -> INT8 ({} calibration images of {}, observer {}, equalization {}); passes: {}", o.model,
-                  r.calibration_images, o.dataset, o.observer, o.no_equalize ? "off" : "on", timing));
+                  r.calibration_images, o.dataset, o.observer, o.no_equalize ? "off" : "by " + o.equalize_by, timing));
   r.net->metadata()["quant.calibration_set"] = o.dataset;
   const auto fb = r.net->fallbacks();
   say(fb.empty() ? "every layer before the head runs in INT8"
                  : fmt::format("float32 fallbacks: {}", r.net->metadata().at("quant.fallbacks")));
   save_model(*r.net, o.out);
   say("wrote " + o.out);
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["model"] = o.model;
+    j["out"] = o.out;
+    j["calibration_set"] = o.dataset;
+    j["calibration_images"] = r.calibration_images;
+    // which training images (indices into the data set's training split), so peers can use the same
+    j["calibration_indices"] = calibration_indices(static_cast<int64_t>(train->size()), o.calib_images,
+                                                   static_cast<uint64_t>(o.seed));
+    j["observer"] = o.observer;
+    j["equalize"] = o.no_equalize ? "no" : o.equalize_by;
+    j["equalize_alpha"] = o.alpha;
+    j["fallbacks"] = fb;
+    for (const auto& [pass, secs] : r.pass_seconds) j["pass_seconds"][pass] = secs;
+    j["activation_spread"] = nlohmann::json::array();
+    for (const auto& a : r.activation_spread)
+      j["activation_spread"].push_back(
+          {{"producer", a.producer}, {"channels", a.channels}, {"before", a.before}, {"after", a.after}});
+    write_file_atomic(o.json, j.dump(2) + "\n");
+  }
 }
 
 Command setup_quantize(CLI::App& app) {
@@ -62,10 +86,19 @@ Command setup_quantize(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
   cmd->add_option("--out", o->out, "Output model file (quantized)")->required();
   cmd->add_flag("--no-equalize", o->no_equalize, "Switch cross-layer equalization off");
+  cmd->add_option("--equalize-by", o->equalize_by,
+                  "What equalization balances: activations (per-channel ranges on the calibration images, default) "
+                  "or weights (DFQ)")
+      ->check(CLI::IsMember({"activations", "weights"}));
+  cmd->add_option("--equalize-alpha", o->alpha,
+                  "Migration strength of activation equalization: 1 = equal activation ranges, 0 = weights only")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--observer", o->observer, "Activation range observer: mse (default), percentile, minmax")
       ->check(CLI::IsMember({"mse", "percentile", "minmax"}));
   cmd->add_option("--percentile", o->percentile, "Percentile of the percentile observer")->check(CLI::Range(50.0, 100.0));
   cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--json", o->json,
+                  "Write a report as JSON: passes, fallbacks, per-pair activation range spread before/after equalization");
   cmd->add_option("--seed", o->seed, "Seed of the calibration image choice");
   return {cmd, [o] { run_quantize(*o); }};
 }

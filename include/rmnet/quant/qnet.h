@@ -59,12 +59,18 @@ torch::Tensor quant_float_layer(const LayerSpec& spec, const std::map<std::strin
 class QuantLayerImpl : public torch::nn::Module {
  public:
   QuantLayerImpl() = default;
-  torch::Tensor& add_param(const std::string& name, torch::Tensor t);
-  torch::Tensor& add_buffer(const std::string& name, torch::Tensor t);
+  const torch::Tensor& add_param(const std::string& name, torch::Tensor t);
+  const torch::Tensor& add_buffer(const std::string& name, torch::Tensor t);
+  /// The registered tensor `name` (a handle sharing the parameter's / buffer's storage; throws when absent).
   const torch::Tensor& get(const std::string& name) const;
   bool has(const std::string& name) const;
   /// All tensors by name (shallow handles).
   std::map<std::string, torch::Tensor> tensors() const;
+
+ private:
+  // Handles of the registered tensors (same TensorImpl, so set_data / copy_ / to() are seen):
+  // Module's named_parameters() returns a copy, and references into it dangle.
+  std::map<std::string, torch::Tensor> by_name_;
 };
 TORCH_MODULE(QuantLayer);
 

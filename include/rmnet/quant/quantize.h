@@ -1,7 +1,8 @@
 #pragma once
 // Post-training quantization of a plain network: a pass pipeline like `convert`.
 //   1. fold_batchnorm   conv + BN -> conv with bias                      (convert/fuse.h)
-//   2. equalize         cross-layer equalization, exact                  (quant/equalize.h)
+//   2. equalize         cross-layer equalization, exact                  (quant/equalize.h);
+//                       by default on the calibration images' per-channel activation ranges
 //   3. calibrate        the float network on calibration images; an observer per quantization
 //                       point (quant_plan) picks the u8 range [lo, hi] (lo <= 0 <= hi):
 //                         scale = (hi - lo) / 255, zero_point = round(-lo / scale)
@@ -34,6 +35,8 @@ std::string to_string(Observer o);
 struct QuantizeOptions {
   /// Cross-layer equalization before calibration (exact; see quant/equalize.h).
   TORCH_ARG(bool, equalize) = true;
+  /// What equalization balances: activation ranges on the calibration images (default) or weights (DFQ).
+  TORCH_ARG(EqualizeBy, equalize_by) = EqualizeBy::Activations;
   TORCH_ARG(EqualizeOptions, equalize_options) = EqualizeOptions();
   /// Activation range observer.
   TORCH_ARG(Observer, observer) = Observer::MSE;
@@ -45,6 +48,16 @@ struct QuantizeOptions {
   TORCH_ARG(int64_t, batch_size) = 64;
 };
 
+/// The spread of per-channel activation ranges entering one equalization pair's consumer: the
+/// largest over the median of the channels' largest |activation| on the calibration images, before
+/// and after equalization (equal when equalization is off). One per-tensor u8 scale serves all
+/// channels, so a spread of 100 leaves the median channel about 2.5 of the 255 steps.
+struct ActivationSpread {
+  size_t producer = 0;  ///< layer index (BN-folded chain) of the pair's producer conv
+  int64_t channels = 0;
+  double before = 0, after = 0;
+};
+
 struct QuantizeResult {
   QuantizedNet net{nullptr};
   /// The float network that was quantized (BN folded, equalized when asked).
@@ -52,6 +65,8 @@ struct QuantizeResult {
   /// Wall-clock seconds per pass, in order.
   std::vector<std::pair<std::string, double>> pass_seconds;
   int64_t calibration_images = 0;
+  /// Per equalization pair, in chain order.
+  std::vector<ActivationSpread> activation_spread;
 };
 
 /// Quantizes a plain network (BN folded or kept) with calibration images `calibration` (float
@@ -62,8 +77,12 @@ struct QuantizeResult {
 QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration,
                         const QuantizeOptions& options = QuantizeOptions());
 
-/// `n` images of `dataset` (a seeded random choice without repetition; all of them when n >=
-/// size) through `transform`, stacked as float [n, C, H, W]. Throws for an empty data set.
+/// The indices calibration_images() picks: a seeded random choice of min(n, size) of [0, size)
+/// without repetition, in the order used. Throws for size 0 or n < 1.
+std::vector<int64_t> calibration_indices(int64_t size, int64_t n, uint64_t seed = 0);
+
+/// `n` images of `dataset` (calibration_indices(size, n, seed); all of them when n >= size)
+/// through `transform`, stacked as float [n, C, H, W]. Throws for an empty data set.
 torch::Tensor calibration_images(const Dataset& dataset, const Transform& transform, int64_t n, uint64_t seed = 0);
 
 /// The u8 range an observer picks from values with histogram `hist` over [lo, hi] (bins of
