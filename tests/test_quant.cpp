@@ -305,7 +305,8 @@ TEST(Quantize, ModelFileRoundTripAndRuntime) {
   auto* q = dynamic_cast<QuantizedNetImpl*>(loaded.get());
   ASSERT_NE(q, nullptr);
   EXPECT_EQ(q->metadata().at("preprocess.mean"), "0.5");
-  EXPECT_EQ(q->metadata().at("quant.observer"), "mse");
+  EXPECT_EQ(q->metadata().at("quant.observer"), "percentile");
+  EXPECT_EQ(q->metadata().at("quant.equalize"), "activations");
   EXPECT_EQ(q->tensor(0, "weight").scalar_type(), torch::kChar);
   EXPECT_TRUE(torch::equal(q->tensor(0, "weight"), r.net->tensor(0, "weight")));
   EXPECT_EQ(q->input_scale(), r.net->input_scale());

@@ -10,7 +10,7 @@
 namespace rmnet::cli {
 
 struct QuantizeCliOptions {
-  std::string model, out, dataset, data, observer = "mse", equalize_by = "activations", json;
+  std::string model, out, dataset, data, observer = "percentile", equalize_by = "activations", json;
   double alpha = 0.5;
   int64_t calib_images = 512, image_size = 224, seed = 0;
   double percentile = 99.99;
@@ -93,7 +93,7 @@ Command setup_quantize(CLI::App& app) {
   cmd->add_option("--equalize-alpha", o->alpha,
                   "Migration strength of activation equalization: 1 = equal activation ranges, 0 = weights only")
       ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--observer", o->observer, "Activation range observer: mse (default), percentile, minmax")
+  cmd->add_option("--observer", o->observer, "Activation range observer: percentile (default), minmax, mse")
       ->check(CLI::IsMember({"mse", "percentile", "minmax"}));
   cmd->add_option("--percentile", o->percentile, "Percentile of the percentile observer")->check(CLI::Range(50.0, 100.0));
   cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
