@@ -138,6 +138,59 @@ TEST(OneDnn, EveryLayerKindStandaloneMatchesEager) {
   EXPECT_TRUE(torch::allclose(dp->forward(x), pooled->forward(x), 1e-5, 1e-6));
 }
 
+// Convolutions on maps hardly larger than their kernel run as one GEMM with the conv's dense
+// input-to-output matrix: equal to eager (and to the convolution path) with biases or none, ReLU,
+// a uniform clamp (hardtanh post-op) and a mixed per-channel clamp after it, stride 2, 1x1 kernels,
+// and a map that stays a convolution; the profile names the GEMM steps.
+TEST(OneDnn, TinyMapsRunAsOneGemm) {
+  const double kInf = std::numeric_limits<double>::infinity();
+  torch::manual_seed(13);
+  std::vector<LayerSpec> layers = {
+      LayerSpec::conv(3, 16, 3, 1, 1),                  // 3x3 map: 81 > 18, stays a convolution
+      LayerSpec::relu(),
+      LayerSpec::conv(16, 24, 3, 2, 1),                 // 3x3 -> 2x2, stride 2: 9*4 = 36 > 18, convolution
+      LayerSpec::batchnorm(24), LayerSpec::clamp(24),   // uniform clamp: hardtanh post-op
+      LayerSpec::conv(24, 32, 3, 1, 1, 1, false),       // 2x2 -> 2x2, no bias: 16 <= 18, GEMM
+      LayerSpec::clamp(32),                             // mixed per-channel clamp after it
+      LayerSpec::conv(32, 40, 3, 2, 1),                 // 2x2 -> 1x1, stride 2: GEMM
+      LayerSpec::relu(),
+      LayerSpec::conv(40, 48, 1, 1, 0),                 // 1x1 kernel on a 1x1 map: GEMM
+      LayerSpec::relu(),
+      LayerSpec::conv(48, 8, 3, 1, 1),                  // 3x3 kernel on a 1x1 map: GEMM (centre tap only)
+      LayerSpec::avgpool(), LayerSpec::flatten(), LayerSpec::linear(8, 5)};
+  PlainNet net(layers, ModelOptions("plain").in_channels(3).num_classes(5));
+  randomize_batchnorm(*net, 3);
+  {
+    torch::NoGradGuard g;
+    net->layer_as<ChannelClampImpl>(4)->min.fill_(-1.0);
+    net->layer_as<ChannelClampImpl>(4)->max.fill_(2.0);
+    auto c6 = net->layer_as<ChannelClampImpl>(6);
+    for (int64_t ch = 0; ch < 32; ++ch) {
+      c6->min[ch] = ch % 2 ? -kInf : 0.0;
+      c6->max[ch] = ch % 3 ? 6.0 : kInf;
+    }
+  }
+  net->eval();
+  auto gemm = deploy(*net, DeployOptions().runtime(Runtime::OneDNN));
+  auto conv = deploy(*net, DeployOptions().runtime(Runtime::OneDNN).small_map_gemm(false));
+  EXPECT_NE(gemm->graph().find("as one GEMM"), std::string::npos) << gemm->graph();
+  for (int64_t n : {1, 4, 7}) {  // new batch sizes re-pack
+    auto x = 10 * torch::randn({n, 3, 3, 3});
+    EXPECT_LE(rel_diff(*net, *gemm, x), 1e-5) << n;
+    EXPECT_LE(rel_diff(*net, *conv, x), 1e-5) << n;
+  }
+  std::vector<size_t> gemm_layers, conv_layers;
+  for (const auto& s : gemm->profile(torch::randn({2, 3, 3, 3}), 0, 1))
+    if (s.name.find("as one GEMM") != std::string::npos) gemm_layers.push_back(s.first_layer);
+  EXPECT_EQ(gemm_layers, (std::vector<size_t>{5, 7, 9, 11}));
+  for (const auto& s : conv->profile(torch::randn({2, 3, 3, 3}), 0, 1))
+    EXPECT_EQ(s.name.find("GEMM"), std::string::npos) << s.name;
+  // a larger input: the same network's convolutions see larger maps and stay convolutions
+  auto big = torch::randn({2, 3, 12, 12});
+  for (const auto& s : gemm->profile(big, 0, 1)) EXPECT_EQ(s.name.find("GEMM"), std::string::npos) << s.name;
+  EXPECT_LE(rel_diff(*net, *gemm, big), 1e-5);
+}
+
 TEST(OneDnn, FusesActivationsAsPostOps) {
   auto relu6 = converted({"mobilenet_v2_cifar", false, false, false, true, ""});
   const auto plan = deploy(*relu6, DeployOptions().runtime(Runtime::OneDNN))->graph();

@@ -40,6 +40,20 @@ struct Step {
   std::string name;
 };
 
+/// One conv's weights as packed for an input shape: oneDNN's blocked layout for the convolution,
+/// or, for a tiny map (DeployOptions::small_map_gemm), the dense input-to-output matrix
+/// [Ho*Wo*Cout, H*W*Cin] (channels-last order on both sides) and the bias repeated per position.
+struct PackedConv {
+  torch::Tensor weight, bias;
+  bool gemm = false;
+  int64_t ho = 0, wo = 0;
+};
+using Packed = std::vector<PackedConv>;
+
+/// The dense matrix of conv weight `w` [Cout, Cin, k, k] (groups 1) on an h x w input:
+/// y[(a, b, co)] = sum over (i, j, ci) of T[(a, b, co), (i, j, ci)] x[(i, j, ci)].
+torch::Tensor conv_as_matrix(const torch::Tensor& w, int64_t h, int64_t wd, int64_t stride, int64_t padding);
+
 class OneDnnExecutor : public Executor {
  public:
   OneDnnExecutor(const PlainNetImpl& net, const DeployOptions& o);
@@ -58,17 +72,17 @@ class OneDnnExecutor : public Executor {
 
   // ---- prepacking (onednn.cpp)
   /// The prepacked conv weights for an input of shape `sizes` (packed on first use, cached).
-  std::shared_ptr<const std::vector<torch::Tensor>> packed_for(at::IntArrayRef sizes);
+  std::shared_ptr<const Packed> packed_for(at::IntArrayRef sizes);
 
   /// Shape inference through the chain; every conv's weights reordered for its input shape.
-  std::vector<torch::Tensor> pack(const std::vector<int64_t>& shape) const;
+  Packed pack(const std::vector<int64_t>& shape) const;
 
   DeployOptions options_;
   torch::ScalarType dtype_;
   std::vector<Step> steps_;
   size_t num_convs_ = 0;
   std::mutex mutex_;
-  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const std::vector<torch::Tensor>>>> cache_;
+  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Packed>>> cache_;
 };
 
 }  // namespace rmnet::detail
