@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include <caffe2/serialize/inline_container.h>
@@ -18,6 +19,7 @@
 #include "rmnet/models/registry.h"
 #include "rmnet/quant/qnet.h"
 #include "layer_json.h"
+#include "pickle.h"
 
 namespace rmnet {
 namespace {
@@ -101,11 +103,14 @@ ModelPtr load_model_bytes(const std::string& bytes) {
     // (torch::jit::VectorReader): a corrupt central directory makes it read past the buffer (found
     // by fuzz_model_file). The stream reader checks them: open the archive with it first.
     std::istringstream in(bytes);
+    std::unique_ptr<caffe2::serialize::PyTorchStreamReader> probe;
     try {
-      caffe2::serialize::PyTorchStreamReader probe(&in);
+      probe = std::make_unique<caffe2::serialize::PyTorchStreamReader>(&in);
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, "not an rmnet model file (not a readable torch archive: ", e.what_without_backtrace(), ")");
     }
+    // and LibTorch's unpickler trusts the pickle's lengths and memo indices: walk it first
+    detail::check_archive_pickles(*probe, bytes.size(), "model archive");
   }
   try {
     root = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));

@@ -51,6 +51,15 @@ const char* storage_name(torch::ScalarType dtype) {
   TORCH_CHECK(false, "cannot store tensors of type ", dtype, " in a state_dict file");
 }
 
+void check_archive_pickles(caffe2::serialize::PyTorchStreamReader& zip, size_t archive_size,
+                           const std::string& what) {
+  for (const auto& name : zip.getAllRecords()) {
+    if (name.size() < 4 || name.compare(name.size() - 4, 4, ".pkl") != 0) continue;
+    auto [ptr, size] = record(zip, name, archive_size);
+    check_pickle_for_libtorch(std::string_view(static_cast<const char*>(ptr.get()), size), what + " (" + name + ")");
+  }
+}
+
 bool is_torchscript_archive(caffe2::serialize::PyTorchStreamReader& zip) {
   return zip.hasRecord("constants.pkl") || zip.hasRecord("code/__torch__.py");
 }

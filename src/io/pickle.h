@@ -50,6 +50,17 @@ PickledStateDict pickle_state_dict(const StateDict& items);
 /// those to torch::jit::load).
 StateDict read_state_dict_archive(caffe2::serialize::PyTorchStreamReader& zip, size_t archive_size);
 
+/// LibTorch's own unpickler (torch::pickle_load, torch::jit::load) trusts the lengths and memo
+/// indices in a pickle: a crafted file makes it reserve gigabytes (found by fuzz_model_file and
+/// fuzz_checkpoint). Before a pickle is handed to it, this walks every opcode and refuses (a
+/// c10::Error naming `what`) a length that runs past the end, a memo index beyond the entries
+/// stored so far, an opcode LibTorch does not read, or a missing STOP. Reads nothing out of bounds.
+void check_pickle_for_libtorch(std::string_view pickle, const std::string& what);
+
+/// check_pickle_for_libtorch on every *.pkl record of an archive of `archive_size` bytes.
+void check_archive_pickles(caffe2::serialize::PyTorchStreamReader& zip, size_t archive_size,
+                           const std::string& what);
+
 /// True for a TorchScript archive (constants.pkl or code/).
 bool is_torchscript_archive(caffe2::serialize::PyTorchStreamReader& zip);
 

@@ -333,6 +333,67 @@ class Unpickler {
 
 }  // namespace
 
+void check_pickle_for_libtorch(std::string_view p, const std::string& what) {
+  size_t i = 0, memo = 0;  // memo: entries stored so far (BINPUT/LONG_BINPUT/MEMOIZE)
+  const auto fail = [&](const std::string& why) {
+    TORCH_CHECK(false, what, ": corrupt pickle at byte ", i, ": ", why);
+  };
+  const auto need = [&](uint64_t n) {
+    if (n > p.size() - i) fail("a length of " + std::to_string(n) + " bytes runs past the end (" +
+                               std::to_string(p.size() - i) + " left)");
+  };
+  const auto uint_le = [&](size_t n) {  // an n-byte little-endian unsigned argument
+    need(n);
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; ++k) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i + k])) << (8 * k);
+    i += n;
+    return v;
+  };
+  const auto skip = [&](size_t width) {  // a length of `width` bytes, then that many bytes
+    const uint64_t n = uint_le(width);
+    need(n);
+    i += static_cast<size_t>(n);
+  };
+  const auto line = [&] {  // a newline-terminated argument
+    const size_t nl = p.find('\n', i);
+    if (nl == std::string_view::npos) fail("an unterminated text argument");
+    i = nl + 1;
+  };
+  const auto put = [&](uint64_t id) {
+    if (id > memo) fail("memo index " + std::to_string(id) + " with " + std::to_string(memo) + " entries stored");
+    if (id == memo) ++memo;
+  };
+  while (i < p.size()) {
+    const uint8_t op = static_cast<uint8_t>(p[i++]);
+    switch (op) {
+      case '.': return;  // STOP
+      // no argument
+      case '(': case '0': case '1': case '2': case 'N': case 0x88: case 0x89: case '}': case ']': case ')':
+      case 't': case 0x85: case 0x86: case 0x87: case 'a': case 'e': case 's': case 'u': case 'd': case 'l':
+      case 'b': case 'R': case 0x81: case 'Q': case 0x93: case 'o': case 0x8f: case 0x90: case 0x91:
+        break;
+      case 0x94: put(memo); break;  // MEMOIZE
+      // fixed-size arguments
+      case 'K': case 'h': case 0x80: uint_le(1); break;  // BININT1, BINGET, PROTO
+      case 'M': uint_le(2); break;                       // BININT2
+      case 'J': case 'j': uint_le(4); break;             // BININT, LONG_BINGET
+      case 'G': case 0x95: uint_le(8); break;            // BINFLOAT, FRAME
+      case 'q': put(uint_le(1)); break;                  // BINPUT
+      case 'r': put(uint_le(4)); break;                  // LONG_BINPUT
+      // length-prefixed arguments
+      case 'U': case 0x8c: case 'C': case 0x8a: skip(1); break;  // SHORT_BINSTRING/-UNICODE/-BYTES, LONG1
+      case 'T': case 'X': case 'B': case 0x8b: skip(4); break;   // BINSTRING, BINUNICODE, BINBYTES, LONG4
+      case 0x8d: case 0x8e: case 0x96: skip(8); break;           // BINUNICODE8, BINBYTES8, BYTEARRAY8
+      // text arguments
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': line(); break;
+      case 'p': line(); ++memo; break;  // PUT (text index; LibTorch does not read it, counted only)
+      case 'c': case 'i': line(); line(); break;  // GLOBAL, INST: module and name lines
+      default: fail("unknown opcode " + std::to_string(op));
+    }
+  }
+  fail("no STOP opcode");
+}
+
 StateDict unpickle_state_dict(std::string_view pickle, const StorageLoader& load) {
   Unpickler u(pickle, load);
   const auto* root = u.run();

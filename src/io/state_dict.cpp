@@ -21,6 +21,7 @@ StateDict read_archive(const std::string& path) {
     TORCH_CHECK(false, "not a torch.save zip archive (", e.what_without_backtrace(), ")");
   }
   if (detail::is_torchscript_archive(*zip)) {
+    detail::check_archive_pickles(*zip, std::filesystem::file_size(path), "TorchScript archive");
     auto m = torch::jit::load(path);
     StateDict sd;
     for (const auto& p : m.named_parameters(true)) sd.emplace_back(p.name, p.value.detach());

@@ -3,10 +3,12 @@
 #include <filesystem>
 #include <sstream>
 
+#include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "rmnet/io/model_file.h"
+#include "../io/pickle.h"
 
 namespace rmnet {
 
@@ -39,6 +41,10 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "checkpoint '", path, "': no such file");
   torch::serialize::InputArchive ar;
   try {
+    {  // LibTorch's unpickler trusts the pickles' lengths and memo indices: walk them first
+      caffe2::serialize::PyTorchStreamReader zip(path);
+      detail::check_archive_pickles(zip, std::filesystem::file_size(path), "checkpoint archive");
+    }
     ar.load_from(path);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what_without_backtrace(), ")");

@@ -1,5 +1,3 @@
-#include <fstream>
-
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -64,11 +62,7 @@ void run_eval(const EvalCliOptions& o) {
     for (int64_t i = 0; i < p.numel(); ++i) text += std::to_string(p.data_ptr<int64_t>()[i]) + "\n";
     write_file_atomic(o.predictions, text);
   }
-  if (!o.json.empty()) {
-    std::ofstream f(o.json);
-    TORCH_CHECK(f, "cannot write '", o.json, "'");
-    f << out.dump(2) << "\n";
-  }
+  if (!o.json.empty()) write_file_atomic(o.json, out.dump(2) + "\n");
 }
 
 }  // namespace
