@@ -1,6 +1,7 @@
 """The INT8 peers of the quantization study (docs/QUANTIZATION.md) on the study's own trained
 networks: the *residual originals* rebuilt in PyTorch from the rmnet model files (the state-dict
 names are torchvision's), checked to predict exactly what `rmnet eval` reported, then
+  - PyTorch's float32 on its fastest path (torch.compile, Inductor freezing) for scale;
   - PyTorch's own x86 INT8: PT2E + X86InductorQuantizer when this torch has it, else the FX flow
     (prepare_fx with the "x86" qconfig mapping, calibrate, convert_fx);
   - ONNX Runtime quantize_static (QDQ, per-channel s8 weights, u8 activations, MinMax) on the
@@ -218,6 +219,17 @@ def main():
             if abs(res["float32"]["top1"] - ev["model"]["top1"]) > 2e-4:
                 raise SystemExit(f"{name}: the PyTorch rebuild scores {res['float32']['top1']:.4f}, "
                                  f"rmnet {ev['model']['top1']:.4f}: not the same network")
+            # PyTorch's fastest float32 path for the original: torch.compile with Inductor freezing
+            try:
+                import torch._inductor.config as inductor_config
+                inductor_config.freezing = True
+                compiled = torch.compile(model, dynamic=False)
+                with torch.no_grad():
+                    compiled(torch.from_numpy(test_x[:32]))  # the compile, at the timed shape
+                res["float32_compile"] = {"images_per_second": speed(compiled, test_x)}
+            except Exception as e:  # reported, not hidden
+                res["float32_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+            print(f"  float32 torch.compile {res['float32_compile']}", flush=True)
             qm, flow = pytorch_int8(model, calib)
             p = predict(qm, test_x)
             res["pytorch_int8"] = {"flow": flow, "top1": float((p == test_y).mean()),
