@@ -13,7 +13,6 @@ the calibration indices). Writes <study>/<net>/pruned.json."""
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -21,20 +20,11 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from quant_peers import THREADS, load_original, predict, pytorch_int8, speed  # noqa: E402
-from quant_study import idx  # noqa: E402
-
-
-def sh(args):
-    cmd = [str(a) for a in args]
-    print("+", " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    return r.stdout
+from quant_study import idx, sh  # noqa: E402  (sh: run, print, stop on failure)
 
 
 def macs(rmnet, model):
-    out = sh([rmnet, "info", "--model", model, "--input-size", 28])
+    out = sh([rmnet, "info", "--model", model, "--input-size", 28], capture=True)
     line = [l for l in out.splitlines() if "MACs per image" in l][-1]
     return int(line.split("MACs per image at 28x28:")[1].split()[0])
 

@@ -113,7 +113,6 @@ std::vector<int64_t> calibration_indices(int64_t size, int64_t n, uint64_t seed)
 }
 
 torch::Tensor calibration_images(const Dataset& dataset, const Transform& transform, int64_t n, uint64_t seed) {
-  TORCH_CHECK(dataset.size() > 0, "the calibration data set is empty");
   const auto idx = calibration_indices(static_cast<int64_t>(dataset.size()), n, seed);
   Rng rng(seed);
   std::vector<torch::Tensor> images;
@@ -133,7 +132,6 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   TORCH_CHECK(o.batch_size() > 0, "quantize: batch_size must be positive (got ", o.batch_size(), ")");
   TORCH_CHECK(o.bins() >= 16, "quantize: bins must be >= 16 (got ", o.bins(), ")");
   QuantizeResult r;
-  auto& r_spread = r.activation_spread;
   auto t = std::chrono::steady_clock::now();
   const auto lap = [&](const std::string& pass) {
     const auto now = std::chrono::steady_clock::now();
@@ -159,8 +157,8 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
     const double med = r.median().item<double>();
     return med > 0 ? r.max().item<double>() / med : std::numeric_limits<double>::infinity();
   };
-  for (const auto& [producer, r] : before)
-    r_spread.push_back({producer, r.numel(), spread(r), spread(after.at(producer))});
+  for (const auto& [producer, range] : before)
+    r.activation_spread.push_back({producer, range.numel(), spread(range), spread(after.at(producer))});
   const auto plan = quant_plan(f->specs());
   const size_t n = f->size();
 
