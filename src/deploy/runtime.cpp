@@ -56,6 +56,8 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
   TORCH_CHECK(dt == torch::kFloat || dt == torch::kBFloat16 || dt == torch::kHalf || dt == torch::kDouble,
               "deploy: unsupported dtype ", dt, " (expected float32, bfloat16, float16 or float64)");
   TORCH_CHECK(deploy_.packed_shapes() >= 1, "deploy: packed_shapes must be >= 1 (got ", deploy_.packed_shapes(), ")");
+  TORCH_CHECK(deploy_.buffer_cache_mb() >= 0, "deploy: buffer_cache_mb must be >= 0 (got ", deploy_.buffer_cache_mb(),
+              ")");
   metadata_ = net.metadata();
   source_params_ = count_parameters(net);
   std::string why;

@@ -65,6 +65,19 @@ struct DeployOptions {
   /// built when weights are packed for the input shape: 2.5-5.7x faster than the convolution
   /// kernel on such maps, same products (only the zero-padding terms drop out).
   TORCH_ARG(bool, small_map_gemm) = true;
+  /// onednn (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
+  /// up to this many MiB, and serve the next forward's allocations from them instead of fresh
+  /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would
+  /// page-fault its large activations in again: half the speed of the RM mobilenet_v2 at 224x224,
+  /// batch 8, on the reference machine). 0: allocate afresh every forward.
+  TORCH_ARG(int64_t, buffer_cache_mb) = 1024;
+};
+
+/// The activation buffer cache of a deployed network (DeployOptions::buffer_cache_mb).
+struct BufferCacheStats {
+  int64_t allocations = 0;   ///< blocks allocated afresh so far (after the first forward of a shape: none)
+  int64_t reuses = 0;        ///< allocations served from a cached block so far
+  int64_t cached_bytes = 0;  ///< bytes held in free blocks now
 };
 
 /// Time spent in one step of a deployed chain (DeployedNetImpl::profile).
@@ -86,6 +99,8 @@ class Executor {
   virtual torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) = 0;
   /// One line per step: what runs and how.
   virtual std::string plan() const = 0;
+  /// The executor's activation buffer cache (zeros where it has none).
+  virtual BufferCacheStats buffer_cache_stats() const { return {}; }
 };
 }  // namespace detail
 
@@ -110,6 +125,8 @@ class DeployedNetImpl : public ModelImpl {
   /// Runs `iters` forwards of `x` after `warmup` untimed ones and returns each step's mean time
   /// (TorchScript: one step, the whole graph).
   std::vector<StepTiming> profile(const torch::Tensor& x, int64_t warmup = 2, int64_t iters = 10);
+  /// The activation buffer cache (onednn; DeployOptions::buffer_cache_mb): zeros where there is none.
+  BufferCacheStats buffer_cache_stats() const { return exec_->buffer_cache_stats(); }
 
  private:
   torch::Tensor check_input(const torch::Tensor& x) const;

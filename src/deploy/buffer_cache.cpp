@@ -1,0 +1,157 @@
+// The deploy executors' buffer cache (see buffer_cache.h).
+#include "buffer_cache.h"
+
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+
+namespace rmnet::detail {
+namespace {
+
+thread_local BufferCache* tls_cache = nullptr;
+
+/// Every block a cache allocated, while it exists: its size and its cache. Leaked on purpose: a
+/// tensor may free its block during static destruction.
+struct Registry {
+  std::mutex mutex;
+  std::unordered_map<void*, std::pair<std::weak_ptr<BufferCache>, size_t>> blocks;
+};
+Registry& registry() {
+  static auto* r = new Registry;
+  return *r;
+}
+
+void forget(void* block) {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.blocks.erase(block);
+}
+
+/// LibTorch's CPU allocator, consulting the current thread's cache for large requests. Its blocks'
+/// context is the data pointer (raw_allocate works), freed through release().
+class CachingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CachingCpuAllocator(c10::Allocator* base) : base_(base) {}
+
+  c10::DataPtr allocate(size_t n) override {
+    if (BufferCache* c = tls_cache; c != nullptr && n >= BufferCache::kMinBytes) {
+      void* p = c->take(n);
+      return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+    }
+    return base_->allocate(n);
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return base_->raw_deleter() ? &release : nullptr; }
+  void copy_data(void* dest, const void* src, size_t count) const override { default_copy_data(dest, src, count); }
+
+  static void release(void* p);
+  c10::Allocator* base() const { return base_; }
+
+ private:
+  c10::Allocator* base_;
+};
+
+CachingCpuAllocator* g_allocator = nullptr;
+
+void CachingCpuAllocator::release(void* p) {
+  if (p == nullptr) return;
+  std::shared_ptr<BufferCache> owner;
+  size_t bytes = 0;
+  bool ours = false;
+  {
+    auto& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (auto it = r.blocks.find(p); it != r.blocks.end()) {
+      ours = true;
+      owner = it->second.first.lock();
+      bytes = it->second.second;
+      if (!owner) r.blocks.erase(it);
+    }
+  }
+  if (!ours) {
+    g_allocator->base()->raw_deleter()(p);  // raw_allocate of a small block (only then is it called)
+  } else if (owner) {
+    owner->give_back(p, bytes);
+  } else {
+    c10::free_cpu(p);  // its cache is gone
+  }
+}
+
+void install() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_allocator = new CachingCpuAllocator(c10::GetCPUAllocator());
+    c10::SetCPUAllocator(g_allocator, /*priority=*/0);
+  });
+}
+
+}  // namespace
+
+std::shared_ptr<BufferCache> BufferCache::make(size_t max_cached_bytes) {
+  install();
+  return std::shared_ptr<BufferCache>(new BufferCache(max_cached_bytes));
+}
+
+BufferCache::~BufferCache() { clear(); }
+
+bool BufferCache::active() { return tls_cache != nullptr && g_allocator != nullptr && c10::GetCPUAllocator() == g_allocator; }
+
+BufferCacheStats BufferCache::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {allocations_, reuses_, static_cast<int64_t>(cached_)};
+}
+
+void BufferCache::clear() {
+  std::multimap<size_t, void*> blocks;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    blocks.swap(free_);
+    cached_ = 0;
+  }
+  for (const auto& [bytes, p] : blocks) {
+    forget(p);
+    c10::free_cpu(p);
+  }
+}
+
+void* BufferCache::take(size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (auto it = free_.lower_bound(bytes); it != free_.end() && it->first <= 2 * bytes) {
+      void* p = it->second;
+      cached_ -= it->first;
+      free_.erase(it);
+      ++reuses_;
+      return p;
+    }
+    ++allocations_;
+  }
+  void* p = c10::alloc_cpu(bytes);
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.blocks[p] = {weak_from_this(), bytes};
+  return p;
+}
+
+void BufferCache::give_back(void* block, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cached_ + bytes <= max_cached_) {
+      free_.emplace(bytes, block);
+      cached_ += bytes;
+      return;
+    }
+  }
+  forget(block);
+  c10::free_cpu(block);
+}
+
+BufferCacheScope::BufferCacheScope(BufferCache* cache) : previous_(tls_cache) { tls_cache = cache; }
+
+BufferCacheScope::~BufferCacheScope() { tls_cache = previous_; }
+
+}  // namespace rmnet::detail
