@@ -30,7 +30,7 @@ sbuild=${RMNET_SANITIZE_BUILD_DIR:-$RMNET_ROOT/build-sanitize}
 fuzz_seconds=${RMNET_FUZZ_SECONDS:-20}
 # The readers' and converters' suites (the fast ones; the float64 MobileNet conversions are left to
 # the ordinary build: under ASan they are several times slower).
-filter=${RMNET_SANITIZE_FILTER:-Pickle.*:ModelFile.*:Data.*:Export.*:TorchvisionWeights.*:PlainNet.*:Fuse.*:Convert.*:Version.*:Quantize.*:Equalize.*}
+filter=${RMNET_SANITIZE_FILTER:-Pickle.*:ModelFile.*:Data.*:Export.*:TorchvisionWeights.*:PlainNet.*:Fuse.*:Convert.*:Version.*:Quantize.*:Equalize.*:BufferCache.*:OneDnn.BufferCache*}
 
 timed() {  # timed LABEL COMMAND...: runs it and prints how long it took
   local label=$1 start=$SECONDS

@@ -6,8 +6,10 @@
 #include <limits>
 
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
+#include "deploy/buffer_cache.h"
 #include "helpers.h"
 #include "rmnet/bench/bench.h"
 #include "rmnet/convert/rm.h"
@@ -243,6 +245,131 @@ TEST(OneDnn, DoesNotWriteIntoTheCallersTensor) {
   auto y = d->forward(x);
   EXPECT_TRUE(torch::equal(x, before));
   EXPECT_TRUE(torch::allclose(y, net->forward(before), 1e-5, 1e-6));
+}
+
+TEST(BufferCache, ServesLargeAllocationsFromFreedBlocks) {
+  using rmnet::detail::BufferCache;
+  using rmnet::detail::BufferCacheScope;
+  auto cache = BufferCache::make(64 << 20);
+  const int64_t big = static_cast<int64_t>(BufferCache::kMinBytes / sizeof(float));  // exactly kMinBytes
+  const auto stats = [&] { return cache->stats(); };
+  void* first = nullptr;
+  {
+    BufferCacheScope scope(cache.get());
+    ASSERT_TRUE(BufferCache::active());
+    auto a = torch::empty({2 * big});
+    first = a.data_ptr();
+    EXPECT_EQ(stats().allocations, 1);
+  }  // a is freed into the cache
+  EXPECT_FALSE(BufferCache::active());
+  EXPECT_EQ(stats().cached_bytes, static_cast<int64_t>(2 * BufferCache::kMinBytes));
+  {
+    auto outside = torch::empty({2 * big});  // no scope: LibTorch's own allocator
+    EXPECT_NE(outside.data_ptr(), first);
+    EXPECT_EQ(stats().allocations, 1);
+    EXPECT_EQ(stats().reuses, 0);
+  }
+  {
+    BufferCacheScope scope(cache.get());
+    auto small = torch::empty({big - 100});  // below kMinBytes: the C allocator
+    EXPECT_EQ(stats().allocations, 1);
+    EXPECT_EQ(stats().reuses, 0);
+    auto c = torch::empty({big * 3 / 2});  // smaller than the cached block, at least half of it: reused
+    EXPECT_EQ(c.data_ptr(), first);
+    EXPECT_EQ(stats().reuses, 1);
+    EXPECT_EQ(stats().cached_bytes, 0);
+    auto d = torch::empty({big});  // nothing cached: a fresh block, distinct memory
+    EXPECT_EQ(stats().allocations, 2);
+    c.fill_(1.0f);
+    d.fill_(2.0f);
+    EXPECT_EQ(c.sum().item<double>(), static_cast<double>(big * 3 / 2));
+    EXPECT_EQ(d.sum().item<double>(), 2.0 * big);
+    auto larger = torch::empty({big * 5});
+    EXPECT_EQ(stats().allocations, 3);
+  }  // c's block (2 kMinBytes), d's (1) and larger's (5) are cached; small's is not
+  EXPECT_EQ(stats().cached_bytes, static_cast<int64_t>(8 * BufferCache::kMinBytes));
+  {
+    BufferCacheScope scope(cache.get());
+    auto half = torch::empty({big * 5 / 2 - 1});  // the 5x block is over twice this: not used, fresh
+    EXPECT_EQ(stats().allocations, 4);
+  }
+  EXPECT_EQ(stats().cached_bytes, static_cast<int64_t>(8 * BufferCache::kMinBytes + big * 10 - 4));
+  // raw_allocate/raw_deallocate (the context is the data pointer) go through the cache too, and a
+  // small raw block goes back to LibTorch's allocator
+  {
+    BufferCacheScope scope(cache.get());
+    auto* alloc = c10::GetCPUAllocator();
+    void* raw = alloc->raw_allocate(BufferCache::kMinBytes);
+    void* tiny = alloc->raw_allocate(64);
+    alloc->raw_deallocate(tiny);
+    alloc->raw_deallocate(raw);
+  }
+  EXPECT_EQ(stats().reuses, 2);  // the raw block was d's
+  // a block that outlives its cache (an executor's output) is freed safely afterwards
+  torch::Tensor survivor;
+  {
+    BufferCacheScope scope(cache.get());
+    survivor = torch::ones({big});
+  }
+  cache->clear();
+  EXPECT_EQ(stats().cached_bytes, 0);
+  cache.reset();
+  EXPECT_EQ(survivor.sum().item<double>(), static_cast<double>(big));
+  survivor = torch::Tensor();
+  // the cap: a cache of 0 bytes keeps nothing
+  auto none = BufferCache::make(0);
+  for (int i = 0; i < 2; ++i) {
+    BufferCacheScope scope(none.get());
+    auto t = torch::empty({big});
+  }
+  EXPECT_EQ(none->stats().cached_bytes, 0);
+  EXPECT_EQ(none->stats().allocations, 2);
+}
+
+TEST(OneDnn, BufferCacheReusesActivationsAndOutputsSurviveTheNextForward) {
+  // A chain without a head: its output (1 MiB) is itself a cached-size block, held by the caller
+  // while the next forward runs; a per-channel clamp step runs in place on cached blocks.
+  const double kInf = std::numeric_limits<double>::infinity();
+  PlainNet net(std::vector<LayerSpec>{LayerSpec::conv(3, 16, 3, 1, 1), LayerSpec::batchnorm(16), LayerSpec::relu(),
+                                      LayerSpec::conv(16, 16, 3, 1, 1), LayerSpec::clamp(16),
+                                      LayerSpec::conv(16, 16, 3, 1, 1)},
+               ModelOptions("plain").in_channels(3));
+  randomize_batchnorm(*net, 4);
+  {
+    torch::NoGradGuard g;
+    auto c = net->layer_as<ChannelClampImpl>(4);
+    for (int64_t ch = 0; ch < 16; ++ch) {
+      c->min[ch] = ch < 12 ? 0.0 : -kInf;
+      c->max[ch] = ch < 12 ? 0.5 : kInf;
+    }
+  }
+  net->eval();
+  torch::manual_seed(5);
+  const auto x1 = torch::randn({4, 3, 64, 64}), x2 = 5 * torch::randn({4, 3, 64, 64});
+  torch::NoGradGuard g;
+  const auto e1 = net->forward(x1), e2 = net->forward(x2);
+  for (Runtime rt : {Runtime::OneDNN, Runtime::TorchScript}) {
+    auto d = deploy(*net, DeployOptions().runtime(rt));
+    d->forward(x1);
+    const auto after1 = d->buffer_cache_stats();
+    EXPECT_GT(after1.allocations, 0) << to_string(rt);
+    d->forward(x1);
+    const auto after2 = d->buffer_cache_stats();
+    EXPECT_EQ(after2.allocations, after1.allocations) << to_string(rt) << ": the second forward allocated";
+    EXPECT_GT(after2.reuses, after1.reuses) << to_string(rt);
+    // outputs held by the caller are never handed to the next forward
+    const auto y1 = d->forward(x1);
+    const auto y2 = d->forward(x2);
+    EXPECT_LE((y1 - e1).abs().max().item<double>() / e1.abs().max().item<double>(), 1e-5) << to_string(rt);
+    EXPECT_LE((y2 - e2).abs().max().item<double>() / e2.abs().max().item<double>(), 1e-5) << to_string(rt);
+    EXPECT_NE(y1.data_ptr(), y2.data_ptr());
+    auto off = deploy(*net, DeployOptions().runtime(rt).buffer_cache_mb(0));
+    EXPECT_TRUE(torch::equal(off->forward(x1), y1)) << to_string(rt);  // same kernels, same bits
+    EXPECT_EQ(off->buffer_cache_stats().allocations, 0);
+    EXPECT_EQ(off->buffer_cache_stats().cached_bytes, 0);
+  }
+  EXPECT_NE(error_of([&] { deploy(*net, DeployOptions().buffer_cache_mb(-1)); }).find("buffer_cache_mb must be >= 0"),
+            std::string::npos);
 }
 
 TEST(OneDnn, BadInputNamesTheExpectedShape) {

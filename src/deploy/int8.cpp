@@ -5,6 +5,8 @@
 #include <ATen/core/stack.h>
 #include <torch/torch.h>
 
+#include "buffer_cache.h"
+
 namespace rmnet {
 namespace {
 
@@ -61,10 +63,12 @@ struct Int8NetImpl::Step {
   bool requant = false;
 };
 
-Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net) : ModelImpl(net.options()) {
+Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb) : ModelImpl(net.options()) {
   TORCH_CHECK(int8_runtime_available(),
               "the INT8 runtime needs LibTorch's oneDNN INT8 operators (onednn::qconv2d_pointwise), which this build "
               "of LibTorch does not register");
+  TORCH_CHECK(buffer_cache_mb >= 0, "INT8 runtime: buffer_cache_mb must be >= 0 (got ", buffer_cache_mb, ")");
+  if (buffer_cache_mb > 0) buffers_ = detail::BufferCache::make(static_cast<size_t>(buffer_cache_mb) << 20);
   metadata_ = net.metadata();
   const auto& plan = net.plan();
   const size_t n = net.size();
@@ -211,9 +215,12 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net) : ModelImpl(net.options())
   }
 }
 
+BufferCacheStats Int8NetImpl::buffer_cache_stats() const { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
+
 torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
   static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
   torch::NoGradGuard ng;
+  detail::BufferCacheScope buffers(buffers_.get());  // this forward's activations reuse the last one's
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "INT8 runtime: expected input [N, ",
               options_.in_channels(), ", H, W] (got ", x.sizes(), ")");
   TORCH_CHECK(x.device().is_cpu(), "the INT8 runtime runs on the CPU (got an input on ", x.device(), ")");

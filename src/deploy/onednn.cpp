@@ -67,13 +67,11 @@ struct Ops {
 OneDnnExecutor::OneDnnExecutor(const PlainNetImpl& net, const DeployOptions& o) : options_(o), dtype_(o.dtype()) {
   Ops::get();  // fail here, not at the first forward, if the operators are not registered
   compile(net);
-  if (o.buffer_cache_mb() > 0) buffers_ = BufferCache::make(static_cast<size_t>(o.buffer_cache_mb()) << 20);
 }
 
 Tensor OneDnnExecutor::run(const Tensor& x0, std::vector<StepTiming>* timings) {
   auto packed = packed_for(x0.sizes());
   const auto& ops = Ops::get();
-  BufferCacheScope buffers(buffers_.get());  // this forward's activations come from the last one's
   Tensor x = x0.contiguous(torch::MemoryFormat::ChannelsLast);
   bool owned = x.data_ptr() != x0.data_ptr();  // in-place steps never write into the caller's tensor
   for (const auto& s : steps_) {

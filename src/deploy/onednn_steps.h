@@ -14,7 +14,6 @@
 
 #include <torch/torch.h>
 
-#include "buffer_cache.h"
 #include "executors.h"
 
 namespace rmnet::detail {
@@ -63,8 +62,6 @@ class OneDnnExecutor : public Executor {
 
   std::string plan() const override;
 
-  BufferCacheStats buffer_cache_stats() const override { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
-
  private:
   // ---- compilation (onednn_plan.cpp)
   void compile(const PlainNetImpl& net);
@@ -86,7 +83,6 @@ class OneDnnExecutor : public Executor {
   size_t num_convs_ = 0;
   std::mutex mutex_;
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Packed>>> cache_;
-  std::shared_ptr<BufferCache> buffers_;  // activation buffers kept between forwards (null: off)
 };
 
 }  // namespace rmnet::detail

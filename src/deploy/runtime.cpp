@@ -7,6 +7,7 @@
 #include <ATen/Config.h>
 #include <torch/torch.h>
 
+#include "buffer_cache.h"
 #include "executors.h"
 #include "rmnet/deploy/int8.h"
 #include "rmnet/quant/qnet.h"
@@ -81,7 +82,11 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
   }
   exec_ = runtime_ == Runtime::OneDNN ? detail::make_onednn_executor(net, deploy_)
                                       : detail::make_torchscript_executor(net, deploy_);
+  if (deploy_.device().is_cpu() && deploy_.buffer_cache_mb() > 0)
+    buffers_ = detail::BufferCache::make(static_cast<size_t>(deploy_.buffer_cache_mb()) << 20);
 }
+
+BufferCacheStats DeployedNetImpl::buffer_cache_stats() const { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
 
 torch::Tensor DeployedNetImpl::check_input(const torch::Tensor& x) const {
   const int64_t c = options().in_channels();
@@ -98,6 +103,7 @@ torch::Tensor DeployedNetImpl::check_input(const torch::Tensor& x) const {
 
 torch::Tensor DeployedNetImpl::forward(torch::Tensor x) {
   torch::NoGradGuard no_grad;
+  detail::BufferCacheScope buffers(buffers_.get());  // this forward's activations reuse the last one's
   auto y = exec_->run(check_input(x), nullptr);
   return y.scalar_type() == torch::kDouble ? y : y.to(torch::kFloat);
 }
@@ -115,6 +121,7 @@ std::vector<StepTiming> DeployedNetImpl::profile(const torch::Tensor& x, int64_t
   TORCH_CHECK(iters > 0, "profile: iters must be positive (got ", iters, ")");
   TORCH_CHECK(warmup >= 0, "profile: warmup must be >= 0 (got ", warmup, ")");
   torch::NoGradGuard no_grad;
+  detail::BufferCacheScope buffers(buffers_.get());
   auto in = check_input(x);
   for (int64_t i = 0; i < warmup; ++i) exec_->run(in, nullptr);
   std::vector<StepTiming> sum;
@@ -147,7 +154,7 @@ ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployO
       return model;
     }
     TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
-    return std::make_shared<Int8NetImpl>(*q);
+    return std::make_shared<Int8NetImpl>(*q, options.buffer_cache_mb());
   }
   TORCH_CHECK(runtime != Runtime::Int8, "the int8 runtime runs quantized networks only; quantize '",
               model->options().arch(), "' first (rmnet quantize)");

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/models/model.h"
 #include "rmnet/quant/qnet.h"
 
@@ -18,18 +19,23 @@ namespace rmnet {
 
 class Int8NetImpl : public ModelImpl {
  public:
-  /// Prepacks the weights of `net` (not modified; its tensors are copied).
-  explicit Int8NetImpl(const QuantizedNetImpl& net);
+  /// Prepacks the weights of `net` (not modified; its tensors are copied). Activation buffers of
+  /// at least 256 KiB are kept between forwards, up to `buffer_cache_mb` MiB (0: none; see
+  /// DeployOptions::buffer_cache_mb).
+  explicit Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb = 1024);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "quantized"; }
   /// Layers that run in float32 inside the INT8 part ("i: description").
   const std::vector<std::string>& fallbacks() const { return fallbacks_; }
+  /// The activation buffer cache: zeros where there is none.
+  BufferCacheStats buffer_cache_stats() const;
 
   struct Step;  // one layer of the executor (defined in int8.cpp)
 
  private:
   std::vector<std::shared_ptr<Step>> steps_;
   std::vector<std::string> fallbacks_;
+  std::shared_ptr<detail::BufferCache> buffers_;
   double in_scale_ = 1.0;
   int64_t in_zp_ = 0;
 };

@@ -65,7 +65,7 @@ struct DeployOptions {
   /// built when weights are packed for the input shape: 2.5-5.7x faster than the convolution
   /// kernel on such maps, same products (only the zero-padding terms drop out).
   TORCH_ARG(bool, small_map_gemm) = true;
-  /// onednn (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
+  /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
   /// up to this many MiB, and serve the next forward's allocations from them instead of fresh
   /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would
   /// page-fault its large activations in again: half the speed of the RM mobilenet_v2 at 224x224,
@@ -91,6 +91,7 @@ struct StepTiming {
 };
 
 namespace detail {
+class BufferCache;  // src/deploy/buffer_cache.h
 /// One way of executing a chain (an executor); DeployedNetImpl owns one.
 class Executor {
  public:
@@ -99,8 +100,6 @@ class Executor {
   virtual torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) = 0;
   /// One line per step: what runs and how.
   virtual std::string plan() const = 0;
-  /// The executor's activation buffer cache (zeros where it has none).
-  virtual BufferCacheStats buffer_cache_stats() const { return {}; }
 };
 }  // namespace detail
 
@@ -125,14 +124,15 @@ class DeployedNetImpl : public ModelImpl {
   /// Runs `iters` forwards of `x` after `warmup` untimed ones and returns each step's mean time
   /// (TorchScript: one step, the whole graph).
   std::vector<StepTiming> profile(const torch::Tensor& x, int64_t warmup = 2, int64_t iters = 10);
-  /// The activation buffer cache (onednn; DeployOptions::buffer_cache_mb): zeros where there is none.
-  BufferCacheStats buffer_cache_stats() const { return exec_->buffer_cache_stats(); }
+  /// The activation buffer cache (DeployOptions::buffer_cache_mb; CPU): zeros where there is none.
+  BufferCacheStats buffer_cache_stats() const;
 
  private:
   torch::Tensor check_input(const torch::Tensor& x) const;
   DeployOptions deploy_;
   Runtime runtime_ = Runtime::OneDNN;
   std::shared_ptr<detail::Executor> exec_;
+  std::shared_ptr<detail::BufferCache> buffers_;  // null: no cache
   int64_t source_params_ = 0;
 };
 TORCH_MODULE(DeployedNet);
