@@ -128,7 +128,8 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
   }
 
   auto runner = prepare_inference(
-      model, o.runtime(), DeployOptions().device(o.device()).dtype(dt).channels_last(o.channels_last()));
+      model, o.runtime(), DeployOptions().device(o.device()).dtype(dt).channels_last(o.channels_last()).buffer_cache_mb(
+                                     o.buffer_cache_mb()));
   auto* deployed_net = dynamic_cast<DeployedNetImpl*>(runner.get());
   const bool deployed = deployed_net != nullptr;
   r.runtime = runtime_name(*runner);

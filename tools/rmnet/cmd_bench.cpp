@@ -20,7 +20,7 @@ struct BenchCliOptions {
   std::vector<std::string> archs, models;
   std::vector<std::pair<bool, std::string>> order;  // (is_arch, value) in command-line order
   int64_t num_classes = 1000, in_channels = 3;
-  int64_t batch = 128, input_size = 0, warmup = 50, iters = 50;
+  int64_t batch = 128, input_size = 0, warmup = 50, iters = 50, buffer_cache_mb = 1024;
   std::string device = "cpu", dtype = "fp32", runtime = "auto", json;
   bool channels_last = false, convert = false, profile = false;
 };
@@ -36,6 +36,7 @@ void run_bench(const BenchCliOptions& o) {
   BenchOptions bo;
   bo.batch(o.batch).input_size(o.input_size).warmup(o.warmup).iters(o.iters).dtype(parse_dtype(o.dtype));
   bo.channels_last(o.channels_last).runtime(runtime_from_string(o.runtime)).profile(o.profile);
+  bo.buffer_cache_mb(o.buffer_cache_mb);
   bo.device(torch::Device(o.device == "cuda" ? torch::kCUDA : torch::kCPU));
   TORCH_CHECK(!bo.device().is_cuda() || torch::cuda::is_available(), "--device cuda: CUDA is not available here");
 
@@ -132,6 +133,10 @@ Command setup_bench(CLI::App& app) {
       ->check(CLI::IsMember(runtime_names()));
   cmd->add_flag("--profile", o->profile,
                 "Also time every step of deployed networks and print where the time goes (with the measured conv peak)");
+  cmd->add_option("--buffer-cache-mb", o->buffer_cache_mb,
+                  "Deployed and INT8 networks: keep activation buffers between forwards, up to this many MiB (0: allocate "
+                  "afresh every forward)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--json", o->json, "Write the results as JSON (images_per_second per model)");
   cmd->callback([cmd, arch, model, o] {
     if (arch->count() + model->count() == 0) throw CLI::RequiredError("--arch or --model");

@@ -33,6 +33,8 @@ struct BenchOptions {
   TORCH_ARG(Runtime, runtime) = Runtime::Auto;
   /// Also time every step of a deployed network (BenchResult::steps), after the timed forwards.
   TORCH_ARG(bool, profile) = false;
+  /// Deployed and INT8 networks: activation buffers kept between forwards (DeployOptions::buffer_cache_mb).
+  TORCH_ARG(int64_t, buffer_cache_mb) = 1024;
 };
 
 struct BenchResult {
