@@ -139,7 +139,14 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--json", help="also write all numbers as JSON here")
+    ap.add_argument("--plot", help="also draw the peers and rmnet onednn relative to torch.compile here (PNG)")
+    ap.add_argument("--replot", metavar="JSON", help="draw --plot from an earlier run's --json; measure nothing")
     a = ap.parse_args()
+    if a.replot:
+        if not a.plot:
+            ap.error("--replot needs --plot")
+        plot(json.loads(pathlib.Path(a.replot).read_text()), a.plot, a.replot)
+        return
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit's deprecation notices
     torch.set_num_threads(a.threads)
@@ -262,6 +269,39 @@ def main():
         pathlib.Path(a.out).write_text(text)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if a.plot:
+        plot(rows, a.plot, f"threads {a.threads}, best of {a.repeat}")
+
+
+def plot(rows, path, subtitle):
+    """Grouped bars: each runtime's images/s over torch.compile's (freezing), per network and input."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [("torchscript", "TorchScript opt"), ("onnxruntime", "ONNX Runtime"),
+              ("torch_compile", "torch.compile (freezing)"), ("rmnet_onednn", "rmnet onednn")]
+    rows = [r for r in rows if r.get("torch_compile")]
+    labels = [f"{r['net']} {r['form']}\n{r['size']}x{r['size']} b{r['batch']}" for r in rows]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 4.2))
+    for k, (key, name) in enumerate(series):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(rows))]
+        ys = [r.get(key, 0.0) / r["torch_compile"] for r in rows]
+        bars = ax.bar(xs, ys, width, label=name)
+        for b, y in zip(bars, ys):
+            if y:
+                ax.text(b.get_x() + b.get_width() / 2, y + 0.02, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("images/s relative to torch.compile")
+    ax.set_title(f"CPU inference of the RM-converted networks ({subtitle})", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
