@@ -98,60 +98,9 @@ Tensor OneDnnExecutor::run(const Tensor& x0, std::vector<StepTiming>* timings) {
         owned = true;
         break;
       }
-      case StepKind::Affine:
-        x = owned ? x.mul_(s.scale).add_(s.shift) : x.mul(s.scale).add_(s.shift);
-        owned = true;
+      default:
+        run_aten_step(s, x, owned, timings ? &macs : nullptr);
         break;
-      case StepKind::ReLU:
-        x = owned ? x.relu_() : x.relu();
-        owned = true;
-        break;
-      case StepKind::Clamp:
-        x = owned ? x.clamp_(s.lo, s.hi) : x.clamp(s.lo, s.hi);
-        owned = true;
-        break;
-      case StepKind::ClampChannels:
-        x = owned ? x.clamp_(s.lo_t, s.hi_t) : x.clamp(s.lo_t, s.hi_t);
-        owned = true;
-        break;
-      case StepKind::PReLU:
-        x = at::prelu(x, s.slope);
-        owned = true;
-        break;
-      case StepKind::MaxPool:
-        x = at::max_pool2d(x, {s.kernel, s.kernel}, {s.stride, s.stride}, {s.padding, s.padding});
-        owned = true;
-        break;
-      case StepKind::MeanFlatten:
-        x = x.mean({2, 3});
-        owned = true;
-        break;
-      case StepKind::AvgPool:
-        x = at::adaptive_avg_pool2d(x, {1, 1});
-        owned = true;
-        break;
-      case StepKind::Flatten:
-        x = x.flatten(1);
-        break;
-      case StepKind::Linear:
-        x = at::linear(x, s.weight, s.bias.defined() ? std::optional<Tensor>(s.bias) : std::nullopt);
-        if (timings) macs = x.numel() * s.in;
-        owned = true;
-        break;
-      case StepKind::SE: {
-        auto head = x.narrow(1, 0, s.scaled);
-        auto z = head.mean({2, 3});
-        z = at::linear(z, s.w1, s.b1).relu_();
-        z = at::linear(z, s.w2, s.b2).sigmoid_();
-        if (owned) {
-          head.mul_(z.view({z.size(0), s.scaled, 1, 1}));
-        } else {
-          x = x.clone(torch::MemoryFormat::ChannelsLast);
-          x.narrow(1, 0, s.scaled).mul_(z.view({z.size(0), s.scaled, 1, 1}));
-          owned = true;
-        }
-        break;
-      }
     }
     if (timings) {
       StepTiming t;
@@ -165,6 +114,68 @@ Tensor OneDnnExecutor::run(const Tensor& x0, std::vector<StepTiming>* timings) {
     }
   }
   return x;
+}
+
+void run_aten_step(const Step& s, Tensor& x, bool& owned, int64_t* macs) {
+  switch (s.kind) {
+    case StepKind::Conv:
+      TORCH_INTERNAL_ASSERT(false, "run_aten_step: a Conv step");
+      break;
+    case StepKind::Affine:
+      x = owned ? x.mul_(s.scale).add_(s.shift) : x.mul(s.scale).add_(s.shift);
+      owned = true;
+      break;
+    case StepKind::ReLU:
+      x = owned ? x.relu_() : x.relu();
+      owned = true;
+      break;
+    case StepKind::Clamp:
+      x = owned ? x.clamp_(s.lo, s.hi) : x.clamp(s.lo, s.hi);
+      owned = true;
+      break;
+    case StepKind::ClampChannels:
+      x = owned ? x.clamp_(s.lo_t, s.hi_t) : x.clamp(s.lo_t, s.hi_t);
+      owned = true;
+      break;
+    case StepKind::PReLU:
+      x = at::prelu(x, s.slope);
+      owned = true;
+      break;
+    case StepKind::MaxPool:
+      x = at::max_pool2d(x, {s.kernel, s.kernel}, {s.stride, s.stride}, {s.padding, s.padding});
+      owned = true;
+      break;
+    case StepKind::MeanFlatten:
+      x = x.mean({2, 3});
+      owned = true;
+      break;
+    case StepKind::AvgPool:
+      x = at::adaptive_avg_pool2d(x, {1, 1});
+      owned = true;
+      break;
+    case StepKind::Flatten:
+      x = x.flatten(1);
+      break;
+    case StepKind::Linear:
+      x = at::linear(x, s.weight, s.bias.defined() ? std::optional<Tensor>(s.bias) : std::nullopt);
+      if (macs) *macs = x.numel() * s.in;
+      owned = true;
+      break;
+    case StepKind::SE: {
+      auto head = x.narrow(1, 0, s.scaled);
+      auto z = head.mean({2, 3});
+      z = at::linear(z, s.w1, s.b1).relu_();
+      z = at::linear(z, s.w2, s.b2).sigmoid_();
+      if (owned) {
+        head.mul_(z.view({z.size(0), s.scaled, 1, 1}));
+      } else {
+        x = x.clone(torch::MemoryFormat::ChannelsLast);
+        x.narrow(1, 0, s.scaled).mul_(z.view({z.size(0), s.scaled, 1, 1}));
+        owned = true;
+      }
+      break;
+    }
+  }
 }
 
 std::string OneDnnExecutor::plan() const {

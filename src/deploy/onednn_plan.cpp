@@ -48,7 +48,15 @@ std::string act_name(const Step& s) {
 }  // namespace
 
 void OneDnnExecutor::compile(const PlainNetImpl& net) {
+  steps_ = compile_chain(net, dtype_);
+  num_convs_ = 0;
+  for (const auto& s : steps_) num_convs_ += s.kind == StepKind::Conv;
+}
+
+std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
+  std::vector<Step> steps;
+  size_t num_convs = 0;
   const auto& specs = net.specs();
   const size_t n = specs.size();
   auto dbl = [](const Tensor& t) { return t.detach().to(torch::kCPU, torch::kDouble); };
@@ -77,9 +85,9 @@ void OneDnnExecutor::compile(const PlainNetImpl& net) {
           b = ((b.defined() ? b : torch::zeros_like(scale)) - dbl(bn->running_mean)) * scale + dbl(bn->bias);
           s.last = ++i;
         }
-        s.weight = w.to(dtype_).contiguous();
-        if (b.defined()) s.bias = b.to(dtype_).contiguous();
-        s.conv_index = num_convs_++;
+        s.weight = w.to(dtype).contiguous();
+        if (b.defined()) s.bias = b.to(dtype).contiguous();
+        s.conv_index = num_convs++;
         s.name = fmt::format("conv {}x{} s{} {}->{}{}", s.kernel, s.kernel, s.stride, s.in, s.out,
                              s.groups > 1 ? fmt::format(" g{}", s.groups) : "");
         // the activation as a post-op where oneDNN expresses it exactly
@@ -90,7 +98,7 @@ void OneDnnExecutor::compile(const PlainNetImpl& net) {
             s.attr = "relu";
             s.last = ++i;
           } else if (a.kind == LayerKind::Clamp || a.kind == LayerKind::PReLU) {
-            auto act = activation_step(net, i + 1);
+            auto act = activation_step(net, i + 1, dtype);
             s.last = ++i;
             if (act.kind == StepKind::ReLU) {
               s.attr = "relu";
@@ -104,25 +112,25 @@ void OneDnnExecutor::compile(const PlainNetImpl& net) {
           }
         }
         s.name += act_name(s);
-        steps_.push_back(std::move(s));
-        if (rest) steps_.push_back(std::move(*rest));
+        steps.push_back(std::move(s));
+        if (rest) steps.push_back(std::move(*rest));
         break;
       }
       case LayerKind::BatchNorm: {
         auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(i);
         const auto scale = dbl(bn->weight) / (dbl(bn->running_var) + sp.eps).sqrt();
         s.kind = StepKind::Affine;
-        s.scale = channel_view(scale, dtype_);
-        s.shift = channel_view(dbl(bn->bias) - dbl(bn->running_mean) * scale, dtype_);
+        s.scale = channel_view(scale, dtype);
+        s.shift = channel_view(dbl(bn->bias) - dbl(bn->running_mean) * scale, dtype);
         s.name = fmt::format("batchnorm {} (in place)", sp.out_channels);
-        steps_.push_back(std::move(s));
+        steps.push_back(std::move(s));
         break;
       }
       case LayerKind::ReLU:
       case LayerKind::Clamp:
       case LayerKind::PReLU: {
-        auto act = activation_step(net, i);
-        if (!is_identity(act)) steps_.push_back(std::move(act));
+        auto act = activation_step(net, i, dtype);
+        if (!is_identity(act)) steps.push_back(std::move(act));
         break;
       }
       case LayerKind::MaxPool:
@@ -131,7 +139,7 @@ void OneDnnExecutor::compile(const PlainNetImpl& net) {
         s.stride = sp.stride;
         s.padding = sp.padding;
         s.name = fmt::format("maxpool {}x{} s{} p{}", sp.kernel, sp.kernel, sp.stride, sp.padding);
-        steps_.push_back(std::move(s));
+        steps.push_back(std::move(s));
         break;
       case LayerKind::AvgPool:
         if (i + 1 < n && specs[i + 1].kind == LayerKind::Flatten) {
@@ -142,42 +150,42 @@ void OneDnnExecutor::compile(const PlainNetImpl& net) {
           s.kind = StepKind::AvgPool;
           s.name = "global average pool";
         }
-        steps_.push_back(std::move(s));
+        steps.push_back(std::move(s));
         break;
       case LayerKind::Flatten:
         s.kind = StepKind::Flatten;
         s.name = "flatten";
-        steps_.push_back(std::move(s));
+        steps.push_back(std::move(s));
         break;
       case LayerKind::Linear: {
         auto lin = net.layer_as<torch::nn::LinearImpl>(i);
         s.kind = StepKind::Linear;
         s.in = sp.in_channels;
         s.out = sp.out_channels;
-        s.weight = lin->weight.detach().to(torch::kCPU, dtype_).contiguous();
-        if (lin->bias.defined()) s.bias = lin->bias.detach().to(torch::kCPU, dtype_).contiguous();
+        s.weight = lin->weight.detach().to(torch::kCPU, dtype).contiguous();
+        if (lin->bias.defined()) s.bias = lin->bias.detach().to(torch::kCPU, dtype).contiguous();
         s.name = fmt::format("linear {}->{}", sp.in_channels, sp.out_channels);
-        steps_.push_back(std::move(s));
+        steps.push_back(std::move(s));
         break;
       }
       case LayerKind::SE: {
         auto se = net.layer_as<ChannelSEImpl>(i);
         s.kind = StepKind::SE;
         s.scaled = sp.scaled;
-        auto cvt = [&](const Tensor& t) { return t.detach().to(torch::kCPU, dtype_).contiguous(); };
+        auto cvt = [&](const Tensor& t) { return t.detach().to(torch::kCPU, dtype).contiguous(); };
         s.w1 = cvt(se->w1);
         s.b1 = cvt(se->b1);
         s.w2 = cvt(se->w2);
         s.b2 = cvt(se->b2);
         s.name = fmt::format("squeeze-excitation on {} of {} channels (in place)", sp.scaled, sp.out_channels);
-        steps_.push_back(std::move(s));
+        steps.push_back(std::move(s));
         break;
       }
     }
-  }
+  }  return steps;
 }
 
-Step OneDnnExecutor::activation_step(const PlainNetImpl& net, size_t i) const {
+Step activation_step(const PlainNetImpl& net, size_t i, torch::ScalarType dtype) {
   const auto& sp = net.spec(i);
   Step s;
   s.first = s.last = i;
@@ -197,7 +205,7 @@ Step OneDnnExecutor::activation_step(const PlainNetImpl& net, size_t i) const {
     const bool zero_one = (a.eq(0) | a.eq(1)).all().item<bool>();
     if (!zero_one) {
       s.kind = StepKind::PReLU;
-      s.slope = p->weight.detach().to(torch::kCPU, dtype_).contiguous();
+      s.slope = p->weight.detach().to(torch::kCPU, dtype).contiguous();
       s.name = fmt::format("prelu {}", sp.out_channels);
       return s;
     }
@@ -219,8 +227,8 @@ Step OneDnnExecutor::activation_step(const PlainNetImpl& net, size_t i) const {
     return s;
   }
   s.kind = StepKind::ClampChannels;
-  s.lo_t = channel_view(lo, dtype_);
-  s.hi_t = channel_view(hi, dtype_);
+  s.lo_t = channel_view(lo, dtype);
+  s.hi_t = channel_view(hi, dtype);
   const auto clipped = (lo.isfinite() | hi.isfinite()).sum().item<int64_t>();
   s.name = fmt::format("per-channel clamp ({} of {} channels bounded, in place)", clipped, lo.numel());
   return s;

@@ -54,6 +54,19 @@ using Packed = std::vector<PackedConv>;
 /// y[(a, b, co)] = sum over (i, j, ci) of T[(a, b, co), (i, j, ci)] x[(i, j, ci)].
 torch::Tensor conv_as_matrix(const torch::Tensor& w, int64_t h, int64_t wd, int64_t stride, int64_t padding);
 
+/// The chain of `net` compiled into steps (onednn_plan.cpp), weights in `dtype` on the CPU: Conv
+/// [+ BN folded] [+ activation as a post-op where oneDNN expresses it exactly], the rest as in-place
+/// or ATen steps. Shared by the onednn and the CUDA-graph executors.
+std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype);
+
+/// A ReLU, clamp or PReLU layer as the simplest exact step: ReLU, a uniform Clamp (lo, hi), a
+/// per-channel clamp, or PReLU.
+Step activation_step(const PlainNetImpl& net, size_t i, torch::ScalarType dtype);
+
+/// Runs one step that is not a Conv with ATen ops on `x`'s device, in place where `owned` (x is
+/// the executor's own tensor) and sets `owned`; `macs` receives a Linear's multiply-accumulates.
+void run_aten_step(const Step& s, torch::Tensor& x, bool& owned, int64_t* macs);
+
 class OneDnnExecutor : public Executor {
  public:
   OneDnnExecutor(const PlainNetImpl& net, const DeployOptions& o);
@@ -63,12 +76,8 @@ class OneDnnExecutor : public Executor {
   std::string plan() const override;
 
  private:
-  // ---- compilation (onednn_plan.cpp)
+  // ---- compilation (onednn_plan.cpp: compile_chain)
   void compile(const PlainNetImpl& net);
-
-  /// A ReLU, clamp or PReLU layer as the simplest exact step: ReLU, a uniform Clamp (lo, hi), a
-  /// per-channel clamp, or PReLU.
-  Step activation_step(const PlainNetImpl& net, size_t i) const;
 
   // ---- prepacking (onednn.cpp)
   /// The prepacked conv weights for an input of shape `sizes` (packed on first use, cached).
