@@ -4,16 +4,17 @@
 #   - trains a CIFAR-size model a few hundred steps on the GPU: fp32, fp16 autocast with dynamic
 #     loss scaling, channels_last, bf16 (images/s and accuracy from the logs),
 #   - two ranks on the one GPU over Gloo with --sync-bn against one process (prediction agreement),
-#   - rmnet bench on CUDA (residual vs RM-converted, fp32 and fp16) next to PyTorch eager.
+#   - rmnet bench on CUDA (residual vs RM-converted, fp32 and fp16) next to PyTorch eager,
+#   - the RM forms on the cudagraph runtime against eager and torchscript (fp32, fp16; channels-last).
 # Usage: scripts/gpu_check.sh DEPS_DIR OUT_DIR [SECTION...]   (sections: paper train dp bench
-# python; default all). DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h,
+# cudagraph python; default all). DEPS_DIR holds usr/include + usr/share/cmake for nlohmann-json, CLI11 and zlib.h,
 # and fmnist/ with the Fashion-MNIST .gz files (docs/BENCHMARKS.md, "CUDA", says how it was made).
 # OUT_DIR gets summary.txt, bench_*.json and logs.tgz (everything else).
 set -uo pipefail
 deps=$(cd "$1" && pwd)
 final=$2
 shift 2
-sections=" ${*:-paper train dp bench python} "
+sections=" ${*:-paper train dp bench cudagraph python} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=/tmp/rmnet-gpu-work
@@ -127,6 +128,21 @@ for dt in fp32 fp16; do
       > "$out/bench_${dt}${cl:+_cl}.log" 2>&1
     log "rmnet bench $dt $cl rc=$?"
     grep -v "ETA" "$out/bench_${dt}${cl:+_cl}.log" >> "$summary"
+  done
+done
+fi
+# ---- the cudagraph runtime against eager and torchscript on the RM forms (paper's protocol) ----
+if want cudagraph; then
+for net in resnet18 resnet50 mobilenet_v2; do
+  "$rmnet" init --arch $net --random-bn --out "$out/$net.rmnet" > /dev/null &&
+    "$rmnet" convert --model "$out/$net.rmnet" --out "$out/${net}_rm.rmnet" > /dev/null
+  for dt in fp32 fp16; do
+    for rt in eager torchscript cudagraph; do
+      "$rmnet" --threads 8 bench --model "$out/${net}_rm.rmnet" --runtime $rt --device cuda --dtype $dt \
+        --channels-last --batch 128 --input-size 224 --warmup 20 --iters 50 \
+        --json "$out/bench_cg_${net}_${dt}_${rt}.json" > "$out/cg_${net}_${dt}_${rt}.log" 2>&1
+      log "cudagraph section: $net RM $dt $rt rc=$? $(grep -o '[0-9.]* images/s' "$out/cg_${net}_${dt}_${rt}.log" | head -n 1)"
+    done
   done
 done
 fi

@@ -34,6 +34,9 @@ if(NOT nsteps GREATER 5)
 endif()
 rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --runtime torchscript --batch 2 --warmup 0 --iters 1)
 expect_contains("${out}" "torchscript runtime")
+# the cudagraph runtime runs on CUDA: on the CPU it is refused by name, not replaced
+rmnet_run(1 out bench --model ${WORK}/r8_plain.rmnet --runtime cudagraph --batch 2 --warmup 0 --iters 1)
+expect_contains("${out}" "cudagraph runtime runs on CUDA")
 # the activation buffer cache can be turned off; a negative size is refused by name
 rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --buffer-cache-mb 0 --batch 2 --warmup 0 --iters 1)
 expect_contains("${out}" "onednn runtime")

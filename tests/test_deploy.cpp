@@ -3,6 +3,7 @@
 // express exactly; bad input is refused with the expected shape in the message.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 
 #include <ATen/Parallel.h>
@@ -92,6 +93,39 @@ TEST_P(OneDnnExact, EqualsEagerAcrossShapesAndThreads) {
 
 INSTANTIATE_TEST_SUITE_P(Families, OneDnnExact, ::testing::ValuesIn(deploy_cases()),
                          [](const ::testing::TestParamInfo<DeployCase>& i) { return i.param.label; });
+
+// The cudagraph runtime on every family, where a GPU is present: equal to eager on the device
+// (TF32 off, so float32 means float32), a new batch size captures anew, a replay's output is the
+// caller's own (the next replay does not overwrite it), and float16 stays close.
+TEST_P(OneDnnExact, CudaGraphEqualsEagerOnTheGpu) {
+  std::string why;
+  if (!cuda_graph_available(DeployOptions().device(torch::kCUDA), &why)) GTEST_SKIP() << why;
+  const auto& c = GetParam();
+  auto plain = converted(c);
+  struct Tf32Off {
+    bool saved = at::globalContext().allowTF32CuDNN();
+    Tf32Off() { at::globalContext().setAllowTF32CuDNN(false); }
+    ~Tf32Off() { at::globalContext().setAllowTF32CuDNN(saved); }
+  } tf32_off;
+  auto d = deploy(*plain, DeployOptions().device(torch::kCUDA).runtime(Runtime::CudaGraph));
+  ASSERT_EQ(d->runtime(), Runtime::CudaGraph);
+  EXPECT_NE(d->graph().find("CUDA graph"), std::string::npos);
+  plain->to(torch::kCUDA);
+  torch::manual_seed(7);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 3, 32, 32}, {2, 3, 32, 32}, {4, 3, 32, 32}}) {
+    auto x = (20 * torch::randn(shape)).to(torch::kCUDA);
+    EXPECT_LE(rel_diff(*plain, *d, x), 1e-4) << "input " << x.sizes();
+  }
+  auto x1 = torch::randn({4, 3, 32, 32}).to(torch::kCUDA), x2 = 5 * torch::randn({4, 3, 32, 32}).to(torch::kCUDA);
+  torch::NoGradGuard g;
+  const auto y1 = d->forward(x1);
+  const auto y1_copy = y1.clone();
+  d->forward(x2);
+  EXPECT_TRUE(torch::equal(y1, y1_copy));
+  auto h = deploy(*plain, DeployOptions().device(torch::kCUDA).dtype(torch::kHalf).runtime(Runtime::CudaGraph));
+  EXPECT_LE(rel_diff(*plain, *h, x1), 2e-2);
+  plain->to(torch::kCPU);
+}
 
 // Every layer kind, standalone where the converter would have fused it: BN not after a conv,
 // ReLU/uniform clamp/mixed clamp/PReLU alone, max-pool, SE, pooling without flatten.
@@ -423,6 +457,22 @@ TEST(OneDnn, RuntimeNamesAndPrepareInference) {
             std::string::npos);
   EXPECT_NE(error_of([&] { prepare_inference(plain.ptr(), Runtime::Int8); }).find("quantized networks only"),
             std::string::npos);
+  // cudagraph: by name, CUDA only, refused by name on the CPU or where no GPU (or no CUDA build) is
+  EXPECT_EQ(runtime_from_string("cudagraph"), Runtime::CudaGraph);
+  EXPECT_EQ(to_string(Runtime::CudaGraph), "cudagraph");
+  const auto names = runtime_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "cudagraph"), names.end());
+  EXPECT_NE(error_of([&] { deploy(*plain, DeployOptions().runtime(Runtime::CudaGraph)); }).find("runs on CUDA"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { prepare_inference(m, Runtime::CudaGraph); }).find("runs plain networks only"),
+            std::string::npos);
+  std::string why;
+  if (!cuda_graph_available(DeployOptions().device(torch::kCUDA), &why)) {
+    EXPECT_FALSE(why.empty());
+    EXPECT_NE(error_of([&] { deploy(*plain, DeployOptions().device(torch::kCUDA).runtime(Runtime::CudaGraph)); })
+                  .find(why),
+              std::string::npos);
+  }
 }
 
 TEST(OneDnn, MeasuredConvPeakIsPositive) {

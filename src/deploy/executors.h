@@ -15,4 +15,8 @@ torch::jit::Module* torchscript_module(Executor& exec);
 /// src/deploy/onednn_plan.cpp, declared in src/deploy/onednn_steps.h).
 std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const DeployOptions& options);
 
+/// The chain on CUDA (cuDNN conv + bias + ReLU fused), captured in one CUDA graph per input shape
+/// and replayed (src/deploy/cuda_graph.cpp). Throws where rmnet was built without CUDA graphs.
+std::shared_ptr<Executor> make_cuda_graph_executor(const PlainNetImpl& net, const DeployOptions& options);
+
 }  // namespace rmnet::detail

@@ -38,6 +38,7 @@ struct Step {
   torch::Tensor w1, b1, w2, b2;
   int64_t scaled = 0;
   std::string name;
+  bool fused_cudnn = false;  // cudagraph: Conv + ReLU as one cudnn_convolution_relu
 };
 
 /// One conv's weights as packed for an input shape: oneDNN's blocked layout for the convolution,

@@ -20,7 +20,8 @@ Runtime runtime_from_string(const std::string& s) {
   if (s == "torchscript" || s == "deploy") return Runtime::TorchScript;
   if (s == "onednn") return Runtime::OneDNN;
   if (s == "int8") return Runtime::Int8;
-  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, onednn, torchscript, eager or int8)");
+  if (s == "cudagraph") return Runtime::CudaGraph;
+  TORCH_CHECK(false, "unknown runtime '", s, "' (expected auto, onednn, torchscript, cudagraph, eager or int8)");
 }
 
 std::string to_string(Runtime r) {
@@ -30,11 +31,14 @@ std::string to_string(Runtime r) {
     case Runtime::TorchScript: return "torchscript";
     case Runtime::OneDNN: return "onednn";
     case Runtime::Int8: return "int8";
+    case Runtime::CudaGraph: return "cudagraph";
   }
   return "?";
 }
 
-std::vector<std::string> runtime_names() { return {"auto", "onednn", "torchscript", "eager", "int8", "deploy"}; }
+std::vector<std::string> runtime_names() {
+  return {"auto", "onednn", "torchscript", "cudagraph", "eager", "int8", "deploy"};
+}
 
 bool onednn_available(const DeployOptions& o, std::string* why) {
   auto no = [&](std::string reason) {
@@ -74,14 +78,19 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
     case Runtime::TorchScript:
       runtime_ = Runtime::TorchScript;
       break;
+    case Runtime::CudaGraph:
+      TORCH_CHECK(cuda_graph_available(deploy_, &why), "deploy: ", why);
+      runtime_ = Runtime::CudaGraph;
+      break;
     case Runtime::Eager:
       TORCH_CHECK(false, "deploy: the eager runtime is the model itself, not a deployed network (use prepare_inference)");
     case Runtime::Int8:
       TORCH_CHECK(false, "deploy: the int8 runtime runs quantized networks (quantize this float network first; "
                          "prepare_inference gives a quantized network the int8 runtime)");
   }
-  exec_ = runtime_ == Runtime::OneDNN ? detail::make_onednn_executor(net, deploy_)
-                                      : detail::make_torchscript_executor(net, deploy_);
+  exec_ = runtime_ == Runtime::OneDNN      ? detail::make_onednn_executor(net, deploy_)
+          : runtime_ == Runtime::CudaGraph ? detail::make_cuda_graph_executor(net, deploy_)
+                                           : detail::make_torchscript_executor(net, deploy_);
   if (deploy_.device().is_cpu() && deploy_.buffer_cache_mb() > 0)
     buffers_ = detail::BufferCache::make(static_cast<size_t>(deploy_.buffer_cache_mb()) << 20);
 }
@@ -159,7 +168,7 @@ ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployO
   TORCH_CHECK(runtime != Runtime::Int8, "the int8 runtime runs quantized networks only; quantize '",
               model->options().arch(), "' first (rmnet quantize)");
   auto* plain = dynamic_cast<PlainNetImpl*>(model.get());
-  if (runtime == Runtime::OneDNN || runtime == Runtime::TorchScript)
+  if (runtime == Runtime::OneDNN || runtime == Runtime::TorchScript || runtime == Runtime::CudaGraph)
     TORCH_CHECK(plain, "the ", to_string(runtime), " runtime runs plain networks only; '", model->options().arch(),
                 "' is a residual model (convert it first, or use the eager runtime)");
   if (plain && runtime != Runtime::Eager) {

@@ -129,7 +129,7 @@ Command setup_bench(CLI::App& app) {
   cmd->add_flag("--channels-last", o->channels_last, "Channels-last inputs (and weights of eager models)");
   cmd->add_option("--runtime", o->runtime,
                   "auto (onednn for plain networks on the CPU, torchscript on CUDA, int8 for quantized networks, eager for residual "
-                  "models), onednn, torchscript (old name: deploy), int8 or eager")
+                  "models), onednn, torchscript (old name: deploy), cudagraph (--device cuda), int8 or eager")
       ->check(CLI::IsMember(runtime_names()));
   cmd->add_flag("--profile", o->profile,
                 "Also time every step of deployed networks and print where the time goes (with the measured conv peak)");

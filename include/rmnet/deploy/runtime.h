@@ -12,6 +12,10 @@
 //                passed through optimize_for_inference: what Python's torch.jit path builds.
 //                Kept for comparison and for devices/dtypes onednn does not run (CUDA, fp16, fp64);
 //                TorchScript is deprecated upstream.
+//   cudagraph    the chain on CUDA with ATen/cuDNN ops (conv + bias + ReLU as one
+//                cudnn_convolution_relu), channels-last, captured in one CUDA graph per input shape
+//                (fixed shapes; a new shape captures anew) and replayed: one launch per forward.
+//                Opt-in (`--runtime cudagraph`); needs a CUDA LibTorch and a GPU.
 //   eager        the LibTorch modules' own forward (not a DeployedNet).
 // A runtime never changes what the network computes: each is tested against eager.
 #include <cstdint>
@@ -36,9 +40,11 @@ enum class Runtime {
   TorchScript,  ///< frozen + optimized TorchScript of the chain (plain networks only)
   OneDNN,       ///< rmnet's chain executor over fused oneDNN operators (plain networks, CPU)
   Int8,         ///< the INT8 executor (deploy/int8.h; quantized networks only, CPU)
+  CudaGraph,    ///< the chain on CUDA (cuDNN conv + bias + ReLU fused), captured in a CUDA graph per
+                ///< input shape and replayed (plain networks; opt-in, Auto does not pick it)
   Deploy = TorchScript,  ///< the name of the TorchScript runtime before onednn existed ("deploy")
 };
-/// "auto", "eager", "torchscript" (or its old name "deploy"), "onednn", "int8".
+/// "auto", "eager", "torchscript" (or its old name "deploy"), "onednn", "cudagraph", "int8".
 Runtime runtime_from_string(const std::string& s);
 std::string to_string(Runtime r);
 /// The names runtime_from_string accepts, for CLI validators.
@@ -57,7 +63,8 @@ struct DeployOptions {
   /// Which executor: OneDNN, TorchScript, or Auto (OneDNN where it runs, else TorchScript).
   /// Eager is not a DeployedNet (see prepare_inference).
   TORCH_ARG(Runtime, runtime) = Runtime::Auto;
-  /// onednn: how many input shapes keep their prepacked weights (least recently used evicted).
+  /// onednn: how many input shapes keep their prepacked weights (least recently used evicted);
+  /// cudagraph: how many input shapes keep their captured graph.
   TORCH_ARG(int64_t, packed_shapes) = 8;
   /// onednn: a convolution on a map so small that its input-to-output matrix is at most twice its
   /// weights (H*W*Ho*Wo <= 2*k*k, groups 1: 1x1 and 2x2 maps under a 3x3 kernel, 1x1 maps under a
@@ -113,7 +120,7 @@ class DeployedNetImpl : public ModelImpl {
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "plain"; }
   const DeployOptions& deploy_options() const { return deploy_; }
-  /// The runtime that executes the chain (OneDNN or TorchScript, never Auto).
+  /// The runtime that executes the chain (OneDNN, TorchScript or CudaGraph, never Auto).
   Runtime runtime() const { return runtime_; }
   /// The compiled TorchScript module (TorchScript runtime only; throws otherwise).
   torch::jit::Module& module();
@@ -140,6 +147,10 @@ TORCH_MODULE(DeployedNet);
 /// Whether the onednn runtime can run on `options`' device and dtype (CPU; float32 or bfloat16;
 /// LibTorch built with oneDNN). `why` receives the reason when it cannot.
 bool onednn_available(const DeployOptions& options, std::string* why = nullptr);
+
+/// Whether the cudagraph runtime can run on `options`' device and dtype (a CUDA device that is
+/// present; a floating dtype; rmnet built against a CUDA LibTorch). `why` receives the reason.
+bool cuda_graph_available(const DeployOptions& options, std::string* why = nullptr);
 
 /// Prepares a plain network (see DeployedNetImpl).
 DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options = DeployOptions());
