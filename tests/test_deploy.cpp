@@ -111,6 +111,9 @@ TEST_P(OneDnnExact, CudaGraphEqualsEagerOnTheGpu) {
   ASSERT_EQ(d->runtime(), Runtime::CudaGraph);
   EXPECT_NE(d->graph().find("CUDA graph"), std::string::npos);
   plain->to(torch::kCUDA);
+  {  // recycled device memory full of NaN: a fused conv that read its uninitialised output would show it
+    auto junk = torch::full({int64_t{64} << 20}, std::numeric_limits<float>::quiet_NaN(), torch::kCUDA);
+  }
   torch::manual_seed(7);
   for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 3, 32, 32}, {2, 3, 32, 32}, {4, 3, 32, 32}}) {
     auto x = (20 * torch::randn(shape)).to(torch::kCUDA);
@@ -122,6 +125,7 @@ TEST_P(OneDnnExact, CudaGraphEqualsEagerOnTheGpu) {
   const auto y1_copy = y1.clone();
   d->forward(x2);
   EXPECT_TRUE(torch::equal(y1, y1_copy));
+  EXPECT_TRUE(torch::isfinite(y1).all().item<bool>());
   auto h = deploy(*plain, DeployOptions().device(torch::kCUDA).dtype(torch::kHalf).runtime(Runtime::CudaGraph));
   EXPECT_LE(rel_diff(*plain, *h, x1), 2e-2);
   plain->to(torch::kCPU);

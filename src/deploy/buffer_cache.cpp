@@ -8,6 +8,7 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
 #include <c10/core/impl/alloc_cpu.h>
 
 namespace rmnet::detail {
@@ -26,6 +27,8 @@ Registry& registry() {
   return *r;
 }
 
+c10::DeleterFnPtr g_base_raw_deleter = nullptr;  // the wrapped allocator's, read once at install
+
 void forget(void* block) {
   auto& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
@@ -33,7 +36,11 @@ void forget(void* block) {
 }
 
 /// LibTorch's CPU allocator, consulting the current thread's cache for large requests. Its blocks'
-/// context is the data pointer (raw_allocate works), freed through release().
+/// context is the data pointer (raw_allocate works), freed through release(). raw_deleter() is
+/// release(), which also frees what the wrapped allocator's raw_allocate gave (ideep allocates
+/// that way); a pass-through allocation keeps the wrapped allocator's own deleter, so only code
+/// that compares a small tensor's deleter with raw_deleter() could tell (LibTorch's CPU code does
+/// not: copy-on-write asks is_simple_data_ptr, which holds for both).
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   explicit CachingCpuAllocator(c10::Allocator* base) : base_(base) {}
@@ -45,7 +52,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
     return base_->allocate(n);
   }
-  c10::DeleterFnPtr raw_deleter() const override { return base_->raw_deleter() ? &release : nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return g_base_raw_deleter ? &release : nullptr; }
   void copy_data(void* dest, const void* src, size_t count) const override { default_copy_data(dest, src, count); }
 
   static void release(void* p);
@@ -73,7 +80,7 @@ void CachingCpuAllocator::release(void* p) {
     }
   }
   if (!ours) {
-    g_allocator->base()->raw_deleter()(p);  // raw_allocate of a small block (only then is it called)
+    g_base_raw_deleter(p);  // a raw_allocate'd block of the wrapped allocator
   } else if (owner) {
     owner->give_back(p, bytes);
   } else {
@@ -81,10 +88,15 @@ void CachingCpuAllocator::release(void* p) {
   }
 }
 
+/// Installs the wrapper (once). c10::SetCPUAllocator is one pointer store that other threads read
+/// without a lock: make the first deployed network before other threads allocate, as LibTorch asks
+/// of anything that sets an allocator.
 void install() {
   static std::once_flag once;
   std::call_once(once, [] {
-    g_allocator = new CachingCpuAllocator(c10::GetCPUAllocator());
+    auto* base = c10::GetCPUAllocator();
+    g_base_raw_deleter = base->raw_deleter();
+    g_allocator = new CachingCpuAllocator(base);
     c10::SetCPUAllocator(g_allocator, /*priority=*/0);
   });
 }
@@ -128,12 +140,24 @@ void* BufferCache::take(size_t bytes) {
       ++reuses_;
       return p;
     }
-    ++allocations_;
   }
-  void* p = c10::alloc_cpu(bytes);
-  auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  r.blocks[p] = {weak_from_this(), bytes};
+  void* p = nullptr;
+  try {
+    p = c10::alloc_cpu(bytes);
+  } catch (const c10::Error&) {
+    clear();  // out of memory: give the cached blocks back and try once more
+    p = c10::alloc_cpu(bytes);
+  }
+  try {
+    auto& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    r.blocks[p] = {weak_from_this(), bytes};
+  } catch (...) {
+    c10::free_cpu(p);
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++allocations_;
   return p;
 }
 

@@ -10,7 +10,10 @@
 // under capture into an at::cuda::CUDAGraph with static input and output tensors; a forward copies
 // its input into the static one, replays the graph on the caller's stream and returns a copy of
 // the static output. Graphs are kept per shape (DeployOptions::packed_shapes, least recently used
-// evicted). profile() runs the steps eagerly, synchronising after each.
+// evicted) and share one memory pool; forwards are serialised (a mutex, and the caller's stream
+// waits on an event recorded after the previous copy-out, whatever stream that ran on). A conv
+// whose fused cuDNN engine is missing falls back to convolution + ReLU, decided before capture.
+// profile() runs the steps eagerly, synchronising after each.
 #include <chrono>
 #include <list>
 #include <memory>
@@ -30,6 +33,7 @@
 #endif
 #if RMNET_CUDA_GRAPH
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -78,18 +82,26 @@ class CudaGraphExecutor : public Executor {
       for (Tensor* t : {&s.bias, &s.lo_t, &s.hi_t, &s.slope, &s.scale, &s.shift, &s.w1, &s.b1, &s.w2, &s.b2}) dev(*t);
       // cuDNN's fused conv + bias + ReLU takes float32 and float16
       s.fused_cudnn = s.kind == StepKind::Conv && s.attr == "relu" &&
-                      (o.dtype() == torch::kFloat || o.dtype() == torch::kHalf) && at::globalContext().userEnabledCuDNN();
+                      (o.dtype() == torch::kFloat || o.dtype() == torch::kHalf) && at::globalContext().hasCuDNN() &&
+                      at::globalContext().userEnabledCuDNN();
     }
+    pool_ = at::cuda::graph_pool_handle();  // one memory pool for every shape's graph: replays never overlap
   }
 
   Tensor run(const Tensor& x0, std::vector<StepTiming>* timings) override {
     c10::cuda::CUDAGuard guard(device_);
-    if (timings) return run_steps(x0, timings);
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto& g = graph_for(x0);
-    g.in.copy_(x0);
+    std::lock_guard<std::mutex> lock(mutex_);  // one capture or replay at a time (also keeps profile out of a capture)
+    const Tensor x = x0.to(device_);
+    if (timings) return run_steps(x, timings);
+    auto& g = graph_for(x);
+    // the caller's stream waits for the last forward's copy-out before the static input is overwritten
+    auto stream = c10::cuda::getCurrentCUDAStream(device_.index());
+    if (done_.isCreated()) done_.block(stream);
+    g.in.copy_(x);
     g.graph->replay();
-    return g.out.clone();  // the static output is overwritten by the next replay
+    auto y = g.out.clone();  // the static output is overwritten by the next replay
+    done_.record(stream);
+    return y;
   }
 
   std::string plan() const override {
@@ -109,19 +121,27 @@ class CudaGraphExecutor : public Executor {
     Tensor in, out;
   };
 
-  Tensor run_steps(const Tensor& x0, std::vector<StepTiming>* timings) const {
+  Tensor run_steps(const Tensor& x0, std::vector<StepTiming>* timings) {
     Tensor x = x0.contiguous(torch::MemoryFormat::ChannelsLast);
     bool owned = x.data_ptr() != x0.data_ptr();
-    for (const auto& s : steps_) {
+    for (auto& s : steps_) {
       const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       int64_t macs = 0;
       if (s.kind == StepKind::Conv) {
         const auto bias = s.bias.defined() ? std::optional<Tensor>(s.bias) : std::nullopt;
         Tensor y;
         if (s.fused_cudnn) {
-          y = at::cudnn_convolution_relu(x, s.weight, bias, {s.stride, s.stride}, {s.padding, s.padding}, {1, 1},
-                                         s.groups);
-        } else {
+          try {
+            y = at::cudnn_convolution_relu(x, s.weight, bias, {s.stride, s.stride}, {s.padding, s.padding}, {1, 1},
+                                           s.groups);
+          } catch (const c10::Error&) {
+            // cuDNN may have no fused engine for this configuration: decided in the warm-up runs
+            // (or an eager run), never inside a capture
+            if (capturing_) throw;
+            s.fused_cudnn = false;
+          }
+        }
+        if (!y.defined()) {
           y = at::convolution(x, s.weight, bias, {s.stride, s.stride}, {s.padding, s.padding}, {1, 1}, false, {0, 0},
                               s.groups);
           if (s.attr == "relu") y.relu_();
@@ -157,7 +177,7 @@ class CudaGraphExecutor : public Executor {
       }
     Captured c;
     c.key = key;
-    c.in = torch::empty(x0.sizes(), x0.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    c.in = torch::empty(x0.sizes(), x0.options().device(device_).memory_format(torch::MemoryFormat::ChannelsLast));
     c.in.copy_(x0);
     torch::cuda::synchronize(device_.index());
     auto side = c10::cuda::getStreamFromPool(false, device_.index());
@@ -166,13 +186,29 @@ class CudaGraphExecutor : public Executor {
       for (int i = 0; i < 3; ++i) run_steps(c.in, nullptr);  // algorithms chosen, lazy inits done
       side.synchronize();
       c.graph = std::make_unique<at::cuda::CUDAGraph>();
-      c.graph->capture_begin();
-      c.out = run_steps(c.in, nullptr);
+      // thread-local mode: CUDA calls of other threads (another model, a synchronize) do not
+      // invalidate this capture
+      c.graph->capture_begin(pool_, cudaStreamCaptureModeThreadLocal);
+      capturing_ = true;
+      try {
+        c.out = run_steps(c.in, nullptr);
+      } catch (...) {
+        capturing_ = false;
+        try {
+          c.graph->capture_end();  // ends the stream's capture whatever state it is in
+        } catch (...) {
+        }
+        throw;
+      }
+      capturing_ = false;
       c.graph->capture_end();
     }
     side.synchronize();
+    if (static_cast<int64_t>(graphs_.size()) >= options_.packed_shapes()) {
+      torch::cuda::synchronize(device_.index());  // no replay of the evicted graph still in flight
+      while (static_cast<int64_t>(graphs_.size()) >= options_.packed_shapes()) graphs_.pop_back();
+    }
     graphs_.push_front(std::move(c));
-    while (static_cast<int64_t>(graphs_.size()) > options_.packed_shapes()) graphs_.pop_back();
     return graphs_.front();
   }
 
@@ -181,6 +217,9 @@ class CudaGraphExecutor : public Executor {
   std::vector<Step> steps_;
   std::mutex mutex_;
   std::list<Captured> graphs_;
+  c10::MempoolId_t pool_;
+  c10::cuda::CUDAEvent done_;  // recorded after each forward's copy-out
+  bool capturing_ = false;
 };
 
 }  // namespace
