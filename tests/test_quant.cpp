@@ -290,6 +290,36 @@ TEST(Quantize, MaxPoolOnLargeMaps) {
   EXPECT_EQ(uncached->buffer_cache_stats().allocations, 0);
 }
 
+TEST(Quantize, TinyMapsRunAsOneInt8Gemm) {
+  // convs on 3x3, 2x2 and 1x1 maps (stride 2, padding, no padding, a 1x1 kernel, ReLU fused or
+  // not, a float32 output into the head): the INT8 GEMM path computes the same integer products as
+  // the qconv kernel, so both executors agree to within one output step, and both stay within the
+  // quantization error of the float network, across batch sizes (the GEMMs are packed per shape)
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  auto net = random_chain({LayerSpec::conv(3, 16, 3, 2, 1), LayerSpec::relu(),   // 6x6 -> 3x3: a qconv
+                           LayerSpec::conv(16, 24, 3, 2, 1), LayerSpec::relu(),  // 3x3 -> 2x2: 36 > 18, qconv
+                           LayerSpec::conv(24, 32, 3, 1, 1), LayerSpec::relu(),  // 2x2 -> 2x2: GEMM
+                           LayerSpec::conv(32, 32, 3, 1, 1),                     // GEMM, no activation
+                           LayerSpec::conv(32, 40, 3, 2, 1), LayerSpec::relu(),  // 2x2 -> 1x1: GEMM
+                           LayerSpec::conv(40, 48, 1, 1, 0), LayerSpec::relu(),  // 1x1 kernel on 1x1: GEMM
+                           LayerSpec::avgpool(), LayerSpec::flatten(), LayerSpec::linear(48, 7)},
+                          torch::kFloat);
+  auto r = quantize(*net, calib(64, 6), QuantizeOptions().observer(Observer::MinMax));
+  Int8Net gemm(*r.net), conv(*r.net, 1024, false);
+  torch::NoGradGuard g;
+  for (const int64_t n : {5, 2, 5}) {
+    auto x = calib(n, 6, 20 + n);
+    const auto yf = net->forward(x), yq = r.net->forward(x), y8 = gemm->forward(x), yc = conv->forward(x);
+    const double range = yf.abs().max().item<double>();
+    EXPECT_LE((y8 - yc).abs().max().item<double>() / range, 0.02) << n;
+    EXPECT_LE((y8 - yq).abs().max().item<double>() / range, 0.02) << n;
+    EXPECT_LE((y8 - yf).abs().max().item<double>() / range, 0.2) << n;  // seven random convs, MinMax
+    EXPECT_GE(y8.argmax(1).eq(yc.argmax(1)).to(torch::kFloat).mean().item<double>(), 0.8) << n;
+  }
+  EXPECT_EQ(gemm->packed_gemms(), 4 * 2);  // four tiny-map convs, two batch sizes
+  EXPECT_EQ(conv->packed_gemms(), 0);
+}
+
 TEST(Quantize, SEAndNoHeadChains) {
   if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
   auto net = random_chain({LayerSpec::conv(3, 8, 3, 1, 1), LayerSpec::relu(), LayerSpec::se(8, 6, 2),

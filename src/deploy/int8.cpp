@@ -1,11 +1,15 @@
 // The INT8 executor (see rmnet/deploy/int8.h).
 #include "rmnet/deploy/int8.h"
 
+#include <list>
+#include <mutex>
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <torch/torch.h>
 
 #include "buffer_cache.h"
+#include "onednn_steps.h"  // conv_as_matrix
 
 namespace rmnet {
 namespace {
@@ -61,9 +65,53 @@ struct Int8NetImpl::Step {
   torch::Tensor qlo, qhi;
   // Float run ending in a quantization (requant) or not
   bool requant = false;
+  // QConv on a tiny map (small_map_gemm): the s8 weights, and per input shape [N, H, W] the dense
+  // input-to-output matrix prepacked for onednn::qlinear_pointwise (rows (a, b, co), per-row
+  // weight scale and bias repeated per output position)
+  struct Gemm {
+    torch::Tensor packed, w_scale, w_zp, bias;
+    int64_t ho = 0, wo = 0;
+  };
+  torch::Tensor weight_q;
+  std::mutex gemm_mutex;
+  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Gemm>>> gemms;  // most recently used first
 };
 
-Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb) : ModelImpl(net.options()) {
+namespace {
+
+/// The tiny-map GEMM of a QConv step for input `x` (u8 channels-last), or null where the map is
+/// not tiny (H*W*Ho*Wo > 2*k*k, as in the float runtime) or the conv is grouped.
+std::shared_ptr<const Int8NetImpl::Step::Gemm> gemm_for(Int8NetImpl::Step& st, const torch::Tensor& x) {
+  if (!st.weight_q.defined()) return nullptr;
+  const auto& s = st.spec;
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  const int64_t ho = (h + 2 * s.padding - s.kernel) / s.stride + 1, wo = (w + 2 * s.padding - s.kernel) / s.stride + 1;
+  if (ho <= 0 || wo <= 0 || h * w * ho * wo > 2 * s.kernel * s.kernel) return nullptr;
+  const std::vector<int64_t> key = {n, h, w};
+  std::lock_guard<std::mutex> lock(st.gemm_mutex);
+  for (auto it = st.gemms.begin(); it != st.gemms.end(); ++it)
+    if (it->first == key) {
+      st.gemms.splice(st.gemms.begin(), st.gemms, it);
+      return st.gemms.front().second;
+    }
+  static const auto prepack = onednn_op("onednn::qlinear_prepack");
+  auto g = std::make_shared<Int8NetImpl::Step::Gemm>();
+  g->ho = ho;
+  g->wo = wo;
+  const auto t = detail::conv_as_matrix(st.weight_q, h, w, s.stride, s.padding).contiguous();
+  g->packed = call(prepack, {t, std::vector<int64_t>{n, t.size(1)}});
+  g->w_scale = st.w_scale.repeat({ho * wo}).contiguous();
+  g->w_zp = torch::zeros({t.size(0)}, torch::kLong);
+  g->bias = st.bias.repeat({ho * wo}).contiguous();
+  st.gemms.emplace_front(key, g);
+  if (st.gemms.size() > 8) st.gemms.pop_back();
+  return g;
+}
+
+}  // namespace
+
+Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, bool small_map_gemm)
+    : ModelImpl(net.options()) {
   TORCH_CHECK(int8_runtime_available(),
               "the INT8 runtime needs LibTorch's oneDNN INT8 operators (onednn::qconv2d_pointwise), which this build "
               "of LibTorch does not register");
@@ -76,6 +124,9 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb) :
   in_zp_ = net.input_zero_point();
   fallbacks_ = net.fallbacks();
   const auto prepack = onednn_op("onednn::qconv_prepack");
+  const bool qlinear_available =
+      c10::Dispatcher::singleton().findSchema({"onednn::qlinear_pointwise", ""}).has_value() &&
+      c10::Dispatcher::singleton().findSchema({"onednn::qlinear_prepack", ""}).has_value();
   double cur_s = in_scale_;
   int64_t cur_zp = in_zp_;
   const auto cpu_tensors = [&](size_t i) {
@@ -127,6 +178,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb) :
         st->x_zp = cur_zp;
         st->packed = call(prepack, {t.at("weight").contiguous(), st->w_scale, cur_s, cur_zp, pair(s.stride),
                                     pair(s.padding), pair(1), s.groups, c10::IValue()});
+        if (small_map_gemm && s.groups == 1 && qlinear_available) st->weight_q = t.at("weight").contiguous();
         st->out_scale = net.out_scale(k);
         st->out_zp = net.out_zero_point(k);
         cur_s = st->out_scale;
@@ -215,10 +267,20 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb) :
   }
 }
 
+int64_t Int8NetImpl::packed_gemms() const {
+  int64_t n = 0;
+  for (const auto& st : steps_) {
+    std::lock_guard<std::mutex> lock(st->gemm_mutex);
+    n += static_cast<int64_t>(st->gemms.size());
+  }
+  return n;
+}
+
 BufferCacheStats Int8NetImpl::buffer_cache_stats() const { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
 
 torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
   static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
+  static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
   torch::NoGradGuard ng;
   detail::BufferCacheScope buffers(buffers_.get());  // this forward's activations reuse the last one's
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "INT8 runtime: expected input [N, ",
@@ -229,6 +291,18 @@ torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
     const auto& st = *sp;
     switch (st.kind) {
       case Step::QConv:
+        if (auto g = gemm_for(*sp, x)) {  // the whole map as one row per image: [N, H*W*Cin] x T^T
+          const int64_t n = x.size(0);
+          const auto rows = x.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
+          x = call(qlinear, {rows, st.x_scale, st.x_zp, g->packed, g->w_scale, g->w_zp, g->bias,
+                             st.float_out ? 1.0 : st.out_scale, st.float_out ? int64_t{0} : st.out_zp,
+                             st.float_out ? c10::IValue(torch::kFloat) : c10::IValue(),
+                             std::string(st.fused_relu ? "relu" : "none"), c10::List<std::optional<at::Scalar>>(),
+                             std::string("")})
+                  .view({n, g->ho, g->wo, st.spec.out_channels})
+                  .permute({0, 3, 1, 2});  // channels-last [N, Cout, Ho, Wo], no copy
+          break;
+        }
         x = call(qconv, {x, st.x_scale, st.x_zp, st.packed, st.w_scale, st.w_zp, st.bias, pair(st.spec.stride),
                          pair(st.spec.padding), pair(1), st.spec.groups, st.float_out ? 1.0 : st.out_scale,
                          st.float_out ? int64_t{0} : st.out_zp,

@@ -163,7 +163,7 @@ ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployO
       return model;
     }
     TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
-    return std::make_shared<Int8NetImpl>(*q, options.buffer_cache_mb());
+    return std::make_shared<Int8NetImpl>(*q, options.buffer_cache_mb(), options.small_map_gemm());
   }
   TORCH_CHECK(runtime != Runtime::Int8, "the int8 runtime runs quantized networks only; quantize '",
               model->options().arch(), "' first (rmnet quantize)");

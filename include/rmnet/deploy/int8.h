@@ -21,12 +21,17 @@ class Int8NetImpl : public ModelImpl {
  public:
   /// Prepacks the weights of `net` (not modified; its tensors are copied). Activation buffers of
   /// at least 256 KiB are kept between forwards, up to `buffer_cache_mb` MiB (0: none; see
-  /// DeployOptions::buffer_cache_mb).
-  explicit Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb = 1024);
+  /// DeployOptions::buffer_cache_mb). With `small_map_gemm`, a conv (groups 1) on a map hardly
+  /// larger than its kernel (H*W*Ho*Wo <= 2*k*k, as DeployOptions::small_map_gemm) runs as one
+  /// INT8 GEMM (onednn::qlinear_pointwise) with its dense input-to-output matrix, packed per input
+  /// shape: the same integer products, without the padding's.
+  explicit Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb = 1024, bool small_map_gemm = true);
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "quantized"; }
   /// Layers that run in float32 inside the INT8 part ("i: description").
   const std::vector<std::string>& fallbacks() const { return fallbacks_; }
+  /// Tiny-map GEMM packings held now (one per conv run as a GEMM and input shape).
+  int64_t packed_gemms() const;
   /// The activation buffer cache: zeros where there is none.
   BufferCacheStats buffer_cache_stats() const;
 
