@@ -5,7 +5,8 @@
 // prepacked once, ReLU fused into the conv's output quantization, per-channel clamps as a u8
 // min/max, max-pool on u8. SE and PReLU run in float32 between a dequantize and a quantize (the
 // "fallbacks", listed by QuantizedNetImpl::fallbacks and `rmnet info`); the head (average pool,
-// flatten, linear) is float32. CPU only. Its outputs match QuantizedNetImpl::forward (the float
+// flatten, linear) is float32. A conv on a map hardly larger than its kernel runs as one INT8 GEMM
+// (onednn::qlinear_pointwise) with its dense input-to-output matrix. CPU only. Its outputs match QuantizedNetImpl::forward (the float
 // reference of the same roundings) up to one quantization step where a rounding tie falls
 // differently.
 #include <string>
