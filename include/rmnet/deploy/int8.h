@@ -2,7 +2,7 @@
 // The INT8 runtime: a quantized plain network (quant/qnet.h) run with LibTorch's registered
 // oneDNN INT8 operators (onednn::qconv_prepack, onednn::qconv2d_pointwise): u8 channels-last
 // activations from the input's one quantize to the head's one dequantize, per-channel s8 weights
-// prepacked once, ReLU fused into the conv's output quantization, per-channel clamps as a u8
+// prepacked per input shape, ReLU fused into the conv's output quantization, per-channel clamps as a u8
 // min/max, max-pool on u8. SE and PReLU run in float32 between a dequantize and a quantize (the
 // "fallbacks", listed by QuantizedNetImpl::fallbacks and `rmnet info`); the head (average pool,
 // flatten, linear) is float32. A conv on a map hardly larger than its kernel runs as one INT8 GEMM
