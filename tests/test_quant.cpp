@@ -318,6 +318,21 @@ TEST(Quantize, TinyMapsRunAsOneInt8Gemm) {
   }
   EXPECT_EQ(gemm->packed_gemms(), 4 * 2);  // four tiny-map convs, two batch sizes
   EXPECT_EQ(conv->packed_gemms(), 0);
+  // the per-step profile (bench --profile): the GEMM convs named, layer ranges, the convs' MACs
+  const auto prof = gemm->profile(calib(2, 6, 30), 0, 2);
+  int64_t as_gemm = 0, macs = 0;
+  for (const auto& t : prof) {
+    as_gemm += t.name.find("(as one INT8 GEMM)") != std::string::npos;
+    macs += t.macs;
+    EXPECT_GE(t.ms, 0.0);
+  }
+  EXPECT_EQ(as_gemm, 4);
+  EXPECT_EQ(macs, 2 * (16 * 9 * 27 + 24 * 4 * 144 + 32 * 4 * 216 + 32 * 4 * 288 + 40 * 288 + 48 * 40));
+  ASSERT_FALSE(prof.empty());
+  EXPECT_EQ(prof.front().name, "qconv 3x3 s2 3->16 + relu");
+  EXPECT_EQ(prof.front().first_layer, 0u);
+  EXPECT_EQ(prof.front().last_layer, 1u);
+  EXPECT_EQ(prof.back().last_layer, 13u);  // the float32 head's linear
 }
 
 TEST(Quantize, SEAndNoHeadChains) {

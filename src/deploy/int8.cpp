@@ -1,11 +1,15 @@
 // The INT8 executor (see rmnet/deploy/int8.h).
 #include "rmnet/deploy/int8.h"
 
+#include <chrono>
 #include <list>
 #include <mutex>
+#include <string>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <c10/util/ScopeExit.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "buffer_cache.h"
@@ -65,6 +69,7 @@ struct Int8NetImpl::Step {
   torch::Tensor qlo, qhi;
   // Float run ending in a quantization (requant) or not
   bool requant = false;
+  size_t first = 0, last = 0;  // plain layers this step belongs to (profile)
   // QConv on a tiny map (small_map_gemm): the s8 weights, and per input shape [N, H, W] the dense
   // input-to-output matrix prepacked for onednn::qlinear_pointwise (rows (a, b, co), per-row
   // weight scale and bias repeated per output position)
@@ -111,6 +116,24 @@ std::shared_ptr<const Int8NetImpl::Step::Gemm> gemm_for(Int8NetImpl::Step& st, c
   st.gemms.emplace_front(key, g);
   if (st.gemms.size() > 8) st.gemms.pop_back();
   return g;
+}
+
+/// What a step does, for profiles.
+std::string step_name(const Int8NetImpl::Step& st, bool as_gemm) {
+  const auto& s = st.spec;
+  switch (st.kind) {
+    case Int8NetImpl::Step::QConv:
+      return fmt::format("qconv {}x{} s{} {}->{}{}{}{}{}", s.kernel, s.kernel, s.stride, s.in_channels, s.out_channels,
+                         s.groups > 1 ? fmt::format(" g{}", s.groups) : "", st.fused_relu ? " + relu" : "",
+                         st.float_out ? " -> float32" : "", as_gemm ? " (as one INT8 GEMM)" : "");
+    case Int8NetImpl::Step::U8Relu: return "u8 relu";
+    case Int8NetImpl::Step::U8Clamp: return "u8 per-channel clamp";
+    case Int8NetImpl::Step::U8MaxPool: return fmt::format("u8 maxpool {}x{} s{}", s.kernel, s.kernel, s.stride);
+    case Int8NetImpl::Step::Dequantize: return "dequantize";
+    case Int8NetImpl::Step::Float:
+      return "float32 " + s.describe() + (st.requant ? " + quantize" : "");
+  }
+  return "?";
 }
 
 /// The qconv weights of a QConv step packed for input `x`'s shape (packed on first use, cached).
@@ -167,6 +190,13 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, b
     return noop ? nullptr : st;
   };
   for (size_t i = 0; i < n; ++i) {
+    const size_t i0 = i, before = steps_.size();
+    auto mark = c10::make_scope_exit([&] {  // the layers [i0, i] of the steps this iteration made
+      for (size_t k = before; k < steps_.size(); ++k) {
+        steps_[k]->first = i0;
+        steps_[k]->last = i;
+      }
+    });
     const auto& s = net.spec(i);
     if (i == plan.head) {
       auto st = std::make_shared<Step>();
@@ -281,6 +311,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, b
   }
   if (plan.head == n) {  // no head: dequantize the last activation
     auto st = std::make_shared<Step>();
+    st->first = st->last = n - 1;
     st->kind = Step::Dequantize;
     st->x_scale = cur_s;
     st->x_zp = cur_zp;
@@ -299,7 +330,28 @@ int64_t Int8NetImpl::packed_gemms() const {
 
 BufferCacheStats Int8NetImpl::buffer_cache_stats() const { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
 
-torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
+torch::Tensor Int8NetImpl::forward(torch::Tensor x) { return run(std::move(x), nullptr); }
+
+std::vector<StepTiming> Int8NetImpl::profile(const torch::Tensor& x, int64_t warmup, int64_t iters) {
+  TORCH_CHECK(iters > 0, "profile: iters must be positive (got ", iters, ")");
+  TORCH_CHECK(warmup >= 0, "profile: warmup must be >= 0 (got ", warmup, ")");
+  for (int64_t i = 0; i < warmup; ++i) run(x, nullptr);
+  std::vector<StepTiming> sum;
+  for (int64_t i = 0; i < iters; ++i) {
+    std::vector<StepTiming> t;
+    run(x, &t);
+    if (sum.empty()) {
+      sum = std::move(t);
+    } else {
+      TORCH_INTERNAL_ASSERT(t.size() == sum.size());
+      for (size_t k = 0; k < t.size(); ++k) sum[k].ms += t[k].ms;
+    }
+  }
+  for (auto& s : sum) s.ms /= static_cast<double>(iters);
+  return sum;
+}
+
+torch::Tensor Int8NetImpl::run(torch::Tensor x, std::vector<StepTiming>* timings) {
   static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
   static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
   torch::NoGradGuard ng;
@@ -310,9 +362,12 @@ torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
   x = quantize_u8(x.to(torch::kFloat).contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
   for (const auto& sp : steps_) {
     const auto& st = *sp;
+    const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    bool as_gemm = false;
     switch (st.kind) {
       case Step::QConv:
-        if (auto g = gemm_for(*sp, x)) {  // the whole map as one row per image: [N, H*W*Cin] x T^T
+        if (auto g = gemm_for(*sp, x)) {
+          as_gemm = true;  // the whole map as one row per image: [N, H*W*Cin] x T^T  // the whole map as one row per image: [N, H*W*Cin] x T^T
           const int64_t n = x.size(0);
           const auto rows = x.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
           x = call(qlinear, {rows, st.x_scale, st.x_zp, g->packed, g->w_scale, g->w_zp, g->bias,
@@ -341,6 +396,17 @@ torch::Tensor Int8NetImpl::forward(torch::Tensor x) {
         x = quant_float_layer(st.spec, st.tensors, x);
         if (st.requant) x = quantize_u8(x, st.out_scale, st.out_zp).contiguous(torch::MemoryFormat::ChannelsLast);
         break;
+    }
+    if (timings) {
+      StepTiming t;
+      t.name = step_name(st, as_gemm);
+      t.first_layer = st.first;
+      t.last_layer = st.last;
+      t.ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (st.kind == Step::QConv)
+        t.macs = x.numel() * (st.spec.in_channels / st.spec.groups) * st.spec.kernel * st.spec.kernel;
+      t.output_shape = x.sizes().vec();
+      timings->push_back(std::move(t));
     }
   }
   return x;

@@ -88,7 +88,7 @@ void run_bench(const BenchCliOptions& o) {
         continue;
       }
       std::cout << "\n" << r.name << " (" << r.runtime << " runtime), ms per forward of " << r.batch << " images:\n"
-                << profile_table(r, peak) << std::flush;
+                << profile_table(r, r.runtime == "int8" ? 0.0 : peak) << std::flush;  // the peak is float32's
     }
   }
   say("MACs: multiply-accumulates of conv and linear layers per image; GMAC/s achieved; peak MB: " +

@@ -28,6 +28,9 @@ class Int8NetImpl : public ModelImpl {
   /// shape: the same integer products, without the padding's.
   explicit Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb = 1024, bool small_map_gemm = true);
   torch::Tensor forward(torch::Tensor x) override;
+  /// Runs `iters` forwards of `x` after `warmup` untimed ones and returns each step's mean time
+  /// (as DeployedNetImpl::profile; MACs of the convs, whose GMAC/s count INT8 multiply-adds).
+  std::vector<StepTiming> profile(const torch::Tensor& x, int64_t warmup = 2, int64_t iters = 10);
   std::string family() const override { return "quantized"; }
   /// Layers that run in float32 inside the INT8 part ("i: description").
   const std::vector<std::string>& fallbacks() const { return fallbacks_; }
@@ -39,6 +42,7 @@ class Int8NetImpl : public ModelImpl {
   struct Step;  // one layer of the executor (defined in int8.cpp)
 
  private:
+  torch::Tensor run(torch::Tensor x, std::vector<StepTiming>* timings);
   std::vector<std::shared_ptr<Step>> steps_;
   std::vector<std::string> fallbacks_;
   std::shared_ptr<detail::BufferCache> buffers_;
