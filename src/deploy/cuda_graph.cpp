@@ -155,14 +155,7 @@ class CudaGraphExecutor : public Executor {
       }
       if (timings) {
         torch::cuda::synchronize(device_.index());
-        StepTiming t;
-        t.name = s.name;
-        t.first_layer = s.first;
-        t.last_layer = s.last;
-        t.ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        t.macs = macs;
-        t.output_shape = x.sizes().vec();
-        timings->push_back(std::move(t));
+        timings->push_back(step_timing(s.name, s.first, s.last, t0, macs, x));
       }
     }
     return x;

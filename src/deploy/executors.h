@@ -1,6 +1,13 @@
 #pragma once
 // Internal: the executors behind DeployedNet (one file each).
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "rmnet/deploy/runtime.h"
 
@@ -18,5 +25,25 @@ std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const De
 /// The chain on CUDA (cuDNN conv + bias + ReLU fused), captured in one CUDA graph per input shape
 /// and replayed (src/deploy/cuda_graph.cpp). Throws where rmnet was built without CUDA graphs.
 std::shared_ptr<Executor> make_cuda_graph_executor(const PlainNetImpl& net, const DeployOptions& options);
+
+/// `warmup` untimed calls of `run(nullptr)`, then the mean of `iters` timed ones, step by step
+/// (DeployedNetImpl::profile, Int8NetImpl::profile).
+std::vector<StepTiming> average_profile(const std::function<void(std::vector<StepTiming>*)>& run, int64_t warmup,
+                                        int64_t iters);
+
+/// One step's timing record: its name and layers, the time since `t0`, its MACs and output shape.
+StepTiming step_timing(std::string name, size_t first, size_t last, std::chrono::steady_clock::time_point t0,
+                       int64_t macs, const torch::Tensor& out);
+
+/// A per-shape cache kept most recently used first: the entry for `key` moved to the front, or null.
+template <class V>
+V* lru_find(std::list<std::pair<std::vector<int64_t>, V>>& cache, const std::vector<int64_t>& key) {
+  for (auto it = cache.begin(); it != cache.end(); ++it)
+    if (it->first == key) {
+      cache.splice(cache.begin(), cache, it);
+      return &cache.front().second;
+    }
+  return nullptr;
+}
 
 }  // namespace rmnet::detail

@@ -70,21 +70,21 @@ struct Int8NetImpl::Step {
   // Float run ending in a quantization (requant) or not
   bool requant = false;
   size_t first = 0, last = 0;  // plain layers this step belongs to (profile)
-  // QConv on a tiny map (small_map_gemm): the s8 weights, and per input shape [N, H, W] the dense
+  // QConv on a tiny map (small_map_gemm): per input shape [N, H, W] the dense
   // input-to-output matrix prepacked for onednn::qlinear_pointwise (rows (a, b, co), per-row
   // weight scale and bias repeated per output position)
   struct Gemm {
     torch::Tensor packed, w_scale, w_zp, bias;
     int64_t ho = 0, wo = 0;
   };
-  torch::Tensor weight_q;
-  std::mutex gemm_mutex;
+  bool gemm_ok = false;   // groups 1 and small_map_gemm: a tiny map runs as a GEMM
+  std::mutex pack_mutex;  // guards gemms and packs
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Gemm>>> gemms;  // most recently used first
   // QConv: the s8 weights, and per input shape their qconv_prepack for that shape (prepacked for
   // no shape, oneDNN may choose another blocking at run time and reorder the weights on every call
   // with its reference reorder: 2/3 of the RM ResNet-50's time at 224x224)
   torch::Tensor weight_s8;
-  std::list<std::pair<std::vector<int64_t>, torch::Tensor>> packs;  // guarded by gemm_mutex
+  std::list<std::pair<std::vector<int64_t>, torch::Tensor>> packs;  // most recently used first
 };
 
 namespace {
@@ -92,23 +92,19 @@ namespace {
 /// The tiny-map GEMM of a QConv step for input `x` (u8 channels-last), or null where the map is
 /// not tiny (H*W*Ho*Wo > 2*k*k, as in the float runtime) or the conv is grouped.
 std::shared_ptr<const Int8NetImpl::Step::Gemm> gemm_for(Int8NetImpl::Step& st, const torch::Tensor& x) {
-  if (!st.weight_q.defined()) return nullptr;
+  if (!st.gemm_ok) return nullptr;
   const auto& s = st.spec;
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const int64_t ho = (h + 2 * s.padding - s.kernel) / s.stride + 1, wo = (w + 2 * s.padding - s.kernel) / s.stride + 1;
-  if (ho <= 0 || wo <= 0 || h * w * ho * wo > 2 * s.kernel * s.kernel) return nullptr;
+  if (ho <= 0 || wo <= 0 || !detail::tiny_map(h, w, ho, wo, s.kernel)) return nullptr;
   const std::vector<int64_t> key = {n, h, w};
-  std::lock_guard<std::mutex> lock(st.gemm_mutex);
-  for (auto it = st.gemms.begin(); it != st.gemms.end(); ++it)
-    if (it->first == key) {
-      st.gemms.splice(st.gemms.begin(), st.gemms, it);
-      return st.gemms.front().second;
-    }
+  std::lock_guard<std::mutex> lock(st.pack_mutex);
+  if (auto* cached = detail::lru_find(st.gemms, key)) return *cached;
   static const auto prepack = onednn_op("onednn::qlinear_prepack");
   auto g = std::make_shared<Int8NetImpl::Step::Gemm>();
   g->ho = ho;
   g->wo = wo;
-  const auto t = detail::conv_as_matrix(st.weight_q, h, w, s.stride, s.padding).contiguous();
+  const auto t = detail::conv_as_matrix(st.weight_s8, h, w, s.stride, s.padding).contiguous();
   g->packed = call(prepack, {t, std::vector<int64_t>{n, t.size(1)}});
   g->w_scale = st.w_scale.repeat({ho * wo}).contiguous();
   g->w_zp = torch::zeros({t.size(0)}, torch::kLong);
@@ -139,12 +135,8 @@ std::string step_name(const Int8NetImpl::Step& st, bool as_gemm) {
 /// The qconv weights of a QConv step packed for input `x`'s shape (packed on first use, cached).
 torch::Tensor packed_for(Int8NetImpl::Step& st, const torch::Tensor& x) {
   const auto key = x.sizes().vec();
-  std::lock_guard<std::mutex> lock(st.gemm_mutex);
-  for (auto it = st.packs.begin(); it != st.packs.end(); ++it)
-    if (it->first == key) {
-      st.packs.splice(st.packs.begin(), st.packs, it);
-      return st.packs.front().second;
-    }
+  std::lock_guard<std::mutex> lock(st.pack_mutex);
+  if (auto* cached = detail::lru_find(st.packs, key)) return *cached;
   static const auto prepack = onednn_op("onednn::qconv_prepack");
   const auto& s = st.spec;
   auto packed = call(prepack, {st.weight_s8, st.w_scale, st.x_scale, st.x_zp, pair(s.stride), pair(s.padding), pair(1),
@@ -229,7 +221,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, b
         st->x_scale = cur_s;
         st->x_zp = cur_zp;
         st->weight_s8 = t.at("weight").contiguous();  // packed per input shape at the first forward of it
-        if (small_map_gemm && s.groups == 1 && qlinear_available) st->weight_q = t.at("weight").contiguous();
+        st->gemm_ok = small_map_gemm && s.groups == 1 && qlinear_available;
         st->out_scale = net.out_scale(k);
         st->out_zp = net.out_zero_point(k);
         cur_s = st->out_scale;
@@ -322,7 +314,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, b
 int64_t Int8NetImpl::packed_gemms() const {
   int64_t n = 0;
   for (const auto& st : steps_) {
-    std::lock_guard<std::mutex> lock(st->gemm_mutex);
+    std::lock_guard<std::mutex> lock(st->pack_mutex);
     n += static_cast<int64_t>(st->gemms.size());
   }
   return n;
@@ -333,22 +325,7 @@ BufferCacheStats Int8NetImpl::buffer_cache_stats() const { return buffers_ ? buf
 torch::Tensor Int8NetImpl::forward(torch::Tensor x) { return run(std::move(x), nullptr); }
 
 std::vector<StepTiming> Int8NetImpl::profile(const torch::Tensor& x, int64_t warmup, int64_t iters) {
-  TORCH_CHECK(iters > 0, "profile: iters must be positive (got ", iters, ")");
-  TORCH_CHECK(warmup >= 0, "profile: warmup must be >= 0 (got ", warmup, ")");
-  for (int64_t i = 0; i < warmup; ++i) run(x, nullptr);
-  std::vector<StepTiming> sum;
-  for (int64_t i = 0; i < iters; ++i) {
-    std::vector<StepTiming> t;
-    run(x, &t);
-    if (sum.empty()) {
-      sum = std::move(t);
-    } else {
-      TORCH_INTERNAL_ASSERT(t.size() == sum.size());
-      for (size_t k = 0; k < t.size(); ++k) sum[k].ms += t[k].ms;
-    }
-  }
-  for (auto& s : sum) s.ms /= static_cast<double>(iters);
-  return sum;
+  return detail::average_profile([&](std::vector<StepTiming>* t) { run(x, t); }, warmup, iters);
 }
 
 torch::Tensor Int8NetImpl::run(torch::Tensor x, std::vector<StepTiming>* timings) {
@@ -398,15 +375,10 @@ torch::Tensor Int8NetImpl::run(torch::Tensor x, std::vector<StepTiming>* timings
         break;
     }
     if (timings) {
-      StepTiming t;
-      t.name = step_name(st, as_gemm);
-      t.first_layer = st.first;
-      t.last_layer = st.last;
-      t.ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (st.kind == Step::QConv)
-        t.macs = x.numel() * (st.spec.in_channels / st.spec.groups) * st.spec.kernel * st.spec.kernel;
-      t.output_shape = x.sizes().vec();
-      timings->push_back(std::move(t));
+      const int64_t macs = st.kind == Step::QConv
+                               ? x.numel() * (st.spec.in_channels / st.spec.groups) * st.spec.kernel * st.spec.kernel
+                               : 0;
+      timings->push_back(detail::step_timing(step_name(st, as_gemm), st.first, st.last, t0, macs, x));
     }
   }
   return x;

@@ -102,16 +102,10 @@ Tensor OneDnnExecutor::run(const Tensor& x0, std::vector<StepTiming>* timings) {
         run_aten_step(s, x, owned, timings ? &macs : nullptr);
         break;
     }
-    if (timings) {
-      StepTiming t;
-      t.name = s.kind == StepKind::Conv && (*packed)[s.conv_index].gemm ? s.name + " (as one GEMM)" : s.name;
-      t.first_layer = s.first;
-      t.last_layer = s.last;
-      t.ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      t.macs = macs;
-      t.output_shape = x.sizes().vec();
-      timings->push_back(std::move(t));
-    }
+    if (timings)
+      timings->push_back(step_timing(
+          s.kind == StepKind::Conv && (*packed)[s.conv_index].gemm ? s.name + " (as one GEMM)" : s.name, s.first,
+          s.last, t0, macs, x));
   }
   return x;
 }
@@ -192,11 +186,7 @@ std::string OneDnnExecutor::plan() const {
 std::shared_ptr<const Packed> OneDnnExecutor::packed_for(at::IntArrayRef sizes) {
   std::vector<int64_t> key = sizes.vec();
   std::lock_guard<std::mutex> lock(mutex_);
-  for (auto it = cache_.begin(); it != cache_.end(); ++it)
-    if (it->first == key) {
-      cache_.splice(cache_.begin(), cache_, it);  // most recently used first
-      return cache_.front().second;
-    }
+  if (auto* cached = lru_find(cache_, key)) return *cached;
   auto packed = std::make_shared<Packed>(pack(key));
   cache_.emplace_front(key, packed);
   while (static_cast<int64_t>(cache_.size()) > options_.packed_shapes()) cache_.pop_back();
@@ -235,7 +225,7 @@ Packed OneDnnExecutor::pack(const std::vector<int64_t>& shape) const {
       PackedConv p;
       const int64_t h_in = h, w_in = w;
       spatial(s, "conv");
-      if (options_.small_map_gemm() && s.groups == 1 && h_in * w_in * h * w <= 2 * s.kernel * s.kernel) {
+      if (options_.small_map_gemm() && s.groups == 1 && tiny_map(h_in, w_in, h, w, s.kernel)) {
         p.gemm = true;
         p.ho = h;
         p.wo = w;

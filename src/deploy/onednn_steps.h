@@ -51,6 +51,11 @@ struct PackedConv {
 };
 using Packed = std::vector<PackedConv>;
 
+/// Whether a conv (groups 1, k x k kernel) from an h x w map to an ho x wo one runs as one GEMM with
+/// its dense input-to-output matrix (DeployOptions::small_map_gemm): the matrix is at most twice
+/// the weights. Shared by the float and the INT8 runtimes.
+inline bool tiny_map(int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t k) { return h * w * ho * wo <= 2 * k * k; }
+
 /// The dense matrix of conv weight `w` [Cout, Cin, k, k] (groups 1) on an h x w input:
 /// y[(a, b, co)] = sum over (i, j, ci) of T[(a, b, co), (i, j, ci)] x[(i, j, ci)].
 torch::Tensor conv_as_matrix(const torch::Tensor& w, int64_t h, int64_t wd, int64_t stride, int64_t padding);

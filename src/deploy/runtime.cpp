@@ -127,16 +127,23 @@ torch::jit::Module& DeployedNetImpl::module() {
 std::string DeployedNetImpl::graph() const { return exec_->plan(); }
 
 std::vector<StepTiming> DeployedNetImpl::profile(const torch::Tensor& x, int64_t warmup, int64_t iters) {
-  TORCH_CHECK(iters > 0, "profile: iters must be positive (got ", iters, ")");
-  TORCH_CHECK(warmup >= 0, "profile: warmup must be >= 0 (got ", warmup, ")");
   torch::NoGradGuard no_grad;
   detail::BufferCacheScope buffers(buffers_.get());
   auto in = check_input(x);
-  for (int64_t i = 0; i < warmup; ++i) exec_->run(in, nullptr);
+  return detail::average_profile([&](std::vector<StepTiming>* t) { exec_->run(in, t); }, warmup, iters);
+}
+
+namespace detail {
+
+std::vector<StepTiming> average_profile(const std::function<void(std::vector<StepTiming>*)>& run, int64_t warmup,
+                                        int64_t iters) {
+  TORCH_CHECK(iters > 0, "profile: iters must be positive (got ", iters, ")");
+  TORCH_CHECK(warmup >= 0, "profile: warmup must be >= 0 (got ", warmup, ")");
+  for (int64_t i = 0; i < warmup; ++i) run(nullptr);
   std::vector<StepTiming> sum;
   for (int64_t i = 0; i < iters; ++i) {
     std::vector<StepTiming> t;
-    exec_->run(in, &t);
+    run(&t);
     if (sum.empty()) {
       sum = std::move(t);
     } else {
@@ -147,6 +154,20 @@ std::vector<StepTiming> DeployedNetImpl::profile(const torch::Tensor& x, int64_t
   for (auto& s : sum) s.ms /= static_cast<double>(iters);
   return sum;
 }
+
+StepTiming step_timing(std::string name, size_t first, size_t last, std::chrono::steady_clock::time_point t0,
+                       int64_t macs, const torch::Tensor& out) {
+  StepTiming t;
+  t.name = std::move(name);
+  t.first_layer = first;
+  t.last_layer = last;
+  t.ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  t.macs = macs;
+  t.output_shape = out.sizes().vec();
+  return t;
+}
+
+}  // namespace detail
 
 DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options) { return DeployedNet(net, options); }
 

@@ -34,13 +34,7 @@ class TorchScriptExecutor : public Executor {
     if (options_.channels_last()) in = in.contiguous(torch::MemoryFormat::ChannelsLast);
     const auto t0 = std::chrono::steady_clock::now();
     auto y = module_.forward({in}).toTensor();
-    if (timings) {
-      StepTiming t;
-      t.name = "torchscript graph (whole chain)";
-      t.ms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      t.output_shape = y.sizes().vec();
-      timings->push_back(std::move(t));
-    }
+    if (timings) timings->push_back(step_timing("torchscript graph (whole chain)", 0, 0, t0, 0, y));
     return y;
   }
 
