@@ -142,3 +142,57 @@ TEST(Fit, RefusesMismatchedDataAndCheckpoints) {
   EXPECT_NE(err.find(ckpt), std::string::npos) << err;
   EXPECT_NE(err.find("resnet8"), std::string::npos) << err;
 }
+
+// Distillation: the loss is (1 - a) CE + a T^2 KL(teacher || student), zero KL when the logits agree;
+// a student trained on the distillation term alone moves towards the teacher's predictions, even
+// against labels that say otherwise.
+TEST(Fit, DistillationLossAndTeacher) {
+  torch::manual_seed(3);
+  auto logits = torch::randn({6, 5}, torch::kDouble), other = torch::randn({6, 5}, torch::kDouble) * 3;
+  auto y = torch::randint(0, 5, {6}, torch::kLong);
+  TrainOptions to;
+  to.distill_weight(0.7).distill_temperature(2.0);
+  const double ce = torch::nn::functional::cross_entropy(logits, y).item<double>();
+  EXPECT_NEAR(training_loss(logits, y, {}, to).item<double>(), ce, 1e-12);
+  EXPECT_NEAR(training_loss(logits, y, logits, to).item<double>(), 0.3 * ce, 1e-6);
+  auto q = torch::softmax(other / 2.0, 1), p = torch::softmax(logits / 2.0, 1);
+  const double kl = (q * (q.log() - p.log())).sum(1).mean().item<double>();
+  EXPECT_NEAR(training_loss(logits, y, other, to).item<double>(), 0.3 * ce + 0.7 * 4.0 * kl, 1e-5);
+  EXPECT_NE(test::error_of([&] { training_loss(logits, y, torch::zeros({6, 4}), to); }).find("same classes"),
+            std::string::npos);
+
+  // a teacher that always answers "class (true + 1) % 4": the student learns the teacher, not the labels
+  auto train = test::quadrants(128, 3), test_set = test::quadrants(64, 4);
+  struct Shifted : ModelImpl {
+    ModelPtr inner;
+    explicit Shifted(ModelPtr m) : ModelImpl(m->options()), inner(std::move(m)) {}
+    torch::Tensor forward(torch::Tensor x) override { return inner->forward(x).roll(1, 1) * 3.0; }
+    std::string family() const override { return "resnet"; }
+  };
+  auto trained = tiny_resnet(1);
+  auto fo = tiny_fit("");
+  fo.epochs(3);
+  fit(*trained, train, test_set, fo);  // a teacher that knows the task
+  trained->eval();
+  auto teacher = std::make_shared<Shifted>(trained);
+  auto student = tiny_resnet(2);
+  auto so = tiny_fit("");
+  so.epochs(3).teacher(teacher).distill_weight(1.0).distill_temperature(1.0);
+  EXPECT_EQ(so.train().teacher(), so.teacher());
+  fit(*student, train, test_set, so);
+  student->eval();
+  torch::NoGradGuard ng;
+  int64_t agree = 0, n = 0;
+  Rng rng(0);
+  const auto norm = normalize({{0.3}, {0.3}});
+  for (size_t i = 0; i < test_set->size(); ++i) {
+    auto img = norm(test_set->get(i).image, rng).unsqueeze(0);
+    agree += student->forward(img).argmax(1).item<int64_t>() == teacher->forward(img).argmax(1).item<int64_t>();
+    ++n;
+  }
+  EXPECT_GT(agree, n * 3 / 4) << agree << " of " << n;
+  auto bad = tiny_fit("");
+  bad.epochs(1).teacher(teacher).distill_weight(1.5);
+  EXPECT_NE(test::error_of([&] { fit(*tiny_resnet(3), train, test_set, bad); }).find("distill_weight"),
+            std::string::npos);
+}

@@ -20,7 +20,13 @@ using EligibleFn = std::function<torch::Tensor(const PruneUnit&)>;
 
 /// prune() with the candidates restricted by `eligible` (the residual baseline); `net` must be a
 /// plain network with BatchNorms.
-PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& options, const EligibleFn& eligible);
+PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& options, const EligibleFn& eligible,
+                        const torch::Tensor& calibration = {});
+
+/// Refits the consumers of `pruned` (the result of pruning `original` with these units) by least
+/// squares on the calibration images; counts and errors go to `rep` (reconstruct.cpp).
+void reconstruct_consumers(const PlainNetImpl& original, PlainNetImpl& pruned, const std::vector<PruneUnit>& units,
+                           const torch::Tensor& calibration, const PruneOptions& o, PruneReport& rep);
 
 /// Parameters and MACs per image of the chain when each unit keeps the channels `kept[u]`, computed
 /// from the layer shapes without building it (equal to count_parameters / count_flops of the result).
@@ -32,6 +38,10 @@ class PruneCost {
   PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& units, int64_t input_size, AddsBias adds_bias);
   /// {parameters, MACs}
   std::pair<int64_t, int64_t> operator()(const std::vector<std::vector<int64_t>>& kept) const;
+  /// The layer shapes of the chain when each unit keeps `kept[u]`.
+  std::vector<LayerSpec> specs(const std::vector<std::vector<int64_t>>& kept) const;
+  /// Layers whose channel counts pruning changes.
+  std::vector<bool> resized() const;
 
  private:
   std::vector<LayerSpec> specs_;
@@ -41,11 +51,18 @@ class PruneCost {
   AddsBias adds_bias_;
 };
 
+/// A target on a value of the kept channels other than MACs/parameters (the latency estimate).
+struct ValueTarget {
+  std::function<double(const std::vector<std::vector<int64_t>>& kept)> value;
+  double target = 0.0;
+  std::string what;  ///< for errors, e.g. "target_latency_ms 3.2"
+};
+
 /// Chooses the kept channels of every unit (fills units[u].kept) from per-channel importance
 /// (+inf: not removable) under the options' criterion and constraints; reports threshold, notes and
 /// (without keep_one) throws for an emptied unit. Targets are met through `cost`.
 void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                      const std::vector<std::vector<double>>& importance, const PruneOptions& options,
-                     const PruneCost& cost, PruneReport& report);
+                     const PruneCost& cost, PruneReport& report, const ValueTarget* value_target = nullptr);
 
 }  // namespace rmnet::detail

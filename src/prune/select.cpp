@@ -42,22 +42,37 @@ PruneCost::PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& unit
   }
 }
 
-std::pair<int64_t, int64_t> PruneCost::operator()(const std::vector<std::vector<int64_t>>& kept) const {
-  int64_t params = 0, macs = 0;
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    auto s = specs_[i];
+std::vector<LayerSpec> PruneCost::specs(const std::vector<std::vector<int64_t>>& kept) const {
+  auto out = specs_;
+  for (size_t i = 0; i < out.size(); ++i) {
+    auto& s = out[i];
     if (out_unit_[i] >= 0) {
       const auto k = static_cast<int64_t>(kept[out_unit_[i]].size());
       if (is_depthwise(s)) s.in_channels = s.groups = k;
       s.out_channels = k;
     }
-    bool bias = s.bias;
     if (in_unit_[i] >= 0) {
       const auto u = static_cast<size_t>(in_unit_[i]);
       s.in_channels = static_cast<int64_t>(kept[u].size());
-      if (!bias && static_cast<int64_t>(kept[u].size()) < unit_channels_[u] && adds_bias_ && adds_bias_(u, kept[u]))
-        bias = true;
+      if (!s.bias && static_cast<int64_t>(kept[u].size()) < unit_channels_[u] && adds_bias_ && adds_bias_(u, kept[u]))
+        s.bias = true;
     }
+  }
+  return out;
+}
+
+std::vector<bool> PruneCost::resized() const {
+  std::vector<bool> r(specs_.size(), false);
+  for (size_t i = 0; i < specs_.size(); ++i) r[i] = out_unit_[i] >= 0 || in_unit_[i] >= 0;
+  return r;
+}
+
+std::pair<int64_t, int64_t> PruneCost::operator()(const std::vector<std::vector<int64_t>>& kept) const {
+  int64_t params = 0, macs = 0;
+  const auto all = specs(kept);
+  for (size_t i = 0; i < all.size(); ++i) {
+    const auto& s = all[i];
+    const bool bias = s.bias;
     switch (s.kind) {
       case LayerKind::Conv: {
         const int64_t per_out = s.in_channels / s.groups * s.kernel * s.kernel;
@@ -158,7 +173,7 @@ Choice choose(const UnitPlan& p, int64_t removed, bool by_threshold) {
 
 void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                      const std::vector<std::vector<double>>& imp, const PruneOptions& o, const PruneCost& cost,
-                     PruneReport& rep) {
+                     PruneReport& rep, const ValueTarget* value_target) {
   const bool by_threshold = o.threshold() >= 0, by_ratio = o.ratio() >= 0;
   const bool by_target = o.target_macs() >= 0 || o.target_params() >= 0;
   std::vector<UnitPlan> plans;
@@ -199,7 +214,25 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
   };
 
   std::vector<int64_t> r(units.size(), 0);
-  if (by_threshold) {
+  if (value_target) {
+    // the fewest removals whose value (the latency estimate) is at most the target; the value
+    // falls as channels go (not strictly: a binary search on the global order)
+    const auto value = [&](size_t n) { return value_target->value(kept_of(choose_all(global_counts(n)))); };
+    const double least = value(order.size());
+    TORCH_CHECK(least <= value_target->target, value_target->what, " cannot be reached: removing every removable ",
+                "channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
+                o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ",
+                fmt::format("{:.4g}", least), " against ", fmt::format("{:.4g}", value_target->target));
+    size_t a = 0, b = order.size();
+    while (a < b) {
+      const size_t mid = a + (b - a) / 2;
+      if (value(mid) <= value_target->target)
+        b = mid;
+      else
+        a = mid + 1;
+    }
+    r = global_counts(b);
+  } else if (by_threshold) {
     rep.threshold = o.threshold();
     for (size_t u = 0; u < units.size(); ++u) {
       int64_t n = 0;

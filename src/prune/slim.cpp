@@ -138,11 +138,14 @@ std::pair<int64_t, int64_t> fold_removed(Chain& ch, const PruneUnit& u, const to
 }
 
 void check_options(const PruneOptions& o) {
-  const int criteria = (o.threshold() >= 0) + (o.ratio() >= 0) + (o.target_macs() >= 0) + (o.target_params() >= 0);
-  TORCH_CHECK(criteria == 1, "give exactly one of threshold, ratio, target_macs or target_params (got threshold ",
-              o.threshold(), ", ratio ", o.ratio(), ", target_macs ", o.target_macs(), ", target_params ",
-              o.target_params(), ")");
-  for (double v : {o.threshold(), o.ratio(), o.target_macs(), o.target_params(), o.max_layer_ratio()})
+  const int criteria = (o.threshold() >= 0) + (o.ratio() >= 0) + (o.target_macs() >= 0) + (o.target_params() >= 0) +
+                       (o.target_latency_ms() >= 0) + (o.target_speedup() >= 0);
+  TORCH_CHECK(criteria == 1, "give exactly one of threshold, ratio, target_macs, target_params, target_latency_ms or "
+              "target_speedup (got threshold ", o.threshold(), ", ratio ", o.ratio(), ", target_macs ", o.target_macs(),
+              ", target_params ", o.target_params(), ", target_latency_ms ", o.target_latency_ms(), ", target_speedup ",
+              o.target_speedup(), ")");
+  for (double v : {o.threshold(), o.ratio(), o.target_macs(), o.target_params(), o.max_layer_ratio(),
+                   o.target_latency_ms(), o.target_speedup()})
     TORCH_CHECK(std::isfinite(v), "pruning options must be finite numbers");
   TORCH_CHECK(o.ratio() < 1.0, "ratio must be in [0, 1) (got ", o.ratio(), ")");
   TORCH_CHECK(o.target_macs() < 0 || (o.target_macs() > 0 && o.target_macs() <= 1.0),
@@ -151,6 +154,10 @@ void check_options(const PruneOptions& o) {
               "target_params must be in (0, 1] (got ", o.target_params(), ")");
   TORCH_CHECK(o.max_layer_ratio() > 0 && o.max_layer_ratio() <= 1.0, "max_layer_ratio must be in (0, 1] (got ",
               o.max_layer_ratio(), ")");
+  TORCH_CHECK(o.target_latency_ms() < 0 || o.target_latency_ms() > 0, "target_latency_ms must be positive (got ",
+              o.target_latency_ms(), ")");
+  TORCH_CHECK(o.target_speedup() < 0 || o.target_speedup() >= 1.0, "target_speedup must be at least 1 (got ",
+              o.target_speedup(), ")");
   TORCH_CHECK(o.round_to() >= 1, "round_to must be at least 1 (got ", o.round_to(), ")");
   TORCH_CHECK(o.input_size() >= 0, "input_size must be non-negative (got ", o.input_size(), ")");
   TORCH_CHECK(o.scope() == PruneScope::Global || o.ratio() >= 0,
@@ -161,8 +168,11 @@ void check_options(const PruneOptions& o) {
 
 namespace detail {
 
-PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const EligibleFn& eligible) {
+PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const EligibleFn& eligible,
+                        const torch::Tensor& calibration) {
   check_options(o);
+  TORCH_CHECK(!o.reconstruct() || calibration.defined(), "reconstruct needs calibration images (the prune overload ",
+              "with a calibration tensor; on the command line --calib-dataset)");
   const bool has_bn = std::any_of(net.specs().begin(), net.specs().end(),
                                   [](const LayerSpec& s) { return s.kind == LayerKind::BatchNorm; });
   TORCH_CHECK(has_bn, "the plain network has no BatchNorm layers (fused/deploy form): the BN scales (gamma) that "
@@ -205,51 +215,156 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     std::iota(all.back().begin(), all.back().end(), int64_t{0});
   }
   std::tie(rep.params_before, rep.macs_before) = cost(all);
-  select_channels(net, units, imp, o, cost, rep);
 
-  // fold, then slice (folding reads the consumer's weights before they are sliced)
-  for (size_t u = 0; u < units.size(); ++u) {
-    const auto& unit = units[u];
-    if (static_cast<int64_t>(unit.kept.size()) == unit.channels) continue;
-    std::vector<bool> kept(unit.channels, false);
-    for (auto c : unit.kept) kept[c] = true;
-    const auto& origin = net.origin(unit.producer);
-    for (int64_t c = 0; c < unit.channels; ++c)
-      if (!kept[c]) ++rep.removed_by_role[origin.known() ? to_string(origin.role(c)) : "unknown"];
-    if (o.fold_removed()) {
-      auto [n, border] = fold_removed(ch, unit, constant[u], kept);
-      rep.folded += n;
-      rep.folds_at_border += border;
+  // Targets: importance per unit of what removing the channel saves (MACs, or parameters for a
+  // parameter target), so a cheap channel is not kept over an expensive one of about the same
+  // importance. Stream groups (targets only: a threshold or ratio keeps its per-channel meaning):
+  // one score, the sum of the members' importances over the sum of their savings (without cost:
+  // the sum of the importances). A member that may not be removed stays +inf.
+  const bool by_target = o.target_macs() >= 0 || o.target_params() >= 0 || o.target_latency_ms() >= 0 ||
+                         o.target_speedup() >= 0;
+  const bool per_cost = by_target && o.per_cost();
+  std::vector<double> saving(units.size(), 1.0);
+  if (per_cost) {
+    for (size_t u = 0; u < units.size(); ++u) {
+      auto k = all;
+      k[u].erase(k[u].begin());
+      const auto [p, m] = cost(k);
+      saving[u] = static_cast<double>(o.target_params() >= 0 ? rep.params_before - p : rep.macs_before - m);
+      saving[u] = std::max(saving[u], 1.0);
     }
   }
-  for (const auto& unit : units) {
-    if (static_cast<int64_t>(unit.kept.size()) == unit.channels) continue;
-    auto keep = torch::tensor(unit.kept, torch::kLong);
-    slice_out(ch.layers[unit.producer], keep, unit.kept);
-    for (size_t j : unit.sliced) slice_out(ch.layers[j], keep, unit.kept);
-    for (size_t j = unit.producer + 1; j < unit.consumer; ++j)  // ReLU, poolings, Flatten: provenance only
-      if (std::find(unit.sliced.begin(), unit.sliced.end(), j) == unit.sliced.end())
-        ch.layers[j].origin = ch.layers[j].origin.select(unit.kept);
-    slice_in(ch.layers[unit.consumer], keep);
+  std::vector<std::vector<bool>> grouped(units.size());
+  for (size_t u = 0; u < units.size(); ++u) grouped[u].assign(units[u].channels, false);
+  if (o.grouping() == PruneGrouping::Stream && by_target) {
+    for (const auto& group : prune_groups(net, units)) {
+      double sum = 0.0, cost_sum = 0.0;
+      for (const auto& [u, c] : group)
+        if (!std::isinf(imp[u][c])) {
+          sum += imp[u][c];
+          cost_sum += saving[u];
+        }
+      for (const auto& [u, c] : group) {
+        grouped[u][c] = true;
+        if (!std::isinf(imp[u][c])) imp[u][c] = per_cost ? sum / cost_sum : sum;
+      }
+      ++rep.stream_groups;
+    }
   }
+  if (per_cost)
+    for (size_t u = 0; u < units.size(); ++u)
+      for (int64_t c = 0; c < units[u].channels; ++c)
+        if (!grouped[u][c] && !std::isinf(imp[u][c])) imp[u][c] /= saving[u];
+  // fold, then slice (folding reads the consumer's weights before they are sliced); builds the
+  // network the units' current selection gives
+  const auto apply = [&](const std::vector<PruneUnit>& us, PruneReport& rp) {
+    Chain c = ch;
+    for (size_t u = 0; u < us.size(); ++u) {
+      const auto& unit = us[u];
+      if (static_cast<int64_t>(unit.kept.size()) == unit.channels) continue;
+      std::vector<bool> kept(unit.channels, false);
+      for (auto k : unit.kept) kept[k] = true;
+      const auto& origin = net.origin(unit.producer);
+      for (int64_t k = 0; k < unit.channels; ++k)
+        if (!kept[k]) ++rp.removed_by_role[origin.known() ? to_string(origin.role(k)) : "unknown"];
+      if (o.fold_removed()) {
+        auto [n, border] = fold_removed(c, unit, constant[u], kept);
+        rp.folded += n;
+        rp.folds_at_border += border;
+      }
+    }
+    for (const auto& unit : us) {
+      if (static_cast<int64_t>(unit.kept.size()) == unit.channels) continue;
+      auto keep = torch::tensor(unit.kept, torch::kLong);
+      slice_out(c.layers[unit.producer], keep, unit.kept);
+      for (size_t j : unit.sliced) slice_out(c.layers[j], keep, unit.kept);
+      for (size_t j = unit.producer + 1; j < unit.consumer; ++j)  // ReLU, poolings, Flatten: provenance only
+        if (std::find(unit.sliced.begin(), unit.sliced.end(), j) == unit.sliced.end())
+          c.layers[j].origin = c.layers[j].origin.select(unit.kept);
+      slice_in(c.layers[unit.consumer], keep);
+    }
+    auto built = c.build(net.options(), dtype, device);
+    built->metadata() = net.metadata();
+    built->eval();
+    return built;
+  };
+  const auto kept_lists = [](const std::vector<PruneUnit>& us) {
+    std::vector<std::vector<int64_t>> k;
+    for (const auto& u : us) k.push_back(u.kept);
+    return k;
+  };
+
   PruneResult r;
-  r.net = ch.build(net.options(), dtype, device);
-  r.net->metadata() = net.metadata();
-  std::vector<std::vector<int64_t>> kept;
-  for (const auto& u : units) kept.push_back(u.kept);
-  std::tie(rep.params_after, rep.macs_after) = cost(kept);
+  if (o.target_latency_ms() >= 0 || o.target_speedup() >= 0) {
+    // latency: select with the per-layer table, measure the result, rescale the prediction, repeat
+    auto lo = o.latency();
+    if (lo.input_size() == 0) lo.input_size(rep.input_size);
+    const auto table = LatencyTable::measure(net, cost.resized(), lo);
+    rep.latency_table_points = table.points();
+    rep.latency_before_ms = table.whole_ms();
+    rep.latency_target_ms = o.target_latency_ms() >= 0 ? o.target_latency_ms() : table.whole_ms() / o.target_speedup();
+    const std::string what = o.target_latency_ms() >= 0
+                                 ? fmt::format("target_latency_ms {}", o.target_latency_ms())
+                                 : fmt::format("target_speedup {} ({:.4g} ms of the measured {:.4g} ms)",
+                                               o.target_speedup(), rep.latency_target_ms, table.whole_ms());
+    double scale = 1.0;
+    constexpr int kRounds = 5;
+    for (int round = 1;; ++round) {
+      PruneReport rp = rep;
+      auto us = units;
+      ValueTarget vt{[&](const std::vector<std::vector<int64_t>>& kept) { return scale * table.estimate(cost.specs(kept)); },
+                     rep.latency_target_ms, what};
+      select_channels(net, us, imp, o, cost, rp, &vt);
+      auto candidate = apply(us, rp);
+      const double predicted = table.estimate(cost.specs(kept_lists(us)));
+      const double measured = measure_latency_ms(*candidate, lo);
+      rp.latency_rounds = round;
+      rep.notes.push_back(fmt::format("latency round {}: {} channels removed, predicted {:.4g} ms, measured {:.4g} ms "
+                                      "(target {:.4g} ms)", round, rp.channels_removed, scale * predicted, measured,
+                                      rep.latency_target_ms));
+      rp.notes = rep.notes;
+      rp.latency_after_ms = measured;
+      rp.latency_estimate_ms = scale * predicted;
+      if (measured <= rep.latency_target_ms || round == kRounds) {
+        std::string rounds;
+        for (const auto& n : rep.notes)
+          if (n.rfind("latency round", 0) == 0) rounds += "\n  " + n;
+        TORCH_CHECK(measured <= rep.latency_target_ms * 1.05, what, " was not met after ", kRounds, " measured ",
+                    "selections (the machine may be busy: time on an idle machine; or the target is below what ",
+                    "pruning can reach; a round_to of 8 or 16 keeps channel counts the kernels run well):", rounds);
+        if (measured > rep.latency_target_ms)
+          rp.notes.push_back(fmt::format("latency {:.4g} ms is within 5% above the target {:.4g} ms after {} rounds",
+                                         measured, rep.latency_target_ms, kRounds));
+        rep = std::move(rp);
+        units = std::move(us);
+        r.net = candidate;
+        break;
+      }
+      scale *= measured / std::max(predicted * scale, 1e-9) * (1.0 + 0.02 * round);  // a margin grows per miss
+    }
+  } else {
+    select_channels(net, units, imp, o, cost, rep);
+    r.net = apply(units, rep);
+  }
+  std::tie(rep.params_after, rep.macs_after) = cost(kept_lists(units));
   TORCH_CHECK(rep.params_before == count_parameters(net) && rep.params_after == count_parameters(*r.net),
               "internal: the pruning cost model counts ", rep.params_before, " -> ", rep.params_after,
               " parameters, the networks have ", count_parameters(net), " -> ", count_parameters(*r.net));
+  if (o.reconstruct()) reconstruct_consumers(net, *r.net, units, calibration, o, rep);
   rep.units = std::move(units);
   auto& md = r.net->metadata();
   md["pruned_ratio"] = fmt::format("{:.6f}", rep.params_ratio_removed());
   md["pruned_channels"] = fmt::format("{}/{}", rep.channels_removed, rep.channels_total);
-  md["prune_criterion"] = o.threshold() >= 0   ? fmt::format("threshold {}", o.threshold())
-                          : o.ratio() >= 0     ? fmt::format("ratio {} ({})", o.ratio(), to_string(o.scope()))
+  md["prune_criterion"] = o.threshold() >= 0     ? fmt::format("threshold {}", o.threshold())
+                          : o.ratio() >= 0       ? fmt::format("ratio {} ({})", o.ratio(), to_string(o.scope()))
                           : o.target_macs() >= 0 ? fmt::format("target_macs {}", o.target_macs())
-                                                 : fmt::format("target_params {}", o.target_params());
+                          : o.target_params() >= 0 ? fmt::format("target_params {}", o.target_params())
+                          : o.target_latency_ms() >= 0
+                              ? fmt::format("target_latency_ms {} (batch {})", o.target_latency_ms(), o.latency().batch())
+                              : fmt::format("target_speedup {} (batch {})", o.target_speedup(), o.latency().batch());
   md["prune_importance"] = to_string(o.importance());
+  md["prune_grouping"] = to_string(o.grouping());
+  if (o.reconstruct()) md["prune_reconstructed"] = fmt::format("{}", rep.reconstructed);
   md["prune_threshold"] = fmt::format("{}", rep.threshold);
   r.net->train(net.is_training());
   r.report = std::move(rep);
@@ -269,15 +384,25 @@ PruneResult prune(const ModelImpl& model, const PruneOptions& options) {
   return detail::prune_plain(*net, options, nullptr);
 }
 
+PruneResult prune(const ModelImpl& model, const PruneOptions& options, const torch::Tensor& calibration) {
+  const auto* net = dynamic_cast<const PlainNetImpl*>(&model);
+  if (!net) return prune(model, options);  // the same errors
+  return detail::prune_plain(*net, options, nullptr, calibration);
+}
+
 std::string PruneReport::to_string() const {
   std::string roles;
   for (const auto& [role, n] : removed_by_role) roles += fmt::format("{}{} {}", roles.empty() ? "" : ", ", n, role);
-  return fmt::format("removed {} of {} prunable channels in {} units{} (importance threshold {:.4g}); parameters "
+  return fmt::format("removed {} of {} prunable channels in {} units{}{} (importance threshold {:.4g}); parameters "
                      "{} -> {} ({:.1f}% removed); MACs at {}x{}: {} -> {}; {} removed constants folded ({} on a "
                      "padded border)",
                      channels_removed, channels_total, units.size(), roles.empty() ? "" : " (" + roles + ")",
+                     stream_groups > 0 ? fmt::format(", {} stream groups ranked as one", stream_groups) : "",
                      threshold, params_before, params_after, 100.0 * params_ratio_removed(), input_size, input_size,
-                     macs_before, macs_after, folded, folds_at_border);
+                     macs_before, macs_after, folded, folds_at_border) +
+         (reconstructed > 0 ? fmt::format("; {} layers refitted by least squares (relative output error {:.4f} -> {:.4f})",
+                                          reconstructed, reconstruction_error_before, reconstruction_error_after)
+                            : "");
 }
 
 }  // namespace rmnet

@@ -1,5 +1,7 @@
 // Prunable units of a plain chain and the importance of their channels. See
 // include/rmnet/prune/slim.h.
+#include <functional>
+#include <map>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -13,6 +15,8 @@ namespace rmnet {
 namespace {
 constexpr std::pair<PruneImportance, const char*> kImportanceNames[] = {
     {PruneImportance::Gamma, "gamma"}, {PruneImportance::Contribution, "contribution"}};
+constexpr std::pair<PruneGrouping, const char*> kGroupingNames[] = {{PruneGrouping::None, "none"},
+                                                                    {PruneGrouping::Stream, "stream"}};
 constexpr std::pair<PruneScope, const char*> kScopeNames[] = {{PruneScope::Global, "global"},
                                                               {PruneScope::Layer, "layer"}};
 }  // namespace
@@ -25,6 +29,16 @@ PruneImportance prune_importance_from_string(const std::string& name) {
 std::string to_string(PruneImportance importance) {
   for (const auto& [v, n] : kImportanceNames)
     if (v == importance) return n;
+  return "?";
+}
+PruneGrouping prune_grouping_from_string(const std::string& name) {
+  for (const auto& [v, n] : kGroupingNames)
+    if (name == n) return v;
+  TORCH_CHECK(false, "unknown pruning grouping '", name, "' (expected stream or none)");
+}
+std::string to_string(PruneGrouping grouping) {
+  for (const auto& [v, n] : kGroupingNames)
+    if (v == grouping) return n;
   return "?";
 }
 PruneScope prune_scope_from_string(const std::string& name) {
@@ -112,6 +126,94 @@ std::vector<PruneUnit> prune_units(const PlainNetImpl& net, std::vector<std::str
     units.push_back(std::move(u));
   }
   return units;
+}
+
+namespace {
+
+/// For each output channel o of a conv: the input channel its filter reads through one nonzero
+/// centre tap and nothing else (a Dirac copy), or -1.
+std::vector<int64_t> dirac_rows(const torch::Tensor& weight, int64_t groups) {
+  const auto nz = weight.detach().to(torch::kCPU).ne(0);
+  const int64_t out = nz.size(0), gin = nz.size(1), k = nz.size(2), gout = out / groups;
+  const auto count = nz.sum({1, 2, 3}).to(torch::kLong).contiguous();
+  const auto centre = nz.select(3, k / 2).select(2, k / 2).to(torch::kLong);  // [out, gin]
+  const auto local = centre.argmax(1).contiguous();
+  const auto csum = centre.sum(1).contiguous();
+  const auto* cnt = count.data_ptr<int64_t>();
+  const auto* loc = local.data_ptr<int64_t>();
+  const auto* cs = csum.data_ptr<int64_t>();
+  std::vector<int64_t> r(out, -1);
+  for (int64_t o = 0; o < out; ++o)
+    if (cnt[o] == 1 && cs[o] == 1) r[o] = (o / gout) * gin + loc[o];
+  return r;
+}
+
+/// For each input channel c of a conv: the one output channel reading it through one nonzero centre
+/// tap, when nothing else reads it, or -1.
+std::vector<int64_t> dirac_columns(const torch::Tensor& weight, int64_t groups) {
+  const auto nz = weight.detach().to(torch::kCPU).ne(0);
+  const int64_t out = nz.size(0), gin = nz.size(1), k = nz.size(2), gout = out / groups;
+  const auto g5 = nz.view({groups, gout, gin, k, k});
+  const auto count = g5.sum({1, 3, 4}).to(torch::kLong).contiguous();               // [g, gin]
+  const auto centre = g5.select(4, k / 2).select(3, k / 2).to(torch::kLong);        // [g, gout, gin]
+  const auto which = centre.argmax(1).contiguous();                                 // [g, gin]
+  const auto csum = centre.sum(1).contiguous();                                     // [g, gin]
+  const auto* cnt = count.data_ptr<int64_t>();
+  const auto* wh = which.data_ptr<int64_t>();
+  const auto* cs = csum.data_ptr<int64_t>();
+  std::vector<int64_t> r(groups * gin, -1);
+  for (int64_t j = 0; j < groups; ++j)
+    for (int64_t c = 0; c < gin; ++c) {
+      const int64_t at = j * gin + c;
+      if (cnt[at] == 1 && cs[at] == 1) r[at] = j * gout + wh[at];
+    }
+  return r;
+}
+
+}  // namespace
+
+std::vector<std::vector<UnitChannel>> prune_groups(const PlainNetImpl& net, const std::vector<PruneUnit>& units) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> offset(units.size() + 1, 0);
+  std::map<size_t, size_t> by_consumer, by_producer;
+  for (size_t u = 0; u < units.size(); ++u) {
+    offset[u + 1] = offset[u] + units[u].channels;
+    by_consumer[units[u].consumer] = u;
+    by_producer[units[u].producer] = u;
+  }
+  std::vector<int64_t> parent(offset.back());
+  std::iota(parent.begin(), parent.end(), int64_t{0});
+  const std::function<int64_t(int64_t)> find = [&](int64_t a) {
+    while (parent[a] != a) a = parent[a] = parent[parent[a]];
+    return a;
+  };
+  const auto join = [&](int64_t a, int64_t b) { parent[find(a)] = find(b); };
+  for (size_t u = 0; u < units.size(); ++u) {
+    const auto& unit = units[u];
+    // producer rows copying a channel of the unit that feeds this producer
+    auto prev = by_consumer.find(unit.producer);
+    if (prev != by_consumer.end()) {
+      const auto& s = net.spec(unit.producer);
+      const auto rows = dirac_rows(net.layer_as<torch::nn::Conv2dImpl>(unit.producer)->weight, s.groups);
+      for (int64_t o = 0; o < unit.channels; ++o)
+        if (rows[o] >= 0) join(offset[u] + o, offset[prev->second] + rows[o]);
+    }
+    // consumer columns adding this unit's channel to one output of the unit the consumer produces
+    auto next = by_producer.find(unit.consumer);
+    if (next != by_producer.end()) {
+      const auto& s = net.spec(unit.consumer);
+      const auto cols = dirac_columns(net.layer_as<torch::nn::Conv2dImpl>(unit.consumer)->weight, s.groups);
+      for (int64_t c = 0; c < unit.channels; ++c)
+        if (cols[c] >= 0) join(offset[u] + c, offset[next->second] + cols[c]);
+    }
+  }
+  std::map<int64_t, std::vector<UnitChannel>> by_root;
+  for (size_t u = 0; u < units.size(); ++u)
+    for (int64_t c = 0; c < units[u].channels; ++c) by_root[find(offset[u] + c)].emplace_back(u, c);
+  std::vector<std::vector<UnitChannel>> groups;
+  for (auto& [root, members] : by_root)
+    if (members.size() > 1) groups.push_back(std::move(members));
+  return groups;
 }
 
 torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& u, PruneImportance rule) {

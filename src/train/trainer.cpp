@@ -60,6 +60,21 @@ void add_sparsity_subgradient(torch::nn::Module& model, double lambda) {
   }
 }
 
+torch::Tensor training_loss(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& teacher_logits,
+                            const TrainOptions& o) {
+  namespace F = torch::nn::functional;
+  auto ce = F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing()));
+  if (!teacher_logits.defined()) return ce;
+  TORCH_CHECK(teacher_logits.sizes() == logits.sizes(), "the teacher's outputs have shape ", teacher_logits.sizes(),
+              ", the trained network's ", logits.sizes(), ": the teacher must classify the same classes");
+  const double t = o.distill_temperature(), a = o.distill_weight();
+  auto log_p = F::log_softmax(logits.to(torch::kFloat) / t, 1);
+  auto log_q = F::log_softmax(teacher_logits.to(torch::kFloat) / t, 1);
+  // KL(q || p) per sample, averaged over the batch
+  auto kl = (log_q.exp() * (log_q - log_p)).sum(1).mean();
+  return (1.0 - a) * ce + a * t * t * kl;
+}
+
 EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& optimizer, const TrainOptions& o,
                        TrainState& state, const ProgressFn& progress, const std::function<bool()>& stop) {
   model.train();
@@ -76,6 +91,19 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
   if (half && !scaler) scaler = std::make_shared<LossScaler>();
   const auto params = model.parameters();
   bool agreed_stop = false;
+  if (o.teacher()) {
+    TORCH_CHECK(o.teacher().get() != &model, "the teacher must be another network than the one trained");
+    TORCH_CHECK(o.distill_weight() >= 0.0 && o.distill_weight() <= 1.0, "distill_weight must be in [0, 1] (got ",
+                o.distill_weight(), ")");
+    TORCH_CHECK(o.distill_temperature() > 0.0 && std::isfinite(o.distill_temperature()),
+                "distill_temperature must be a positive number (got ", o.distill_temperature(), ")");
+    o.teacher()->eval();
+  }
+  const auto teacher_logits = [&](const torch::Tensor& x) -> torch::Tensor {
+    if (!o.teacher()) return {};
+    torch::NoGradGuard no_grad;
+    return o.teacher()->forward(x).detach();
+  };
   for (size_t b = static_cast<size_t>(state.batch_in_epoch); b < n; ++b) {
     // Data parallel: every rank stops at the same batch, agreed through the previous step's
     // all-reduce (a signal may reach only some ranks, or reach them at different batches).
@@ -91,8 +119,7 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
     {
       AutocastGuard autocast(o.device(), o.amp_dtype());
       logits = model.forward(x);
-      loss = torch::nn::functional::cross_entropy(
-          logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing()));
+      loss = training_loss(logits, y, teacher_logits(x), o);
     }
     const int64_t local_bs = y.size(0);
     auto [k1, k5] = correct_top1_top5(logits.detach(), y);

@@ -12,19 +12,28 @@
 #include "commands.h"
 #include "rmnet/bench/bench.h"
 #include "rmnet/convert/rm.h"
+#include "rmnet/data/datasets.h"
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/profile.h"
 #include "rmnet/prune/residual_baseline.h"
 #include "rmnet/prune/slim.h"
+#include "rmnet/quant/quantize.h"
 
 namespace rmnet::cli {
 namespace {
 
 struct PruneCliOptions {
-  std::string model, out, json, scope = "global", importance = "contribution";
+  std::string model, out, json, scope = "global", importance = "contribution", grouping = "stream";
   double threshold = -1.0, ratio = -1.0, target_macs = -1.0, target_params = -1.0, max_layer_ratio = 1.0;
+  double target_latency = -1.0, target_speedup = -1.0;
+  int64_t batch = 32;
+  std::string runtime = "auto";
   int64_t round_to = 1;
-  bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false;
+  bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false, reconstruct = false;
+  bool no_per_cost = false;
+  std::string calib_dataset, data;
+  int64_t calib_images = 256, image_size = 224, seed = 0, reconstruct_positions = 32;
   int64_t bench_iters = 10, bench_batch = 64, input_size = 0;
 };
 
@@ -32,10 +41,12 @@ struct PruneCliOptions {
 std::string with_flags(std::string message) {
   static const std::pair<const char*, const char*> kNames[] = {
       {"target_macs", "--target-macs"},       {"target_params", "--target-params"},
+      {"target_latency_ms", "--target-latency"}, {"target_speedup", "--target-speedup"},
       {"max_layer_ratio", "--max-layer-ratio"}, {"round_to", "--round-to"},
       {"keep_one", "--keep-one"},             {"input_size", "--input-size"},
       {"ConvertOptions::keep_bn", "rmnet convert --keep-bn"}, {"prune_residual", "--residual-baseline"},
-      {"scope 'layer'", "--scope layer"},
+      {"scope 'layer'", "--scope layer"},     {"reconstruct_positions", "--reconstruct-positions"},
+      {"reconstruct needs calibration images", "--reconstruct needs --calib-dataset"},
   };
   for (const auto& [name, flag] : kNames) message = std::regex_replace(message, std::regex(name), flag);
   return message;
@@ -53,10 +64,25 @@ void run_prune(const PruneCliOptions& o) {
   po.threshold(o.threshold).ratio(o.ratio).target_macs(o.target_macs).target_params(o.target_params);
   po.scope(prune_scope_from_string(o.scope)).max_layer_ratio(o.max_layer_ratio).round_to(o.round_to);
   po.importance(prune_importance_from_string(o.importance)).fold_removed(!o.no_fold).keep_one(o.keep_one);
-  po.input_size(o.input_size);
+  po.input_size(o.input_size).grouping(prune_grouping_from_string(o.grouping)).per_cost(!o.no_per_cost);
   const bool plain_model = dynamic_cast<const PlainNetImpl*>(model.get()) != nullptr;
   TORCH_CHECK(o.residual_baseline || plain_model, "--model '", o.model, "' is a residual ", model->options().arch(),
               " model: prune its plain form (rmnet convert --keep-bn) or pass --residual-baseline");
+  po.target_latency_ms(o.target_latency).target_speedup(o.target_speedup);
+  po.latency(LatencyOptions().batch(o.batch).runtime(runtime_from_string(o.runtime)).input_size(o.input_size));
+  po.reconstruct(o.reconstruct).reconstruct_positions(o.reconstruct_positions).reconstruct_seed(o.seed);
+  TORCH_CHECK(!o.reconstruct || !o.calib_dataset.empty(), "--reconstruct needs calibration images: --calib-dataset NAME");
+  TORCH_CHECK(!o.reconstruct || !o.residual_baseline, "--reconstruct applies to plain networks, not --residual-baseline");
+  torch::Tensor calibration;
+  if (o.reconstruct) {
+    auto train = open_dataset_flags(o.calib_dataset, o.data, true);
+    TORCH_CHECK(train->size() > 0, "--calib-dataset '", o.calib_dataset, "' is empty");
+    TORCH_CHECK(train->channels() == model->options().in_channels(), "--model '", o.model, "' takes ",
+                model->options().in_channels(), " input channels, --calib-dataset '", o.calib_dataset, "' has ",
+                train->channels());
+    calibration = calibration_images(*train, eval_transform(o.calib_dataset, o.image_size), o.calib_images,
+                                     static_cast<uint64_t>(o.seed));
+  }
   PruneResult r;
   int64_t res_before = 0, res_after = 0;
   try {
@@ -66,7 +92,7 @@ void run_prune(const PruneCliOptions& o) {
       res_before = rr.residual_params_before;
       res_after = rr.residual_params_after;
     } else {
-      r = prune(*model, po);
+      r = prune(*model, po, calibration);
     }
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "--model '", o.model, "': ", with_flags(e.what_without_backtrace()));
@@ -85,7 +111,18 @@ void run_prune(const PruneCliOptions& o) {
   if (o.residual_baseline) before = reserve_merge(*model, DownsampleMode::Type2, false).ptr();
   nlohmann::json js = {{"model", o.model}, {"out", o.out}, {"input_size", size},
                        {"criterion", r.net->metadata().at("prune_criterion")},
-                       {"importance", o.importance}, {"fold_removed", !o.no_fold},
+                       {"importance", o.importance}, {"grouping", o.grouping},
+                       {"stream_groups", r.report.stream_groups}, {"per_cost", !o.no_per_cost},
+                       {"fold_removed", !o.no_fold},
+                       {"reconstructed", r.report.reconstructed},
+                       {"batch", o.batch},
+                       {"latency_target_ms", r.report.latency_target_ms},
+                       {"latency_before_ms", r.report.latency_before_ms},
+                       {"latency_after_ms", r.report.latency_after_ms},
+                       {"latency_estimate_ms", r.report.latency_estimate_ms},
+                       {"latency_rounds", r.report.latency_rounds},
+                       {"reconstruction_error_before", r.report.reconstruction_error_before},
+                       {"reconstruction_error_after", r.report.reconstruction_error_after},
                        {"threshold", r.report.threshold}, {"channels_total", r.report.channels_total},
                        {"channels_removed", r.report.channels_removed}, {"removed_by_role", r.report.removed_by_role},
                        {"folded", r.report.folded}, {"folds_at_border", r.report.folds_at_border},
@@ -148,6 +185,17 @@ Command setup_prune(CLI::App& app) {
   auto* tp = cmd->add_option("--target-params", o->target_params,
                              "Prune until the parameters are at most this fraction of the original's, in (0, 1]")
                  ->check(fraction("--target-params", false, true));
+  auto* tl = cmd->add_option("--target-latency", o->target_latency,
+                             "Prune until one forward of a --batch takes at most this many ms on the --runtime, "
+                             "measured on this machine (a per-layer latency table guides the selection)")
+                 ->check(CLI::PositiveNumber);
+  auto* ts = cmd->add_option("--target-speedup", o->target_speedup,
+                             "Prune until the measured latency is the original's divided by this (>= 1)")
+                 ->check(CLI::Range(1.0, 1e6));
+  cmd->add_option("--batch", o->batch, "Images per forward for --target-latency/--target-speedup")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  cmd->add_option("--runtime", o->runtime, "Runtime the latency is measured on (auto: onednn on the CPU)")
+      ->check(CLI::IsMember({"auto", "onednn", "torchscript", "eager"}));
   cmd->add_option("--scope", o->scope, "--ratio over all channels at once (global) or of every layer (layer)")
       ->check(CLI::IsMember({"global", "layer"}));
   cmd->add_option("--max-layer-ratio", o->max_layer_ratio, "No layer loses more than this fraction of its channels")
@@ -157,8 +205,27 @@ Command setup_prune(CLI::App& app) {
   cmd->add_option("--importance", o->importance,
                   "Channel ranking: contribution (|gamma| x consumer weight norm, default) or gamma (|gamma|)")
       ->check(CLI::IsMember({"gamma", "contribution"}));
+  cmd->add_option("--grouping", o->grouping,
+                  "stream (default): the plain channels carrying one residual-stream channel are ranked and removed "
+                  "together; none: every channel on its own")
+      ->check(CLI::IsMember({"stream", "none"}));
+  cmd->add_flag("--no-per-cost", o->no_per_cost,
+                "Targets: rank by importance alone, not importance per MAC (parameter) saved (for comparison)");
   cmd->add_flag("--no-fold", o->no_fold,
                 "Do not fold the constant a removed channel leaves behind into the next layer (for comparison)");
+  cmd->add_flag("--reconstruct", o->reconstruct,
+                "Refit every layer after the pruned ones by least squares so that it reproduces the original "
+                "network's output on calibration images (needs --calib-dataset)");
+  cmd->add_option("--calib-dataset", o->calib_dataset, "Calibration data set for --reconstruct (its training split)")
+      ->check(CLI::IsMember(dataset_names()));
+  cmd->add_option("--data", o->data, "Data set folder (optional for fashion-mnist)");
+  cmd->add_option("--calib-images", o->calib_images, "Calibration images for --reconstruct (a seeded random choice)")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
+  cmd->add_option("--reconstruct-positions", o->reconstruct_positions,
+                  "Output positions sampled per image and layer for --reconstruct")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--seed", o->seed, "Seed of the calibration image choice and the sampled positions");
   cmd->add_flag("--keep-one", o->keep_one,
                 "Where the selection would empty a layer, keep its most important channel instead of failing");
   cmd->add_flag("--residual-baseline", o->residual_baseline,
@@ -171,9 +238,10 @@ Command setup_prune(CLI::App& app) {
       ->check(CLI::Range(0, 4096));
   cmd->add_option("--json", o->json, "Also write the numbers to this JSON file");
   cmd->add_flag("-v,--verbose", o->verbose, "List the layers that are not prunable and why");
-  cmd->callback([th, ra, tm, tp] {
-    if (th->count() + ra->count() + tm->count() + tp->count() != 1)
-      throw CLI::RequiredError("exactly one of --threshold, --ratio, --target-macs or --target-params");
+  cmd->callback([th, ra, tm, tp, tl, ts] {
+    if (th->count() + ra->count() + tm->count() + tp->count() + tl->count() + ts->count() != 1)
+      throw CLI::RequiredError(
+          "exactly one of --threshold, --ratio, --target-macs, --target-params, --target-latency or --target-speedup");
   });
   return {cmd, [o] { run_prune(*o); }};
 }

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "progress.h"
 #include "rmnet/core.h"
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/data/datasets.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/registry.h"
@@ -29,6 +30,7 @@ struct SigintFlag {
 struct TrainCliOptions {
   ArchFlags arch;
   std::string init, resume, dataset = "fashion-mnist", data, device = "cpu", amp = "off", dist_backend = "auto";
+  std::string teacher;
   int64_t image_size = 224, max_train_samples = 0;
   bool shortcut_scale = false, sync_bn = false, deterministic = false;
   double dist_timeout = 300;  // seconds
@@ -66,12 +68,31 @@ void run_train(TrainCliOptions o) {
     auto opts = o.arch.to_options().num_classes(train_set->num_classes()).in_channels(train_set->channels());
     model = create_model(opts.track_block_stats(true).shortcut_scale(o.shortcut_scale || to.sparsity() > 0));
   }
+  if (!o.teacher.empty()) {
+    ModelPtr teacher;
+    try {
+      teacher = load_model(o.teacher);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "--teacher '", o.teacher, "': ", e.what_without_backtrace());
+    }
+    TORCH_CHECK(teacher->options().num_classes() == model->options().num_classes(), "--teacher '", o.teacher,
+                "' has ", teacher->options().num_classes(), " classes, the trained network ",
+                model->options().num_classes());
+    teacher->eval();
+    // the teacher only runs inference: on its fastest runtime (a plain network on onednn)
+    teacher = prepare_inference(teacher, Runtime::Auto, DeployOptions().device(to.device()));
+    say(fmt::format("distilling from {} ({}, {} runtime): weight {}, temperature {}", o.teacher,
+                    teacher->options().arch(), runtime_name(*teacher), to.distill_weight(), to.distill_temperature()));
+    to.teacher(teacher);
+  }
   if (!Preprocess::from_metadata(model->metadata()))  // what the Classifier API applies to images
     preprocess_for(o.dataset, *test_set, o.image_size).to_metadata(model->metadata());
   o.fit.train_transform(train_transform(o.dataset, o.image_size)).test_transform(eval_transform(o.dataset, o.image_size));
   o.fit.resume(o.resume).config(nlohmann::json{{"arch", o.arch.arch}, {"init", o.init}, {"dataset", o.dataset}, {"data", o.data},
       {"max_train_samples", o.max_train_samples}, {"device", o.device}, {"amp", o.amp}, {"shortcut_scale", o.shortcut_scale},
-      {"sync_bn", o.sync_bn}, {"deterministic", o.deterministic}}.dump());
+      {"sync_bn", o.sync_bn}, {"deterministic", o.deterministic}, {"teacher", o.teacher},
+      {"distill_weight", o.teacher.empty() ? 0.0 : to.distill_weight()},
+      {"distill_temperature", to.distill_temperature()}}.dump());
   const size_t synced_bn = o.sync_bn && dist ? sync_batchnorm(*model, dist) : 0;
   o.fit.on_begin([&](const FitPlan& p) {
     say(fmt::format("training {} on {} ({} train / {} test images), {} epochs, batch {}, {} params, {} threads",
@@ -116,6 +137,16 @@ Command setup_train(CLI::App& app) {
   auto* resume = cmd->add_option("--resume", o->resume, "Resume from this checkpoint")->check(CLI::ExistingFile);
   arch->excludes(init)->excludes(resume);
   init->excludes(resume);
+  auto* teacher = cmd->add_option("--teacher", o->teacher,
+                                  "Distil from this network (e.g. the unpruned one when fine-tuning a pruned --init): "
+                                  "loss = (1 - A) cross-entropy + A T^2 KL(teacher || student) at temperature T")
+                      ->check(CLI::ExistingFile);
+  cmd->add_option("--distill-weight", t.distill_weight(), "A: weight of the distillation term, in [0, 1]")
+      ->check(CLI::Range(0.0, 1.0))
+      ->needs(teacher);
+  cmd->add_option("--distill-temperature", t.distill_temperature(), "T: softmax temperature of the distillation")
+      ->check(CLI::Range(1e-3, 1e3))
+      ->needs(teacher);
   cmd->add_option("--dataset", o->dataset, "Data set")->check(CLI::IsMember(dataset_names()));
   cmd->add_option("--data", o->data, "Data folder (default for fashion-mnist: Debian's package)");
   cmd->add_option("--epochs", f.epochs(), "Epochs")->check(CLI::Range(1, 100000));

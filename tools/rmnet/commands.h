@@ -29,6 +29,7 @@ Command setup_export(CLI::App& app);
 Command setup_bench(CLI::App& app);
 Command setup_prune(CLI::App& app);
 Command setup_quantize(CLI::App& app);
+Command setup_compress(CLI::App& app);
 
 /// Model-construction flags shared by info and init.
 struct ArchFlags {

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
       rmnet::cli::setup_bench(app),
       rmnet::cli::setup_prune(app),
       rmnet::cli::setup_quantize(app),
+      rmnet::cli::setup_compress(app),
   };
 
   try {

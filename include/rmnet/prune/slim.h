@@ -41,13 +41,42 @@
 // regular grouped convs: with a threshold k is the largest count any group keeps (no channel above
 // the threshold is removed), otherwise the mean count, rounded.
 //
+// Stream groups (PruneOptions::grouping, default Stream). After the RM operation one channel of the
+// residual stream (a stage's stem/merge output c) is carried through every block of its stage as
+// several plain channels: the merge output c of block k, the reserved copy c in the first conv of
+// block k+1 (a Dirac filter reading input channel c), the merge output c of block k+1 (a Dirac
+// column adding the reserved copy), and so on until a projection shortcut starts a new stream.
+// Removing one of them keeps most of the cost of the others and destroys what they carry: the
+// reserved copy of a removed channel is a constant. With Stream grouping the plain channels tied by
+// such Dirac links (a producer row with one nonzero centre tap reading a channel of the previous
+// unit; a consumer column with one nonzero centre tap writing one output of the next unit) are one
+// group, ranked by the sum of their members' importances, so they are removed together -- what a
+// residual-aware pruner (DepGraph) removes in the residual network -- while branch channels stay
+// free. Grouping applies to the targets (MACs, parameters, latency); a threshold or a ratio keeps its
+// per-channel meaning. `prune_groups` lists the groups.
+//
+// Reconstruction (PruneOptions::reconstruct; needs calibration images). After removal, every consumer
+// from the first pruned unit on is refitted by least squares (He et al. 2017; ThiNet) so that, on the
+// calibration images, it reproduces the original network's output of that layer from what the pruned
+// network now feeds it: min ||W' x_pruned + b' - y_original||^2 + lambda ||W' - W||^2 over sampled
+// output positions, layer by layer in chain order (each fit also absorbs the error of the layers
+// before it). A plain chain allows this cleanly: each consumer sees only its producer. The result is
+// no longer a slice of the original weights, and Dirac columns may stop being exact copies.
+//
 // Selection: exactly one of
 //   threshold T          remove channels with importance < T;
 //   ratio R              remove the floor(R * N) least important of all N prunable channels (scope
 //                        Global: a global percentile) or floor(R * n) of each unit's n (scope Layer);
 //   target_macs F,       remove the least important channels (global order) until the network's MACs
 //   target_params F      (at input_size) or parameters are at most F times the original's: the fewest
-//                        channels that reach it, so the result is within one channel group of F.
+//                        channels that reach it, so the result is within one channel group of F;
+//   target_latency_ms L, the same order until the latency of a batch (PruneOptions::latency: batch,
+//   target_speedup X     runtime) is at most L ms, or the original's measured latency / X: the fewest
+//                        channels whose latency, predicted by a per-layer latency table measured on
+//                        this machine (prune/latency.h), meets it; the result is then measured, and
+//                        while it misses the target the table's prediction is rescaled by the
+//                        measured/predicted ratio and the selection redone (at most 5 rounds; the
+//                        report has the measured latency before and after).
 // Constraints on every selection: no unit loses more than max_layer_ratio of its channels; with
 // round_to r every pruned unit keeps a multiple of r channels (of lcm(G, r) for grouped units; a unit
 // whose count is no such multiple either stays whole or drops to one); a unit never drops below one
@@ -60,6 +89,7 @@
 #include <torch/arg.h>
 
 #include "rmnet/models/plain.h"
+#include "rmnet/prune/latency.h"
 
 namespace rmnet {
 
@@ -71,6 +101,14 @@ enum class PruneImportance {
 PruneImportance prune_importance_from_string(const std::string& name);
 std::string to_string(PruneImportance importance);
 
+/// Whether channels tied by the RM operation's Dirac links are ranked and removed as one.
+enum class PruneGrouping {
+  None,    ///< every channel on its own
+  Stream,  ///< the plain channels carrying one residual-stream channel form one group (default)
+};
+PruneGrouping prune_grouping_from_string(const std::string& name);
+std::string to_string(PruneGrouping grouping);
+
 /// Where a ratio applies.
 enum class PruneScope {
   Global,  ///< one percentile over all prunable channels
@@ -81,7 +119,7 @@ std::string to_string(PruneScope scope);
 
 struct PruneOptions {
   /// Remove channels with importance below this (negative: unset). Exactly one of threshold,
-  /// ratio, target_macs, target_params.
+  /// ratio, target_macs, target_params, target_latency_ms, target_speedup.
   TORCH_ARG(double, threshold) = -1.0;
   /// Remove this fraction of the prunable channels, in [0, 1) (negative: unset).
   TORCH_ARG(double, ratio) = -1.0;
@@ -91,6 +129,15 @@ struct PruneOptions {
   /// Prune until the parameters are at most this fraction of the original's, in (0, 1]
   /// (negative: unset).
   TORCH_ARG(double, target_params) = -1.0;
+  /// Prune until one forward of a batch takes at most this many milliseconds on the runtime,
+  /// measured on this machine (negative: unset).
+  TORCH_ARG(double, target_latency_ms) = -1.0;
+  /// Prune until the measured latency is at most the original's divided by this, > 1 (negative:
+  /// unset).
+  TORCH_ARG(double, target_speedup) = -1.0;
+  /// How latency targets are measured: batch, runtime, timed forwards (its input_size 0: the
+  /// input_size below).
+  TORCH_ARG(LatencyOptions, latency) = LatencyOptions();
   /// Whether a ratio is one global percentile or applies to every unit (Layer works with ratio only).
   TORCH_ARG(PruneScope, scope) = PruneScope::Global;
   /// No unit loses more than this fraction of its channels, in (0, 1].
@@ -99,11 +146,25 @@ struct PruneOptions {
   TORCH_ARG(int64_t, round_to) = 1;
   /// How channels are ranked.
   TORCH_ARG(PruneImportance, importance) = PruneImportance::Contribution;
+  /// Targets (MACs, parameters, latency): rank by importance per MAC (parameter) removing the channel
+  /// saves; for a stream group, the members' summed importance over their summed savings.
+  TORCH_ARG(bool, per_cost) = true;
+  /// Rank and remove stream groups together (see the header comment).
+  TORCH_ARG(PruneGrouping, grouping) = PruneGrouping::Stream;
   /// Fold the constant a removed channel leaves behind (act(beta)) into the consumer (see above).
   TORCH_ARG(bool, fold_removed) = true;
   /// A selection that would empty a unit keeps its most important channel (per group) instead of
   /// failing.
   TORCH_ARG(bool, keep_one) = false;
+  /// Refit the consumers by least squares on calibration images (see the header comment); needs the
+  /// `prune` overload with calibration images.
+  TORCH_ARG(bool, reconstruct) = false;
+  /// Output positions sampled per calibration image and layer for the fit.
+  TORCH_ARG(int64_t, reconstruct_positions) = 32;
+  /// Ridge towards the sliced weights, relative to the mean diagonal of x^T x (> 0).
+  TORCH_ARG(double, reconstruct_ridge) = 1e-3;
+  /// Seed of the sampled positions.
+  TORCH_ARG(uint64_t, reconstruct_seed) = 0;
   /// Square input size at which MACs are counted (target_macs and the report); 0: the model's own
   /// (default_input_size).
   TORCH_ARG(int64_t, input_size) = 0;
@@ -133,6 +194,16 @@ struct PruneReport {
   /// provenance).
   std::map<std::string, int64_t> removed_by_role;
   std::vector<PruneUnit> units;
+  double latency_target_ms = 0.0;  ///< latency targets: the target (ms per batch)
+  double latency_before_ms = 0.0;  ///< measured latency of the original (latency targets only)
+  double latency_after_ms = 0.0;   ///< measured latency of the result
+  double latency_estimate_ms = 0.0;  ///< the table's prediction for the result (rescaled)
+  int64_t latency_rounds = 0;        ///< selections made (each measured)
+  int64_t latency_table_points = 0;  ///< single-layer timings in the table
+  int64_t reconstructed = 0;      ///< layers refitted by least squares (reconstruct)
+  double reconstruction_error_before = 0.0;  ///< mean relative error of those layers' outputs before the fit
+  double reconstruction_error_after = 0.0;   ///< and after it (against the original network on the calibration images)
+  int64_t stream_groups = 0;      ///< groups of more than one channel ranked together (grouping Stream)
   std::vector<std::string> notes; ///< units clamped to one channel, units not prunable and why
   std::string to_string() const;
   double params_ratio_removed() const {
@@ -148,6 +219,11 @@ struct PruneResult {
 /// The prunable units of a plain network (BN kept). `notes` receives why other convs are not.
 std::vector<PruneUnit> prune_units(const PlainNetImpl& net, std::vector<std::string>* notes = nullptr);
 
+/// One channel of a unit: (unit index, channel).
+using UnitChannel = std::pair<size_t, int64_t>;
+/// The groups of more than one channel tied by Dirac links (see the header comment), each sorted.
+std::vector<std::vector<UnitChannel>> prune_groups(const PlainNetImpl& net, const std::vector<PruneUnit>& units);
+
 /// Importance of each channel of a unit (float64 [channels]) under a rule (see the header comment).
 torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& unit, PruneImportance rule);
 
@@ -158,5 +234,8 @@ torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& unit, Pr
 /// one criterion, a target that cannot be reached, and (without keep_one) a selection that would
 /// empty a unit.
 PruneResult prune(const ModelImpl& model, const PruneOptions& options);
+/// The same with calibration images (float [N, C, H, W], preprocessed as the network expects) for
+/// `reconstruct`; images are ignored without it.
+PruneResult prune(const ModelImpl& model, const PruneOptions& options, const torch::Tensor& calibration);
 
 }  // namespace rmnet

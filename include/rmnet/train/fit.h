@@ -71,6 +71,24 @@ struct FitOptions {
   TORCH_ARG(ProgressFn, on_batch) = nullptr;
   /// Called after each epoch's evaluation (and after its files are written).
   TORCH_ARG(std::function<void(const EpochRecord&)>, on_epoch) = nullptr;
+  /// Distillation from a teacher network (stored in `train`, see TrainOptions::teacher): e.g. the
+  /// unpruned network when fine-tuning a pruned one.
+ public:
+  FitOptions& teacher(std::shared_ptr<ModelImpl> t) {
+    train_.teacher(std::move(t));
+    return *this;
+  }
+  const std::shared_ptr<ModelImpl>& teacher() const { return train_.teacher(); }
+  FitOptions& distill_weight(double a) {
+    train_.distill_weight(a);
+    return *this;
+  }
+  double distill_weight() const { return train_.distill_weight(); }
+  FitOptions& distill_temperature(double t) {
+    train_.distill_temperature(t);
+    return *this;
+  }
+  double distill_temperature() const { return train_.distill_temperature(); }
   /// Checked before every batch: true stops training there; fit writes the checkpoint (resume
   /// continues at that batch) and returns with FitResult::stopped. With data parallelism a stop
   /// on any rank stops all of them at the same batch.

@@ -36,7 +36,21 @@ struct TrainOptions {
   TORCH_ARG(std::shared_ptr<LossScaler>, loss_scaler) = nullptr;
   /// Feed images in channels_last layout (convert the model with to_channels_last too).
   TORCH_ARG(bool, channels_last) = false;
+  /// Knowledge distillation (Hinton et al. 2015): a teacher network (any model: residual, plain,
+  /// deployed on any runtime) run in eval mode without gradients on every training batch; the loss
+  /// becomes (1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL(softmax(teacher / T) ||
+  /// softmax(student / T)). Null: plain cross-entropy. Its outputs must have the student's classes.
+  TORCH_ARG(std::shared_ptr<ModelImpl>, teacher) = nullptr;
+  /// Weight of the distillation term, in [0, 1].
+  TORCH_ARG(double, distill_weight) = 0.5;
+  /// Temperature T of the softened distributions (> 0).
+  TORCH_ARG(double, distill_temperature) = 4.0;
 };
+
+/// The training loss: cross-entropy (with label smoothing), or with a teacher's logits the
+/// distillation loss of TrainOptions (see `teacher`).
+torch::Tensor training_loss(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& teacher_logits,
+                            const TrainOptions& options);
 
 /// SGD with momentum (optionally Nesterov); with no_decay_bn_bias, BN parameters and biases
 /// (every parameter with fewer than 2 dimensions) go to a group without weight decay.

@@ -1,0 +1,218 @@
+// Stream groups and least-squares reconstruction in pruning (include/rmnet/prune/slim.h): the plain
+// channels that carry one residual-stream channel are found from the Dirac links and go together;
+// consumers refitted on calibration images reproduce the original network.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "helpers.h"
+#include "rmnet/convert/rm.h"
+#include "rmnet/prune/slim.h"
+
+namespace rmnet {
+namespace {
+using test::error_of;
+using test::random_model;
+using test::rel_diff;
+
+PlainNet plain_of(const std::string& arch, torch::ScalarType dtype = torch::kDouble) {
+  auto m = random_model(arch, dtype);
+  auto r = convert(*m, ConvertOptions().keep_bn(true));
+  EXPECT_TRUE(r.report.passed) << arch << ": " << r.report.to_string();
+  r.plain->eval();
+  return r.plain;
+}
+
+torch::Tensor images(int64_t n, int64_t size = 32, torch::ScalarType dtype = torch::kDouble) {
+  torch::manual_seed(11);
+  return torch::randn({n, 3, size, size}, torch::TensorOptions().dtype(dtype));
+}
+
+// On a converted ResNet, every group is one stream channel: its members are stem/merged/reserved
+// channels with the same source channel, no branch channel is in a group, and the sizes follow the
+// stage structure (resnet20: 3 blocks per stage, downsample blocks reserve with a strided Dirac and
+// merge through the projection).
+TEST(PruneGroups, GroupsAreStreamChannelsOfTheResidualNetwork) {
+  auto net = plain_of("resnet20");
+  const auto units = prune_units(*net);
+  const auto groups = prune_groups(*net, units);
+  std::map<size_t, int64_t> sizes;
+  std::set<std::pair<size_t, int64_t>> seen;
+  for (const auto& g : groups) {
+    ++sizes[g.size()];
+    std::set<int64_t> source;
+    for (const auto& [u, c] : g) {
+      EXPECT_TRUE(seen.insert({u, c}).second) << "a channel in two groups";
+      const auto& origin = net->origin(units[u].producer);
+      ASSERT_TRUE(origin.known());
+      const auto [run, ch] = origin.at(c);
+      EXPECT_NE(run->role, ChannelRole::Branch) << run->module;
+      source.insert(ch);
+    }
+    EXPECT_EQ(source.size(), 1u) << "members of one group carry different source channels";
+  }
+  // stage 1 (16 channels): stem + 3 x (reserved, merged) + the reserve of the first stage-2 block = 8;
+  // stage 2 (32): merged of block 2.0, then 2 x (reserved, merged), reserve of block 3.0 = 6;
+  // stage 3 (64): merged of block 3.0 + 2 x (reserved, merged) = 5 (the head's input ends it)
+  EXPECT_EQ(sizes, (std::map<size_t, int64_t>{{8, 16}, {6, 32}, {5, 64}}));
+  // MobileNetV2: the reserved channels of the expansion blocks and the merged outputs they join
+  auto mb = plain_of("mobilenet_v2_cifar");
+  EXPECT_FALSE(prune_groups(*mb, prune_units(*mb)).empty());
+}
+
+// A stream group goes as a whole: after pruning, each group is kept or removed entirely (up to the
+// one group the count boundary may split), and with grouping none groups are split freely.
+TEST(PruneGroups, StreamGroupsAreRemovedTogether) {
+  auto net = plain_of("resnet20");
+  const auto units = prune_units(*net);
+  const auto groups = prune_groups(*net, units);
+  const auto split_groups = [&](const PruneResult& r) {
+    int64_t split = 0;
+    for (const auto& g : groups) {
+      int64_t kept = 0;
+      for (const auto& [u, c] : g) {
+        const auto& k = r.report.units[u].kept;
+        kept += std::binary_search(k.begin(), k.end(), c) ? 1 : 0;
+      }
+      split += (kept > 0 && kept < static_cast<int64_t>(g.size())) ? 1 : 0;
+    }
+    return split;
+  };
+  auto stream = prune(*net, PruneOptions().target_macs(0.5).keep_one(true));
+  EXPECT_EQ(stream.report.stream_groups, static_cast<int64_t>(groups.size()));
+  EXPECT_LE(split_groups(stream), 1);
+  EXPECT_GT(stream.report.removed_by_role["merged"], 0);
+  EXPECT_EQ(stream.net->metadata().at("prune_grouping"), "stream");
+  auto none = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::None));
+  EXPECT_EQ(none.report.stream_groups, 0);
+  EXPECT_GT(split_groups(none), 10);
+  EXPECT_EQ(prune_grouping_from_string("none"), PruneGrouping::None);
+  EXPECT_NE(error_of([] { prune_grouping_from_string("depgraph"); }).find("stream or none"), std::string::npos);
+}
+
+// A branch channel that duplicates another (same filter, same BN) carries no information of its own:
+// removing it and refitting the consumer reproduces the original network (float64), while removal
+// with the constant fold alone does not.
+TEST(PruneGroups, ReconstructionRecoversARedundantChannelExactly) {
+  auto net = plain_of("resnet8");
+  const auto units = prune_units(*net);
+  // the first block's first conv: branch channels 0..15; channel 5 becomes a copy of channel 2 with
+  // weak consumer weights (so it ranks last), channel 2 carries the rest of its weight
+  const auto& u = units[1];
+  ASSERT_EQ(net->origin(u.producer).role(5), ChannelRole::Branch);
+  {
+    torch::NoGradGuard g;
+    auto p = net->layer_as<torch::nn::Conv2dImpl>(u.producer);
+    p->weight[5].copy_(p->weight[2]);
+    auto bn = net->layer_as<torch::nn::BatchNorm2dImpl>(u.importance);
+    for (auto* t : {&bn->weight, &bn->bias, &bn->running_mean, &bn->running_var}) (*t)[5].copy_((*t)[2]);
+    for (int64_t c : {2, 5}) {  // alive on every input (a dead channel would leave the fit free)
+      bn->weight[c].fill_(1.0);
+      bn->bias[c].fill_(1.0);
+    }
+    auto cw = net->layer_as<torch::nn::Conv2dImpl>(u.consumer)->weight;
+    cw.select(1, 5).mul_(1e-4);
+  }
+  const auto x = images(12);
+  // exactly that channel goes: a threshold just above its importance
+  const double t = unit_importance(*net, u, PruneImportance::Contribution)[5].item<double>() * 1.0001;
+  auto plain = prune(*net, PruneOptions().threshold(t).grouping(PruneGrouping::None));
+  ASSERT_EQ(plain.report.channels_removed, 1);
+  auto rec = prune(*net, PruneOptions().threshold(t).grouping(PruneGrouping::None).reconstruct(true)
+                             .reconstruct_ridge(1e-12).reconstruct_positions(300), x);
+  ASSERT_EQ(rec.report.channels_removed, 1);
+  EXPECT_EQ(static_cast<int64_t>(rec.report.units[1].kept.size()), u.channels - 1);
+  EXPECT_GT(rec.report.reconstructed, 0);
+  const auto probe = images(4, 32).mul(1.5);
+  EXPECT_GT(rel_diff(*net, *plain.net, probe), 1e-6);
+  // exact up to the normal equations' rounding, on the calibration images and on others (x1.5)
+  EXPECT_LT(rel_diff(*net, *rec.net, x), 1e-7);
+  EXPECT_LT(rel_diff(*net, *rec.net, probe), 1e-7);
+  {
+    torch::NoGradGuard ng;
+    for (size_t i = u.consumer; i < net->size(); ++i) {  // every layer after the cut, not only the end
+      auto a = net->forward_range(probe, 0, i + 1), b = rec.net->forward_range(probe, 0, i + 1);
+      if (a.sizes() == b.sizes()) EXPECT_LT(((a - b).norm() / a.norm()).item<double>(), 1e-6) << net->spec(i).describe();
+    }
+  }
+  EXPECT_LT(rec.report.reconstruction_error_after, 1e-6);
+}
+
+// On random networks (float32 and float64, BN statistics randomised by the helper), reconstruction
+// lowers the error against the original on held-out images, at a deep cut and in a regime where
+// activations are large.
+TEST(PruneGroups, ReconstructionLowersTheErrorOfADeepCut) {
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    auto net = plain_of("resnet8", dtype);
+    const auto calib = images(64, 32, dtype), held = images(8, 32, dtype).mul(4.0);
+    auto plain = prune(*net, PruneOptions().target_macs(0.5).keep_one(true));
+    auto rec = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).reconstruct(true), calib);
+    EXPECT_EQ(plain.report.units.size(), rec.report.units.size());
+    for (size_t u = 0; u < plain.report.units.size(); ++u)
+      EXPECT_EQ(plain.report.units[u].kept, rec.report.units[u].kept) << "reconstruction changed the selection";
+    EXPECT_EQ(plain.net->specs(), rec.net->specs());
+    const double e0 = rel_diff(*net, *plain.net, held), e1 = rel_diff(*net, *rec.net, held);
+    EXPECT_LT(e1, 0.8 * e0) << "before " << e0 << ", after " << e1;
+    EXPECT_LT(rec.report.reconstruction_error_after, rec.report.reconstruction_error_before);
+    EXPECT_EQ(rec.net->metadata().at("prune_reconstructed"), std::to_string(rec.report.reconstructed));
+  }
+  auto net = plain_of("resnet8");
+  EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.3).reconstruct(true)); }).find("calibration"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              prune(*net, PruneOptions().ratio(0.3).reconstruct(true), torch::randn({4, 1, 32, 32}, torch::kDouble));
+            }).find("channels"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace rmnet
+
+namespace rmnet {
+namespace {
+
+// The latency table reproduces the measured whole at full size, and a latency target is met on the
+// runtime as measured (loose target: timing in a test runs beside other tests).
+TEST(PruneLatency, TargetSpeedupIsMetAsMeasured) {
+  torch::manual_seed(5);
+  auto m = test::random_model("resnet8", torch::kFloat);
+  auto net = convert(*m, ConvertOptions().keep_bn(true)).plain;
+  net->eval();
+  const auto lo = LatencyOptions().batch(16).input_size(32).iters(7).warmup(2).grid({0.5, 1.0});
+  std::vector<bool> all(net->size(), true);
+  const auto table = LatencyTable::measure(*net, all, lo);
+  EXPECT_GT(table.whole_ms(), 0.0);
+  EXPECT_GT(table.points(), 10);
+  EXPECT_NEAR(table.estimate(net->specs()), table.whole_ms(), 1e-9 * table.whole_ms());
+  // fewer channels: a smaller prediction
+  auto smaller = net->specs();
+  for (auto& s : smaller)
+    if (s.kind == LayerKind::Conv && s.out_channels >= 32 && s.groups == 1) s.out_channels /= 2;
+  EXPECT_LT(table.estimate(smaller), table.whole_ms());
+
+  auto r = prune(*net, PruneOptions().target_speedup(1.25).latency(lo).keep_one(true));
+  const auto& rep = r.report;
+  EXPECT_NEAR(rep.latency_target_ms, rep.latency_before_ms / 1.25, 1e-9);
+  EXPECT_GE(rep.latency_rounds, 1);
+  EXPECT_LE(rep.latency_after_ms, rep.latency_target_ms * 1.05);
+  EXPECT_LT(rep.macs_after, rep.macs_before);
+  EXPECT_GT(rep.latency_table_points, 0);
+  EXPECT_NE(r.net->metadata().at("prune_criterion").find("target_speedup 1.25"), std::string::npos);
+  // measured again: faster than the original, within noise of the target
+  EXPECT_LT(measure_latency_ms(*r.net, lo), rep.latency_before_ms);
+
+  EXPECT_NE(test::error_of([&] { prune(*net, PruneOptions().target_latency_ms(0.0)); }).find("positive"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { prune(*net, PruneOptions().target_speedup(0.5)); }).find("at least 1"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { prune(*net, PruneOptions().target_speedup(2).target_macs(0.5)); }).find("exactly one"),
+            std::string::npos);
+  const auto unreachable = test::error_of([&] {
+    prune(*net, PruneOptions().target_latency_ms(1e-6).latency(lo).keep_one(true));
+  });
+  EXPECT_NE(unreachable.find("cannot be reached"), std::string::npos) << unreachable;
+}
+
+}  // namespace
+}  // namespace rmnet
