@@ -146,7 +146,11 @@ class ResNet(nn.Module):
 def read_model_file(path):
     """(header dict, state dict) of an rmnet model file: a torch.save-compatible archive of
     {"rmnet": <JSON header>, "state": {name: tensor}} (include/rmnet/io/model_file.h)."""
-    blob = torch.load(str(path), map_location="cpu", weights_only=True)
+    # LibTorch's pickle_save tags typed containers with torch.jit._pickle.restore_type_tag (it
+    # only attaches the Dict[str, Tensor] type): allow that one global, keep weights_only.
+    import torch.jit._pickle
+    with torch.serialization.safe_globals([torch.jit._pickle.restore_type_tag]):
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or "rmnet" not in blob or "state" not in blob:
         raise ValueError(f"{path}: not an rmnet model file")
     header = json.loads(blob["rmnet"])

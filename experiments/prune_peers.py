@@ -18,7 +18,9 @@ the *residual* network, at given fractions of the residual network's MACs (proje
 Run with the peers venv (scripts/peers_env.sh prints its python):
   ~/.cache/rmnet/peers-venv/bin/python experiments/prune_peers.py runs/demo/final.rmnet \\
       [--fractions 0.75 0.5 0.35] [--epochs 1] [--json out.json] [--no-timing]
-Prints a markdown table on stdout, progress on stderr."""
+Prints a markdown table on stdout, progress on stderr. Pruning is deterministic, so the networks
+(hence their timings) do not depend on --epochs: time them later on an idle machine with
+--epochs 0, and fine-tune with --no-timing while the machine is busy."""
 import argparse
 import copy
 import json
@@ -225,7 +227,7 @@ def main():
                        fraction_of_macs_conv_fc=c["macs_conv_fc"] / c0["macs_conv_fc"],
                        widths=common.conv_widths(model))
             row["top1_before"] = common.evaluate(model, x_test, y_test)["top1"]
-            common.log(f"  target {target:.0f} ({frac}): step {step}, {c['macs']} MACs "
+            common.log(f"  target {target:.0f}{'' if frac is None else f' ({frac})'}: step {step}, {c['macs']} MACs "
                        f"({100 * row['fraction_of_macs']:.1f}%), conv+fc {c['macs_conv_fc']}, {c['params']} params, "
                        f"top-1 before fine-tuning {100 * row['top1_before']:.2f}% (the step before: {prev} {a.measure})")
             if a.epochs > 0:
@@ -252,8 +254,9 @@ def main():
             ("of residual", lambda r: f"{r['macs'] / c0['macs']:.3f}" if "macs" in r else None),
             ("MACs conv+fc", lambda r: fmt_count(r["macs_conv_fc"]) if "macs_conv_fc" in r else None),
             ("params", lambda r: fmt_count(r["params"]) if "params" in r else None),
-            ("top-1 before FT %", lambda r: pct(r.get("top1_before", r.get("top1")))),
-            (f"top-1 after {a.epochs:g} ep %", lambda r: pct(r.get("top1_after")))]
+            ("top-1 before FT %", lambda r: pct(r.get("top1_before", r.get("top1"))))]
+    if a.epochs > 0:
+        cols += [(f"top-1 after {a.epochs:g} ep %", lambda r: pct(r.get("top1_after")))]
     if not a.no_timing:
         cols += [(f"OV f32 b{b} img/s", ips(b)) for b in a.timing_batches]
     rows = [{"label": f"residual {report['arch']}", **baseline}] + results
