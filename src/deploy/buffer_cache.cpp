@@ -1,6 +1,10 @@
 // The deploy executors' buffer cache (see buffer_cache.h).
 #include "buffer_cache.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -103,7 +107,12 @@ void install() {
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_enabled{-1};  // -1: not decided yet (read the environment)
+}  // namespace
+
 std::shared_ptr<BufferCache> BufferCache::make(size_t max_cached_bytes) {
+  if (!buffer_cache_enabled()) return nullptr;
   install();
   return std::shared_ptr<BufferCache>(new BufferCache(max_cached_bytes));
 }
@@ -179,3 +188,20 @@ BufferCacheScope::BufferCacheScope(BufferCache* cache) : previous_(tls_cache) { 
 BufferCacheScope::~BufferCacheScope() { tls_cache = previous_; }
 
 }  // namespace rmnet::detail
+
+namespace rmnet {
+
+void set_buffer_cache_enabled(bool enabled) { detail::g_enabled.store(enabled ? 1 : 0); }
+
+bool buffer_cache_enabled() {
+  int v = detail::g_enabled.load();
+  if (v < 0) {
+    const char* env = std::getenv("RMNET_BUFFER_CACHE");
+    const int from_env = env && (std::string(env) == "0" || std::string(env) == "off") ? 0 : 1;
+    detail::g_enabled.compare_exchange_strong(v, from_env);
+    v = detail::g_enabled.load();
+  }
+  return v == 1;
+}
+
+}  // namespace rmnet

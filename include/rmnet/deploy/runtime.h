@@ -77,8 +77,20 @@ struct DeployOptions {
   /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would
   /// page-fault its large activations in again: half the speed of the RM mobilenet_v2 at 224x224,
   /// batch 8, on the reference machine). 0: allocate afresh every forward.
+  /// The cache works through a wrapper around LibTorch's CPU allocator, installed once per process
+  /// (c10::SetCPUAllocator) when the first cache is made; outside a deployed network's forward it
+  /// passes every allocation through. An application with its own CPU allocator, or that wants
+  /// none of this, opts out for the whole process with set_buffer_cache_enabled(false) (or the
+  /// environment variable RMNET_BUFFER_CACHE=0) before deploying anything.
   TORCH_ARG(int64_t, buffer_cache_mb) = 1024;
 };
+
+/// Process-wide switch of the activation buffer cache (default: on, unless the environment has
+/// RMNET_BUFFER_CACHE=0). Off: no deployed network (float or INT8) made afterwards has a cache,
+/// whatever its buffer_cache_mb, and rmnet never installs its CPU allocator wrapper (a wrapper
+/// installed earlier stays, passing allocations through). Thread-safe.
+void set_buffer_cache_enabled(bool enabled);
+bool buffer_cache_enabled();
 
 /// The activation buffer cache of a deployed network (DeployOptions::buffer_cache_mb).
 struct BufferCacheStats {
