@@ -41,13 +41,16 @@ expect_contains("${out}" "missing.rmnet")
 if(EXISTS ${WORK}/bad.rmnet)
   message(FATAL_ERROR "a failed prune wrote its output")
 endif()
-# stream grouping (default) in the JSON; a latency target met as measured; reconstruction on
+# grouping none (default) in the JSON, stream on request; a latency target met as measured; reconstruction on
 # calibration images (Fashion-MNIST needs 1 input channel: a 1-channel net)
 file(READ ${WORK}/p50.json json)
 string(JSON grouping GET "${json}" grouping)
-if(NOT grouping STREQUAL "stream")
-  message(FATAL_ERROR "expected grouping stream in ${json}")
+if(NOT grouping STREQUAL "none")
+  message(FATAL_ERROR "expected grouping none in ${json}")
 endif()
+rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/grp.rmnet --target-macs 0.5 --keep-one --grouping stream
+          --per-cost --bench-iters 0 --json ${WORK}/grp.json)
+expect_contains("${out}" "stream groups ranked as one")
 rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/lat.rmnet --target-speedup 1.2 --batch 4
           --input-size 32 --bench-iters 0 --json ${WORK}/lat.json)
 file(READ ${WORK}/lat.json json)

@@ -79,12 +79,12 @@ TEST(PruneGroups, StreamGroupsAreRemovedTogether) {
     }
     return split;
   };
-  auto stream = prune(*net, PruneOptions().target_macs(0.5).keep_one(true));
+  auto stream = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::Stream).per_cost(true));
   EXPECT_EQ(stream.report.stream_groups, static_cast<int64_t>(groups.size()));
   EXPECT_LE(split_groups(stream), 1);
   EXPECT_GT(stream.report.removed_by_role["merged"], 0);
   EXPECT_EQ(stream.net->metadata().at("prune_grouping"), "stream");
-  auto none = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::None));
+  auto none = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).per_cost(true));
   EXPECT_EQ(none.report.stream_groups, 0);
   EXPECT_GT(split_groups(none), 10);
   EXPECT_EQ(prune_grouping_from_string("none"), PruneGrouping::None);

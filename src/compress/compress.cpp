@@ -134,14 +134,15 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
   BenchOptions bo;
   bo.batch(o.bench_batch()).input_size(size).iters(o.bench_iters()).warmup(std::max<int64_t>(1, o.bench_iters() / 2));
   bo.runtime(lo.runtime());
-  const auto measure = [&](const ModelPtr& m, CompressStep& s) {
-    auto b = benchmark(m, s.name, bo);
+  const auto measure = [&](const ModelPtr& m, CompressStep& s, Runtime runtime) {
+    BenchOptions b_opts = bo;
+    auto b = benchmark(m, s.name, b_opts.runtime(runtime));
     s.runtime = b.runtime;
     s.images_per_second = b.images_per_second;
     s.latency_ms = b.latency_p50_ms;
     s.macs = count_flops(*m, cin, size);
     s.params = count_parameters(*m);
-    s.top1 = top1_of(prepare_inference(m, lo.runtime()), test, eval_t, workers);
+    s.top1 = top1_of(prepare_inference(m, runtime), test, eval_t, workers);
     log(fmt::format("{:<10} top-1 {:.2f}%  {:.0f} images/s ({}, batch {})  MACs {}  params {}", s.name, 100 * s.top1,
                     s.images_per_second, s.runtime, o.bench_batch(), s.macs, s.params));
   };
@@ -166,7 +167,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
   {
     CompressStep s;
     s.name = "converted";
-    measure(converted.ptr(), s);
+    measure(converted.ptr(), s, lo.runtime());
     s.seconds = seconds_since(t0);
     s.file = save(*converted, "converted.rmnet");
     result.steps.push_back(s);
@@ -221,7 +222,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
       fit(*next, train, test, fo);
     }
     next->eval();
-    measure(next.ptr(), s);
+    measure(next.ptr(), s, lo.runtime());
     s.seconds = seconds_since(t0);
     s.file = save(*next, fmt::format("round_{}.rmnet", r));
     result.steps.push_back(s);
@@ -233,7 +234,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     auto q = quantize(*current, calibration, o.quantize());
     CompressStep s;
     s.name = "int8";
-    measure(q.net.ptr(), s);
+    measure(q.net.ptr(), s, Runtime::Auto);  // the INT8 executor
     s.seconds = seconds_since(t0);
     s.file = save(*q.net, "int8.rmnet");
     result.steps.push_back(s);
@@ -255,6 +256,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
       {"int8", o.int8()},
       {"importance", to_string(o.prune().importance())},
       {"grouping", to_string(o.prune().grouping())},
+      {"per_cost", o.prune().per_cost()},
       {"reconstruct", o.prune().reconstruct()},
       {"batch", o.bench_batch()},
       {"input_size", size},

@@ -13,7 +13,8 @@
 // it left (not only the removed channels' share), and a removed channel's mean output is absorbed by
 // b'. Grouped consumers are fitted per group; the bias goes into the conv's bias, or into the running
 // mean of the BatchNorm after a conv without bias (BN(Wx + b) = BN with mean - b of Wx).
-// Solved in float64 by Cholesky on the normal equations.
+// Solved in float64 by QR least squares (LAPACK gelsy) on centred columns with the ridge as extra
+// rows; the per-layer rows (sampled positions) are kept in memory for the solve.
 #include <algorithm>
 #include <cmath>
 

@@ -16,11 +16,11 @@ namespace rmnet::cli {
 namespace {
 
 struct CompressCliOptions {
-  std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "stream";
+  std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "none";
   std::string runtime = "auto";
   double target_latency = -1.0, target_speedup = -1.0, target_macs = -1.0, max_layer_ratio = 1.0;
   int64_t batch = 32, image_size = 224, max_train_samples = 0, round_to = 1;
-  bool reconstruct = false, no_distill = false;
+  bool no_reconstruct = false, no_distill = false, per_cost = false;
   CompressOptions compress = CompressOptions();
 };
 
@@ -49,7 +49,7 @@ void run_compress(CompressCliOptions o) {
   c.bench_batch(o.batch).distill(!o.no_distill);
   auto& po = c.prune();
   po.importance(prune_importance_from_string(o.importance)).grouping(prune_grouping_from_string(o.grouping));
-  po.reconstruct(o.reconstruct).round_to(o.round_to).max_layer_ratio(o.max_layer_ratio).keep_one(true);
+  po.reconstruct(!o.no_reconstruct).per_cost(o.per_cost).round_to(o.round_to).max_layer_ratio(o.max_layer_ratio).keep_one(true);
   po.latency(LatencyOptions().batch(o.batch).runtime(runtime_from_string(o.runtime)));
   auto& fo = c.finetune();
   fo.train_transform(train_transform(o.dataset, o.image_size)).test_transform(eval_transform(o.dataset, o.image_size));
@@ -104,15 +104,16 @@ Command setup_compress(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "onednn", "torchscript", "eager"}));
   cmd->add_option("--importance", o->importance, "Channel ranking: contribution (default) or gamma")
       ->check(CLI::IsMember({"gamma", "contribution"}));
-  cmd->add_option("--grouping", o->grouping, "stream (default): stream channels go together; none")
+  cmd->add_option("--grouping", o->grouping, "stream: stream channels go together; none (default)")
       ->check(CLI::IsMember({"stream", "none"}));
-  cmd->add_flag("--reconstruct", o->reconstruct,
-                "Refit the layers after pruned ones by least squares on calibration images each round");
+  cmd->add_flag("--per-cost", o->per_cost, "Rank by importance per MAC saved instead of importance alone");
+  cmd->add_flag("--no-reconstruct", o->no_reconstruct,
+                "Do not refit the layers after pruned ones by least squares on calibration images (on by default)");
   cmd->add_option("--round-to", o->round_to, "Pruned layers keep a multiple of this many channels")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--max-layer-ratio", o->max_layer_ratio, "No layer loses more than this fraction of its channels")
       ->check(CLI::Range(1e-6, 1.0));
-  cmd->add_option("--calib-images", c.calibration_images(), "Calibration images for --reconstruct and --int8")
+  cmd->add_option("--calib-images", c.calibration_images(), "Calibration images for the reconstruction and --int8")
       ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
   cmd->add_flag("--no-distill", o->no_distill, "Fine-tune on the labels only (no teacher)");
   cmd->add_option("--distill-weight", f.train().distill_weight(), "Weight of the distillation term, in [0, 1]")

@@ -24,14 +24,14 @@ namespace rmnet::cli {
 namespace {
 
 struct PruneCliOptions {
-  std::string model, out, json, scope = "global", importance = "contribution", grouping = "stream";
+  std::string model, out, json, scope = "global", importance = "contribution", grouping = "none";
   double threshold = -1.0, ratio = -1.0, target_macs = -1.0, target_params = -1.0, max_layer_ratio = 1.0;
   double target_latency = -1.0, target_speedup = -1.0;
   int64_t batch = 32;
   std::string runtime = "auto";
   int64_t round_to = 1;
   bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false, reconstruct = false;
-  bool no_per_cost = false;
+  bool per_cost = false;
   std::string calib_dataset, data;
   int64_t calib_images = 256, image_size = 224, seed = 0, reconstruct_positions = 32;
   int64_t bench_iters = 10, bench_batch = 64, input_size = 0;
@@ -64,7 +64,7 @@ void run_prune(const PruneCliOptions& o) {
   po.threshold(o.threshold).ratio(o.ratio).target_macs(o.target_macs).target_params(o.target_params);
   po.scope(prune_scope_from_string(o.scope)).max_layer_ratio(o.max_layer_ratio).round_to(o.round_to);
   po.importance(prune_importance_from_string(o.importance)).fold_removed(!o.no_fold).keep_one(o.keep_one);
-  po.input_size(o.input_size).grouping(prune_grouping_from_string(o.grouping)).per_cost(!o.no_per_cost);
+  po.input_size(o.input_size).grouping(prune_grouping_from_string(o.grouping)).per_cost(o.per_cost);
   const bool plain_model = dynamic_cast<const PlainNetImpl*>(model.get()) != nullptr;
   TORCH_CHECK(o.residual_baseline || plain_model, "--model '", o.model, "' is a residual ", model->options().arch(),
               " model: prune its plain form (rmnet convert --keep-bn) or pass --residual-baseline");
@@ -112,7 +112,7 @@ void run_prune(const PruneCliOptions& o) {
   nlohmann::json js = {{"model", o.model}, {"out", o.out}, {"input_size", size},
                        {"criterion", r.net->metadata().at("prune_criterion")},
                        {"importance", o.importance}, {"grouping", o.grouping},
-                       {"stream_groups", r.report.stream_groups}, {"per_cost", !o.no_per_cost},
+                       {"stream_groups", r.report.stream_groups}, {"per_cost", o.per_cost},
                        {"fold_removed", !o.no_fold},
                        {"reconstructed", r.report.reconstructed},
                        {"batch", o.batch},
@@ -206,16 +206,17 @@ Command setup_prune(CLI::App& app) {
                   "Channel ranking: contribution (|gamma| x consumer weight norm, default) or gamma (|gamma|)")
       ->check(CLI::IsMember({"gamma", "contribution"}));
   cmd->add_option("--grouping", o->grouping,
-                  "stream (default): the plain channels carrying one residual-stream channel are ranked and removed "
-                  "together; none: every channel on its own")
+                  "stream: the plain channels carrying one residual-stream channel are ranked and removed together "
+                  "(targets); none (default): every channel on its own")
       ->check(CLI::IsMember({"stream", "none"}));
-  cmd->add_flag("--no-per-cost", o->no_per_cost,
-                "Targets: rank by importance alone, not importance per MAC (parameter) saved (for comparison)");
+  cmd->add_flag("--per-cost", o->per_cost,
+                "Targets: rank by importance per MAC (parameter) saved instead of importance alone");
   cmd->add_flag("--no-fold", o->no_fold,
                 "Do not fold the constant a removed channel leaves behind into the next layer (for comparison)");
   cmd->add_flag("--reconstruct", o->reconstruct,
-                "Refit every layer after the pruned ones by least squares so that it reproduces the original "
-                "network's output on calibration images (needs --calib-dataset)");
+                "Refit the consumers (next conv / linear) of the pruned layers and of every layer after them by least "
+                "squares so that each reproduces the original network's output on calibration images (needs "
+                "--calib-dataset)");
   cmd->add_option("--calib-dataset", o->calib_dataset, "Calibration data set for --reconstruct (its training split)")
       ->check(CLI::IsMember(dataset_names()));
   cmd->add_option("--data", o->data, "Data set folder (optional for fashion-mnist)");

@@ -44,8 +44,9 @@ struct CompressOptions {
   TORCH_ARG(int64_t, finetune_epochs) = 1;
   /// Ranking, grouping, reconstruction, rounding, caps and the latency measurement (batch, runtime)
   /// of every round; its criterion and input size are set per round from the target and the data
-  /// (keep_one on by default: a deep target may leave a layer one channel).
-  TORCH_ARG(PruneOptions, prune) = PruneOptions().keep_one(true);
+  /// (keep_one on by default: a deep target may leave a layer one channel; reconstruction on by
+  /// default: without it the RM form collapses at equal MACs, see docs/pruning.md).
+  TORCH_ARG(PruneOptions, prune) = PruneOptions().keep_one(true).reconstruct(true);
   /// The fine-tuning recipe (batch size, optimizer, schedule, transforms, workers, seed); epochs,
   /// output folder and teacher are set per round.
   TORCH_ARG(FitOptions, finetune) = FitOptions();

@@ -41,7 +41,7 @@
 // regular grouped convs: with a threshold k is the largest count any group keeps (no channel above
 // the threshold is removed), otherwise the mean count, rounded.
 //
-// Stream groups (PruneOptions::grouping, default Stream). After the RM operation one channel of the
+// Stream groups (PruneOptions::grouping Stream; default None). After the RM operation one channel of the
 // residual stream (a stage's stem/merge output c) is carried through every block of its stage as
 // several plain channels: the merge output c of block k, the reserved copy c in the first conv of
 // block k+1 (a Dirac filter reading input channel c), the merge output c of block k+1 (a Dirac
@@ -75,8 +75,9 @@
 //                        channels whose latency, predicted by a per-layer latency table measured on
 //                        this machine (prune/latency.h), meets it; the result is then measured, and
 //                        while it misses the target the table's prediction is rescaled by the
-//                        measured/predicted ratio and the selection redone (at most 5 rounds; the
-//                        report has the measured latency before and after).
+//                        measured/predicted ratio and the selection redone (at most 5 rounds; a
+//                        last round up to 5% above the target is accepted with a note, beyond that
+//                        it is an error; the report has the measured latency before and after).
 // Constraints on every selection: no unit loses more than max_layer_ratio of its channels; with
 // round_to r every pruned unit keeps a multiple of r channels (of lcm(G, r) for grouped units; a unit
 // whose count is no such multiple either stays whole or drops to one); a unit never drops below one
@@ -103,8 +104,8 @@ std::string to_string(PruneImportance importance);
 
 /// Whether channels tied by the RM operation's Dirac links are ranked and removed as one.
 enum class PruneGrouping {
-  None,    ///< every channel on its own
-  Stream,  ///< the plain channels carrying one residual-stream channel form one group (default)
+  None,    ///< every channel on its own (default: with reconstruction it keeps more, see docs/pruning.md)
+  Stream,  ///< the plain channels carrying one residual-stream channel form one group
 };
 PruneGrouping prune_grouping_from_string(const std::string& name);
 std::string to_string(PruneGrouping grouping);
@@ -132,7 +133,7 @@ struct PruneOptions {
   /// Prune until one forward of a batch takes at most this many milliseconds on the runtime,
   /// measured on this machine (negative: unset).
   TORCH_ARG(double, target_latency_ms) = -1.0;
-  /// Prune until the measured latency is at most the original's divided by this, > 1 (negative:
+  /// Prune until the measured latency is at most the original's divided by this, >= 1 (negative:
   /// unset).
   TORCH_ARG(double, target_speedup) = -1.0;
   /// How latency targets are measured: batch, runtime, timed forwards (its input_size 0: the
@@ -148,9 +149,9 @@ struct PruneOptions {
   TORCH_ARG(PruneImportance, importance) = PruneImportance::Contribution;
   /// Targets (MACs, parameters, latency): rank by importance per MAC (parameter) removing the channel
   /// saves; for a stream group, the members' summed importance over their summed savings.
-  TORCH_ARG(bool, per_cost) = true;
+  TORCH_ARG(bool, per_cost) = false;
   /// Rank and remove stream groups together (see the header comment).
-  TORCH_ARG(PruneGrouping, grouping) = PruneGrouping::Stream;
+  TORCH_ARG(PruneGrouping, grouping) = PruneGrouping::None;
   /// Fold the constant a removed channel leaves behind (act(beta)) into the consumer (see above).
   TORCH_ARG(bool, fold_removed) = true;
   /// A selection that would empty a unit keeps its most important channel (per group) instead of
