@@ -41,9 +41,8 @@ def bench(rmnet, model, size, batch):
         js = pathlib.Path(d) / "b.json"
         run([rmnet, "bench", "--model", model, "--batch", batch, "--input-size", size, "--iters", 50,
              "--warmup", 20, "--json", js])
-        r = json.loads(js.read_text())
-        r = r["results"][0] if "results" in r else r
-        return r["images_per_second"], r.get("runtime", "?")
+        r = json.loads(js.read_text())["models"][0]
+        return r["images_per_second"], r["runtime"]
 
 
 def main():

@@ -144,7 +144,10 @@ LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bo
 }
 
 double LatencyTable::estimate(const std::vector<LayerSpec>& specs) const {
-  double total = rest_ms_;
+  // The single-layer timings each include a call's overhead, so their sum can exceed the whole
+  // network's time (rest_ms_ < 0): the prediction is the whole scaled by the tables' ratio, which
+  // is exact at full size, never negative, and conservative where the overhead does not shrink.
+  double total = 0.0;
   for (const auto& l : layers_) {
     TORCH_CHECK(l.index < specs.size(), "internal: latency table for layer ", l.index, " of ", specs.size());
     const auto& s = specs[l.index];
@@ -161,7 +164,8 @@ double LatencyTable::estimate(const std::vector<LayerSpec>& specs) const {
     }
     total += std::max(v, 0.0);
   }
-  return total;
+  const double rest = std::max(rest_ms_, 0.0), full = whole_ms_ - rest_ms_ + rest;  // sum at full size + rest
+  return full > 0 ? whole_ms_ * (total + rest) / full : whole_ms_;
 }
 
 int64_t LatencyTable::points() const {

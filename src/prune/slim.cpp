@@ -340,7 +340,7 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
         r.net = candidate;
         break;
       }
-      scale *= measured / std::max(predicted * scale, 1e-9) * (1.0 + 0.02 * round);  // a margin grows per miss
+      scale = measured / std::max(predicted, 1e-9) * (1.0 + 0.02 * round);  // a margin grows per miss
     }
   } else {
     select_channels(net, units, imp, o, cost, rep);

@@ -34,7 +34,10 @@ double measure_latency_ms(const PlainNetImpl& net, const LatencyOptions& options
 
 /// Per-layer latencies of a network's Conv and Linear layers as functions of their input and output
 /// channel counts, measured on a grid and interpolated bilinearly; the rest of the network (poolings,
-/// per-call overhead, unlisted layers) is one constant: the measured whole minus the table's sum.
+/// unlisted layers) is one constant, the measured whole minus the table's sum when positive. The
+/// prediction is the measured whole scaled by (table sum + rest) at the new shapes over the same at
+/// the original's: exact at full size, never negative (single-layer timings carry a call's overhead
+/// each, so their sum can exceed the whole).
 class LatencyTable {
  public:
   /// Measures layer i when variable[i] is true (the layers pruning resizes); the others go into the
