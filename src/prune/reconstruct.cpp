@@ -92,7 +92,6 @@ void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const t
   const bool has_bias = conv->bias.defined() && conv->bias.numel() > 0;
   const bool bn_after = i + 1 < pruned.size() && pruned.spec(i + 1).kind == LayerKind::BatchNorm;
   const auto w = conv->weight.detach().to(torch::kCPU, torch::kDouble);
-  torch::Tensor b = has_bias ? conv->bias.detach().to(torch::kCPU, torch::kDouble) : torch::zeros({out}, torch::kDouble);
   std::vector<torch::Tensor> ws, bs;
   for (int64_t j = 0; j < g; ++j) {
     auto w0t = w.narrow(0, j * gout, gout).reshape({gout, gin * k * k}).t();
@@ -137,7 +136,6 @@ void refit_linear(PlainNetImpl& pruned, const PlainNetImpl& original, size_t i, 
     eq.add(xp.to(torch::kCPU, torch::kDouble), yo.to(torch::kCPU, torch::kDouble));
   }
   const auto w = lin->weight.detach().to(torch::kCPU, torch::kDouble);
-  const auto b = has_bias ? lin->bias.detach().to(torch::kCPU, torch::kDouble) : torch::zeros({w.size(0)}, torch::kDouble);
   auto sol = eq.solve(w.t(), o.reconstruct_ridge(), has_bias);
   torch::NoGradGuard no_grad;
   lin->weight.copy_(sol.narrow(0, 0, w.size(1)).t());
