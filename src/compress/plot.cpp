@@ -29,7 +29,7 @@ double tick_step(double span, int n) {
 bool plot_compress(const std::vector<CompressStep>& steps, const std::string& png_path, const std::string& title) {
 #if RMNET_WITH_OPENCV
   TORCH_CHECK(!steps.empty(), "nothing to plot");
-  const int W = 900, H = 600, left = 90, right = 30, top = 50, bottom = 70;
+  const int W = 900, H = 600, left = 90, right = 40, top = 70, bottom = 70;
   cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (const auto& s : steps) {
@@ -61,16 +61,21 @@ bool plot_compress(const std::vector<CompressStep>& steps, const std::string& pn
   }
   cv::rectangle(img, {left, top}, {W - right, H - bottom}, black, 1);
   cv::putText(img, "images/s", {W / 2 - 40, H - 25}, font, 0.55, black, 1, cv::LINE_AA);
-  cv::putText(img, "top-1 (%)", {10, top - 15}, font, 0.55, black, 1, cv::LINE_AA);
-  cv::putText(img, title, {left, 30}, font, 0.55, black, 1, cv::LINE_AA);
+  cv::putText(img, "top-1 (%)", {10, top - 12}, font, 0.5, black, 1, cv::LINE_AA);
+  cv::putText(img, title, {left, 28}, font, 0.55, black, 1, cv::LINE_AA);
   for (size_t i = 0; i < steps.size(); ++i) {
     const cv::Point p(px(steps[i].images_per_second), py(100 * steps[i].top1));
     if (i > 0 && steps[i].name != "converted" && steps[i - 1].name != "original")
       cv::line(img, {px(steps[i - 1].images_per_second), py(100 * steps[i - 1].top1)}, p, blue, 2, cv::LINE_AA);
     const bool reference = steps[i].name == "original" || steps[i].name == "converted";
     cv::circle(img, p, 6, reference ? red : blue, cv::FILLED, cv::LINE_AA);
-    cv::putText(img, fmt::format("{} ({:.2f}%)", steps[i].name, 100 * steps[i].top1), {p.x + 8, p.y - 8}, font, 0.45,
-                black, 1, cv::LINE_AA);
+    // labels: right of the point, or left of it near the right edge; alternately above and below
+    const auto label = fmt::format("{} ({:.2f}%)", steps[i].name, 100 * steps[i].top1);
+    int baseline = 0;
+    const auto size = cv::getTextSize(label, font, 0.45, 1, &baseline);
+    const int x = p.x + 8 + size.width > W - right ? p.x - 8 - size.width : p.x + 8;
+    const int y = i % 2 == 0 ? p.y - 8 : p.y + 8 + size.height;
+    cv::putText(img, label, {x, y}, font, 0.45, black, 1, cv::LINE_AA);
   }
   TORCH_CHECK(cv::imwrite(png_path, img), "could not write the plot '", png_path, "'");
   return true;
