@@ -28,6 +28,15 @@ inline ModelPtr random_model(const std::string& arch, torch::ScalarType dtype = 
   return m;
 }
 
+/// random_model converted with its BatchNorms kept (the form pruning works on), in eval mode; a
+/// conversion that is not equivalent throws with its report.
+inline PlainNet plain_bn_of(const std::string& arch, torch::ScalarType dtype = torch::kDouble) {
+  auto r = convert(*random_model(arch, dtype), ConvertOptions().keep_bn(true));
+  TORCH_CHECK(r.report.passed, arch, ": ", r.report.to_string());
+  r.plain->eval();
+  return r.plain;
+}
+
 inline double tolerance_for(torch::ScalarType dtype) { return dtype == torch::kDouble ? 1e-10 : 1e-4; }
 
 /// Max relative difference (to the largest |a|) between two models' outputs on x.

@@ -19,16 +19,9 @@
 namespace rmnet {
 namespace {
 using test::error_of;
+using test::plain_bn_of;
 using test::random_model;
 using test::rel_diff;
-
-PlainNet plain_of(const std::string& arch, torch::ScalarType dtype = torch::kDouble) {
-  auto m = random_model(arch, dtype);
-  auto r = convert(*m, ConvertOptions().keep_bn(true));
-  EXPECT_TRUE(r.report.passed) << arch << ": " << r.report.to_string();
-  r.plain->eval();
-  return r.plain;
-}
 
 /// Zeroes (gamma = 0, beta <= 0) about a third of the channels of every unit whose activation after
 /// the importance BN maps such a channel to exactly zero (ReLU, or a clamp with min 0); returns how
@@ -61,7 +54,7 @@ torch::Tensor input(torch::ScalarType dtype = torch::kDouble) {
 
 TEST(Prune, RatioZeroChangesNothing) {
   for (const std::string arch : {"resnet20", "mobilenet_v2_cifar"}) {
-    auto net = plain_of(arch);
+    auto net = plain_bn_of(arch);
     auto r = prune(*net, PruneOptions().ratio(0.0));
     EXPECT_EQ(r.report.channels_removed, 0) << arch;
     EXPECT_EQ(r.net->specs(), net->specs()) << arch;
@@ -73,7 +66,7 @@ TEST(Prune, RatioZeroChangesNothing) {
 TEST(Prune, DeadChannelsAreRemovedExactly) {
   for (const std::string arch : {"resnet20", "mobilenet_v2_cifar", "rmnet26x3_32"}) {
     for (auto dtype : {torch::kDouble, torch::kFloat}) {
-      auto net = plain_of(arch, dtype);
+      auto net = plain_bn_of(arch, dtype);
       const int64_t killed = kill_channels(net);
       ASSERT_GT(killed, 10) << arch;
       for (auto rule : {PruneImportance::Gamma, PruneImportance::Contribution}) {
@@ -93,7 +86,7 @@ TEST(Prune, DeadChannelsAreRemovedExactly) {
 
 TEST(Prune, ShapesConsistentSaveLoadRun) {
   for (const std::string arch : {"resnet20", "mobilenet_v2_cifar", "rmnet26x3_32"}) {
-    auto net = plain_of(arch, torch::kFloat);
+    auto net = plain_bn_of(arch, torch::kFloat);
     auto r = prune(*net, PruneOptions().ratio(0.5).keep_one(true));
     EXPECT_GT(r.report.channels_removed, r.report.channels_total / 3) << arch;
     EXPECT_LT(r.report.params_after, r.report.params_before) << arch;
@@ -124,7 +117,7 @@ TEST(Prune, ShapesConsistentSaveLoadRun) {
 }
 
 TEST(Prune, GroupedUnitsKeepEqualChannelsPerGroup) {
-  auto net = plain_of("rmnet26x3_32", torch::kFloat);
+  auto net = plain_bn_of("rmnet26x3_32", torch::kFloat);
   auto r = prune(*net, PruneOptions().ratio(0.3).keep_one(true));
   int64_t checked = 0;
   for (const auto& u : r.report.units) {
@@ -139,7 +132,7 @@ TEST(Prune, GroupedUnitsKeepEqualChannelsPerGroup) {
 }
 
 TEST(Prune, NeverBelowOneChannel) {
-  auto net = plain_of("resnet8", torch::kFloat);
+  auto net = plain_bn_of("resnet8", torch::kFloat);
   auto r = prune(*net, PruneOptions().threshold(1e9).keep_one(true));
   for (const auto& u : r.report.units) EXPECT_EQ(static_cast<int64_t>(u.kept.size()), u.groups);
   EXPECT_EQ(r.net->forward(input(torch::kFloat)).sizes(), (std::vector<int64_t>{2, 10}));
@@ -150,7 +143,7 @@ TEST(Prune, BadInput) {
   EXPECT_NE(error_of([&] { prune(*residual, PruneOptions().ratio(0.5)); }).find("convert it first"), std::string::npos);
   auto fused = convert(*residual, ConvertOptions().keep_bn(false)).plain;
   EXPECT_NE(error_of([&] { prune(*fused, PruneOptions().ratio(0.5)); }).find("no BatchNorm"), std::string::npos);
-  auto net = plain_of("resnet8", torch::kFloat);
+  auto net = plain_bn_of("resnet8", torch::kFloat);
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(1.0)); }).find("[0, 1)"), std::string::npos);
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions()); }).find("exactly one"), std::string::npos);
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.5).threshold(0.1)); }).find("exactly one"),
@@ -182,7 +175,7 @@ TEST(Prune, BadInput) {
 
 TEST(Prune, DeployedNetworkIsRefusedClearly) {
   // A DeployedNet calls itself "plain" but is not a PlainNet: a clear error, not std::bad_cast.
-  auto net = plain_of("resnet8", torch::kFloat);
+  auto net = plain_bn_of("resnet8", torch::kFloat);
   auto deployed = deploy(*net);
   const auto e = error_of([&] { prune(*deployed, PruneOptions().ratio(0.5)); });
   EXPECT_NE(e.find("deployed"), std::string::npos) << e;
@@ -362,7 +355,7 @@ TEST(PruneFold, PaddedConsumerIsExactInsideTheBorder) {
   // resnet8's block convs are 3x3 with padding 1: the folded constant is exact on the pixels whose
   // receptive field lies inside the image, an approximation on the border (counted in the report)
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
-    auto net = plain_of("resnet8", dtype);
+    auto net = plain_bn_of("resnet8", dtype);
     const size_t bn = 4, consumer_bn = 7;  // block conv1's BN ([bn1 | reserved]) and the merge conv's BN
     zero_gamma(net, bn, {2, 9, 20, 27}, {0.8, 1.7, 2.5, 0.4});
     auto r = prune(*net, PruneOptions().threshold(1e-30));
@@ -381,7 +374,7 @@ TEST(PruneFold, PaddedConsumerIsExactInsideTheBorder) {
 }
 
 TEST(PruneImportance, ContributionIsGammaTimesScaledConsumerNorm) {
-  auto net = plain_of("resnet8");
+  auto net = plain_bn_of("resnet8");
   auto units = prune_units(*net);
   ASSERT_EQ(units.size(), 7u);
   // block conv1 (branch channels 0..15, reserved 16..31) into the merge conv and its BN
@@ -411,7 +404,7 @@ TEST(PruneImportance, ContributionIsGammaTimesScaledConsumerNorm) {
 }
 
 TEST(PruneImportance, GlobalRatioRemovesTheLeastImportantOfAllUnits) {
-  auto net = plain_of("resnet8");
+  auto net = plain_bn_of("resnet8");
   for (auto rule : {PruneImportance::Contribution, PruneImportance::Gamma}) {
     auto units = prune_units(*net);
     std::vector<std::tuple<double, size_t, int64_t>> all;  // importance, unit, channel

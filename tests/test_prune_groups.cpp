@@ -13,16 +13,8 @@
 namespace rmnet {
 namespace {
 using test::error_of;
-using test::random_model;
+using test::plain_bn_of;
 using test::rel_diff;
-
-PlainNet plain_of(const std::string& arch, torch::ScalarType dtype = torch::kDouble) {
-  auto m = random_model(arch, dtype);
-  auto r = convert(*m, ConvertOptions().keep_bn(true));
-  EXPECT_TRUE(r.report.passed) << arch << ": " << r.report.to_string();
-  r.plain->eval();
-  return r.plain;
-}
 
 torch::Tensor images(int64_t n, int64_t size = 32, torch::ScalarType dtype = torch::kDouble) {
   torch::manual_seed(11);
@@ -34,7 +26,7 @@ torch::Tensor images(int64_t n, int64_t size = 32, torch::ScalarType dtype = tor
 // stage structure (resnet20: 3 blocks per stage, downsample blocks reserve with a strided Dirac and
 // merge through the projection).
 TEST(PruneGroups, GroupsAreStreamChannelsOfTheResidualNetwork) {
-  auto net = plain_of("resnet20");
+  auto net = plain_bn_of("resnet20");
   const auto units = prune_units(*net);
   const auto groups = prune_groups(*net, units);
   std::map<size_t, int64_t> sizes;
@@ -57,14 +49,14 @@ TEST(PruneGroups, GroupsAreStreamChannelsOfTheResidualNetwork) {
   // stage 3 (64): merged of block 3.0 + 2 x (reserved, merged) = 5 (the head's input ends it)
   EXPECT_EQ(sizes, (std::map<size_t, int64_t>{{8, 16}, {6, 32}, {5, 64}}));
   // MobileNetV2: the reserved channels of the expansion blocks and the merged outputs they join
-  auto mb = plain_of("mobilenet_v2_cifar");
+  auto mb = plain_bn_of("mobilenet_v2_cifar");
   EXPECT_FALSE(prune_groups(*mb, prune_units(*mb)).empty());
 }
 
 // A stream group goes as a whole: after pruning, each group is kept or removed entirely (up to the
 // one group the count boundary may split), and with grouping none groups are split freely.
 TEST(PruneGroups, StreamGroupsAreRemovedTogether) {
-  auto net = plain_of("resnet20");
+  auto net = plain_bn_of("resnet20");
   const auto units = prune_units(*net);
   const auto groups = prune_groups(*net, units);
   const auto split_groups = [&](const PruneResult& r) {
@@ -95,7 +87,7 @@ TEST(PruneGroups, StreamGroupsAreRemovedTogether) {
 // removing it and refitting the consumer reproduces the original network (float64), while removal
 // with the constant fold alone does not.
 TEST(PruneGroups, ReconstructionRecoversARedundantChannelExactly) {
-  auto net = plain_of("resnet8");
+  auto net = plain_bn_of("resnet8");
   const auto units = prune_units(*net);
   // the first block's first conv: branch channels 0..15; channel 5 becomes a copy of channel 2 with
   // weak consumer weights (so it ranks last), channel 2 carries the rest of its weight
@@ -144,7 +136,7 @@ TEST(PruneGroups, ReconstructionRecoversARedundantChannelExactly) {
 // activations are large.
 TEST(PruneGroups, ReconstructionLowersTheErrorOfADeepCut) {
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
-    auto net = plain_of("resnet8", dtype);
+    auto net = plain_bn_of("resnet8", dtype);
     const auto calib = images(64, 32, dtype), held = images(8, 32, dtype).mul(4.0);
     auto plain = prune(*net, PruneOptions().target_macs(0.5).keep_one(true));
     auto rec = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).reconstruct(true), calib);
@@ -157,7 +149,7 @@ TEST(PruneGroups, ReconstructionLowersTheErrorOfADeepCut) {
     EXPECT_LT(rec.report.reconstruction_error_after, rec.report.reconstruction_error_before);
     EXPECT_EQ(rec.net->metadata().at("prune_reconstructed"), std::to_string(rec.report.reconstructed));
   }
-  auto net = plain_of("resnet8");
+  auto net = plain_bn_of("resnet8");
   EXPECT_NE(error_of([&] { prune(*net, PruneOptions().ratio(0.3).reconstruct(true)); }).find("calibration"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
@@ -176,9 +168,7 @@ namespace {
 // runtime as measured (loose target: timing in a test runs beside other tests).
 TEST(PruneLatency, TargetSpeedupIsMetAsMeasured) {
   torch::manual_seed(5);
-  auto m = test::random_model("resnet8", torch::kFloat);
-  auto net = convert(*m, ConvertOptions().keep_bn(true)).plain;
-  net->eval();
+  auto net = test::plain_bn_of("resnet8", torch::kFloat);
   const auto lo = LatencyOptions().batch(16).input_size(32).iters(7).warmup(2).grid({0.5, 1.0});
   std::vector<bool> all(net->size(), true);
   const auto table = LatencyTable::measure(*net, all, lo);

@@ -133,7 +133,6 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
   if (lo.input_size() == 0) lo.input_size(size);
   BenchOptions bo;
   bo.batch(o.bench_batch()).input_size(size).iters(o.bench_iters()).warmup(std::max<int64_t>(1, o.bench_iters() / 2));
-  bo.runtime(lo.runtime());
   const auto measure = [&](const ModelPtr& m, CompressStep& s, Runtime runtime) {
     BenchOptions b_opts = bo;
     auto b = benchmark(m, s.name, b_opts.runtime(runtime));
@@ -152,16 +151,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     s.name = "original";
     auto copy = copy_of(trained);
     copy->eval();
-    BenchOptions ob = bo;
-    auto b = benchmark(copy, s.name, ob.runtime(as_plain ? lo.runtime() : Runtime::Auto));
-    s.runtime = b.runtime;
-    s.images_per_second = b.images_per_second;
-    s.latency_ms = b.latency_p50_ms;
-    s.macs = count_flops(*copy, cin, size);
-    s.params = count_parameters(*copy);
-    s.top1 = top1_of(prepare_inference(copy, Runtime::Auto), test, eval_t, workers);
-    log(fmt::format("{:<10} top-1 {:.2f}%  {:.0f} images/s ({}, batch {})  MACs {}  params {}", s.name, 100 * s.top1,
-                    s.images_per_second, s.runtime, o.bench_batch(), s.macs, s.params));
+    measure(copy, s, as_plain ? lo.runtime() : Runtime::Auto);
     result.steps.push_back(s);
   }
   {

@@ -8,8 +8,9 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "../convert/chain.h"
+#include "prune_internal.h"
 #include "rmnet/convert/verify.h"
-#include "rmnet/models/profile.h"
 
 namespace rmnet {
 
@@ -39,13 +40,7 @@ double time_ms(ModelImpl& m, const torch::Tensor& x, int64_t warmup, int64_t ite
 }
 
 double time_net(const PlainNetImpl& net, const std::vector<int64_t>& shape, const LatencyOptions& o) {
-  auto dtype = torch::kFloat;
-  auto device = torch::Device(torch::kCPU);
-  for (const auto& p : net.parameters()) {
-    dtype = p.scalar_type();
-    device = p.device();
-    break;
-  }
+  const auto [dtype, device] = detail::dtype_device(net);
   torch::manual_seed(0);
   auto x = torch::randn(shape, torch::TensorOptions().dtype(dtype).device(device));
   if (o.runtime() == Runtime::Eager) {
@@ -99,17 +94,11 @@ LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bo
   LatencyTable table;
   table.whole_ms_ = measure_latency_ms(net, o);
   const int64_t size = o.input_size() > 0 ? o.input_size() : default_input_size(net);
-  int64_t h = size, w = size;
+  const auto sides = detail::output_sides(net.specs(), size);
   double sum_full = 0.0;
   for (size_t i = 0; i < net.size(); ++i) {
     const auto& s = net.spec(i);
-    const int64_t hin = h, win = w;
-    if (s.kind == LayerKind::Conv || s.kind == LayerKind::MaxPool) {
-      h = (h + 2 * s.padding - s.kernel) / s.stride + 1;
-      w = (w + 2 * s.padding - s.kernel) / s.stride + 1;
-    } else if (s.kind == LayerKind::AvgPool) {
-      h = w = 1;
-    }
+    const int64_t side = i == 0 ? size : sides[i - 1];  // of the layer's input
     if (!variable[i] || (s.kind != LayerKind::Conv && s.kind != LayerKind::Linear)) continue;
     Layer l;
     l.index = i;
@@ -127,7 +116,7 @@ LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bo
         if (s.kind == LayerKind::Conv) {
           specs = {LayerSpec::conv(in, cout, s.kernel, s.stride, s.padding, depthwise ? cout : s.groups, true),
                    LayerSpec::relu()};
-          shape = {o.batch(), in, hin, win};
+          shape = {o.batch(), in, side, side};
         } else {
           specs = {LayerSpec::avgpool(), LayerSpec::flatten(), LayerSpec::linear(cin, cout, true)};
           shape = {o.batch(), cin, 1, 1};

@@ -28,6 +28,10 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& options, co
 void reconstruct_consumers(const PlainNetImpl& original, PlainNetImpl& pruned, const std::vector<PruneUnit>& units,
                            const torch::Tensor& calibration, const PruneOptions& o, PruneReport& rep);
 
+/// The side of the square map each layer outputs for a square input of side `size` (convs and
+/// max-pools shrink it, the global average pool makes it 1).
+std::vector<int64_t> output_sides(const std::vector<LayerSpec>& specs, int64_t size);
+
 /// Parameters and MACs per image of the chain when each unit keeps the channels `kept[u]`, computed
 /// from the layer shapes without building it (equal to count_parameters / count_flops of the result).
 class PruneCost {

@@ -16,6 +16,19 @@ namespace rmnet::detail {
 // Cost model: parameters and MACs (conv: out * H * W * in / groups * k * k, linear: in * out, SE:
 // its two linears), as count_parameters and profile_model count them.
 
+std::vector<int64_t> output_sides(const std::vector<LayerSpec>& specs, int64_t size) {
+  std::vector<int64_t> sides(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& s = specs[i];
+    if (s.kind == LayerKind::Conv || s.kind == LayerKind::MaxPool)
+      size = (size + 2 * s.padding - s.kernel) / s.stride + 1;
+    else if (s.kind == LayerKind::AvgPool)
+      size = 1;
+    sides[i] = size;
+  }
+  return sides;
+}
+
 PruneCost::PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& units, int64_t input_size,
                      AddsBias adds_bias)
     : specs_(net.specs()),
@@ -23,17 +36,8 @@ PruneCost::PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& unit
       out_unit_(specs_.size(), -1),
       in_unit_(specs_.size(), -1),
       adds_bias_(std::move(adds_bias)) {
-  int64_t h = input_size, w = input_size;
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    const auto& s = specs_[i];
-    if (s.kind == LayerKind::Conv || s.kind == LayerKind::MaxPool) {
-      h = (h + 2 * s.padding - s.kernel) / s.stride + 1;
-      w = (w + 2 * s.padding - s.kernel) / s.stride + 1;
-    } else if (s.kind == LayerKind::AvgPool) {
-      h = w = 1;
-    }
-    pixels_[i] = h * w;
-  }
+  const auto sides = output_sides(specs_, input_size);
+  for (size_t i = 0; i < specs_.size(); ++i) pixels_[i] = sides[i] * sides[i];
   for (size_t u = 0; u < units.size(); ++u) {
     out_unit_[units[u].producer] = static_cast<int>(u);
     for (auto j : units[u].sliced) out_unit_[j] = static_cast<int>(u);
@@ -141,6 +145,20 @@ UnitPlan plan_unit(const PruneUnit& u, const std::vector<double>& imp, const Pru
   return p;
 }
 
+/// The smallest n in [0, most] with meets(n), given meets(most) (binary search; meets is taken to be
+/// monotone: removing more channels never raises the cost).
+size_t fewest(size_t most, const std::function<bool(size_t)>& meets) {
+  size_t a = 0, b = most;
+  while (a < b) {
+    const size_t mid = a + (b - a) / 2;
+    if (meets(mid))
+      b = mid;
+    else
+      a = mid + 1;
+  }
+  return b;
+}
+
 struct Choice {
   std::vector<int64_t> kept;
   bool emptied = false;  // the selection left a group with nothing (kept the minimum instead)
@@ -223,15 +241,7 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                 "channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
                 o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ",
                 fmt::format("{:.4g}", least), " against ", fmt::format("{:.4g}", value_target->target));
-    size_t a = 0, b = order.size();
-    while (a < b) {
-      const size_t mid = a + (b - a) / 2;
-      if (value(mid) <= value_target->target)
-        b = mid;
-      else
-        a = mid + 1;
-    }
-    r = global_counts(b);
+    r = global_counts(fewest(order.size(), [&](size_t n) { return value(n) <= value_target->target; }));
   } else if (by_threshold) {
     rep.threshold = o.threshold();
     for (size_t u = 0; u < units.size(); ++u) {
@@ -260,15 +270,7 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                 "removable channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
                 o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ", least, " of ", full,
                 macs ? " MACs" : " parameters", fmt::format(" ({:.3f})", static_cast<double>(least) / static_cast<double>(full)));
-    size_t a = 0, b = order.size();  // measure(b) <= target; find the smallest such b
-    while (a < b) {
-      const size_t mid = a + (b - a) / 2;
-      if (measure(mid) <= target)
-        b = mid;
-      else
-        a = mid + 1;
-    }
-    r = global_counts(b);
+    r = global_counts(fewest(order.size(), [&](size_t n) { return measure(n) <= target; }));
   }
 
   auto choices = choose_all(r);

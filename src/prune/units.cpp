@@ -15,42 +15,39 @@ namespace rmnet {
 namespace {
 constexpr std::pair<PruneImportance, const char*> kImportanceNames[] = {
     {PruneImportance::Gamma, "gamma"}, {PruneImportance::Contribution, "contribution"}};
-constexpr std::pair<PruneGrouping, const char*> kGroupingNames[] = {{PruneGrouping::None, "none"},
-                                                                    {PruneGrouping::Stream, "stream"}};
+constexpr std::pair<PruneGrouping, const char*> kGroupingNames[] = {{PruneGrouping::Stream, "stream"},
+                                                                    {PruneGrouping::None, "none"}};
 constexpr std::pair<PruneScope, const char*> kScopeNames[] = {{PruneScope::Global, "global"},
                                                               {PruneScope::Layer, "layer"}};
+
+/// The value named `name` in a name table; an unknown name is an error naming `what` and the names.
+template <typename E, size_t N>
+E from_name(const std::pair<E, const char*> (&table)[N], const std::string& name, const char* what) {
+  std::string names;
+  for (const auto& [v, n] : table) {
+    if (name == n) return v;
+    names += std::string(names.empty() ? "" : " or ") + n;
+  }
+  TORCH_CHECK(false, "unknown ", what, " '", name, "' (expected ", names, ")");
+}
+template <typename E, size_t N>
+std::string name_of(const std::pair<E, const char*> (&table)[N], E value) {
+  for (const auto& [v, n] : table)
+    if (v == value) return n;
+  return "?";
+}
 }  // namespace
 
 PruneImportance prune_importance_from_string(const std::string& name) {
-  for (const auto& [v, n] : kImportanceNames)
-    if (name == n) return v;
-  TORCH_CHECK(false, "unknown importance rule '", name, "' (expected gamma or contribution)");
+  return from_name(kImportanceNames, name, "importance rule");
 }
-std::string to_string(PruneImportance importance) {
-  for (const auto& [v, n] : kImportanceNames)
-    if (v == importance) return n;
-  return "?";
-}
+std::string to_string(PruneImportance importance) { return name_of(kImportanceNames, importance); }
 PruneGrouping prune_grouping_from_string(const std::string& name) {
-  for (const auto& [v, n] : kGroupingNames)
-    if (name == n) return v;
-  TORCH_CHECK(false, "unknown pruning grouping '", name, "' (expected stream or none)");
+  return from_name(kGroupingNames, name, "pruning grouping");
 }
-std::string to_string(PruneGrouping grouping) {
-  for (const auto& [v, n] : kGroupingNames)
-    if (v == grouping) return n;
-  return "?";
-}
-PruneScope prune_scope_from_string(const std::string& name) {
-  for (const auto& [v, n] : kScopeNames)
-    if (name == n) return v;
-  TORCH_CHECK(false, "unknown pruning scope '", name, "' (expected global or layer)");
-}
-std::string to_string(PruneScope scope) {
-  for (const auto& [v, n] : kScopeNames)
-    if (v == scope) return n;
-  return "?";
-}
+std::string to_string(PruneGrouping grouping) { return name_of(kGroupingNames, grouping); }
+PruneScope prune_scope_from_string(const std::string& name) { return from_name(kScopeNames, name, "pruning scope"); }
+std::string to_string(PruneScope scope) { return name_of(kScopeNames, scope); }
 
 namespace detail {
 

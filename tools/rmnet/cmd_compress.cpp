@@ -1,7 +1,6 @@
 // rmnet compress: convert -> prune (N rounds, each fine-tuned with the unpruned network as teacher)
 // -> optional INT8 -> evaluation -> DIR/report.json + DIR/accuracy_vs_speed.png. A thin layer over
 // rmnet/compress/compress.h.
-#include <regex>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -24,23 +23,17 @@ struct CompressCliOptions {
   CompressOptions compress = CompressOptions();
 };
 
-std::string with_flags(std::string message) {
-  static const std::pair<const char*, const char*> kNames[] = {
+/// The library's option names as compress's flags.
+std::string with_flags(const std::string& message) {
+  return with_flag_names(message, {
       {"target_macs", "--target-macs"}, {"target_latency_ms", "--target-latency"},
       {"target_speedup", "--target-speedup"}, {"finetune_epochs", "--finetune-epochs"},
       {"rounds", "--rounds"}, {"calibration_images", "--calib-images"},
-  };
-  for (const auto& [name, flag] : kNames) message = std::regex_replace(message, std::regex(name), flag);
-  return message;
+  });
 }
 
 void run_compress(CompressCliOptions o) {
-  ModelPtr model;
-  try {
-    model = load_model(o.model);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "--model '", o.model, "': ", e.what_without_backtrace());
-  }
+  ModelPtr model = load_model_flag("--model", o.model);
   model->eval();
   DatasetPtr train = open_dataset_flags(o.dataset, o.data, true), test = open_dataset_flags(o.dataset, o.data, false);
   if (o.max_train_samples > 0) train = std::make_shared<Subset>(train, static_cast<size_t>(o.max_train_samples));

@@ -3,7 +3,6 @@
 // residual model only). A thin layer over rmnet/prune/slim.h and residual_baseline.h; prints
 // parameters, MACs and measured images/s before and after.
 #include <filesystem>
-#include <regex>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -37,9 +36,9 @@ struct PruneCliOptions {
   int64_t bench_iters = 10, bench_batch = 64, input_size = 0;
 };
 
-/// The library names options; the CLI user knows them as flags.
-std::string with_flags(std::string message) {
-  static const std::pair<const char*, const char*> kNames[] = {
+/// The library's option names as prune's flags.
+std::string with_flags(const std::string& message) {
+  return with_flag_names(message, {
       {"target_macs", "--target-macs"},       {"target_params", "--target-params"},
       {"target_latency_ms", "--target-latency"}, {"target_speedup", "--target-speedup"},
       {"max_layer_ratio", "--max-layer-ratio"}, {"round_to", "--round-to"},
@@ -47,18 +46,11 @@ std::string with_flags(std::string message) {
       {"ConvertOptions::keep_bn", "rmnet convert --keep-bn"}, {"prune_residual", "--residual-baseline"},
       {"scope 'layer'", "--scope layer"},     {"reconstruct_positions", "--reconstruct-positions"},
       {"reconstruct needs calibration images", "--reconstruct needs --calib-dataset"},
-  };
-  for (const auto& [name, flag] : kNames) message = std::regex_replace(message, std::regex(name), flag);
-  return message;
+  });
 }
 
 void run_prune(const PruneCliOptions& o) {
-  ModelPtr model;
-  try {
-    model = load_model(o.model);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "--model '", o.model, "': ", e.what_without_backtrace());
-  }
+  ModelPtr model = load_model_flag("--model", o.model);
   model->eval();
   PruneOptions po;
   po.threshold(o.threshold).ratio(o.ratio).target_macs(o.target_macs).target_params(o.target_params);

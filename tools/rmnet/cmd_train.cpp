@@ -69,12 +69,7 @@ void run_train(TrainCliOptions o) {
     model = create_model(opts.track_block_stats(true).shortcut_scale(o.shortcut_scale || to.sparsity() > 0));
   }
   if (!o.teacher.empty()) {
-    ModelPtr teacher;
-    try {
-      teacher = load_model(o.teacher);
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "--teacher '", o.teacher, "': ", e.what_without_backtrace());
-    }
+    ModelPtr teacher = load_model_flag("--teacher", o.teacher);
     TORCH_CHECK(teacher->options().num_classes() == model->options().num_classes(), "--teacher '", o.teacher,
                 "' has ", teacher->options().num_classes(), " classes, the trained network ",
                 model->options().num_classes());

@@ -3,6 +3,8 @@
 // subcommand and its options and returns it with the function to run once parsing succeeded.
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -72,6 +74,11 @@ torch::Device parse_device(const std::string& name, int default_index = 0);
 
 /// open_dataset (data/datasets.h) with its errors prefixed by the flags (--dataset, --data).
 DatasetPtr open_dataset_flags(const std::string& name, const std::string& dir, bool train);
+/// load_model with its errors prefixed by the flag that named the file (e.g. "--model 'x': ...").
+ModelPtr load_model_flag(const std::string& flag, const std::string& path);
+/// The library names options; the CLI user knows them as flags: each (library name, flag) pair's
+/// name in `message` becomes the flag.
+std::string with_flag_names(std::string message, const std::vector<std::pair<const char*, const char*>>& names);
 
 /// Prints a line to stdout, flushed (progress-style messages).
 void say(const std::string& line);

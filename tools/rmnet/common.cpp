@@ -1,10 +1,12 @@
 #include <iostream>
+#include <regex>
 
 #include <torch/cuda.h>
 
 #include "commands.h"
 #include "rmnet/data/datasets.h"
 #include "rmnet/io/export.h"
+#include "rmnet/io/model_file.h"
 #include "rmnet/models/registry.h"
 
 namespace rmnet::cli {
@@ -97,6 +99,19 @@ DatasetPtr open_dataset_flags(const std::string& name, const std::string& dir, b
     TORCH_CHECK(false, "--dataset ", name, dir.empty() ? " (no --data DIR)" : " --data " + dir, ": ",
                 e.what_without_backtrace());
   }
+}
+
+ModelPtr load_model_flag(const std::string& flag, const std::string& path) {
+  try {
+    return load_model(path);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, flag, " '", path, "': ", e.what_without_backtrace());
+  }
+}
+
+std::string with_flag_names(std::string message, const std::vector<std::pair<const char*, const char*>>& names) {
+  for (const auto& [name, flag] : names) message = std::regex_replace(message, std::regex(name), flag);
+  return message;
 }
 
 void say(const std::string& line) { std::cout << line << std::endl; }
