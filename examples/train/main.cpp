@@ -73,10 +73,10 @@ int main(int argc, char** argv) {
     auto conv = rmnet::convert(*model);
     std::cout << "converted: " << conv.report.to_string() << std::endl;
     if (!conv.report.passed) return 1;
-    rmnet::save_model(*conv.plain, out + "/plain.rmnet");
+    rmnet::save_model(*conv.net, out + "/plain.rmnet");
 
     rmnet::DataLoader loader(test, rmnet::eval_transform("fashion-mnist"), rmnet::LoaderOptions().batch_size(256).shuffle(false));
-    const auto residual = rmnet::evaluate(*model, loader), plain = rmnet::evaluate(*conv.plain, loader);
+    const auto residual = rmnet::evaluate(*model, loader), plain = rmnet::evaluate(*conv.net, loader);
     std::cout << "test top-1: residual " << 100 * residual.top1 << "%, plain " << 100 * plain.top1 << "% on "
               << plain.samples << " images; wrote " << out << "/final.rmnet and " << out << "/plain.rmnet" << std::endl;
     return 0;

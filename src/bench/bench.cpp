@@ -1,5 +1,4 @@
 #include "rmnet/bench/bench.h"
-#include "rmnet/deploy/int8.h"
 
 #include <algorithm>
 #include <chrono>
@@ -127,10 +126,8 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
     r.flops = cost.flops;
   }
 
-  auto runner = prepare_inference(
-      model, o.runtime(), DeployOptions().device(o.device()).dtype(dt).channels_last(o.channels_last()).buffer_cache_mb(
-                                     o.buffer_cache_mb()));
-  auto* deployed_net = dynamic_cast<DeployedNetImpl*>(runner.get());
+  auto runner = prepare_inference(model, o.runtime(), DeployOptions(o.deploy()).dtype(dt));
+  auto* deployed_net = as_deployed(*runner);
   const bool deployed = deployed_net != nullptr;
   r.runtime = runtime_name(*runner);
   if (!deployed && o.channels_last()) {
@@ -180,8 +177,6 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
   r.latency_mean_ms = 1e3 * total / static_cast<double>(o.iters());
   r.gflops_per_second = static_cast<double>(r.flops) * r.images_per_second / 1e9;
   if (o.profile() && deployed_net) r.steps = deployed_net->profile(x, 1, std::max<int64_t>(o.iters() / 2, 1));
-  if (auto* int8 = dynamic_cast<Int8NetImpl*>(runner.get()); o.profile() && int8)
-    r.steps = int8->profile(x, 1, std::max<int64_t>(o.iters() / 2, 1));
   if (cuda_alloc) {
     const auto stats = cuda_alloc->getDeviceStats(o.device().has_index() ? o.device().index() : 0);
     r.peak_memory_bytes = stats.allocated_bytes[0].peak;  // StatType::AGGREGATE

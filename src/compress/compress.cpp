@@ -120,7 +120,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
   } else {
     auto cr = convert(trained, ConvertOptions().keep_bn(true));
     TORCH_CHECK(cr.report.passed, "the conversion of the trained model is not equivalent: ", cr.report.to_string());
-    converted = cr.plain;
+    converted = cr.net;
   }
   converted->eval();
   // sizes from the data as the network sees it (the test transform of one image)

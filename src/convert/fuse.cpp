@@ -1,150 +1,30 @@
-// Passes 2 and 3: fold BatchNorm into convs, fuse adjacent pointwise convs (paper Eq. 4), and
-// replace activations that are ReLUs or identities in disguise.
+// The PlainNet -> PlainNet forms of the chain passes (ir/passes.h).
 #include "rmnet/convert/fuse.h"
-
-#include <limits>
 
 #include <torch/torch.h>
 
-#include "chain.h"
+#include "rmnet/ir/chain.h"
 
 namespace rmnet {
-using detail::BNParams;
-using detail::Chain;
-using detail::ChainLayer;
-using detail::to_f64;
-
-PointwiseFusion pointwise_fusion_from_string(const std::string& s) {
-  if (s == "never") return PointwiseFusion::Never;
-  if (s == "always") return PointwiseFusion::Always;
-  if (s == "auto") return PointwiseFusion::Auto;
-  TORCH_CHECK(false, "unknown pointwise fusion policy '", s, "' (expected never, always or auto)");
-}
-
-std::string to_string(PointwiseFusion f) {
-  switch (f) {
-    case PointwiseFusion::Never:
-      return "never";
-    case PointwiseFusion::Always:
-      return "always";
-    case PointwiseFusion::Auto:
-      return "auto";
-  }
-  return "?";
-}
 
 namespace {
 
-PlainNet rebuild(const PlainNetImpl& src, const Chain& ch) {
-  auto [dtype, device] = detail::dtype_device(src);
-  auto net = ch.build(src.options(), dtype, device);
+PlainNet run_pass(const PlainNetImpl& src, const ir::Pass& pass) {
+  auto [dtype, device] = ir::dtype_device(src);
+  ir::WorkDtypeGuard work(dtype);
+  auto net = pass.run(ir::Chain::from(src)).build(src.options(), dtype, device);
   net->metadata() = src.metadata();
   return net;
 }
 
-template <typename Pass>
-PlainNet run_pass(const PlainNetImpl& src, Pass pass) {
-  detail::WorkDtypeGuard work(detail::dtype_device(src).first);
-  return rebuild(src, pass(Chain::from(src)));
-}
-
-bool is_pointwise(const LayerSpec& s) {
-  return s.kind == LayerKind::Conv && s.kernel == 1 && s.stride == 1 && s.padding == 0 && s.groups == 1;
-}
-
-torch::Tensor bias_or_zeros(const ChainLayer& l) {
-  auto it = l.tensors.find("bias");
-  if (it != l.tensors.end()) return it->second;
-  return torch::zeros({l.spec.out_channels}, torch::TensorOptions().dtype(torch::kDouble));
-}
-
 }  // namespace
 
-namespace detail {
-
-Chain fold_batchnorm(const Chain& in) {
-  Chain out;
-  for (size_t i = 0; i < in.layers.size(); ++i) {
-    const auto& l = in.layers[i];
-    if (l.spec.kind == LayerKind::Conv && i + 1 < in.layers.size() &&
-        in.layers[i + 1].spec.kind == LayerKind::BatchNorm) {
-      const auto& bl = in.layers[i + 1];
-      BNParams bn{to_f64(bl.at("weight")), to_f64(bl.at("bias")), to_f64(bl.at("running_mean")),
-                  to_f64(bl.at("running_var")), bl.spec.eps};
-      const auto a = bn.scale();
-      // W' = a W,  b' = a (b - mean) + beta  (a in float64, rounded once to the weight's dtype)
-      const auto& w = l.at("weight");
-      out.conv(w * a.to(w.scalar_type()).view({-1, 1, 1, 1}), (to_f64(bias_or_zeros(l)) - bn.mean) * a + bn.bias,
-               l.spec.stride, l.spec.padding, l.spec.groups);
-      out.mark(l.origin);
-      ++i;
-    } else {
-      out.push(l);
-    }
-  }
-  return out;
-}
-
-Chain fuse_pointwise(const Chain& in, PointwiseFusion policy) {
-  Chain out;
-  for (const auto& l : in.layers) {
-    if (policy != PointwiseFusion::Never && is_pointwise(l.spec) && !out.layers.empty() &&
-        is_pointwise(out.layers.back().spec)) {
-      auto& prev = out.layers.back();
-      const int64_t cin = prev.spec.in_channels, mid = prev.spec.out_channels, cout = l.spec.out_channels;
-      const bool cheaper = cin * cout <= cin * mid + mid * cout;
-      if (policy == PointwiseFusion::Always || cheaper) {
-        // Z = W2 (W1 X + B1) + B2 = (W2 W1) X + (W2 B1 + B2)
-        const auto w1 = prev.at("weight").flatten(1), w2 = l.at("weight").flatten(1);
-        const auto w = torch::matmul(w2, w1).view({cout, cin, 1, 1});
-        const auto b = torch::matmul(w2.to(torch::kDouble), to_f64(bias_or_zeros(prev))) + to_f64(bias_or_zeros(l));
-        out.layers.pop_back();
-        out.conv(w, b, 1, 0);
-        out.mark(l.origin);
-        continue;
-      }
-    }
-    out.push(l);
-  }
-  return out;
-}
-
-Chain simplify_activations(const Chain& in) {
-  Chain out;
-  const double inf = std::numeric_limits<double>::infinity();
-  for (const auto& l : in.layers) {
-    if (l.spec.kind == LayerKind::Clamp) {
-      const auto &lo = l.at("min"), &hi = l.at("max");
-      if (lo.eq(-inf).all().item<bool>() && hi.eq(inf).all().item<bool>()) continue;  // identity
-      if (lo.eq(0).all().item<bool>() && hi.eq(inf).all().item<bool>()) {
-        out.relu();
-        continue;
-      }
-    } else if (l.spec.kind == LayerKind::PReLU) {
-      const auto& w = l.at("weight");
-      if (w.eq(1).all().item<bool>()) continue;  // identity
-      if (w.eq(0).all().item<bool>()) {
-        out.relu();
-        continue;
-      }
-    }
-    out.push(l);
-  }
-  return out;
-}
-
-}  // namespace detail
-
-PlainNet fold_batchnorm(const PlainNetImpl& net) {
-  return run_pass(net, [](const Chain& c) { return detail::fold_batchnorm(c); });
-}
+PlainNet fold_batchnorm(const PlainNetImpl& net) { return run_pass(net, ir::fold_batchnorm_pass()); }
 
 PlainNet fuse_pointwise(const PlainNetImpl& net, PointwiseFusion policy) {
-  return run_pass(net, [policy](const Chain& c) { return detail::fuse_pointwise(c, policy); });
+  return run_pass(net, ir::fuse_pointwise_pass(policy));
 }
 
-PlainNet simplify_activations(const PlainNetImpl& net) {
-  return run_pass(net, [](const Chain& c) { return detail::simplify_activations(c); });
-}
+PlainNet simplify_activations(const PlainNetImpl& net) { return run_pass(net, ir::simplify_activations_pass()); }
 
 }  // namespace rmnet

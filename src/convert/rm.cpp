@@ -9,13 +9,13 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "chain.h"
+#include "rmnet/ir/chain.h"
 #include "rmnet/convert/fuse.h"
 #include "rmnet/models/registry.h"
 #include "translate.h"
 
 namespace rmnet {
-using detail::Chain;
+using ir::Chain;
 
 namespace {
 
@@ -23,7 +23,7 @@ namespace {
 Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, bool grouped_reserve) {
   Chain ch;
   ch.name_modules(model);
-  detail::WorkDtypeGuard work(detail::dtype_device(model).first);
+  ir::WorkDtypeGuard work(ir::dtype_device(model).first);
   detail::TranslateOptions to;
   to.downsample = downsample;
   to.grouped_reserve = grouped_reserve;
@@ -33,32 +33,8 @@ Chain reserve_merge_chain(const ModelImpl& model, DownsampleMode downsample, boo
 
 /// A float64 copy of a model: same architecture (options; the layer list of a plain network),
 /// weights, statistics, metadata, device and training flag.
-ModelPtr float64_copy(const ModelImpl& model) {
-  ModelPtr copy;
-  if (auto* p = dynamic_cast<const PlainNetImpl*>(&model))
-    copy = std::make_shared<PlainNetImpl>(p->specs(), p->options());
-  else
-    copy = create_model(model.options());
-  copy->metadata() = model.metadata();
-  copy->to(detail::dtype_device(model).second, torch::kDouble);
-  torch::NoGradGuard no_grad;
-  std::map<std::string, torch::Tensor> src;
-  for (const auto& p : model.named_parameters(true)) src[p.key()] = p.value();
-  for (const auto& b : model.named_buffers(true)) src[b.key()] = b.value();
-  auto copy_in = [&](const std::string& key, torch::Tensor& dst) {
-    auto it = src.find(key);
-    TORCH_CHECK(it != src.end() && it->second.sizes() == dst.sizes(), "float64 copy: tensor '", key,
-                "' does not match");
-    dst.copy_(it->second);
-  };
-  for (auto& p : copy->named_parameters(true)) copy_in(p.key(), p.value());
-  for (auto& b : copy->named_buffers(true)) copy_in(b.key(), b.value());
-  copy->train(model.is_training());
-  return copy;
-}
-
 PlainNet build_from(const ModelImpl& model, const Chain& ch, DownsampleMode downsample) {
-  auto [dtype, device] = detail::dtype_device(model);
+  auto [dtype, device] = ir::dtype_device(model);
   ModelOptions opts = model.options();
   opts.arch("plain");
   auto net = ch.build(opts, dtype, device);
@@ -79,40 +55,31 @@ PlainNet reserve_merge(const ModelImpl& model, DownsampleMode downsample, bool g
 
 ConversionResult convert(const ModelImpl& model_in, const ConvertOptions& options) {
   ConversionResult result;
-  auto clock = std::chrono::steady_clock::now();
-  auto lap = [&](std::string name) {
-    const auto now = std::chrono::steady_clock::now();
-    result.pass_seconds.emplace_back(std::move(name), std::chrono::duration<double>(now - clock).count());
-    clock = now;
-  };
+  ir::PassLog log;
   // A source in float32 (or half) is converted and checked in float64: the check then measures the
   // conversion, not float32, which cannot resolve an ill-conditioned network (large activations);
   // the result is written back in the source's dtype.
-  const auto model_dtype = detail::dtype_device(model_in).first;
+  const auto model_dtype = ir::dtype_device(model_in).first;
   const bool widen = model_dtype != torch::kDouble && c10::isFloatingType(model_dtype) &&
                      detail::has_translator(model_in.family());
-  const ModelPtr wide = widen ? float64_copy(model_in) : nullptr;
+  const ModelPtr wide = widen ? model_in.clone_model(torch::kDouble) : nullptr;
   const ModelImpl& model = widen ? *wide : model_in;
-  if (widen) lap("float64_copy");
+  if (widen) log.lap("float64_copy");
   const bool from_residual = !dynamic_cast<const PlainNetImpl*>(&model);
-  detail::WorkDtypeGuard work(detail::dtype_device(model).first);
+  ir::WorkDtypeGuard work(ir::dtype_device(model).first);
   auto ch = reserve_merge_chain(model, options.downsample(), options.grouped_reserve());
-  lap(from_residual ? "reserve_merge" : "read");
+  if (from_residual)
+    log.lap("reserve_merge", ir::PassRecord::Kind::Transform);
+  else
+    log.lap("read");
   if (!options.keep_bn()) {
-    ch = detail::fold_batchnorm(ch);
-    lap("fold_batchnorm");
-    ch = detail::simplify_activations(ch);
-    lap("simplify_activations");
-    if (options.fuse_pointwise() != PointwiseFusion::Never) {
-      ch = detail::fuse_pointwise(ch, options.fuse_pointwise());
-      lap("fuse_pointwise(" + to_string(options.fuse_pointwise()) + ")");
-    }
+    std::vector<ir::Pass> passes{ir::fold_batchnorm_pass(), ir::simplify_activations_pass()};
+    if (options.fuse_pointwise() != PointwiseFusion::Never) passes.push_back(ir::fuse_pointwise_pass(options.fuse_pointwise()));
+    ch = log.run(passes, std::move(ch));
   }
-  std::string passes;
-  for (const auto& [name, secs] : result.pass_seconds)
-    if (name != "read" && name != "float64_copy") passes += (passes.empty() ? "" : ",") + name;
+  const std::string passes = log.transforms();
   auto net = build_from(model, ch, options.downsample());
-  lap("build");
+  log.lap("build");
   net->metadata()["passes"] = passes;
   net->metadata()["bn"] = options.keep_bn() ? "kept" : "fused";
   VerifyOptions vo = options.verify_options();
@@ -140,7 +107,7 @@ ConversionResult convert(const ModelImpl& model_in, const ConvertOptions& option
       net->metadata()["model_dtype_rel_error"] = fmt::format("{:.3e}", r.model_dtype_rel_error);
       net->metadata()["source_dtype_rel_error"] = fmt::format("{:.3e}", r.source_dtype_rel_error);
     }
-    lap("verify");
+    log.lap("verify");
   }
   if (options.cost_input_size() >= 0) {
     const int64_t size = options.cost_input_size() > 0   ? options.cost_input_size()
@@ -156,9 +123,11 @@ ConversionResult convert(const ModelImpl& model_in, const ConvertOptions& option
     md["cost.flops_after"] = std::to_string(result.cost_after.flops);
     md["cost.params_before"] = std::to_string(result.cost_before.params);
     md["cost.params_after"] = std::to_string(result.cost_after.params);
-    lap("cost");
+    log.lap("cost");
   }
-  result.plain = net;
+  result.net = result.plain = net;
+  result.passes = log.records();
+  result.pass_seconds = ir::pass_seconds(result.passes);
   return result;
 }
 

@@ -9,7 +9,7 @@
 
 #include <torch/torch.h>
 
-#include "chain.h"
+#include "translate.h"
 #include "rmnet/models/resnet.h"
 
 namespace rmnet::detail {

@@ -4,13 +4,20 @@
 // (ModelImpl::family()); adding a family is one translate_<family>.cpp file and one line there.
 #include <string>
 
-#include "chain.h"
+#include "rmnet/ir/chain.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/models/mobilenet.h"
 #include "rmnet/models/repvgg.h"
 #include "rmnet/models/resnet.h"
 
 namespace rmnet::detail {
+
+using ir::BNParams;
+using ir::Chain;
+using ir::ChainLayer;
+using ir::to_f64;
+using ir::to_work;
+using ir::work_options;
 
 /// What a translator may be asked to vary.
 struct TranslateOptions {

@@ -4,7 +4,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
-#include "chain.h"
+#include "rmnet/ir/chain.h"
 #include "../eval_mode_guard.h"
 
 namespace rmnet {
@@ -28,7 +28,7 @@ std::string VerifyReport::to_string() const {
 }
 
 VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate, const VerifyOptions& options) {
-  auto [dtype, device] = detail::dtype_device(reference);
+  auto [dtype, device] = ir::dtype_device(reference);
   VerifyReport r;
   const int64_t size = options.input_size() > 0 ? options.input_size() : default_input_size(reference);
   TORCH_CHECK(options.batch() >= 1, "verification batch must be at least 1 (got ", options.batch(), ")");
@@ -46,7 +46,7 @@ VerifyReport verify_equivalence(ModelImpl& reference, ModelImpl& candidate, cons
   {
     detail::EvalModeGuard ga(reference), gb(candidate);
     a = reference.forward(x).to(torch::kDouble);
-    const auto [cdtype, cdevice] = detail::dtype_device(candidate);
+    const auto [cdtype, cdevice] = ir::dtype_device(candidate);
     b = candidate.forward(x.to(cdevice, cdtype)).to(torch::kDouble);
   }
   TORCH_CHECK(a.sizes() == b.sizes(), "verification: outputs differ in shape: ", a.sizes(), " vs ", b.sizes());

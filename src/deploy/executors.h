@@ -26,8 +26,11 @@ std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const De
 /// and replayed (src/deploy/cuda_graph.cpp). Throws where rmnet was built without CUDA graphs.
 std::shared_ptr<Executor> make_cuda_graph_executor(const PlainNetImpl& net, const DeployOptions& options);
 
+/// The INT8 executor of a quantized network (src/deploy/int8.cpp; deploy/int8.h).
+std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const DeployOptions& options);
+
 /// `warmup` untimed calls of `run(nullptr)`, then the mean of `iters` timed ones, step by step
-/// (DeployedNetImpl::profile, Int8NetImpl::profile).
+/// (DeployedNetImpl::profile).
 std::vector<StepTiming> average_profile(const std::function<void(std::vector<StepTiming>*)>& run, int64_t warmup,
                                         int64_t iters);
 

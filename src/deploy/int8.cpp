@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "buffer_cache.h"
+#include "executors.h"
 #include "onednn_steps.h"  // conv_as_matrix
 
 namespace rmnet {
@@ -54,9 +55,11 @@ bool int8_runtime_available() {
          c10::Dispatcher::singleton().findSchema({"onednn::qconv_prepack", ""}).has_value();
 }
 
+namespace {
+
 // One step of the chain. The activation flowing between steps is u8 (channels-last) with a
 // per-tensor scale / zero point until the head, float32 from there on.
-struct Int8NetImpl::Step {
+struct Int8Step {
   enum Kind { QConv, U8Relu, U8Clamp, U8MaxPool, Float, Dequantize } kind = Float;
   LayerSpec spec;
   std::map<std::string, torch::Tensor> tensors;  // Float: the layer's tensors
@@ -87,11 +90,10 @@ struct Int8NetImpl::Step {
   std::list<std::pair<std::vector<int64_t>, torch::Tensor>> packs;  // most recently used first
 };
 
-namespace {
 
 /// The tiny-map GEMM of a QConv step for input `x` (u8 channels-last), or null where the map is
 /// not tiny (H*W*Ho*Wo > 2*k*k, as in the float runtime) or the conv is grouped.
-std::shared_ptr<const Int8NetImpl::Step::Gemm> gemm_for(Int8NetImpl::Step& st, const torch::Tensor& x) {
+std::shared_ptr<const Int8Step::Gemm> gemm_for(Int8Step& st, const torch::Tensor& x) {
   if (!st.gemm_ok) return nullptr;
   const auto& s = st.spec;
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
@@ -101,7 +103,7 @@ std::shared_ptr<const Int8NetImpl::Step::Gemm> gemm_for(Int8NetImpl::Step& st, c
   std::lock_guard<std::mutex> lock(st.pack_mutex);
   if (auto* cached = detail::lru_find(st.gemms, key)) return *cached;
   static const auto prepack = onednn_op("onednn::qlinear_prepack");
-  auto g = std::make_shared<Int8NetImpl::Step::Gemm>();
+  auto g = std::make_shared<Int8Step::Gemm>();
   g->ho = ho;
   g->wo = wo;
   const auto t = detail::conv_as_matrix(st.weight_s8, h, w, s.stride, s.padding).contiguous();
@@ -115,25 +117,25 @@ std::shared_ptr<const Int8NetImpl::Step::Gemm> gemm_for(Int8NetImpl::Step& st, c
 }
 
 /// What a step does, for profiles.
-std::string step_name(const Int8NetImpl::Step& st, bool as_gemm) {
+std::string step_name(const Int8Step& st, bool as_gemm) {
   const auto& s = st.spec;
   switch (st.kind) {
-    case Int8NetImpl::Step::QConv:
+    case Int8Step::QConv:
       return fmt::format("qconv {}x{} s{} {}->{}{}{}{}{}", s.kernel, s.kernel, s.stride, s.in_channels, s.out_channels,
                          s.groups > 1 ? fmt::format(" g{}", s.groups) : "", st.fused_relu ? " + relu" : "",
                          st.float_out ? " -> float32" : "", as_gemm ? " (as one INT8 GEMM)" : "");
-    case Int8NetImpl::Step::U8Relu: return "u8 relu";
-    case Int8NetImpl::Step::U8Clamp: return "u8 per-channel clamp";
-    case Int8NetImpl::Step::U8MaxPool: return fmt::format("u8 maxpool {}x{} s{}", s.kernel, s.kernel, s.stride);
-    case Int8NetImpl::Step::Dequantize: return "dequantize";
-    case Int8NetImpl::Step::Float:
+    case Int8Step::U8Relu: return "u8 relu";
+    case Int8Step::U8Clamp: return "u8 per-channel clamp";
+    case Int8Step::U8MaxPool: return fmt::format("u8 maxpool {}x{} s{}", s.kernel, s.kernel, s.stride);
+    case Int8Step::Dequantize: return "dequantize";
+    case Int8Step::Float:
       return "float32 " + s.describe() + (st.requant ? " + quantize" : "");
   }
   return "?";
 }
 
 /// The qconv weights of a QConv step packed for input `x`'s shape (packed on first use, cached).
-torch::Tensor packed_for(Int8NetImpl::Step& st, const torch::Tensor& x) {
+torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x) {
   const auto key = x.sizes().vec();
   std::lock_guard<std::mutex> lock(st.pack_mutex);
   if (auto* cached = detail::lru_find(st.packs, key)) return *cached;
@@ -146,16 +148,24 @@ torch::Tensor packed_for(Int8NetImpl::Step& st, const torch::Tensor& x) {
   return packed;
 }
 
-}  // namespace
+/// The INT8 executor behind a DeployedNet made from a quantized network.
+class Int8Executor final : public detail::Executor {
+ public:
+  using Step = Int8Step;
+  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm);
+  torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) override;
+  std::string plan() const override;
+  std::vector<std::string> fallbacks() const override { return fallbacks_; }
+  int64_t packed_gemms() const override;
 
-Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, bool small_map_gemm)
-    : ModelImpl(net.options()) {
-  TORCH_CHECK(int8_runtime_available(),
-              "the INT8 runtime needs LibTorch's oneDNN INT8 operators (onednn::qconv2d_pointwise), which this build "
-              "of LibTorch does not register");
-  TORCH_CHECK(buffer_cache_mb >= 0, "INT8 runtime: buffer_cache_mb must be >= 0 (got ", buffer_cache_mb, ")");
-  if (buffer_cache_mb > 0) buffers_ = detail::BufferCache::make(static_cast<size_t>(buffer_cache_mb) << 20);
-  metadata_ = net.metadata();
+ private:
+  std::vector<std::shared_ptr<Step>> steps_;
+  std::vector<std::string> fallbacks_;
+  double in_scale_ = 1.0;
+  int64_t in_zp_ = 0;
+};
+
+Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm) {
   const auto& plan = net.plan();
   const size_t n = net.size();
   in_scale_ = net.input_scale();
@@ -311,7 +321,7 @@ Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, b
   }
 }
 
-int64_t Int8NetImpl::packed_gemms() const {
+int64_t Int8Executor::packed_gemms() const {
   int64_t n = 0;
   for (const auto& st : steps_) {
     std::lock_guard<std::mutex> lock(st->pack_mutex);
@@ -320,23 +330,18 @@ int64_t Int8NetImpl::packed_gemms() const {
   return n;
 }
 
-BufferCacheStats Int8NetImpl::buffer_cache_stats() const { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
-
-torch::Tensor Int8NetImpl::forward(torch::Tensor x) { return run(std::move(x), nullptr); }
-
-std::vector<StepTiming> Int8NetImpl::profile(const torch::Tensor& x, int64_t warmup, int64_t iters) {
-  return detail::average_profile([&](std::vector<StepTiming>* t) { run(x, t); }, warmup, iters);
+std::string Int8Executor::plan() const {
+  std::string out;
+  for (const auto& st : steps_)
+    out += fmt::format("[{}-{}] {}\n", st->first, st->last, step_name(*st, false));
+  return out;
 }
 
-torch::Tensor Int8NetImpl::run(torch::Tensor x, std::vector<StepTiming>* timings) {
+torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTiming>* timings) {
   static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
   static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
-  torch::NoGradGuard ng;
-  detail::BufferCacheScope buffers(buffers_.get());  // this forward's activations reuse the last one's
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "INT8 runtime: expected input [N, ",
-              options_.in_channels(), ", H, W] (got ", x.sizes(), ")");
-  TORCH_CHECK(x.device().is_cpu(), "the INT8 runtime runs on the CPU (got an input on ", x.device(), ")");
-  x = quantize_u8(x.to(torch::kFloat).contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
+  // the input: checked, float32 on the CPU (DeployedNetImpl::check_input)
+  auto x = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
   for (const auto& sp : steps_) {
     const auto& st = *sp;
     const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
@@ -344,7 +349,7 @@ torch::Tensor Int8NetImpl::run(torch::Tensor x, std::vector<StepTiming>* timings
     switch (st.kind) {
       case Step::QConv:
         if (auto g = gemm_for(*sp, x)) {
-          as_gemm = true;  // the whole map as one row per image: [N, H*W*Cin] x T^T  // the whole map as one row per image: [N, H*W*Cin] x T^T
+          as_gemm = true;  // the whole map as one row per image: [N, H*W*Cin] x T^T
           const int64_t n = x.size(0);
           const auto rows = x.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
           x = call(qlinear, {rows, st.x_scale, st.x_zp, g->packed, g->w_scale, g->w_zp, g->bias,
@@ -383,5 +388,22 @@ torch::Tensor Int8NetImpl::run(torch::Tensor x, std::vector<StepTiming>* timings
   }
   return x;
 }
+
+}  // namespace
+
+namespace detail {
+std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const DeployOptions& options) {
+  TORCH_CHECK(int8_runtime_available(),
+              "the INT8 runtime needs LibTorch's oneDNN INT8 operators (onednn::qconv2d_pointwise), which this build "
+              "of LibTorch does not register");
+  TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
+  return std::make_shared<Int8Executor>(net, options.small_map_gemm());
+}
+}  // namespace detail
+
+Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, const DeployOptions& options) : DeployedNetImpl(net, options) {}
+
+Int8NetImpl::Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb, bool small_map_gemm)
+    : DeployedNetImpl(net, DeployOptions().buffer_cache_mb(buffer_cache_mb).small_map_gemm(small_map_gemm)) {}
 
 }  // namespace rmnet

@@ -57,12 +57,7 @@ bool onednn_available(const DeployOptions& o, std::string* why) {
 
 DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
     : ModelImpl(net.options()), deploy_(std::move(options)) {
-  const auto dt = deploy_.dtype();
-  TORCH_CHECK(dt == torch::kFloat || dt == torch::kBFloat16 || dt == torch::kHalf || dt == torch::kDouble,
-              "deploy: unsupported dtype ", dt, " (expected float32, bfloat16, float16 or float64)");
-  TORCH_CHECK(deploy_.packed_shapes() >= 1, "deploy: packed_shapes must be >= 1 (got ", deploy_.packed_shapes(), ")");
-  TORCH_CHECK(deploy_.buffer_cache_mb() >= 0, "deploy: buffer_cache_mb must be >= 0 (got ", deploy_.buffer_cache_mb(),
-              ")");
+  init_options();
   metadata_ = net.metadata();
   source_params_ = count_parameters(net);
   std::string why;
@@ -93,6 +88,35 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
                                            : detail::make_torchscript_executor(net, deploy_);
   if (deploy_.device().is_cpu() && deploy_.buffer_cache_mb() > 0)
     buffers_ = detail::BufferCache::make(static_cast<size_t>(deploy_.buffer_cache_mb()) << 20);
+}
+
+DeployedNetImpl::DeployedNetImpl(const QuantizedNetImpl& net, DeployOptions options)
+    : ModelImpl(net.options()), deploy_(std::move(options)) {
+  TORCH_CHECK(deploy_.runtime() == Runtime::Auto || deploy_.runtime() == Runtime::Int8, "deploy: '",
+              net.options().arch(), "' is a quantized network: it runs on the int8 runtime, not ",
+              to_string(deploy_.runtime()));
+  deploy_.dtype(torch::kFloat).runtime(Runtime::Int8);  // float32 images, quantized by the executor
+  init_options();
+  metadata_ = net.metadata();
+  source_params_ = count_parameters(net);
+  runtime_ = Runtime::Int8;
+  exec_ = detail::make_int8_executor(net, deploy_);
+  if (deploy_.buffer_cache_mb() > 0)
+    buffers_ = detail::BufferCache::make(static_cast<size_t>(deploy_.buffer_cache_mb()) << 20);
+}
+
+void DeployedNetImpl::init_options() {
+  const auto dt = deploy_.dtype();
+  TORCH_CHECK(dt == torch::kFloat || dt == torch::kBFloat16 || dt == torch::kHalf || dt == torch::kDouble,
+              "deploy: unsupported dtype ", dt, " (expected float32, bfloat16, float16 or float64)");
+  TORCH_CHECK(deploy_.packed_shapes() >= 1, "deploy: packed_shapes must be >= 1 (got ", deploy_.packed_shapes(), ")");
+  TORCH_CHECK(deploy_.buffer_cache_mb() >= 0, "deploy: buffer_cache_mb must be >= 0 (got ", deploy_.buffer_cache_mb(),
+              ")");
+}
+
+std::shared_ptr<ModelImpl> DeployedNetImpl::make_like() const {
+  TORCH_CHECK(false, "a deployed network (runtime ", to_string(runtime_), ") cannot be cloned: its weights are the ",
+              "executor's constants; deploy its source network again");
 }
 
 BufferCacheStats DeployedNetImpl::buffer_cache_stats() const { return buffers_ ? buffers_->stats() : BufferCacheStats{}; }
@@ -171,10 +195,16 @@ StepTiming step_timing(std::string name, size_t first, size_t last, std::chrono:
 
 DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options) { return DeployedNet(net, options); }
 
+DeployedNet deploy(const QuantizedNetImpl& net, const DeployOptions& options) {
+  return DeployedNet(std::make_shared<DeployedNetImpl>(net, options));
+}
+
+DeployedNetImpl* as_deployed(ModelImpl& prepared) { return dynamic_cast<DeployedNetImpl*>(&prepared); }
+const DeployedNetImpl* as_deployed(const ModelImpl& prepared) { return dynamic_cast<const DeployedNetImpl*>(&prepared); }
+
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options) {
   TORCH_CHECK(model, "prepare_inference: no model");
-  if (std::dynamic_pointer_cast<DeployedNetImpl>(model)) return model;  // already prepared
-  if (std::dynamic_pointer_cast<Int8NetImpl>(model)) return model;
+  if (as_deployed(*model)) return model;  // already prepared
   if (auto* q = dynamic_cast<QuantizedNetImpl*>(model.get())) {  // INT8 (deploy/int8.h)
     TORCH_CHECK(runtime == Runtime::Auto || runtime == Runtime::Int8 || runtime == Runtime::Eager, "'",
                 model->options().arch(), "' is a quantized network: run it with the int8 runtime (or eager, its "
@@ -183,8 +213,9 @@ ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployO
       model->eval();
       return model;
     }
-    TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
-    return std::make_shared<Int8NetImpl>(*q, options.buffer_cache_mb(), options.small_map_gemm());
+    auto o = options;
+    o.runtime(Runtime::Int8);
+    return std::make_shared<Int8NetImpl>(*q, o);
   }
   TORCH_CHECK(runtime != Runtime::Int8, "the int8 runtime runs quantized networks only; quantize '",
               model->options().arch(), "' first (rmnet quantize)");
@@ -203,8 +234,7 @@ ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployO
 }
 
 std::string runtime_name(const ModelImpl& prepared) {
-  if (auto* d = dynamic_cast<const DeployedNetImpl*>(&prepared)) return to_string(d->runtime());
-  if (dynamic_cast<const Int8NetImpl*>(&prepared)) return "int8";
+  if (const auto* d = as_deployed(prepared)) return to_string(d->runtime());
   return "eager";
 }
 

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "rmnet/core.h"
+#include "rmnet/ir/traits.h"
 
 namespace rmnet::detail {
 
@@ -125,6 +127,28 @@ struct Graph {
     Proto model;
     model.i64(1, 7).bytes(2, "rmnet").bytes(3, version()).msg(8, opset).msg(7, g);
     return model.buf;
+  }
+};
+
+/// The chain IR's ONNX sink (rmnet/ir/traits.h) on a Graph: initializers through `init_fn` when
+/// set (the QDQ export keeps integer types), else Graph::init.
+struct GraphSink : ir::OnnxSink {
+  Graph& gr;
+  std::function<std::string(const std::string&, const torch::Tensor&)> init_fn;
+  explicit GraphSink(Graph& g, std::function<std::string(const std::string&, const torch::Tensor&)> f = {})
+      : gr(g), init_fn(std::move(f)) {}
+  std::string init(const std::string& name, const torch::Tensor& t) override {
+    return init_fn ? init_fn(name, t) : gr.init(name, t);
+  }
+  std::string node(const std::string& op, const std::vector<std::string>& inputs, const std::vector<ir::OnnxAttr>& attrs,
+                   const std::string& out = "") override {
+    std::vector<Proto> protos;
+    for (const auto& a : attrs) {
+      if (a.type == ir::OnnxAttr::Type::Int) protos.push_back(attr_int(a.name, a.ints.at(0)));
+      else if (a.type == ir::OnnxAttr::Type::Ints) protos.push_back(attr_ints(a.name, a.ints));
+      else protos.push_back(attr_float(a.name, static_cast<float>(a.f)));
+    }
+    return gr.node(op, inputs, protos, out);
   }
 };
 

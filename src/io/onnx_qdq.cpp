@@ -57,15 +57,14 @@ std::string to_onnx_qdq(const QuantizedNetImpl& net) {
   double cur_s = net.input_scale();
   int64_t cur_zp = net.input_zero_point();
   std::string x = qdq("input", "input", cur_s, cur_zp);
+  detail::GraphSink sink(gr, init);
   bool fresh = true;  // x is the output of a DequantizeLinear (what ORT's QDQ fusion needs before a Conv)
   for (size_t i = 0; i < n; ++i) {
     const auto& s = net.spec(i);
     const std::string p = fmt::format("l{}.", i);
     const std::string out = i == last ? "logits" : "";
     const auto t = net.layer(i).tensors();
-    if (i < plan.head) {
-      switch (s.kind) {
-        case LayerKind::Conv: {
+    if (i < plan.head && s.kind == LayerKind::Conv) {
           if (!fresh) x = qdq(x, p + "in", cur_s, cur_zp);
           const auto ws = t.at("weight_scale").to(torch::kFloat);
           const auto w = gr.node("DequantizeLinear",
@@ -111,79 +110,14 @@ std::string to_onnx_qdq(const QuantizedNetImpl& net) {
           cur_zp = pz;
           i = k;
           continue;
-        }
-        case LayerKind::ReLU:
-          x = gr.node("Relu", {x}, {}, out);
-          fresh = false;
-          continue;
-        case LayerKind::Clamp: {
-          const auto hi = gr.node("Min", {x, init(p + "max", t.at("max").view({1, -1, 1, 1}))}, {});
-          x = gr.node("Max", {hi, init(p + "min", t.at("min").view({1, -1, 1, 1}))}, {}, out);
-          fresh = false;
-          continue;
-        }
-        case LayerKind::MaxPool:
-          x = gr.node("MaxPool", {x},
-                      {attr_ints("kernel_shape", {s.kernel, s.kernel}), attr_ints("strides", {s.stride, s.stride}),
-                       attr_ints("pads", {s.padding, s.padding, s.padding, s.padding})},
-                      out);
-          fresh = false;
-          continue;
-        default:
-          break;  // PReLU / SE: the float graph below, then Q/DQ at the point
-      }
     }
-    // float32 layers (fallbacks and the head): the float export's nodes
-    switch (s.kind) {
-      case LayerKind::PReLU:
-        x = gr.node("PRelu", {x, init(p + "weight", t.at("weight").view({-1, 1, 1}))}, {}, out);
-        break;
-      case LayerKind::ReLU: x = gr.node("Relu", {x}, {}, out); break;
-      case LayerKind::Clamp: {
-        const auto hi = gr.node("Min", {x, init(p + "max", t.at("max").view({1, -1, 1, 1}))}, {});
-        x = gr.node("Max", {hi, init(p + "min", t.at("min").view({1, -1, 1, 1}))}, {}, out);
-        break;
-      }
-      case LayerKind::MaxPool:
-        x = gr.node("MaxPool", {x},
-                    {attr_ints("kernel_shape", {s.kernel, s.kernel}), attr_ints("strides", {s.stride, s.stride}),
-                     attr_ints("pads", {s.padding, s.padding, s.padding, s.padding})},
-                    out);
-        break;
-      case LayerKind::AvgPool: x = gr.node("GlobalAveragePool", {x}, {}, out); break;
-      case LayerKind::Flatten: x = gr.node("Flatten", {x}, {attr_int("axis", 1)}, out); break;
-      case LayerKind::Linear: {
-        std::vector<std::string> in = {x, init(p + "weight", t.at("weight"))};
-        if (s.bias) in.push_back(init(p + "bias", t.at("bias")));
-        x = gr.node("Gemm", in, {attr_int("transB", 1)}, out);
-        break;
-      }
-      case LayerKind::SE: {
-        const auto slice = [&](int64_t from, int64_t to, const std::string& tag) {
-          const auto opts = torch::TensorOptions().dtype(torch::kLong);
-          return gr.node("Slice", {x, init(p + tag + "_starts", torch::full({1}, from, opts)),
-                                   init(p + tag + "_ends", torch::full({1}, to, opts)),
-                                   init(p + tag + "_axes", torch::ones({1}, opts))},
-                         {});
-        };
-        const std::string a = s.scaled == s.out_channels ? x : slice(0, s.scaled, "a");
-        const auto conv1x1 = [&](const std::string& in, const torch::Tensor& w, const torch::Tensor& b,
-                                 const std::string& tag) {
-          return gr.node("Conv", {in, init(p + tag + "_weight", w.view({w.size(0), w.size(1), 1, 1})), init(p + tag + "_bias", b)},
-                         {attr_ints("kernel_shape", {1, 1})});
-        };
-        auto g = gr.node("GlobalAveragePool", {a}, {});
-        g = gr.node("Relu", {conv1x1(g, t.at("w1"), t.at("b1"), "w1")}, {});
-        g = gr.node("Sigmoid", {conv1x1(g, t.at("w2"), t.at("b2"), "w2")}, {});
-        if (s.scaled == s.out_channels) {
-          x = gr.node("Mul", {a, g}, {}, out);
-        } else {
-          const auto y = gr.node("Mul", {a, g}, {});
-          x = gr.node("Concat", {y, slice(s.scaled, s.out_channels, "b")}, {attr_int("axis", 1)}, out);
-        }
-        break;
-      }
-      default: TORCH_CHECK(false, "QDQ ONNX: unexpected layer ", i, " (", s.describe(), ")");
+    // the other layers: their float nodes (relu, clamp and max-pool on dequantized u8 values; the
+    // float fallbacks and the head), then Q/DQ at a quantization point
+    TORCH_CHECK(s.kind != LayerKind::BatchNorm, "QDQ ONNX: unexpected layer ", i, " (", s.describe(), ")");
+    x = ir::traits(s.kind).onnx(s, [&](const std::string& name) { return t.at(name); }, sink, p, x, out);
+    if (i < plan.head && plan.role[i] == QuantRole::U8) {
+      fresh = false;
+      continue;
     }
     fresh = false;
     if (i < plan.head && plan.point[i]) {

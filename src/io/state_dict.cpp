@@ -33,6 +33,11 @@ StateDict read_archive(const std::string& path) {
 
 }  // namespace
 
+void check_torch_archive(const std::string& path, const std::string& what) {
+  caffe2::serialize::PyTorchStreamReader zip(path);
+  detail::check_archive_pickles(zip, std::filesystem::file_size(path), what);
+}
+
 StateDict read_state_dict(const std::string& path) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "weights file '", path, "': no such file");
   try {

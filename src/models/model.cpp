@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "rmnet/models/registry.h"
 #include "rmnet/models/resnet.h"
 
 namespace rmnet {
@@ -11,6 +12,52 @@ int64_t ModelImpl::input_size() const {
   if (auto it = metadata_.find("verify_input_size"); it != metadata_.end())
     return std::stoll(it->second) <= 32 ? 32 : 224;
   return 224;
+}
+
+std::string to_string(ModelKind kind) {
+  switch (kind) {
+    case ModelKind::Residual: return "residual";
+    case ModelKind::Plain: return "plain";
+    case ModelKind::Quantized: return "quantized";
+    case ModelKind::Deployed: return "deployed";
+  }
+  return "?";
+}
+
+std::shared_ptr<ModelImpl> ModelImpl::make_like() const { return create_model(options_); }
+
+std::shared_ptr<torch::nn::Module> ModelImpl::clone(const std::optional<torch::Device>& device) const {
+  return clone_model(std::nullopt, device);
+}
+
+ModelPtr ModelImpl::clone_model(std::optional<torch::ScalarType> dtype, std::optional<torch::Device> device) const {
+  ModelPtr copy = make_like();
+  copy->metadata() = metadata_;
+  std::map<std::string, torch::Tensor> src;
+  for (const auto& p : named_parameters(true)) src[p.key()] = p.value();
+  for (const auto& b : named_buffers(true)) src[b.key()] = b.value();
+  auto dst_params = copy->named_parameters(true);
+  auto dst_buffers = copy->named_buffers(true);
+  TORCH_CHECK(dst_params.size() + dst_buffers.size() == src.size(), "clone of '", options_.arch(), "': the copy has ",
+              dst_params.size() + dst_buffers.size(), " tensors, the model ", src.size());
+  torch::NoGradGuard no_grad;
+  const auto place = [&](const std::string& key, torch::Tensor& dst, bool param) {
+    auto it = src.find(key);
+    TORCH_CHECK(it != src.end(), "clone of '", options_.arch(), "': the copy has a tensor '", key, "' the model has not");
+    const auto& s = it->second;
+    const auto type = dtype && s.is_floating_point() ? *dtype : s.scalar_type();
+    auto value = s.detach().to(device.value_or(s.device()), type, /*non_blocking=*/false, /*copy=*/true);
+    dst.set_data(value);
+    if (param) dst.set_requires_grad(s.requires_grad());
+  };
+  for (auto& p : dst_params) place(p.key(), p.value(), true);
+  for (auto& b : dst_buffers) place(b.key(), b.value(), false);
+  // training mode per module (a frozen BatchNorm in eval inside a model in training stays so)
+  const auto mine = named_modules("", /*include_self=*/true);
+  auto theirs = copy->named_modules("", /*include_self=*/true);
+  for (const auto& m : mine)
+    if (auto* d = theirs.find(m.key())) (*d)->train(m.value()->is_training());
+  return copy;
 }
 
 int64_t count_parameters(const torch::nn::Module& module) {

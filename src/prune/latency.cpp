@@ -8,7 +8,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "../convert/chain.h"
+#include "rmnet/ir/chain.h"
 #include "prune_internal.h"
 #include "rmnet/convert/verify.h"
 
@@ -40,7 +40,7 @@ double time_ms(ModelImpl& m, const torch::Tensor& x, int64_t warmup, int64_t ite
 }
 
 double time_net(const PlainNetImpl& net, const std::vector<int64_t>& shape, const LatencyOptions& o) {
-  const auto [dtype, device] = detail::dtype_device(net);
+  const auto [dtype, device] = ir::dtype_device(net);
   torch::manual_seed(0);
   auto x = torch::randn(shape, torch::TensorOptions().dtype(dtype).device(device));
   if (o.runtime() == Runtime::Eager) {

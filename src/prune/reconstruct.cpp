@@ -22,10 +22,11 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "../convert/chain.h"
+#include "rmnet/ir/chain.h"
 #include "prune_internal.h"
 
 namespace rmnet::detail {
+using ir::dtype_device;
 
 namespace {
 

@@ -12,12 +12,14 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "../convert/chain.h"
+#include "rmnet/ir/passes.h"
 #include "prune_internal.h"
 #include "rmnet/convert/verify.h"
 
 namespace rmnet {
-using detail::Chain;
+using ir::Chain;
+using ir::dtype_device;
+using ir::WorkDtypeGuard;
 using detail::is_depthwise;
 
 namespace {
@@ -29,7 +31,7 @@ torch::Tensor take(const torch::Tensor& t, int64_t dim, const torch::Tensor& idx
 
 /// Slices the tensors of chain layer `l` along dim 0 (per-channel tensors of BN/PReLU/Clamp, a
 /// conv's weight and bias) and its provenance.
-void slice_out(detail::ChainLayer& l, const torch::Tensor& keep, const std::vector<int64_t>& kept) {
+void slice_out(ir::ChainLayer& l, const torch::Tensor& keep, const std::vector<int64_t>& kept) {
   for (auto& [name, t] : l.tensors) {
     if (t.dim() == 0) continue;  // num_batches_tracked
     t = take(t, 0, keep);
@@ -41,7 +43,7 @@ void slice_out(detail::ChainLayer& l, const torch::Tensor& keep, const std::vect
 }
 
 /// Slices the input channels of a (possibly grouped) conv or the input features of a linear.
-void slice_in(detail::ChainLayer& l, const torch::Tensor& keep) {
+void slice_in(ir::ChainLayer& l, const torch::Tensor& keep) {
   auto& w = l.tensors.at("weight");
   const int64_t k = keep.size(0);
   if (l.spec.kind == LayerKind::Conv && l.spec.groups > 1) {
@@ -166,6 +168,55 @@ void check_options(const PruneOptions& o) {
 
 }  // namespace
 
+PruneCriterion PruneOptions::criterion() const {
+  const int set = (threshold() >= 0) + (ratio() >= 0) + (target_macs() >= 0) + (target_params() >= 0) +
+                  (target_latency_ms() >= 0) + (target_speedup() >= 0);
+  if (set != 1) return std::monostate{};
+  if (threshold() >= 0) return criterion::Threshold{threshold()};
+  if (ratio() >= 0) return criterion::Ratio{ratio()};
+  if (target_macs() >= 0) return criterion::TargetMacs{target_macs()};
+  if (target_params() >= 0) return criterion::TargetParams{target_params()};
+  if (target_latency_ms() >= 0) return criterion::TargetLatencyMs{target_latency_ms()};
+  return criterion::TargetSpeedup{target_speedup()};
+}
+
+PruneOptions& PruneOptions::criterion(const PruneCriterion& c) {
+  threshold(-1.0).ratio(-1.0).target_macs(-1.0).target_params(-1.0).target_latency_ms(-1.0).target_speedup(-1.0);
+  struct Set {
+    PruneOptions& o;
+    void operator()(std::monostate) const {}
+    void operator()(criterion::Threshold v) const { o.threshold(v.value); }
+    void operator()(criterion::Ratio v) const { o.ratio(v.fraction); }
+    void operator()(criterion::TargetMacs v) const { o.target_macs(v.fraction); }
+    void operator()(criterion::TargetParams v) const { o.target_params(v.fraction); }
+    void operator()(criterion::TargetLatencyMs v) const { o.target_latency_ms(v.ms); }
+    void operator()(criterion::TargetSpeedup v) const { o.target_speedup(v.factor); }
+  };
+  std::visit(Set{*this}, c);
+  return *this;
+}
+
+namespace {
+/// The "prune_criterion" metadata entry.
+std::string describe_criterion(const PruneOptions& o) {
+  struct Describe {
+    const PruneOptions& o;
+    std::string operator()(std::monostate) const { return "none"; }
+    std::string operator()(criterion::Threshold v) const { return fmt::format("threshold {}", v.value); }
+    std::string operator()(criterion::Ratio v) const { return fmt::format("ratio {} ({})", v.fraction, to_string(o.scope())); }
+    std::string operator()(criterion::TargetMacs v) const { return fmt::format("target_macs {}", v.fraction); }
+    std::string operator()(criterion::TargetParams v) const { return fmt::format("target_params {}", v.fraction); }
+    std::string operator()(criterion::TargetLatencyMs v) const {
+      return fmt::format("target_latency_ms {} (batch {})", v.ms, o.latency().batch());
+    }
+    std::string operator()(criterion::TargetSpeedup v) const {
+      return fmt::format("target_speedup {} (batch {})", v.factor, o.latency().batch());
+    }
+  };
+  return std::visit(Describe{o}, o.criterion());
+}
+}  // namespace
+
 namespace detail {
 
 PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const EligibleFn& eligible,
@@ -182,6 +233,7 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   TORCH_CHECK(!units.empty(), "the plain network has no prunable unit (a conv followed by a BatchNorm whose "
               "channels reach a conv or a pooled linear)");
 
+  ir::PassLog log;
   auto [dtype, device] = dtype_device(net);
   WorkDtypeGuard work(dtype);
   Chain ch = Chain::from(net);
@@ -350,24 +402,23 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   TORCH_CHECK(rep.params_before == count_parameters(net) && rep.params_after == count_parameters(*r.net),
               "internal: the pruning cost model counts ", rep.params_before, " -> ", rep.params_after,
               " parameters, the networks have ", count_parameters(net), " -> ", count_parameters(*r.net));
-  if (o.reconstruct()) reconstruct_consumers(net, *r.net, units, calibration, o, rep);
+  log.lap("prune", ir::PassRecord::Kind::Transform);
+  if (o.reconstruct()) {
+    reconstruct_consumers(net, *r.net, units, calibration, o, rep);
+    log.lap("reconstruct", ir::PassRecord::Kind::Transform);
+  }
   rep.units = std::move(units);
   auto& md = r.net->metadata();
   md["pruned_ratio"] = fmt::format("{:.6f}", rep.params_ratio_removed());
   md["pruned_channels"] = fmt::format("{}/{}", rep.channels_removed, rep.channels_total);
-  md["prune_criterion"] = o.threshold() >= 0     ? fmt::format("threshold {}", o.threshold())
-                          : o.ratio() >= 0       ? fmt::format("ratio {} ({})", o.ratio(), to_string(o.scope()))
-                          : o.target_macs() >= 0 ? fmt::format("target_macs {}", o.target_macs())
-                          : o.target_params() >= 0 ? fmt::format("target_params {}", o.target_params())
-                          : o.target_latency_ms() >= 0
-                              ? fmt::format("target_latency_ms {} (batch {})", o.target_latency_ms(), o.latency().batch())
-                              : fmt::format("target_speedup {} (batch {})", o.target_speedup(), o.latency().batch());
+  md["prune_criterion"] = describe_criterion(o);
   md["prune_importance"] = to_string(o.importance());
   md["prune_grouping"] = to_string(o.grouping());
   if (o.reconstruct()) md["prune_reconstructed"] = fmt::format("{}", rep.reconstructed);
   md["prune_threshold"] = fmt::format("{}", rep.threshold);
   r.net->train(net.is_training());
   r.report = std::move(rep);
+  r.passes = log.records();
   return r;
 }
 
@@ -375,9 +426,9 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
 
 PruneResult prune(const ModelImpl& model, const PruneOptions& options) {
   const auto* net = dynamic_cast<const PlainNetImpl*>(&model);
-  TORCH_CHECK(net || model.family() != "plain", "pruning needs a PlainNet with BatchNorms kept; this '",
-              model.family(), "' network is another kind (a deployed or quantized form?): prune the model file's "
-              "network before preparing it for inference");
+  TORCH_CHECK(net || model.kind() == ModelKind::Residual, "pruning needs a PlainNet with BatchNorms kept; this '",
+              model.family(), "' network is another kind (", to_string(model.kind()), "): prune the model file's "
+              "float plain network, before quantizing it or preparing it for inference");
   TORCH_CHECK(net, "pruning needs a plain network with BatchNorms kept, got a residual '", model.options().arch(),
               "' model (", model.family(), "): convert it first (ConvertOptions::keep_bn), or use the residual "
               "baseline (prune_residual)");

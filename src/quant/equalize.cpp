@@ -6,7 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "../convert/chain.h"
+#include "rmnet/ir/passes.h"
 
 namespace rmnet {
 namespace {
@@ -18,7 +18,7 @@ bool passes_channels(LayerKind k) {
 
 // Largest |W_B[:, c]| per input channel c of a conv (grouped: over the output channels of c's group)
 // or a Linear (over its rows).
-torch::Tensor input_ranges(const detail::ChainLayer& b) {
+torch::Tensor input_ranges(const ir::ChainLayer& b) {
   const auto w = b.at("weight").to(torch::kDouble).abs();
   if (b.spec.kind == LayerKind::Linear) return std::get<0>(w.max(0));
   const int64_t g = b.spec.groups, out_g = b.spec.out_channels / g, in_g = w.size(1);
@@ -27,7 +27,7 @@ torch::Tensor input_ranges(const detail::ChainLayer& b) {
 }
 
 // Multiplies input channel c of consumer B by s[c].
-void scale_inputs(detail::ChainLayer& b, const torch::Tensor& s) {
+void scale_inputs(ir::ChainLayer& b, const torch::Tensor& s) {
   auto& w = b.tensors.at("weight");
   const auto sd = s.to(w.scalar_type());
   if (b.spec.kind == LayerKind::Linear) {
@@ -39,7 +39,7 @@ void scale_inputs(detail::ChainLayer& b, const torch::Tensor& s) {
 }
 
 // Divides output channel c of producer A (weight, bias) and of the layers in between (clamp bounds) by s[c].
-void scale_outputs(detail::Chain& ch, size_t a, size_t consumer, const torch::Tensor& s) {
+void scale_outputs(ir::Chain& ch, size_t a, size_t consumer, const torch::Tensor& s) {
   auto& la = ch.layers[a];
   auto& w = la.tensors.at("weight");
   w = w / s.to(w.scalar_type()).view({-1, 1, 1, 1});
@@ -55,7 +55,7 @@ void scale_outputs(detail::Chain& ch, size_t a, size_t consumer, const torch::Te
 
 // Largest |W_B[o, c]| / max_c' |W_B[o, c']| per input channel c (over the rows o of c's group): the
 // consumer's column ranges as the per-output-channel weight quantization sees them.
-torch::Tensor relative_input_ranges(const detail::ChainLayer& b) {
+torch::Tensor relative_input_ranges(const ir::ChainLayer& b) {
   const auto w = b.at("weight").to(torch::kDouble).abs();
   const int64_t g = b.spec.groups, out_g = b.spec.out_channels / g, in_g = w.size(1);
   const auto cols = w.view({g, out_g, in_g, -1}).amax(3);  // [g, out_g, in_g]
@@ -98,7 +98,7 @@ std::map<size_t, torch::Tensor> activation_ranges(PlainNetImpl& net, const torch
   std::map<size_t, torch::Tensor> ranges;
   if (watch.empty()) return ranges;
   const size_t last = watch.rbegin()->first;
-  auto [dtype, device] = detail::dtype_device(net);
+  auto [dtype, device] = ir::dtype_device(net);
   torch::NoGradGuard ng;
   const int64_t n = images.size(0);
   for (int64_t b = 0; b < n; b += batch_size) {
@@ -121,11 +121,11 @@ PlainNet equalize_activations(const PlainNetImpl& net, const std::map<size_t, to
               options.alpha(), ")");
   TORCH_CHECK(options.max_scale() >= 1.0, "equalize: max_scale must be >= 1 (got ", options.max_scale(), ")");
   check_bn_free(net.specs(), "equalize_activations");
-  auto [dtype, device] = detail::dtype_device(net);
-  detail::Chain ch;
+  auto [dtype, device] = ir::dtype_device(net);
+  ir::Chain ch;
   {
-    detail::WorkDtypeGuard work(torch::kDouble);
-    ch = detail::Chain::from(net);
+    ir::WorkDtypeGuard work(torch::kDouble);
+    ch = ir::Chain::from(net);
   }
   const auto pairs = equalization_pairs(net.specs());
   size_t done = 0;
@@ -184,11 +184,11 @@ std::vector<EqualizePair> equalization_pairs(const std::vector<LayerSpec>& layer
 PlainNet equalize(const PlainNetImpl& net, const EqualizeOptions& options) {
   TORCH_CHECK(options.iterations() >= 0, "equalize: iterations must be >= 0 (got ", options.iterations(), ")");
   TORCH_CHECK(options.max_scale() >= 1.0, "equalize: max_scale must be >= 1 (got ", options.max_scale(), ")");
-  auto [dtype, device] = detail::dtype_device(net);
-  detail::Chain ch;
+  auto [dtype, device] = ir::dtype_device(net);
+  ir::Chain ch;
   {
-    detail::WorkDtypeGuard work(torch::kDouble);  // every tensor in float64; rounded once at build
-    ch = detail::fold_batchnorm(detail::Chain::from(net));
+    ir::WorkDtypeGuard work(torch::kDouble);  // every tensor in float64; rounded once at build
+    ch = ir::fold_batchnorm(ir::Chain::from(net));
   }
   std::vector<LayerSpec> specs;
   for (const auto& l : ch.layers) specs.push_back(l.spec);

@@ -4,6 +4,8 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include "rmnet/ir/traits.h"
+
 namespace rmnet {
 
 std::string to_string(QuantRole r) {
@@ -23,19 +25,20 @@ QuantPlan quant_plan(const std::vector<LayerSpec>& layers) {
   p.point.assign(n, false);
   p.head = n;
   for (size_t i = 0; i < n; ++i) {
-    const auto k = layers[i].kind;
-    if (k == LayerKind::AvgPool || k == LayerKind::Flatten || k == LayerKind::Linear) {
+    if (ir::traits(layers[i].kind).quant == ir::QuantClass::Head) {
       p.head = i;
       break;
     }
   }
   for (size_t i = 0; i < p.head; ++i) {
     const auto& s = layers[i];
-    switch (s.kind) {
-      case LayerKind::BatchNorm:
+    switch (ir::traits(s.kind).quant) {
+      case ir::QuantClass::Reject:
         TORCH_CHECK(false, "quantization: layer ", i, " is a BatchNorm (", s.describe(),
                     "); fold it into its conv first (fold_batchnorm)");
-      case LayerKind::Conv: {
+      case ir::QuantClass::Int8: {
+        // the conv's run of activations: relu/clamp fused on its INT8 output, PReLU in float, up to
+        // the quantization point
         p.role[i] = QuantRole::Int8;
         size_t j = i + 1;
         for (; j < p.head; ++j) {
@@ -52,17 +55,14 @@ QuantPlan quant_plan(const std::vector<LayerSpec>& layers) {
         i = j - 1;
         break;
       }
-      case LayerKind::ReLU:
-      case LayerKind::Clamp:
-      case LayerKind::MaxPool:
+      case ir::QuantClass::U8:
         p.role[i] = QuantRole::U8;
         break;
-      case LayerKind::PReLU:
-      case LayerKind::SE:
+      case ir::QuantClass::Fallback:
         p.role[i] = QuantRole::Fallback;
         p.point[i] = true;
         break;
-      default:
+      case ir::QuantClass::Head:
         TORCH_CHECK(false, "quantization: unexpected layer ", i, " (", s.describe(), ")");
     }
   }
@@ -105,32 +105,14 @@ QuantizedNetImpl::QuantizedNetImpl(std::vector<LayerSpec> layers, ModelOptions o
   for (size_t i = 0; i < specs_.size(); ++i) {
     const auto& s = specs_[i];
     auto q = std::make_shared<QuantLayerImpl>();
-    switch (s.kind) {
-      case LayerKind::Conv:
-        q->add_param("weight", torch::zeros({s.out_channels, s.in_channels / s.groups, s.kernel, s.kernel},
-                                            torch::TensorOptions().dtype(torch::kChar)));
-        q->add_param("bias", torch::zeros({s.out_channels}, f));
-        q->add_buffer("weight_scale", torch::ones({s.out_channels}, f));
-        break;
-      case LayerKind::Linear:
-        q->add_param("weight", torch::zeros({s.out_channels, s.in_channels}, f));
-        if (s.bias) q->add_param("bias", torch::zeros({s.out_channels}, f));
-        break;
-      case LayerKind::Clamp:
-        q->add_buffer("min", torch::zeros({s.out_channels}, f));
-        q->add_buffer("max", torch::zeros({s.out_channels}, f));
-        break;
-      case LayerKind::PReLU:
-        q->add_param("weight", torch::zeros({s.out_channels}, f));
-        break;
-      case LayerKind::SE:
-        q->add_param("w1", torch::zeros({s.hidden, s.scaled}, f));
-        q->add_param("b1", torch::zeros({s.hidden}, f));
-        q->add_param("w2", torch::zeros({s.scaled, s.hidden}, f));
-        q->add_param("b2", torch::zeros({s.scaled}, f));
-        break;
-      default:
-        break;
+    if (s.kind == LayerKind::Conv) {  // INT8 weight with per-channel scales; the bias always (BN folded)
+      q->add_param("weight", torch::zeros({s.out_channels, s.in_channels / s.groups, s.kernel, s.kernel},
+                                          torch::TensorOptions().dtype(torch::kChar)));
+      q->add_param("bias", torch::zeros({s.out_channels}, f));
+      q->add_buffer("weight_scale", torch::ones({s.out_channels}, f));
+    } else {
+      for (const auto& t : ir::traits(s.kind).tensors(s))
+        t.parameter ? q->add_param(t.name, torch::zeros(t.shape, f)) : q->add_buffer(t.name, torch::zeros(t.shape, f));
     }
     if (plan_.point[i]) {
       q->add_buffer("out_scale", torch::ones({1}, f));
@@ -145,13 +127,6 @@ int64_t QuantizedNetImpl::input_zero_point() const { return input_zero_point_ten
 double QuantizedNetImpl::out_scale(size_t i) const { return tensor(i, "out_scale").item<double>(); }
 int64_t QuantizedNetImpl::out_zero_point(size_t i) const { return tensor(i, "out_zero_point").item<int64_t>(); }
 
-namespace {
-torch::Tensor channel_view(const torch::Tensor& t, int64_t dim) {
-  std::vector<int64_t> shape(dim, 1);
-  shape[1] = t.size(0);
-  return t.view(shape);
-}
-}  // namespace
 
 torch::Tensor quant_float_layer(const LayerSpec& s, const std::map<std::string, torch::Tensor>& t, torch::Tensor x) {
   const auto get = [&](const char* name) -> const torch::Tensor& {
@@ -159,28 +134,13 @@ torch::Tensor quant_float_layer(const LayerSpec& s, const std::map<std::string, 
     TORCH_CHECK(it != t.end(), "quantized layer ", s.describe(), " has no tensor '", name, "'");
     return it->second;
   };
-  switch (s.kind) {
-    case LayerKind::Conv: {
-      const auto w = get("weight").to(torch::kFloat) * get("weight_scale").view({-1, 1, 1, 1});
-      return torch::conv2d(x, w, get("bias"), s.stride, s.padding, 1, s.groups);
-    }
-    case LayerKind::ReLU: return torch::relu(x);
-    case LayerKind::Clamp: return torch::clamp(x, channel_view(get("min"), x.dim()), channel_view(get("max"), x.dim()));
-    case LayerKind::PReLU: return torch::prelu(x, get("weight"));
-    case LayerKind::MaxPool: return torch::max_pool2d(x, s.kernel, s.stride, s.padding);
-    case LayerKind::AvgPool: return torch::adaptive_avg_pool2d(x, {1, 1});
-    case LayerKind::Flatten: return x.flatten(1);
-    case LayerKind::Linear: return torch::linear(x, get("weight"), s.bias ? get("bias") : torch::Tensor());
-    case LayerKind::SE: {
-      auto a = s.scaled == s.out_channels ? x : x.narrow(1, 0, s.scaled);
-      auto g = torch::sigmoid(
-          torch::linear(torch::relu(torch::linear(a.mean({2, 3}), get("w1"), get("b1"))), get("w2"), get("b2")));
-      auto y = a * g.unsqueeze(2).unsqueeze(3);
-      return s.scaled == s.out_channels ? y : torch::cat({y, x.narrow(1, s.scaled, s.out_channels - s.scaled)}, 1);
-    }
-    case LayerKind::BatchNorm: break;
+  if (s.kind == LayerKind::Conv) {
+    const auto w = get("weight").to(torch::kFloat) * get("weight_scale").view({-1, 1, 1, 1});
+    return torch::conv2d(x, w, get("bias"), s.stride, s.padding, 1, s.groups);
   }
-  TORCH_CHECK(false, "a quantized network has no ", s.describe(), " layer");
+  const auto& traits = ir::traits(s.kind);
+  TORCH_CHECK(traits.quant != ir::QuantClass::Reject, "a quantized network has no ", s.describe(), " layer");
+  return traits.apply(s, [&](const std::string& name) { return get(name.c_str()); }, x);
 }
 
 std::map<std::string, torch::Tensor> QuantLayerImpl::tensors() const {
@@ -199,6 +159,10 @@ torch::Tensor QuantizedNetImpl::forward(torch::Tensor x) {
     if (plan_.point[i]) x = fake_quantize_u8(x, out_scale(i), out_zero_point(i));
   }
   return x;
+}
+
+std::shared_ptr<ModelImpl> QuantizedNetImpl::make_like() const {
+  return std::make_shared<QuantizedNetImpl>(specs_, options_);
 }
 
 std::vector<std::string> QuantizedNetImpl::fallbacks() const {

@@ -132,12 +132,8 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   TORCH_CHECK(o.batch_size() > 0, "quantize: batch_size must be positive (got ", o.batch_size(), ")");
   TORCH_CHECK(o.bins() >= 16, "quantize: bins must be >= 16 (got ", o.bins(), ")");
   QuantizeResult r;
-  auto t = std::chrono::steady_clock::now();
-  const auto lap = [&](const std::string& pass) {
-    const auto now = std::chrono::steady_clock::now();
-    r.pass_seconds.emplace_back(pass, std::chrono::duration<double>(now - t).count());
-    t = now;
-  };
+  ir::PassLog log;
+  const auto lap = [&](const std::string& pass) { log.lap(pass, ir::PassRecord::Kind::Transform); };
 
   PlainNet f = fold_batchnorm(*plain);
   lap("fold_batchnorm");
@@ -196,7 +192,7 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
                                      : std::make_pair(s.lo, s.hi);
     qp[k] = scale_zero_point(lo, hi);
   }
-  lap("calibrate");
+  log.lap("calibrate");
 
   // The quantized network.
   auto q = QuantizedNet(f->specs(), plain->options());
@@ -261,6 +257,8 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   md["quant.activations"] = "u8 per tensor";
   const auto fb = q->fallbacks();
   md["quant.fallbacks"] = fb.empty() ? "none" : fmt::format("{}", fmt::join(fb, "; "));
+  r.passes = log.records();
+  r.pass_seconds = ir::pass_seconds(r.passes);
   std::string timing;
   for (const auto& [pass, secs] : r.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, secs);
   md["quant.passes"] = timing;

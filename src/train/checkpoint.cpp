@@ -8,7 +8,7 @@
 #include <torch/torch.h>
 
 #include "rmnet/io/model_file.h"
-#include "../io/pickle.h"
+#include "rmnet/io/state_dict.h"
 
 namespace rmnet {
 
@@ -41,10 +41,8 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "checkpoint '", path, "': no such file");
   torch::serialize::InputArchive ar;
   try {
-    {  // LibTorch's unpickler trusts the pickles' lengths and memo indices: walk them first
-      caffe2::serialize::PyTorchStreamReader zip(path);
-      detail::check_archive_pickles(zip, std::filesystem::file_size(path), "checkpoint archive");
-    }
+    // LibTorch's unpickler trusts the pickles' lengths and memo indices: walk them first
+    check_torch_archive(path, "checkpoint archive");
     ar.load_from(path);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what_without_backtrace(), ")");

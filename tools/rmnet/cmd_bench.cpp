@@ -55,7 +55,7 @@ void run_bench(const BenchCliOptions& o) {
       auto r = convert(*m, ConvertOptions());
       TORCH_CHECK(r.report.passed, "--convert: the conversion of '", label, "' is not equivalent (",
                   r.report.to_string(), ")");
-      models.emplace_back(label + " (RM)", r.plain.ptr());
+      models.emplace_back(label + " (RM)", r.net.ptr());
     }
   }
   TORCH_CHECK(!models.empty(), "give at least one --arch or --model");

@@ -38,10 +38,10 @@ static void run_convert(const ConvertCliOptions& o) {
   auto result = convert(*model, co);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   say(fmt::format("{} ({}) -> plain network, {} layers, BN {}; {} -> {} parameters; {:.2f} s",
-                  source, model->options().arch(), result.plain->size(), o.keep_bn ? "kept" : "fused",
-                  count_parameters(*model), count_parameters(*result.plain), secs));
+                  source, model->options().arch(), result.net->size(), o.keep_bn ? "kept" : "fused",
+                  count_parameters(*model), count_parameters(*result.net), secs));
   std::string timing;
-  for (const auto& [pass, t] : result.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
+  for (const auto& p : result.passes) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", p.name, p.seconds);
   say("passes: " + timing);
   say("verification: " + result.report.to_string());
   if (result.cost_input_size > 0) {
@@ -55,9 +55,9 @@ static void run_convert(const ConvertCliOptions& o) {
   TORCH_CHECK(result.report.passed, "the converted network is not equivalent to '", source,
               "' (relative error ", result.report.max_rel_error, " > ", result.report.tolerance, "); '", o.out,
               "' not written");
-  save_model(*result.plain, o.out);
+  save_model(*result.net, o.out);
   say("wrote " + o.out);
-  write_exports(*result.plain, o.exports);
+  write_exports(*result.net, o.exports);
 }
 
 Command setup_convert(CLI::App& app) {

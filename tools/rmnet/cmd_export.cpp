@@ -31,7 +31,7 @@ void run_export(const ExportCliOptions& o) {
     say(fmt::format("{} is a {} model: converted to a plain network ({})", o.model, model->options().arch(),
                     r.report.to_string()));
     TORCH_CHECK(r.report.passed, "the conversion of '", o.model, "' is not equivalent; nothing written");
-    plain = r.plain;
+    plain = r.net;
   }
   write_exports(*plain, o.exports);
 }

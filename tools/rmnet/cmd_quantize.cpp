@@ -41,7 +41,7 @@ static void run_quantize(const QuantizeCliOptions& o) {
   qo.equalize_options().alpha(o.alpha);
   auto r = quantize(*model, images, qo);
   std::string timing;
-  for (const auto& [pass, t] : r.pass_seconds) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", pass, t);
+  for (const auto& p : r.passes) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", p.name, p.seconds);
   say(fmt::format("{} -> INT8 ({} calibration images of {}, observer {}, equalization {}); passes: {}", o.model,
                   r.calibration_images, o.dataset, o.observer, o.no_equalize ? "off" : "by " + o.equalize_by, timing));
   r.net->metadata()["quant.calibration_set"] = o.dataset;
@@ -63,7 +63,7 @@ static void run_quantize(const QuantizeCliOptions& o) {
     j["equalize"] = o.no_equalize ? "no" : o.equalize_by;
     j["equalize_alpha"] = o.alpha;
     j["fallbacks"] = fb;
-    for (const auto& [pass, secs] : r.pass_seconds) j["pass_seconds"][pass] = secs;
+    for (const auto& p : r.passes) j["pass_seconds"][p.name] = p.seconds;
     j["activation_spread"] = nlohmann::json::array();
     for (const auto& a : r.activation_spread)
       j["activation_spread"].push_back(

@@ -23,18 +23,29 @@ struct BenchOptions {
   TORCH_ARG(int64_t, warmup) = 50;
   /// Timed forwards (the paper: 50).
   TORCH_ARG(int64_t, iters) = 50;
-  TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
-  /// float32, or bfloat16/float16: autocast for eager models, weights cast for deployed ones.
-  TORCH_ARG(torch::ScalarType, dtype) = torch::kFloat;
-  /// Inputs (and eager models' weights) in channels-last memory format.
-  TORCH_ARG(bool, channels_last) = false;
-  /// Auto: the onednn runtime for plain networks on the CPU (torchscript elsewhere), eager for
-  /// residual models.
-  TORCH_ARG(Runtime, runtime) = Runtime::Auto;
+  /// How the network is prepared for inference (prepare_inference): runtime, device, dtype,
+  /// channels_last, buffer_cache_mb and the rest of DeployOptions. The accessors below read and set
+  /// these same fields.
+  TORCH_ARG(DeployOptions, deploy) = DeployOptions();
   /// Also time every step of a deployed network (BenchResult::steps), after the timed forwards.
   TORCH_ARG(bool, profile) = false;
-  /// Deployed and INT8 networks: activation buffers kept between forwards (DeployOptions::buffer_cache_mb).
-  TORCH_ARG(int64_t, buffer_cache_mb) = 1024;
+
+ public:
+  const torch::Device& device() const { return deploy_.device(); }
+  BenchOptions& device(const torch::Device& d) { deploy_.device(d); return *this; }
+  /// float32, or bfloat16/float16: autocast for eager models, weights cast for deployed ones.
+  const torch::ScalarType& dtype() const { return deploy_.dtype(); }
+  BenchOptions& dtype(torch::ScalarType t) { deploy_.dtype(t); return *this; }
+  /// Inputs (and eager models' weights) in channels-last memory format.
+  const bool& channels_last() const { return deploy_.channels_last(); }
+  BenchOptions& channels_last(bool v) { deploy_.channels_last(v); return *this; }
+  /// Auto: the onednn runtime for plain networks on the CPU (torchscript elsewhere), int8 for
+  /// quantized networks, eager for residual models.
+  const Runtime& runtime() const { return deploy_.runtime(); }
+  BenchOptions& runtime(Runtime r) { deploy_.runtime(r); return *this; }
+  /// Deployed networks: activation buffers kept between forwards (DeployOptions::buffer_cache_mb).
+  const int64_t& buffer_cache_mb() const { return deploy_.buffer_cache_mb(); }
+  BenchOptions& buffer_cache_mb(int64_t mb) { deploy_.buffer_cache_mb(mb); return *this; }
 };
 
 struct BenchResult {

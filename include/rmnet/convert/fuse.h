@@ -1,19 +1,14 @@
 #pragma once
-// Fusion passes on plain networks. Each returns a new PlainNet; the input is not touched.
+// Fusion passes on plain networks. Each returns a new PlainNet; the input is not touched. They run
+// the Chain -> Chain passes of ir/passes.h.
 #include <string>
 
+#include "rmnet/ir/passes.h"
 #include "rmnet/models/plain.h"
 
 namespace rmnet {
 
-/// When the pointwise fusion of Eq. 4 merges two adjacent 1x1 convs.
-enum class PointwiseFusion {
-  Never,
-  Always,  ///< the paper's MobileNetV2 -> MobileNetV1 fusion, whatever it costs
-  Auto,    ///< only where the fused conv has no more multiply-adds than the pair
-};
-PointwiseFusion pointwise_fusion_from_string(const std::string& s);
-std::string to_string(PointwiseFusion f);
+// PointwiseFusion: ir/passes.h
 
 /// Folds every BatchNorm that directly follows a Conv into that conv:
 ///   a = gamma / sqrt(var + eps);  W' = a[c] * W[c];  b' = a[c] * (b[c] - mean[c]) + beta[c].

@@ -46,9 +46,14 @@ struct ConvertOptions {
 };
 
 struct ConversionResult {
-  PlainNet plain{nullptr};
+  PlainNet net{nullptr};
   VerifyReport report;  ///< meaningful when ConvertOptions::verify
-  /// Wall-clock seconds per pass, in order ("reserve_merge", ..., "verify").
+  /// Every step in order, timed ("float64_copy", "reserve_merge", "fold_batchnorm", ..., "build",
+  /// "verify", "cost"); the Transform records are the result's metadata "passes".
+  std::vector<ir::PassRecord> passes;
+  /// The same network as `net` (its older name).
+  PlainNet plain{nullptr};
+  /// `passes` as (name, seconds) pairs (their older shape).
   std::vector<std::pair<std::string, double>> pass_seconds;
   /// Cost of the source and of the result (MACs of conv + linear per image, parameters) at
   /// `cost_input_size` (0 when skipped). Also in the result's metadata: "cost.input_size",

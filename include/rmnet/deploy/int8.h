@@ -13,41 +13,24 @@
 #include <vector>
 
 #include "rmnet/deploy/runtime.h"
-#include "rmnet/models/model.h"
 #include "rmnet/quant/qnet.h"
 
 namespace rmnet {
 
-class Int8NetImpl : public ModelImpl {
+/// A DeployedNet made from a quantized network: the INT8 executor behind the one deployed-network
+/// type (input checks, buffer cache, profile, fallbacks() and packed_gemms() are DeployedNetImpl's).
+/// deploy(QuantizedNetImpl, DeployOptions) and prepare_inference make one; this class keeps the
+/// older constructor.
+class Int8NetImpl : public DeployedNetImpl {
  public:
-  /// Prepacks the weights of `net` (not modified; its tensors are copied). Activation buffers of
-  /// at least 256 KiB are kept between forwards, up to `buffer_cache_mb` MiB (0: none; see
-  /// DeployOptions::buffer_cache_mb). With `small_map_gemm`, a conv (groups 1) on a map hardly
-  /// larger than its kernel (H*W*Ho*Wo <= 2*k*k, as DeployOptions::small_map_gemm) runs as one
-  /// INT8 GEMM (onednn::qlinear_pointwise) with its dense input-to-output matrix, packed per input
-  /// shape: the same integer products, without the padding's.
+  /// Prepacks the weights of `net` (not modified; its tensors are copied). Of the options, the INT8
+  /// executor uses device (the CPU), buffer_cache_mb and small_map_gemm: a conv (groups 1) on a map
+  /// hardly larger than its kernel (H*W*Ho*Wo <= 2*k*k) runs as one INT8 GEMM
+  /// (onednn::qlinear_pointwise) with its dense input-to-output matrix, packed per input shape: the
+  /// same integer products, without the padding's.
+  Int8NetImpl(const QuantizedNetImpl& net, const DeployOptions& options);
+  /// The same with buffer_cache_mb and small_map_gemm given directly.
   explicit Int8NetImpl(const QuantizedNetImpl& net, int64_t buffer_cache_mb = 1024, bool small_map_gemm = true);
-  torch::Tensor forward(torch::Tensor x) override;
-  /// Runs `iters` forwards of `x` after `warmup` untimed ones and returns each step's mean time
-  /// (as DeployedNetImpl::profile; MACs of the convs, whose GMAC/s count INT8 multiply-adds).
-  std::vector<StepTiming> profile(const torch::Tensor& x, int64_t warmup = 2, int64_t iters = 10);
-  std::string family() const override { return "quantized"; }
-  /// Layers that run in float32 inside the INT8 part ("i: description").
-  const std::vector<std::string>& fallbacks() const { return fallbacks_; }
-  /// Tiny-map GEMM packings held now (one per conv run as a GEMM and input shape).
-  int64_t packed_gemms() const;
-  /// The activation buffer cache: zeros where there is none.
-  BufferCacheStats buffer_cache_stats() const;
-
-  struct Step;  // one layer of the executor (defined in int8.cpp)
-
- private:
-  torch::Tensor run(torch::Tensor x, std::vector<StepTiming>* timings);
-  std::vector<std::shared_ptr<Step>> steps_;
-  std::vector<std::string> fallbacks_;
-  std::shared_ptr<detail::BufferCache> buffers_;
-  double in_scale_ = 1.0;
-  int64_t in_zp_ = 0;
 };
 TORCH_MODULE(Int8Net);
 

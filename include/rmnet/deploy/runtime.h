@@ -119,34 +119,59 @@ class Executor {
   virtual torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) = 0;
   /// One line per step: what runs and how.
   virtual std::string plan() const = 0;
+  /// Layers run in float32 inside an INT8 chain ("i: description"; float executors: none).
+  virtual std::vector<std::string> fallbacks() const { return {}; }
+  /// Tiny-map GEMM packings held now (the INT8 executor; the others: 0).
+  virtual int64_t packed_gemms() const { return 0; }
 };
 }  // namespace detail
 
-/// A plain network prepared for inference by one of the deploy runtimes. It has no trainable
-/// parameters (its weights are constants of the executor) and always computes in eval semantics.
-/// The source net is not modified. forward() checks its input: a 4-d floating-point tensor with
-/// the network's input channels.
+class QuantizedNetImpl;  // quant/qnet.h
+
+/// A network prepared for inference by one of the runtimes, its executor: a plain network on
+/// onednn, torchscript or cudagraph, a quantized network on int8. It has no trainable parameters
+/// (its weights are constants of the executor) and always computes in eval semantics. The source
+/// is not modified. forward() checks its input: a 4-d floating-point tensor with the network's
+/// input channels, cast to the options' dtype and device (INT8: float32 on the CPU).
+///
+/// Thread safety: one DeployedNet may be shared by several threads calling forward() at once,
+/// with any mix of batch sizes and image sizes; each call's result equals a
+/// serial call's bit for bit (tests/test_concurrency.cpp). Per-shape packings and graphs are made
+/// once under a lock.
 class DeployedNetImpl : public ModelImpl {
  public:
   DeployedNetImpl(const PlainNetImpl& net, DeployOptions options = DeployOptions());
+  /// The INT8 executor (deploy/int8.h) for a quantized network; options.runtime() Auto or Int8.
+  DeployedNetImpl(const QuantizedNetImpl& net, DeployOptions options = DeployOptions());
   torch::Tensor forward(torch::Tensor x) override;
-  std::string family() const override { return "plain"; }
+  /// "quantized" on the int8 runtime, "plain" otherwise (the source's); kind() says Deployed.
+  std::string family() const override { return runtime_ == Runtime::Int8 ? "quantized" : "plain"; }
+  ModelKind kind() const override { return ModelKind::Deployed; }
   const DeployOptions& deploy_options() const { return deploy_; }
-  /// The runtime that executes the chain (OneDNN, TorchScript or CudaGraph, never Auto).
+  /// The runtime that executes the chain (OneDNN, TorchScript, CudaGraph or Int8, never Auto).
   Runtime runtime() const { return runtime_; }
   /// The compiled TorchScript module (TorchScript runtime only; throws otherwise).
   torch::jit::Module& module();
   /// Parameters of the source network (the executor has none of its own).
   int64_t source_parameters() const { return source_params_; }
-  /// TorchScript: the optimized forward graph; onednn: the execution plan, one step per line.
+  /// TorchScript: the optimized forward graph; onednn and int8: the execution plan, one step per line.
   std::string graph() const;
   /// Runs `iters` forwards of `x` after `warmup` untimed ones and returns each step's mean time
-  /// (TorchScript: one step, the whole graph).
+  /// (TorchScript: one step, the whole graph; int8: MACs of the convs count INT8 multiply-adds).
   std::vector<StepTiming> profile(const torch::Tensor& x, int64_t warmup = 2, int64_t iters = 10);
   /// The activation buffer cache (DeployOptions::buffer_cache_mb; CPU): zeros where there is none.
   BufferCacheStats buffer_cache_stats() const;
+  /// int8: layers that run in float32 inside the INT8 part ("i: description"); others: none.
+  std::vector<std::string> fallbacks() const { return exec_->fallbacks(); }
+  /// int8: tiny-map GEMM packings held now (one per conv run as a GEMM and input shape); others: 0.
+  int64_t packed_gemms() const { return exec_->packed_gemms(); }
+
+ protected:
+  /// A deployed network is not copied: clone() throws (deploy its source again).
+  std::shared_ptr<ModelImpl> make_like() const override;
 
  private:
+  void init_options();
   torch::Tensor check_input(const torch::Tensor& x) const;
   DeployOptions deploy_;
   Runtime runtime_ = Runtime::OneDNN;
@@ -166,6 +191,13 @@ bool cuda_graph_available(const DeployOptions& options, std::string* why = nullp
 
 /// Prepares a plain network (see DeployedNetImpl).
 DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options = DeployOptions());
+/// Prepares a quantized network on the INT8 executor (see DeployedNetImpl, deploy/int8.h).
+DeployedNet deploy(const QuantizedNetImpl& net, const DeployOptions& options = DeployOptions());
+
+/// The deployed network a prepared model is, or nullptr (a residual, plain or quantized model run
+/// eagerly).
+DeployedNetImpl* as_deployed(ModelImpl& prepared);
+const DeployedNetImpl* as_deployed(const ModelImpl& prepared);
 
 /// The model to run for inference under `runtime`: OneDNN/TorchScript/Auto on a plain network ->
 /// a DeployedNet (Auto: onednn where available); Eager, or Auto on a residual model -> `model`
@@ -175,7 +207,8 @@ DeployedNet deploy(const PlainNetImpl& net, const DeployOptions& options = Deplo
 /// options.runtime().
 ModelPtr prepare_inference(const ModelPtr& model, Runtime runtime, const DeployOptions& options = DeployOptions());
 
-/// The name of the runtime a prepared model runs on: "onednn", "torchscript" or "eager".
+/// The name of the runtime a prepared model runs on: "onednn", "torchscript", "cudagraph", "int8"
+/// or "eager".
 std::string runtime_name(const ModelImpl& prepared);
 
 }  // namespace rmnet

@@ -21,6 +21,12 @@ using StateDict = std::vector<std::pair<std::string, torch::Tensor>>;
 /// truncated storage.
 StateDict read_state_dict(const std::string& path);
 
+/// Checks every pickle of the LibTorch archive (zip) at `path` for what LibTorch's own unpickler
+/// trusts (record lengths, memo indices, opcodes it reads, a STOP), reading nothing out of bounds;
+/// throws a c10::Error naming `what` and the problem. Call it before handing an outside archive to
+/// torch::load or torch::serialize::InputArchive (the checkpoint reader does).
+void check_torch_archive(const std::string& path, const std::string& what);
+
 /// Copies a state_dict into a model: every parameter and buffer of the model must be in `state`
 /// with its shape, and nothing else may be. Errors name the tensor ("missing tensor 'fc.bias'",
 /// "tensor 'fc.weight' has shape [5, 64] in the file, but the resnet20 model expects [10, 64]",

@@ -4,6 +4,7 @@
 // model file stores, so loading one needs no flag about its architecture.
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <torch/arg.h>
@@ -40,6 +41,15 @@ struct ModelOptions {
   TORCH_ARG(bool, shortcut_scale) = false;
 };
 
+/// What kind of network a model is (a typed answer; family() names the architecture).
+enum class ModelKind {
+  Residual,   ///< a residual family (resnet, mobilenet_v2, ...; the registry's)
+  Plain,      ///< a PlainNet: the chain of convolutions and activations
+  Quantized,  ///< a QuantizedNet: the chain with INT8 weights and activation scales
+  Deployed,   ///< a DeployedNet: a plain or quantized chain prepared for inference by a runtime
+};
+std::string to_string(ModelKind kind);
+
 /// Base class of all rmnet models: a torch::nn::Module with a forward and a self-description.
 class ModelImpl : public torch::nn::Module {
  public:
@@ -50,6 +60,8 @@ class ModelImpl : public torch::nn::Module {
   /// Family name: "resnet", "mobilenet_v2", "mobilenet_v1", "rmnet", "repvgg", "preact_resnet"
   /// or "plain" (the key of the conversion's translator table).
   virtual std::string family() const = 0;
+  /// The kind of network (Residual unless a subclass says otherwise).
+  virtual ModelKind kind() const { return ModelKind::Residual; }
   /// Side of the square images the model is made for: 32 for the CIFAR-style stems (stride 1),
   /// 224 for the ImageNet ones. Verification, profiling and benchmarks default to it. Each family
   /// answers from its configuration; this base reads the "input_size" metadata that conversion
@@ -57,11 +69,22 @@ class ModelImpl : public torch::nn::Module {
   virtual int64_t input_size() const;
 
   const ModelOptions& options() const { return options_; }
+  /// A deep copy: same architecture, options, metadata, parameters and buffers (values and
+  /// requires_grad) and training mode, on `device` when given (torch::nn::Module's clone; typed:
+  /// clone_model). A deployed network is not copied (it is refused by name: deploy its source again).
+  std::shared_ptr<torch::nn::Module> clone(const std::optional<torch::Device>& device = std::nullopt) const override;
+  /// As clone(), typed, with floating tensors converted to `dtype` when given.
+  std::shared_ptr<ModelImpl> clone_model(std::optional<torch::ScalarType> dtype = std::nullopt,
+                                         std::optional<torch::Device> device = std::nullopt) const;
   /// Free-form string metadata stored in the model file (conversion record, source arch, ...).
   std::map<std::string, std::string>& metadata() { return metadata_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  protected:
+  /// A fresh model of the same architecture and layout, tensors not copied (clone's first step). The
+  /// base makes one from the registry (create_model(options())); networks whose layout is not in
+  /// their options (plain, quantized) override it, and a model that cannot be copied throws.
+  virtual std::shared_ptr<ModelImpl> make_like() const;
   ModelOptions options_;
   std::map<std::string, std::string> metadata_;
 };

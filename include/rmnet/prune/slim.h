@@ -85,10 +85,12 @@
 // with keep_one it keeps the unit's most important channel (per group).
 #include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <torch/arg.h>
 
+#include "rmnet/ir/passes.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/prune/latency.h"
 
@@ -118,7 +120,25 @@ enum class PruneScope {
 PruneScope prune_scope_from_string(const std::string& name);
 std::string to_string(PruneScope scope);
 
+/// The six exclusive pruning criteria, as one value (PruneOptions::criterion).
+namespace criterion {
+struct Threshold { double value; };          ///< remove channels with importance below `value`
+struct Ratio { double fraction; };           ///< remove this fraction of the prunable channels, [0, 1)
+struct TargetMacs { double fraction; };      ///< MACs at most this fraction of the original's, (0, 1]
+struct TargetParams { double fraction; };    ///< parameters at most this fraction of the original's, (0, 1]
+struct TargetLatencyMs { double ms; };       ///< one forward of a batch in at most this many ms
+struct TargetSpeedup { double factor; };     ///< the measured latency divided by at least this, >= 1
+}  // namespace criterion
+/// None (std::monostate), or exactly one criterion.
+using PruneCriterion = std::variant<std::monostate, criterion::Threshold, criterion::Ratio, criterion::TargetMacs,
+                                    criterion::TargetParams, criterion::TargetLatencyMs, criterion::TargetSpeedup>;
+
 struct PruneOptions {
+  /// The criterion that is set; std::monostate when none or more than one of the six fields is.
+  PruneCriterion criterion() const;
+  /// Sets exactly this criterion: its field gets the value, the other five are unset.
+  PruneOptions& criterion(const PruneCriterion& c);
+
   /// Remove channels with importance below this (negative: unset). Exactly one of threshold,
   /// ratio, target_macs, target_params, target_latency_ms, target_speedup.
   TORCH_ARG(double, threshold) = -1.0;
@@ -215,6 +235,8 @@ struct PruneReport {
 struct PruneResult {
   PlainNet net{nullptr};
   PruneReport report;
+  /// The steps, timed: "prune" (selection, slicing, folding), "reconstruct" when asked.
+  std::vector<ir::PassRecord> passes;
 };
 
 /// The prunable units of a plain network (BN kept). `notes` receives why other convs are not.

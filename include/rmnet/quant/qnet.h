@@ -83,6 +83,7 @@ class QuantizedNetImpl : public ModelImpl {
   /// The float32 reference of the INT8 computation (fake quantization at every point).
   torch::Tensor forward(torch::Tensor x) override;
   std::string family() const override { return "quantized"; }
+  ModelKind kind() const override { return ModelKind::Quantized; }
 
   size_t size() const { return specs_.size(); }
   const std::vector<LayerSpec>& specs() const { return specs_; }
@@ -106,6 +107,9 @@ class QuantizedNetImpl : public ModelImpl {
   void to(torch::Dtype dtype, bool non_blocking = false) override;
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
   using torch::nn::Module::to;
+
+ protected:
+  std::shared_ptr<ModelImpl> make_like() const override;
 
  private:
   std::vector<LayerSpec> specs_;

@@ -17,6 +17,7 @@
 
 #include "rmnet/data/dataset.h"
 #include "rmnet/data/transforms.h"
+#include "rmnet/ir/passes.h"
 #include "rmnet/models/plain.h"
 #include "rmnet/quant/equalize.h"
 #include "rmnet/quant/qnet.h"
@@ -64,7 +65,10 @@ struct QuantizeResult {
   QuantizedNet net{nullptr};
   /// The float network that was quantized (BN folded, equalized when asked).
   PlainNet float_net{nullptr};
-  /// Wall-clock seconds per pass, in order.
+  /// Every step in order, timed ("fold_batchnorm", "equalize", "calibrate", "quantize"; also in
+  /// the metadata "quant.passes").
+  std::vector<ir::PassRecord> passes;
+  /// `passes` as (name, seconds) pairs (their older shape).
   std::vector<std::pair<std::string, double>> pass_seconds;
   int64_t calibration_images = 0;
   /// Per equalization pair, in chain order.

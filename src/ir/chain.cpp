@@ -1,8 +1,8 @@
-#include "chain.h"
+#include "rmnet/ir/chain.h"
 
 #include <algorithm>
 
-namespace rmnet::detail {
+namespace rmnet::ir {
 
 namespace {
 thread_local torch::ScalarType t_work_dtype = torch::kDouble;
@@ -184,4 +184,4 @@ std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module
   return {torch::kFloat, torch::Device(torch::kCPU)};
 }
 
-}  // namespace rmnet::detail
+}  // namespace rmnet::ir

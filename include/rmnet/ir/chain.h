@@ -1,6 +1,7 @@
 #pragma once
-// Internal: a plain network under construction, as layer specs plus CPU tensors. The conversion
-// passes build one of these and turn it into a PlainNet at the end. Per-channel arithmetic (BN
+// The chain IR: a plain network as layer specs (ir/layer.h) plus CPU tensors and provenance. The
+// RM operation builds one from a residual model; the passes (ir/passes.h), pruning and equalization
+// rewrite it; build() turns it into a PlainNet once at the end. Per-channel arithmetic (BN
 // scales and shifts, biases, activation parameters) is float64 always; conv/linear weights are
 // held in the "work dtype", the model's own (float64 for a float64 model, float32 otherwise),
 // so a float32 ResNet-152 is not inflated to 2 GB of float64 weights.
@@ -10,10 +11,9 @@
 
 #include <torch/torch.h>
 
-#include "rmnet/convert/fuse.h"
 #include "rmnet/models/plain.h"
 
-namespace rmnet::detail {
+namespace rmnet::ir {
 
 struct ChainLayer {
   LayerSpec spec;
@@ -87,13 +87,7 @@ struct Chain {
   PlainNet build(const ModelOptions& options, torch::ScalarType dtype, torch::Device device) const;
 };
 
-// The passes on chains (the public PlainNet -> PlainNet passes in fuse.h wrap these; `convert`
-// runs them back to back and builds the PlainNet once).
-Chain fold_batchnorm(const Chain& in);
-Chain fuse_pointwise(const Chain& in, PointwiseFusion policy);
-Chain simplify_activations(const Chain& in);
-
 /// dtype and device of a module's first floating parameter (float32/CPU when it has none).
 std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module& m);
 
-}  // namespace rmnet::detail
+}  // namespace rmnet::ir
