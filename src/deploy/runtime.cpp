@@ -86,8 +86,7 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
   exec_ = runtime_ == Runtime::OneDNN      ? detail::make_onednn_executor(net, deploy_)
           : runtime_ == Runtime::CudaGraph ? detail::make_cuda_graph_executor(net, deploy_)
                                            : detail::make_torchscript_executor(net, deploy_);
-  if (deploy_.device().is_cpu() && deploy_.buffer_cache_mb() > 0)
-    buffers_ = detail::BufferCache::make(static_cast<size_t>(deploy_.buffer_cache_mb()) << 20);
+  make_buffer_cache();
 }
 
 DeployedNetImpl::DeployedNetImpl(const QuantizedNetImpl& net, DeployOptions options)
@@ -101,7 +100,11 @@ DeployedNetImpl::DeployedNetImpl(const QuantizedNetImpl& net, DeployOptions opti
   source_params_ = count_parameters(net);
   runtime_ = Runtime::Int8;
   exec_ = detail::make_int8_executor(net, deploy_);
-  if (deploy_.buffer_cache_mb() > 0)
+  make_buffer_cache();
+}
+
+void DeployedNetImpl::make_buffer_cache() {
+  if (deploy_.device().is_cpu() && deploy_.buffer_cache_mb() > 0)
     buffers_ = detail::BufferCache::make(static_cast<size_t>(deploy_.buffer_cache_mb()) << 20);
 }
 

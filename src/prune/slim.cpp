@@ -140,9 +140,7 @@ std::pair<int64_t, int64_t> fold_removed(Chain& ch, const PruneUnit& u, const to
 }
 
 void check_options(const PruneOptions& o) {
-  const int criteria = (o.threshold() >= 0) + (o.ratio() >= 0) + (o.target_macs() >= 0) + (o.target_params() >= 0) +
-                       (o.target_latency_ms() >= 0) + (o.target_speedup() >= 0);
-  TORCH_CHECK(criteria == 1, "give exactly one of threshold, ratio, target_macs, target_params, target_latency_ms or "
+  TORCH_CHECK(!std::holds_alternative<std::monostate>(o.criterion()), "give exactly one of threshold, ratio, target_macs, target_params, target_latency_ms or "
               "target_speedup (got threshold ", o.threshold(), ", ratio ", o.ratio(), ", target_macs ", o.target_macs(),
               ", target_params ", o.target_params(), ", target_latency_ms ", o.target_latency_ms(), ", target_speedup ",
               o.target_speedup(), ")");

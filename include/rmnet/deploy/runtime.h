@@ -171,7 +171,8 @@ class DeployedNetImpl : public ModelImpl {
   std::shared_ptr<ModelImpl> make_like() const override;
 
  private:
-  void init_options();
+  void init_options();      // checks the options (both constructors)
+  void make_buffer_cache();  // the CPU buffer cache the options ask for (both constructors)
   torch::Tensor check_input(const torch::Tensor& x) const;
   DeployOptions deploy_;
   Runtime runtime_ = Runtime::OneDNN;
