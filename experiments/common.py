@@ -6,6 +6,9 @@ OpenVINO timing. One module, no state; import it from a script in this folder:
 
 Needs torch and numpy (the project venv); openvino only for `openvino_speed` (the peers venv,
 scripts/peers_env.sh)."""
+import contextlib
+import copy
+import fcntl
 import gzip
 import json
 import math
@@ -384,3 +387,158 @@ def markdown_table(rows, columns):
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+# ----------------------------------------------------------------------------- the INT8 study's peers
+THREADS = 2
+FM_MEAN, FM_STD = NORMALIZATION["fashion-mnist"][0][0], NORMALIZATION["fashion-mnist"][1][0]
+
+
+def sh(args, lock=None, capture=False):
+    """Runs a command (under `flock LOCK` when given), printing it; stops the script on failure."""
+    cmd = (["flock", lock] if lock else []) + [str(a) for a in args]
+    print("+", " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, capture_output=capture, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout if capture else ''}{r.stderr if capture else ''}")
+    return r.stdout if capture else ""
+
+
+def fm_arrays(split):
+    """(images float32 [N, 1, 28, 28] normalised as rmnet does, labels int64 [N]) of a Fashion-MNIST
+    split ("train" or "t10k") as numpy arrays (the INT8 study's form)."""
+    with gzip.open(f"{FASHION_MNIST_DIR}/{split}-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    with gzip.open(f"{FASHION_MNIST_DIR}/{split}-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return ((x.astype(np.float32) / 255 - FM_MEAN) / FM_STD).astype(np.float32), y
+
+
+# ---------------------------------------------------------------------------------------------- models
+class CifarResNet(nn.Module):
+    """rmnet's CIFAR-stem ResNet (3x3 stem, stride 1, no max-pool) with torchvision's blocks and names."""
+
+    def __init__(self, block, layers, widths, in_channels, num_classes, stem):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        planes_in = stem
+        for s, (n, w) in enumerate(zip(layers, widths)):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                down = None
+                if stride != 1 or planes_in != w * block.expansion:
+                    down = nn.Sequential(nn.Conv2d(planes_in, w * block.expansion, 1, stride, bias=False),
+                                         nn.BatchNorm2d(w * block.expansion))
+                blocks.append(block(planes_in, w, stride, down))
+                planes_in = w * block.expansion
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.n_stages = len(layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(planes_in, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        for s in range(self.n_stages):
+            x = getattr(self, f"layer{s + 1}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def build_torchvision(arch, options):
+    """The residual original of an rmnet network as a torchvision-named PyTorch module (the
+    INT8 study's archs: resnet8, resnet50, mobilenet_v2_cifar)."""
+    import torchvision
+    from torchvision.models.resnet import BasicBlock
+    cin, nc = options["in_channels"], options["num_classes"]
+    if arch == "resnet8":
+        return CifarResNet(BasicBlock, [1, 1, 1], [16, 32, 64], cin, nc, 16)
+    if arch == "resnet50":
+        m = torchvision.models.resnet50(num_classes=nc)
+        m.conv1 = nn.Conv2d(cin, 64, 7, 2, 3, bias=False)
+        return m
+    if arch == "mobilenet_v2_cifar":  # stem and stage-2 stride 1 (rmnet's mobilenet_v2_cifar)
+        setting = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+                   [6, 320, 1, 1]]
+        m = torchvision.models.MobileNetV2(num_classes=nc, width_mult=options["width_mult"],
+                                           inverted_residual_setting=setting)
+        first = m.features[0][0]
+        m.features[0][0] = nn.Conv2d(cin, first.out_channels, 3, 1, 1, bias=False)
+        return m
+    raise SystemExit(f"common.build_torchvision: no PyTorch model for '{arch}'")
+
+
+def load_original(path):
+    blob = torch.load(str(path), weights_only=False)
+    header = json.loads(blob["rmnet"])
+    model = build_torchvision(header["options"]["arch"], header["options"])
+    state = {k: v for k, v in blob["state"].items() if k in model.state_dict()}
+    missing = [k for k in model.state_dict() if k not in state]
+    if missing:
+        raise SystemExit(f"{path}: parameters missing for the PyTorch model: {missing[:5]}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- peers
+def batches(x, n):
+    return [x[i:i + n] for i in range(0, len(x), n)]
+
+
+def predict_fn(fn, x, n=500):
+    """Top-1 class per image of a callable (a module, a compiled module, an ONNX Runtime session
+    wrapper) on numpy images, in batches of n."""
+    with torch.no_grad():
+        return np.concatenate([np.asarray(fn(torch.from_numpy(b))).argmax(1) for b in batches(x, n)])
+
+
+def speed(fn, x, seconds=3.0):
+    xb = torch.from_numpy(x[:32])
+    with torch.no_grad():
+        for _ in range(3):
+            fn(xb)
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            fn(xb)
+            n += 1
+    return 32 * n / (time.perf_counter() - t0)
+
+
+def pytorch_int8(model, calib):
+    """PT2E + X86InductorQuantizer + torch.compile when available, else FX (x86)."""
+    example = (torch.from_numpy(calib[:1]),)
+    try:
+        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+        import torch.ao.quantization.quantizer.x86_inductor_quantizer as xiq
+        q = xiq.X86InductorQuantizer()
+        q.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(torch.export.export(copy.deepcopy(model), example).module(), q)
+        with torch.no_grad():
+            for b in batches(calib, 64):
+                prepared(torch.from_numpy(b))
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = True
+        return torch.compile(convert_pt2e(prepared)), "pt2e+x86_inductor"
+    except Exception as e:  # torch 2.14 ships neither torch.ao.quantization.quantize_pt2e nor the quantizer
+        print(f"  PT2E unavailable ({type(e).__name__}: {str(e).splitlines()[0][:90]}); FX x86 flow", flush=True)
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = "x86"
+    prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), example)
+    with torch.no_grad():
+        for b in batches(calib, 64):
+            prepared(torch.from_numpy(b))
+    return convert_fx(prepared).eval(), "fx_x86"
+
+
+@contextlib.contextmanager
+def locked(path):
+    if not path:
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

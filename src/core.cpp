@@ -1,5 +1,6 @@
 #include "rmnet/core.h"
 
+#include <charconv>
 #include <cstdlib>
 #include <thread>
 
@@ -36,6 +37,17 @@ void set_deterministic(bool on) {
 std::string error_message(const std::exception& e) {
   if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
   return e.what();
+}
+
+std::optional<int64_t> metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key) {
+  auto it = metadata.find(key);
+  if (it == metadata.end()) return std::nullopt;
+  const std::string& v = it->second;
+  int64_t out = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  TORCH_CHECK(ec == std::errc() && end == v.data() + v.size() && !v.empty(), "metadata '", key,
+              "' is not an integer: '", v, "'");
+  return out;
 }
 
 }  // namespace rmnet

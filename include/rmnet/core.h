@@ -1,5 +1,8 @@
 #pragma once
 // Library-wide basics: version, thread control, error helpers.
+#include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 
 namespace rmnet {
@@ -20,5 +23,10 @@ void set_deterministic(bool on);
 
 /// The message of an exception without LibTorch's C++ backtrace (c10::Error carries one).
 std::string error_message(const std::exception& e);
+
+/// An integer stored in string metadata (a model's "input_size", "verify_input_size",
+/// "preprocess.crop", ...): nullopt when the key is absent; throws, naming the key and the value,
+/// when the value is not a whole decimal integer.
+std::optional<int64_t> metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key);
 
 }  // namespace rmnet

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include "rmnet/core.h"
 #include "rmnet/ir/chain.h"
 #include "../eval_mode_guard.h"
 
@@ -11,9 +12,7 @@ namespace rmnet {
 
 int64_t default_input_size(const ModelImpl& model) {
   // A converted network is verified again at the size it was verified at.
-  if (auto it = model.metadata().find("verify_input_size");
-      it != model.metadata().end() && model.options().arch() == "plain")
-    return std::stoll(it->second);
+  if (auto n = metadata_int(model.metadata(), "verify_input_size"); n && model.options().arch() == "plain") return *n;
   return model.input_size() <= 32 ? 32 : 64;
 }
 

@@ -1,52 +1,13 @@
+// The image half of Preprocess (rmnet::data, OpenCV); the metadata half is preprocess_metadata.cpp
+// (rmnet::core, which writes it for torchvision checkpoints).
 #include "rmnet/data/preprocess.h"
 
-#include <sstream>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/torch.h>
 #if RMNET_WITH_OPENCV
 #include <opencv2/imgproc.hpp>
 #endif
 
 namespace rmnet {
-namespace {
-std::vector<double> parse_list(const std::string& s, const std::string& key) {
-  std::vector<double> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      v.push_back(std::stod(item));
-    } catch (const std::exception&) {
-      TORCH_CHECK(false, "metadata '", key, "' is not a comma-separated list of numbers: '", s, "'");
-    }
-  }
-  return v;
-}
-}  // namespace
-
-std::optional<Preprocess> Preprocess::from_metadata(const std::map<std::string, std::string>& m) {
-  auto get = [&](const std::string& k) -> const std::string* {
-    auto it = m.find("preprocess." + k);
-    return it == m.end() ? nullptr : &it->second;
-  };
-  if (!get("crop")) return std::nullopt;
-  Preprocess p;
-  p.crop = std::stoll(*get("crop"));
-  p.resize = get("resize") ? std::stoll(*get("resize")) : p.crop;
-  if (get("mean")) p.mean = parse_list(*get("mean"), "preprocess.mean");
-  if (get("std")) p.std = parse_list(*get("std"), "preprocess.std");
-  return p;
-}
-
-void Preprocess::to_metadata(std::map<std::string, std::string>& m) const {
-  m["preprocess.resize"] = std::to_string(resize);
-  m["preprocess.crop"] = std::to_string(crop);
-  m["preprocess.mean"] = fmt::format("{}", fmt::join(mean, ","));
-  m["preprocess.std"] = fmt::format("{}", fmt::join(std, ","));
-}
-
 #if RMNET_WITH_OPENCV
 torch::Tensor Preprocess::apply(const cv::Mat& image, int64_t channels) const {
   TORCH_CHECK(!image.empty(), "empty image");

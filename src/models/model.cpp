@@ -2,15 +2,15 @@
 
 #include <torch/torch.h>
 
+#include "rmnet/core.h"
 #include "rmnet/models/registry.h"
 #include "rmnet/models/resnet.h"
 
 namespace rmnet {
 
 int64_t ModelImpl::input_size() const {
-  if (auto it = metadata_.find("input_size"); it != metadata_.end()) return std::stoll(it->second);
-  if (auto it = metadata_.find("verify_input_size"); it != metadata_.end())
-    return std::stoll(it->second) <= 32 ? 32 : 224;
+  if (auto n = metadata_int(metadata_, "input_size")) return *n;
+  if (auto n = metadata_int(metadata_, "verify_input_size")) return *n <= 32 ? 32 : 224;
   return 224;
 }
 

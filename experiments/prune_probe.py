@@ -13,43 +13,24 @@ removes channels under several rules, evaluating top-1 on the Fashion-MNIST test
             unit:      |gamma| / sqrt(var + eps) on statistic BNs (the identity's learned scale, 1)
             out:       std of the channel's contribution to what the consumer's BN outputs
 
-Usage: scripts/prune_probe.py plain.pth [--data /usr/share/datasets/fashion-mnist] [--ratios ...]
+Usage: experiments/prune_probe.py plain.pth [--data /usr/share/datasets/fashion-mnist] [--ratios ...]
 """
 import argparse
-import gzip
 import json
 import pathlib
 import sys
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rmnet_sequential import load_sequential  # noqa: E402
+import common  # noqa: E402
+sys.path.insert(0, str(common.ROOT / "scripts"))
+from rmnet_sequential import load_sequential  # noqa: E402  (the product's .pth loader)
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def test_set(folder):
-    x = read_idx(pathlib.Path(folder) / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    y = read_idx(pathlib.Path(folder) / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    x = (x - 0.2860) / 0.3530
-    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
-
-
-@torch.no_grad()
-def top1(model, x, y, batch=1000):
-    hits = 0
-    for i in range(0, len(x), batch):
-        hits += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-    return hits / len(x)
+def top1(model, x, y):
+    return common.evaluate(model, x, y)["top1"]
 
 
 def units_of(seq):
@@ -101,7 +82,8 @@ def main():
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    x, y = test_set(a.data)
+    images, y = common.read_mnist(a.data)
+    x = common.normalize(images)
     base = load_sequential(a.pth).double()
     x = x.double()
     layers = list(base)

@@ -9,14 +9,15 @@ ONNX; PyTorch's FX x86 INT8 flow on the residual original) and writes study.json
 
 Every CPU-heavy step runs under `flock LOCK` when --lock is given (one command per acquisition)."""
 import argparse
-import gzip
 import json
 import pathlib
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from common import fm_arrays as idx, sh  # noqa: E402
 
 NETS = {
     # name: (arch, train flags)
@@ -27,25 +28,6 @@ NETS = {
 # (observer, equalization): "act" = by activation ranges (the default), "wt" = by weights (DFQ), "noeq" = off
 VARIANTS = [(obs, eq) for obs in ("mse", "percentile", "minmax") for eq in ("act", "wt", "noeq")]
 EQ_FLAGS = {"act": [], "wt": ["--equalize-by", "weights"], "noeq": ["--no-equalize"]}
-FM = "/usr/share/datasets/fashion-mnist"
-MEAN, STD = 0.2860, 0.3530
-
-
-def sh(args, lock=None, capture=False):
-    cmd = (["flock", lock] if lock else []) + [str(a) for a in args]
-    print("+", " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, capture_output=capture, text=True)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout if capture else ''}{r.stderr if capture else ''}")
-    return r.stdout if capture else ""
-
-
-def idx(split):
-    with gzip.open(f"{FM}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(f"{FM}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
-    return ((x.astype(np.float32) / 255 - MEAN) / STD).astype(np.float32), y
 
 
 def weight_stats(path):

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from quant_peers import THREADS, load_original, predict, pytorch_int8, speed  # noqa: E402
-from quant_study import idx, sh  # noqa: E402  (sh: run, print, stop on failure)
+from common import THREADS, fm_arrays as idx, load_original, predict_fn as predict, pytorch_int8, sh, speed  # noqa: E402
 
 
 def macs(rmnet, model):

@@ -2,7 +2,7 @@
 """Parameters and MACs of the model zoo, residual and converted (BN fused), from the rmnet CLI
 (`rmnet init`, `rmnet convert`, `rmnet info`), as a Markdown table next to the paper's numbers.
 
-Usage: scripts/zoo_costs.py RMNET_BINARY [--work /tmp/zoo] [--out docs/zoo_costs.md]
+Usage: experiments/zoo_costs.py RMNET_BINARY [--work /tmp/zoo] [--out docs/zoo_costs.md]
 """
 import argparse
 import pathlib

@@ -6,7 +6,7 @@ Trains resnet<D> and repvgg<D>_cifar (same depth D, same widths 16/32/64) briefl
 converts every ResNet to a plain network, evaluates all on the 10,000 test images, and writes a
 Markdown table (--table) and a PNG plot (--plot).
 
-Usage: scripts/depth_study.py RMNET_BINARY [--depths 8 20 56] [--epochs 2] [--samples 12000]
+Usage: experiments/depth_study.py RMNET_BINARY [--depths 8 20 56] [--epochs 2] [--samples 12000]
                                [--work runs/depth] [--table docs/depth_study.md] [--plot docs/depth_study.png]
 """
 import argparse

@@ -13,7 +13,7 @@ images/s measured by `rmnet prune` (CPU, batch 64, the pruned network in plain f
 runtime). Writes a Markdown table (--table), a PNG (--plot: accuracy against parameters removed and
 against images/s, and the histogram of the BN scales by channel origin) and WORK/results.json.
 
-Usage: scripts/prune_study.py RMNET_BINARY [--arch resnet20] [--epochs 8] [--samples 12000]
+Usage: experiments/prune_study.py RMNET_BINARY [--arch resnet20] [--epochs 8] [--samples 12000]
            [--sparsity 1e-3] [--removed 0.3 0.5 0.7] [--finetune-epochs 2] [--lock /tmp/rmnet-cpu.lock]
            [--work runs/prune] [--table docs/pruning_table.md] [--plot docs/pruning.png]
 """

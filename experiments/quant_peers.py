@@ -13,137 +13,16 @@ lists), evaluated on the 10,000 Fashion-MNIST test images, timed at batch 32 wit
 
 Writes <net>/peers.json per network and merges it into study.json (key "peers")."""
 import argparse
-import contextlib
-import copy
-import fcntl
 import json
 import logging
 import pathlib
 import sys
-import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from quant_study import idx  # noqa: E402  (the same test/train arrays, normalised the same way)
-
-THREADS = 2
-
-
-# ---------------------------------------------------------------------------------------------- models
-class CifarResNet(nn.Module):
-    """rmnet's CIFAR-stem ResNet (3x3 stem, stride 1, no max-pool) with torchvision's blocks and names."""
-
-    def __init__(self, block, layers, widths, in_channels, num_classes, stem):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
-        planes_in = stem
-        for s, (n, w) in enumerate(zip(layers, widths)):
-            blocks = []
-            for b in range(n):
-                stride = 2 if (s > 0 and b == 0) else 1
-                down = None
-                if stride != 1 or planes_in != w * block.expansion:
-                    down = nn.Sequential(nn.Conv2d(planes_in, w * block.expansion, 1, stride, bias=False),
-                                         nn.BatchNorm2d(w * block.expansion))
-                blocks.append(block(planes_in, w, stride, down))
-                planes_in = w * block.expansion
-            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.n_stages = len(layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(planes_in, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        for s in range(self.n_stages):
-            x = getattr(self, f"layer{s + 1}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-def build(arch, options):
-    import torchvision
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-    cin, nc = options["in_channels"], options["num_classes"]
-    if arch == "resnet8":
-        return CifarResNet(BasicBlock, [1, 1, 1], [16, 32, 64], cin, nc, 16)
-    if arch == "resnet50":
-        m = torchvision.models.resnet50(num_classes=nc)
-        m.conv1 = nn.Conv2d(cin, 64, 7, 2, 3, bias=False)
-        return m
-    if arch == "mobilenet_v2_cifar":  # stem and stage-2 stride 1 (rmnet's mobilenet_v2_cifar)
-        setting = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
-                   [6, 320, 1, 1]]
-        m = torchvision.models.MobileNetV2(num_classes=nc, width_mult=options["width_mult"],
-                                           inverted_residual_setting=setting)
-        first = m.features[0][0]
-        m.features[0][0] = nn.Conv2d(cin, first.out_channels, 3, 1, 1, bias=False)
-        return m
-    raise SystemExit(f"quant_peers: no PyTorch model for '{arch}'")
-
-
-def load_original(path):
-    blob = torch.load(str(path), weights_only=False)
-    header = json.loads(blob["rmnet"])
-    model = build(header["options"]["arch"], header["options"])
-    state = {k: v for k, v in blob["state"].items() if k in model.state_dict()}
-    missing = [k for k in model.state_dict() if k not in state]
-    if missing:
-        raise SystemExit(f"quant_peers: {path}: parameters missing for the PyTorch model: {missing[:5]}")
-    model.load_state_dict(state)
-    return model.eval()
-
-
-# ---------------------------------------------------------------------------------------------- peers
-def batches(x, n):
-    return [x[i:i + n] for i in range(0, len(x), n)]
-
-
-def predict(fn, x, n=500):
-    with torch.no_grad():
-        return np.concatenate([np.asarray(fn(torch.from_numpy(b))).argmax(1) for b in batches(x, n)])
-
-
-def speed(fn, x, seconds=3.0):
-    xb = torch.from_numpy(x[:32])
-    with torch.no_grad():
-        for _ in range(3):
-            fn(xb)
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < seconds:
-            fn(xb)
-            n += 1
-    return 32 * n / (time.perf_counter() - t0)
-
-
-def pytorch_int8(model, calib):
-    """PT2E + X86InductorQuantizer + torch.compile when available, else FX (x86)."""
-    example = (torch.from_numpy(calib[:1]),)
-    try:
-        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
-        import torch.ao.quantization.quantizer.x86_inductor_quantizer as xiq
-        q = xiq.X86InductorQuantizer()
-        q.set_global(xiq.get_default_x86_inductor_quantization_config())
-        prepared = prepare_pt2e(torch.export.export(copy.deepcopy(model), example).module(), q)
-        with torch.no_grad():
-            for b in batches(calib, 64):
-                prepared(torch.from_numpy(b))
-        import torch._inductor.config as inductor_config
-        inductor_config.freezing = True
-        return torch.compile(convert_pt2e(prepared)), "pt2e+x86_inductor"
-    except Exception as e:  # torch 2.14 ships neither torch.ao.quantization.quantize_pt2e nor the quantizer
-        print(f"  PT2E unavailable ({type(e).__name__}: {str(e).splitlines()[0][:90]}); FX x86 flow", flush=True)
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-    torch.backends.quantized.engine = "x86"
-    prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), example)
-    with torch.no_grad():
-        for b in batches(calib, 64):
-            prepared(torch.from_numpy(b))
-    return convert_fx(prepared).eval(), "fx_x86"
+from common import THREADS, batches, fm_arrays as idx, load_original, locked, predict_fn as predict, pytorch_int8, speed  # noqa: E402,F401
 
 
 def ort_int8(model, calib, work):
@@ -175,19 +54,6 @@ def ort_int8(model, calib, work):
         s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         runs[tag] = lambda x, s=s: s.run(None, {"input": np.ascontiguousarray(np.asarray(x))})[0]
     return runs
-
-
-@contextlib.contextmanager
-def locked(path):
-    if not path:
-        yield
-        return
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main():
