@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "helpers.h"
+#include "rmnet/core.h"
+#include "rmnet/data/preprocess.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/plain.h"
 
@@ -169,4 +171,33 @@ TEST(ModelFile, FailedWriteLeavesNothingBehind) {
   for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
     EXPECT_EQ(e.path().string().find(path + ".tmp"), std::string::npos);
   fs::remove(path);
+}
+
+// Integer metadata (input sizes, the preprocessing crop) is read with metadata_int: a value that is
+// not a whole integer is an error naming the key, never a silent 0 or a partial parse ("32px").
+TEST(ModelFile, IntegerMetadataIsCheckedAndNamed) {
+  auto model = rmnet::test::plain_bn_of("resnet8", torch::kFloat).ptr();  // a plain network reads its input size from metadata
+  model->metadata().erase("verify_input_size");
+  model->metadata().erase("input_size");
+  EXPECT_EQ(rmnet::metadata_int(model->metadata(), "input_size"), std::nullopt);
+  model->metadata()["input_size"] = "48";
+  EXPECT_EQ(model->input_size(), 48);
+  for (const std::string bad : {"32px", "", "1e3", "abc", "99999999999999999999"}) {
+    model->metadata()["input_size"] = bad;
+    try {
+      model->input_size();
+      ADD_FAILURE() << "accepted input_size '" << bad << "'";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("metadata 'input_size' is not an integer"), std::string::npos) << e.what();
+    }
+  }
+  std::map<std::string, std::string> m{{"preprocess.crop", "28"}, {"preprocess.resize", "x"}};
+  EXPECT_THROW(rmnet::Preprocess::from_metadata(m), c10::Error);
+  m["preprocess.resize"] = "-4";
+  EXPECT_THROW(rmnet::Preprocess::from_metadata(m), c10::Error);
+  m["preprocess.resize"] = "32";
+  const auto p = rmnet::Preprocess::from_metadata(m);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->crop, 28);
+  EXPECT_EQ(p->resize, 32);
 }

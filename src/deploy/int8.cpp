@@ -217,10 +217,8 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm) {
     }
     switch (s.kind) {
       case LayerKind::Conv: {
-        size_t k = i;  // last layer of the conv's activation run (the quantization point)
-        while (!plan.point[k]) ++k;
-        bool has_prelu = false;
-        for (size_t j = i + 1; j <= k; ++j) has_prelu |= net.spec(j).kind == LayerKind::PReLU;
+        const size_t k = plan.point_of(i);  // last layer of the conv's activation run
+        const bool has_prelu = plan.run_has_fallback(i);
         auto st = std::make_shared<Step>();
         st->kind = Step::QConv;
         st->spec = s;

@@ -23,6 +23,7 @@
 #include <torch/torch.h>
 
 #include "onednn_steps.h"
+#include "rmnet/ir/chain.h"
 
 namespace rmnet::detail {
 namespace {
@@ -79,10 +80,9 @@ std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype
         Tensor w = dbl(conv->weight);
         Tensor b = conv->bias.defined() ? dbl(conv->bias) : Tensor();
         if (i + 1 < n && specs[i + 1].kind == LayerKind::BatchNorm) {
-          auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(i + 1);
-          const auto scale = dbl(bn->weight) / (dbl(bn->running_var) + specs[i + 1].eps).sqrt();
-          w = w * scale.view({-1, 1, 1, 1});
-          b = ((b.defined() ? b : torch::zeros_like(scale)) - dbl(bn->running_mean)) * scale + dbl(bn->bias);
+          const auto bn = ir::BNParams::from(*net.layer_as<torch::nn::BatchNorm2dImpl>(i + 1));
+          w = w * bn.scale().view({-1, 1, 1, 1});
+          b = bn.fold_bias(b);
           s.last = ++i;
         }
         s.weight = w.to(dtype).contiguous();
@@ -117,11 +117,10 @@ std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype
         break;
       }
       case LayerKind::BatchNorm: {
-        auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(i);
-        const auto scale = dbl(bn->weight) / (dbl(bn->running_var) + sp.eps).sqrt();
+        const auto bn = ir::BNParams::from(*net.layer_as<torch::nn::BatchNorm2dImpl>(i));
         s.kind = StepKind::Affine;
-        s.scale = channel_view(scale, dtype);
-        s.shift = channel_view(dbl(bn->bias) - dbl(bn->running_mean) * scale, dtype);
+        s.scale = channel_view(bn.scale(), dtype);
+        s.shift = channel_view(bn.shift(), dtype);
         s.name = fmt::format("batchnorm {} (in place)", sp.out_channels);
         steps.push_back(std::move(s));
         break;

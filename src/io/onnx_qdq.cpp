@@ -83,10 +83,8 @@ std::string to_onnx_qdq(const QuantizedNetImpl& net) {
                        attr_int("group", s.groups)});
           fresh = false;
           // the activation run up to the quantization point
-          size_t k = i;
-          while (!plan.point[k]) ++k;
-          bool has_prelu = false;
-          for (size_t j = i + 1; j <= k; ++j) has_prelu |= net.spec(j).kind == LayerKind::PReLU;
+          const size_t k = plan.point_of(i);
+          const bool has_prelu = plan.run_has_fallback(i);
           const double ps = net.out_scale(k);
           const int64_t pz = net.out_zero_point(k);
           for (size_t j = i + 1; j <= k; ++j) {

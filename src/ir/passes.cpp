@@ -55,7 +55,7 @@ Chain fold_batchnorm(const Chain& in) {
       const auto a = bn.scale();
       // W' = a W,  b' = a (b - mean) + beta  (a in float64, rounded once to the weight's dtype)
       const auto& w = l.at("weight");
-      out.conv(w * a.to(w.scalar_type()).view({-1, 1, 1, 1}), (to_f64(bias_or_zeros(l)) - bn.mean) * a + bn.bias,
+      out.conv(w * a.to(w.scalar_type()).view({-1, 1, 1, 1}), bn.fold_bias(to_f64(bias_or_zeros(l))),
                l.spec.stride, l.spec.padding, l.spec.groups);
       out.mark(l.origin);
       ++i;

@@ -69,6 +69,20 @@ QuantPlan quant_plan(const std::vector<LayerSpec>& layers) {
   return p;
 }
 
+size_t QuantPlan::point_of(size_t conv) const {
+  TORCH_CHECK(conv < head && role[conv] == QuantRole::Int8, "quantization plan: layer ", conv, " is not an INT8 conv");
+  size_t k = conv;
+  while (!point[k]) ++k;  // quant_plan marks the end of every INT8 run before the head
+  return k;
+}
+
+bool QuantPlan::run_has_fallback(size_t conv) const {
+  const size_t k = point_of(conv);
+  for (size_t j = conv + 1; j <= k; ++j)
+    if (role[j] == QuantRole::Fallback) return true;
+  return false;
+}
+
 torch::Tensor quantize_u8(const torch::Tensor& x, double scale, int64_t zero_point) {
   return torch::clamp(torch::round(x / scale) + static_cast<double>(zero_point), 0, 255).to(torch::kByte);
 }

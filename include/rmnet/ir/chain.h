@@ -32,6 +32,11 @@ struct BNParams {
   double eps = 1e-5;
   torch::Tensor scale() const { return weight / torch::sqrt(var + eps); }  // a
   torch::Tensor shift() const { return bias - mean * scale(); }            // beta - mean * a
+  /// The bias of a conv (bias b, undefined: none) with this BN folded in: a (b - mean) + beta.
+  /// The one formula of every fold (fold_batchnorm, the onednn runtime's conv steps).
+  torch::Tensor fold_bias(const torch::Tensor& b) const {
+    return ((b.defined() ? b : torch::zeros_like(mean)) - mean) * scale() + bias;
+  }
   static BNParams from(const torch::nn::BatchNorm2dImpl& bn);
   /// A BN that is the identity in eval mode yet carries real statistics: w = sqrt(var+eps), b = mean.
   static BNParams identity(const torch::Tensor& mean, const torch::Tensor& var, double eps = 1e-5);

@@ -84,30 +84,30 @@ struct LayerTraits {
   /// average pool, flatten): activation-range equalization passes scales through it unchanged.
   bool positively_homogeneous = false;
   QuantClass quant = QuantClass::Reject;
-  std::vector<JsonField> json;  ///< the spec's JSON fields besides "type"
+  std::vector<JsonField> json = {};  ///< the spec's JSON fields besides "type"
 
-  std::string (*describe)(const LayerSpec&);
+  std::string (*describe)(const LayerSpec&) = nullptr;
   /// The layer's tensors for a spec (parameters first, as its module registers them).
-  std::vector<TensorDecl> (*tensors)(const LayerSpec&);
+  std::vector<TensorDecl> (*tensors)(const LayerSpec&) = nullptr;
   /// Checks the spec against the arriving channels; `where` names the layer in messages.
-  void (*check)(const LayerSpec&, int64_t in_channels, const std::string& where);
+  void (*check)(const LayerSpec&, int64_t in_channels, const std::string& where) = nullptr;
   /// A fresh module for the spec (default-initialised weights).
-  std::shared_ptr<torch::nn::Module> (*make)(const LayerSpec&);
+  std::shared_ptr<torch::nn::Module> (*make)(const LayerSpec&) = nullptr;
   /// The module's forward (training mode honoured: batch norm updates its statistics).
-  torch::Tensor (*forward)(torch::nn::Module&, const torch::Tensor&);
+  torch::Tensor (*forward)(torch::nn::Module&, const torch::Tensor&) = nullptr;
   /// The eval-mode forward on named tensors (a quantized layer's float fallback, reference checks).
-  torch::Tensor (*apply)(const LayerSpec&, const TensorFn&, const torch::Tensor&);
+  torch::Tensor (*apply)(const LayerSpec&, const TensorFn&, const torch::Tensor&) = nullptr;
   /// The output shape for an input shape ([N, C, H, W] or [N, F]).
-  std::vector<int64_t> (*output_shape)(const LayerSpec&, const std::vector<int64_t>&);
+  std::vector<int64_t> (*output_shape)(const LayerSpec&, const std::vector<int64_t>&) = nullptr;
   /// Multiply-adds per image for an input shape (conv and linear, the SE's two small linears).
-  int64_t (*macs)(const LayerSpec&, const std::vector<int64_t>& in_shape);
+  int64_t (*macs)(const LayerSpec&, const std::vector<int64_t>& in_shape) = nullptr;
   /// Emits the layer's ONNX nodes on input `x` (initializers named `prefix` + tensor); the last
   /// node's output is named `out` when it is not empty. Returns the output's name.
   std::string (*onnx)(const LayerSpec&, const TensorFn&, OnnxSink&, const std::string& prefix,
-                      const std::string& x, const std::string& out);
+                      const std::string& x, const std::string& out) = nullptr;
   /// Writes the layer's TorchScript statements (on `x`) to `src`, registering tensors as `prefix` + name.
   void (*torchscript)(const LayerSpec&, const TensorFn&, const TsRegister&, std::ostream& src,
-                      const std::string& prefix);
+                      const std::string& prefix) = nullptr;
 };
 
 /// The table's entry for a kind.

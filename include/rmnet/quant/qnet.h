@@ -35,6 +35,12 @@ struct QuantPlan {
   std::vector<QuantRole> role;  ///< per layer
   std::vector<bool> point;      ///< per layer: its output is quantized (has out_scale/out_zero_point)
   size_t head = 0;              ///< first layer of the float head (== size when there is none)
+  /// The quantization point that ends the activation run of the INT8 conv at layer i (i itself
+  /// when no activation follows it).
+  size_t point_of(size_t conv) const;
+  /// Whether that run holds a float32 activation (a PReLU): the conv's output is then dequantized,
+  /// the run computed in float32, and the result quantized at the point.
+  bool run_has_fallback(size_t conv) const;
 };
 /// The plan for a BN-free chain (throws, naming the layer, on a BatchNorm).
 QuantPlan quant_plan(const std::vector<LayerSpec>& layers);
