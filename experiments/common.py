@@ -12,7 +12,6 @@ import fcntl
 import gzip
 import json
 import math
-import os
 import pathlib
 import subprocess
 import sys
@@ -307,59 +306,9 @@ def export_onnx(model, path, input_shape, opset=17):
     return path
 
 
-OPENVINO_F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY"}
-
-
-def openvino_compile(onnx_path, batch, image_shape, config=None):
-    """An OpenVINO CPU compiled model of an ONNX file, reshaped to a static batch."""
-    import openvino as ov
-    core = ov.Core()
-    m = core.read_model(str(onnx_path))
-    m.reshape({m.inputs[0].any_name: [batch, *image_shape]})
-    return core.compile_model(m, "CPU", dict(config or OPENVINO_F32))
-
-
-def openvino_speed(onnx_path, batch, image_shape, rounds=5, seconds=1.0, warmup=0.3, config=None, check=None):
-    """Best-of-`rounds` images/s of the ONNX model in OpenVINO (synchronous requests of `batch`
-    random images, each round running for `seconds`). With check=(module, x): also the largest
-    |OpenVINO - PyTorch| logit difference on x[:batch]."""
-    compiled = openvino_compile(onnx_path, batch, image_shape, config)
-    req = compiled.create_infer_request()
-    x = np.random.default_rng(0).standard_normal((batch, *image_shape)).astype(np.float32)
-    result = {}
-    if check is not None:
-        module, xs = check
-        xb = xs[:batch].numpy()
-        ov_out = req.infer({0: xb})[compiled.outputs[0]]
-        with torch.no_grad():
-            ref = module.eval()(torch.from_numpy(xb)).numpy()
-        result["max_abs_diff"] = float(np.abs(ov_out - ref).max())
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < warmup:
-        req.infer({0: x})
-    best = 0.0
-    for _ in range(rounds):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            req.infer({0: x})
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= seconds:
-                break
-        best = max(best, n * batch / dt)
-    result["images_per_second"] = best
-    return result
-
-
-def load_average_warning(limit=0.5):
-    """The 1-minute load average, and a warning line when it is above `limit` (timing then
-    measures contention, not the network)."""
-    load = os.getloadavg()[0]
-    if load > limit:
-        return load, (f"warning: 1-minute load average {load:.2f} > {limit}: the machine is busy, "
-                      "timings will be low and noisy")
-    return load, None
+# OpenVINO timing lives with the speed harnesses (scripts/speed_common.py); re-exported here.
+sys.path.insert(0, str(ROOT / "scripts"))
+from speed_common import OPENVINO_F32, load_average_warning, openvino_compile, openvino_speed  # noqa: E402,F401
 
 
 def versions(*names):

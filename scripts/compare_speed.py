@@ -19,104 +19,16 @@ import argparse
 import warnings
 import json
 import pathlib
-import subprocess
 import sys
 import time
 
 import torch
-import torch.nn as nn
 import torchvision
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rmnet_sequential import ChannelClamp, load_sequential  # noqa: E402
-
-
-def time_fn(fn, x, warmup, iters):
-    for _ in range(warmup):
-        fn(x)
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn(x)
-    return x.shape[0] * iters / (time.perf_counter() - t)
-
-
-class MinMax(nn.Module):
-    def __init__(self, lo, hi):
-        super().__init__()
-        self.register_buffer("lo", lo.view(1, -1, 1, 1).clone())
-        self.register_buffer("hi", hi.view(1, -1, 1, 1).clone())
-
-    def forward(self, x):
-        return torch.minimum(torch.maximum(x, self.lo), self.hi)
-
-
-def scriptable(model):
-    """ChannelClamp with the same bounds on every channel -> scalar clamp (ReLU6 / Identity), so that
-    the frozen-graph passes can fuse it; mixed bounds -> minimum/maximum (oneDNN's conversion pass takes
-    scalar clamp bounds only). The same rewrite rmnet's deploy runtime makes."""
-    for name, m in list(model.named_children()):
-        if isinstance(m, ChannelClamp):
-            lo, hi = m.min, m.max
-            if bool((lo == lo[0]).all()) and bool((hi == hi[0]).all()):
-                a, b = float(lo[0]), float(hi[0])
-                if a == float("-inf") and b == float("inf"):
-                    new = nn.Identity()
-                elif a == 0 and b == 6:
-                    new = nn.ReLU6()
-                elif a == 0 and b == float("inf"):
-                    new = nn.ReLU()
-                else:
-                    new = nn.Hardtanh(a, b)
-            else:
-                new = MinMax(lo, hi)
-            setattr(model, name, new)
-    return model
-
-
-def torchscript_optimized(model, x):
-    """PyTorch's best CPU path: script, freeze, optimize_for_inference."""
-    with torch.no_grad():
-        s = torch.jit.script(model.eval())
-        f = torch.jit.freeze(s)
-        try:
-            return torch.jit.optimize_for_inference(f), "frozen+ofi"
-        except Exception as e:  # noqa: BLE001
-            print(f"    optimize_for_inference failed ({str(e).splitlines()[0][:80]}); frozen only", flush=True)
-            return f, "frozen"
-
-
-def compiled(model, x):
-    """torch.compile with Inductor's freezing (weights constant-folded, oneDNN convolutions with prepacked
-    weights and fused post-ops), compiled for x's shape under no_grad."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    torch._dynamo.reset()
-    fn = torch.compile(model.eval())
-    t = time.perf_counter()
-    with torch.no_grad():
-        fn(x)
-    return fn, time.perf_counter() - t
-
-
-def ort_session(path, threads):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})
-
-
-def run(cmd):
-    print("    $ " + " ".join(map(str, cmd)), flush=True)
-    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{r.stdout}\n{r.stderr}")
-    return r.stdout
+from rmnet_sequential import load_sequential  # noqa: E402
+from speed_common import (compiled, load_average_warning, openvino_runner, ort_session, run, scriptable,  # noqa: E402
+                          time_fn, torchscript_optimized)
 
 
 def main():
@@ -137,6 +49,9 @@ def main():
     ap.add_argument("--forms", nargs="+", default=["original", "RM"], choices=["original", "RM"])
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also OpenVINO f32 and bf16 on the same ONNX files, and rmnet onednn in bf16 (run with the "
+                         "peers venv's python, scripts/peers_env.sh; on an idle machine)")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--json", help="also write all numbers as JSON here")
     ap.add_argument("--plot", help="also draw the peers and rmnet onednn relative to torch.compile here (PNG)")
@@ -153,6 +68,9 @@ def main():
     work = pathlib.Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     rows, t_start = [], time.time()
+    load, load_warning = load_average_warning()
+    if load_warning:
+        print(load_warning, flush=True)
     # the machine's conv peak as rmnet measures it (fused, prepacked 3x3 conv, same threads)
     peak_json = work / "peak.json"
     run([a.rmnet, "--threads", a.threads, "init", "--arch", "resnet8", "--num-classes", 10, "--out", work / "peak_r8.rmnet"])
@@ -202,6 +120,18 @@ def main():
                 if not a.no_compile:
                     comp, r["compile_seconds"] = compiled(model, x)
                 sess = ort_session(onnx, a.threads) if not a.no_ort and onnx.exists() else None
+                ov = {}
+                if a.openvino and onnx.exists():
+                    for prec in ("f32", "bf16"):
+                        try:
+                            ov[prec] = openvino_runner(onnx, tuple(x.shape), prec, a.threads)
+                        except Exception as e:  # noqa: BLE001
+                            print(f"    OpenVINO {prec} failed: {str(e).splitlines()[0][:100]}", flush=True)
+                    if "f32" in ov:  # OpenVINO runs the same function (a wrong import would time something else)
+                        with torch.no_grad():
+                            ref = model(x)
+                        got = torch.from_numpy(ov["f32"](x.numpy()))
+                        r["openvino_f32_relerr"] = float((got - ref).abs().max() / ref.abs().max())
                 common = ["--batch", batch, "--input-size", size, "--warmup", warmup, "--iters", iters]
                 out_json = work / "bench.json"
                 src = ["--arch", net] if form == "original" else ["--model", f"{base}.rmnet"]
@@ -218,6 +148,8 @@ def main():
                             best("torch_compile", time_fn(comp, x, warmup, iters))
                     if sess is not None:
                         best("onnxruntime", time_fn(sess, x.numpy(), warmup, iters))
+                    for prec, fn in ov.items():
+                        best(f"openvino_{prec}", time_fn(fn, x.numpy(), warmup, iters))
                     run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "eager", "--json",
                          out_json])
                     m = json.loads(out_json.read_text())["models"][0]
@@ -228,6 +160,10 @@ def main():
                             run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", rt, "--json",
                                  out_json])
                             best(f"rmnet_{rt}", json.loads(out_json.read_text())["models"][0]["images_per_second"])
+                        if a.openvino:
+                            run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "onednn",
+                                 "--dtype", "bf16", "--json", out_json])
+                            best("rmnet_onednn_bf16", json.loads(out_json.read_text())["models"][0]["images_per_second"])
                         r["onednn_peak_fraction"] = r["macs"] * r["rmnet_onednn"] / 1e9 / conv_peak if conv_peak else 0.0
                 print("   " + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if isinstance(v, float)), flush=True)
                 rows.append(r)
@@ -238,15 +174,17 @@ def main():
     def pct(v):
         return f"{100 * v:.0f}%" if v else "-"
 
-    def ratio(r, k):
-        if "rmnet_onednn" not in r or k not in r:
+    def ratio(r, k, num="rmnet_onednn"):
+        if num not in r or k not in r:
             return "-"
-        v = r["rmnet_onednn"] / r[k]
+        v = r[num] / r[k]
         return f"**{v:.2f}x**" if v < 1.0 else f"{v:.2f}x"
 
     lines = [
         f"threads {a.threads}; best of {a.repeat}; torch {torch.__version__}, torchvision {torchvision.__version__}"
         + (f", onnxruntime {__import__('onnxruntime').__version__}" if not a.no_ort else "")
+        + (f", openvino {__import__('openvino').__version__}" if a.openvino else "")
+        + f"; 1-minute load at start {load:.2f}"
         + f"; measured conv peak {conv_peak:.1f} GMAC/s; total {time.time() - t_start:.0f} s; images/s "
         "(bold: a ratio below 1, a miss)",
         "",
@@ -263,6 +201,24 @@ def main():
             f"| {f(r.get('rmnet_onednn'))} | {ratio(r, 'torch_compile')} | {ratio(r, 'onnxruntime')} "
             f"| {ratio(r, 'torchscript')} "
             f"| {pct(r.get('onednn_peak_fraction'))} |")
+    if a.openvino:
+        lines += [
+            "",
+            "Same networks, OpenVINO (same ONNX files; f32 and bf16 forced with INFERENCE_PRECISION_HINT; "
+            f"{a.threads} threads, 1 stream, latency mode) against rmnet's onednn runtime in the same precision "
+            "(bold: rmnet below OpenVINO):",
+            "",
+            "| network | form | input | batch | OpenVINO f32 | rmnet onednn f32 | rmnet/OV f32 | OpenVINO bf16 "
+            "| rmnet onednn bf16 | rmnet/OV bf16 | OV f32 max rel err |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            err = r.get("openvino_f32_relerr")
+            lines.append(
+                f"| {r['net']} | {r['form']} | {r['size']}x{r['size']} | {r['batch']} | {f(r.get('openvino_f32'))} "
+                f"| {f(r.get('rmnet_onednn'))} | {ratio(r, 'openvino_f32')} | {f(r.get('openvino_bf16'))} "
+                f"| {f(r.get('rmnet_onednn_bf16'))} | {ratio(r, 'openvino_bf16', 'rmnet_onednn_bf16')} "
+                f"| {'-' if err is None else f'{err:.1e}'} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if a.out:

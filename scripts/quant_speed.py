@@ -34,203 +34,20 @@ Protocol everywhere: `warmup` untimed forwards, then `iters` timed ones; images/
 compile, export) is reported as "-" with a one-line reason; the script continues.
 """
 import argparse
-import copy
 import datetime
 import json
-import logging
 import pathlib
-import subprocess
 import sys
 import time
 import warnings
 
-import numpy as np
 import torch
-import torch.nn as nn
 import torchvision
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from compare_speed import ort_session, time_fn  # noqa: E402
-
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def why(e):
-    """One line out of an exception."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0][:160] if lines else ''}"
-
-
-def sh(cmd):
-    """Runs a command; raises RuntimeError (one line: the last stderr line) if it fails."""
-    cmd = list(map(str, cmd))
-    print("    $ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        lines = [ln.strip() for ln in r.stderr.splitlines() + r.stdout.splitlines() if ln.strip()]
-        errs = [ln for ln in lines if "error" in ln.lower()]
-        sub = next((c for c in cmd[1:] if not c.startswith("-") and not c.isdigit()), "")
-        raise RuntimeError(f"{pathlib.Path(cmd[0]).name} {sub} failed (rc {r.returncode}): "
-                           f"{(errs or lines or [''])[0][:200]}")
-    return r.stdout
-
-
-# ---------------------------------------------------------------------------------------------------- data
-def make_folder_dataset(root, size, n_train, n_val, seed=0):
-    """Smooth random RGB PNGs (low-resolution noise, bilinear upsampled, plus fine noise) in two classes,
-    DIR/train/c{0,1} (calibration) and DIR/val/c{0,1} (held out), at rmnet's resize size size * 8 // 7."""
-    from PIL import Image
-
-    r = size * 8 // 7
-    stamp = root / "done.json"
-    spec = {"size": size, "train": n_train, "val": n_val, "seed": seed, "side": r}
-    if stamp.exists() and json.loads(stamp.read_text()) == spec:
-        return
-    rng = np.random.default_rng(seed + size)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for c in range(2):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for f in d.glob("*.png"):
-                f.unlink()
-        for i in range(n):
-            low = rng.integers(0, 256, size=(int(rng.integers(3, 9)),) * 2 + (3,), dtype=np.uint8)
-            img = np.asarray(Image.fromarray(low).resize((r, r), Image.BILINEAR), dtype=np.float32)
-            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / split / f"c{i % 2}" / f"img{i:05d}.png")
-    stamp.write_text(json.dumps(spec))
-
-
-def load_split(root, split, size):
-    """The split's images in rmnet's ImageFolder order (classes sorted, files sorted), through rmnet's
-    folder eval transform: the images are already size * 8 // 7 square, so resize is the identity; center
-    crop at (side - size) // 2; ImageNet mean/std. Returns float32 [N, 3, size, size]."""
-    from PIL import Image
-
-    out = []
-    for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-        for f in sorted(cdir.glob("*.png")):
-            a = np.asarray(Image.open(f).convert("RGB"), dtype=np.float32)
-            h, w = a.shape[:2]
-            y0, x0 = (h - size) // 2, (w - size) // 2
-            a = a[y0:y0 + size, x0:x0 + size]
-            out.append(((a / 255.0 - MEAN) / STD).transpose(2, 0, 1))
-    return torch.from_numpy(np.ascontiguousarray(np.stack(out)).astype(np.float32))
-
-
-def batches(x, n=16):
-    return [x[i:i + n] for i in range(0, x.shape[0], n)]
-
-
-def count_macs(model, x):
-    """Conv/linear multiply-accumulates per image (forward hooks)."""
-    total = [0]
-
-    def hook(m, inp, out):
-        if isinstance(m, nn.Conv2d):
-            total[0] += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        else:
-            total[0] += out[0].numel() * m.in_features
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model(x[:1])
-    for h in hs:
-        h.remove()
-    return total[0]
-
-
-# ---------------------------------------------------------------------------------------------------- peers
-def compile_frozen(model, x):
-    """torch.compile with Inductor freezing, static shapes, first call (the compile) under no_grad.
-    No dynamo reset here: several compiled models live side by side within one (network, size)."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    fn = torch.compile(model, dynamic=False)
-    t = time.perf_counter()
-    with torch.no_grad():
-        fn(x)
-    return fn, time.perf_counter() - t
-
-
-def predict(fn, images):
-    with torch.no_grad():
-        return torch.cat([fn(b) for b in batches(images)])
-
-
-def agreement(ref_logits, logits):
-    top1 = float((ref_logits.argmax(1) == logits.argmax(1)).double().mean())
-    rel = float((logits - ref_logits).norm() / ref_logits.norm().clamp_min(1e-12))
-    return top1, rel
-
-
-def pt2e_api():
-    """(prepare_pt2e, convert_pt2e, X86InductorQuantizer, get_default_x86_inductor_quantization_config, where)
-    or raises ImportError: torch.ao first (as the issue asks), then torchao where PT2E moved."""
-    try:
-        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
-        import torch.ao.quantization.quantizer.x86_inductor_quantizer as xiq
-        return prepare_pt2e, convert_pt2e, xiq.X86InductorQuantizer, xiq.get_default_x86_inductor_quantization_config, \
-            "torch.ao"
-    except ImportError as e:
-        first = e
-    try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        return prepare_pt2e, convert_pt2e, xiq.X86InductorQuantizer, xiq.get_default_x86_inductor_quantization_config, \
-            "torchao"
-    except ImportError:
-        raise ImportError(f"{why(first)}; torchao not installed") from None
-
-
-def torch_pt2e(orig, calib, example):
-    prepare_pt2e, convert_pt2e, Quantizer, default_config, where = pt2e_api()
-    q = Quantizer()
-    q.set_global(default_config())
-    exported = torch.export.export(copy.deepcopy(orig).eval(), (example,)).module()
-    prepared = prepare_pt2e(exported, q)
-    with torch.no_grad():
-        for b in batches(calib):
-            prepared(b)
-    return convert_pt2e(prepared), where
-
-
-def torch_fx(orig, calib, example):
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = "x86"
-    prepared = prepare_fx(copy.deepcopy(orig).eval(), get_default_qconfig_mapping("x86"), (example,))
-    with torch.no_grad():
-        for b in batches(calib):
-            prepared(b)
-    return convert_fx(prepared).eval()
-
-
-def ort_quantize(onnx_float, onnx_q, calib):
-    import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
-
-    name = ort.InferenceSession(str(onnx_float), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: b.numpy()} for b in batches(calib, 8)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # "consider pre-processing", "expected bias to be an initializer"
-    try:
-        quantize_static(str(onnx_float), str(onnx_q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-
+from speed_common import (agreement, batches, compile_frozen, count_macs, load_split, make_folder_dataset,  # noqa: E402
+                          load_average_warning, nncf_int8_runner, ort_quantize, ort_session, predict, pt2e_api, sh,
+                          time_fn, torch_fx, torch_pt2e, why)
 
 # ---------------------------------------------------------------------------------------------------- main
 def main():
@@ -252,6 +69,9 @@ def main():
     ap.add_argument("--eval-images", type=int, default=32, help="held-out synthetic images for agreement (val split)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (float and INT8)")
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also NNCF INT8 in OpenVINO, of the original's ONNX and of rmnet's plain ONNX (the same "
+                         "calibration images; run with the peers venv's python, scripts/peers_env.sh; idle machine)")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--json", help="also write all numbers as JSON here")
     a = ap.parse_args()
@@ -262,6 +82,9 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     rmnet = str(pathlib.Path(a.rmnet).resolve())
     t_start = time.time()
+    load, load_warning = load_average_warning()
+    if load_warning:
+        print(load_warning, flush=True)
     rows = []
     try:
         pt2e_api()
@@ -276,14 +99,16 @@ def main():
         weights = work / f"{net}.pth"
         torch.save(orig.state_dict(), weights)
         plain = work / f"{net}_plain.rmnet"
+        plain_onnx = work / f"{net}_plain.onnx"
         try:
-            sh([rmnet, "--threads", a.threads, "convert", "--torchvision", net, "--weights", weights, "--out", plain])
+            sh([rmnet, "--threads", a.threads, "convert", "--torchvision", net, "--weights", weights, "--out", plain,
+                "--onnx", plain_onnx])
         except RuntimeError as e:
             print(f"{net}: rmnet convert failed, network skipped: {e}", flush=True)
             continue
         onnx_float = work / f"{net}.onnx"
         onnx_err = None
-        if not a.no_ort and not onnx_float.exists():
+        if (not a.no_ort or a.openvino) and not onnx_float.exists():
             try:
                 torch.onnx.export(orig, torch.randn(1, 3, 224, 224), str(onnx_float), input_names=["input"],
                                   output_names=["logits"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}},
@@ -391,6 +216,23 @@ def main():
                 else:
                     err["ort_int8"] = onnx_err or "no float ONNX"
 
+            # --- OpenVINO: NNCF INT8 of the original and of the same plain network rmnet runs
+            if a.openvino:
+                for key, onnx_in in (("ov_nncf_int8_orig", onnx_float), ("ov_nncf_int8_rm", plain_onnx)):
+                    if not onnx_in.exists():
+                        err[key] = f"no ONNX file {onnx_in.name}"
+                        continue
+                    try:
+                        fn = nncf_int8_runner(onnx_in, tuple(x.shape), calib, a.threads)
+                        timers[key] = fn
+                        n = x.shape[0]  # the runner's static batch: agreement on the whole batches of held-out images
+                        if held.shape[0] >= n:
+                            m = held.shape[0] // n * n
+                            ql = torch.cat([torch.from_numpy(fn(held[i:i + n].numpy())) for i in range(0, m, n)])
+                            r[f"agree_{key}"], r[f"logit_relerr_{key}"] = agreement(ref[:m], ql)
+                    except Exception as e:  # noqa: BLE001
+                        err[key] = f"NNCF/OpenVINO: {why(e)}"
+
             # --- timing, interleaved best-of
             common = ["--batch", batch, "--input-size", size, "--warmup", warmup, "--iters", iters]
             bj = work / "bench.json"
@@ -413,7 +255,7 @@ def main():
                 for key, fn in list(timers.items()):
                     try:
                         with torch.no_grad():
-                            xin = x.numpy() if key.startswith("ort") else x
+                            xin = x.numpy() if key.startswith(("ort", "ov_")) else x
                             best(key, time_fn(fn, xin, warmup, iters))
                     except Exception as e:  # noqa: BLE001
                         err[key] = why(e)
@@ -464,7 +306,7 @@ def main():
         f"{datetime.date.today().isoformat()}; threads {a.threads}; best of {a.repeat}; torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, onnxruntime {onnxruntime.__version__}; random weights, synthetic "
         f"calibration images ({a.calib_images} smooth-noise PNGs; a speed measurement, the calibration only needs to "
-        f"be plausible); PyTorch INT8: {pt_flow}; total {time.time() - t_start:.0f} s",
+        f"be plausible); PyTorch INT8: {pt_flow}; 1-minute load at start {load:.2f}; total {time.time() - t_start:.0f} s",
         "",
         "images/s. Goals: RM INT8 >= 2x the original's torch.compile (freezing) float32; RM INT8 >= 3x rmnet onednn "
         "float32 at batch 32 (bold: a goal missed). RM INT8 / PyTorch INT8 is expected < 1 (the plain form has more "
@@ -486,6 +328,17 @@ def main():
             f"| {ratio(r, 'int8_over_rm_onednn', 3.0 if r['batch'] == 32 else None)} "
             f"| {ratio(r, 'int8_over_pt_int8')} | {ratio(r, 'int8_over_ort_int8')} | {agree(r, 'agree_rmnet_int8')} "
             f"| {agree(r, 'agree_pt_int8')} | {agree(r, 'agree_ort_int8')} |")
+    if a.openvino:
+        lines += ["", "OpenVINO's INT8 (NNCF, default preset; float layers f32): of the residual original and of rmnet's "
+                  "plain ONNX, the same network rmnet runs (bold: rmnet below OpenVINO on the same plain network):", "",
+                  "| network | input | batch | NNCF INT8 original | NNCF INT8 plain | RM INT8 (rmnet) | rmnet/OV same plain "
+                  "| agree NNCF plain | agree RM INT8 |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            same = (r["rm_int8"] / r["ov_nncf_int8_rm"]) if r.get("rm_int8") and r.get("ov_nncf_int8_rm") else None
+            lines.append(f"| {r['net']} | {r['size']}x{r['size']} | {r['batch']} | {f(r, 'ov_nncf_int8_orig')} "
+                         f"| {f(r, 'ov_nncf_int8_rm')} | {f(r, 'rm_int8')} "
+                         f"| {'-' if same is None else (f'**{same:.2f}x**' if same < 1 else f'{same:.2f}x')} "
+                         f"| {agree(r, 'agree_ov_nncf_int8_rm')} | {agree(r, 'agree_rmnet_int8')} |")
     failures = [f"- {r['net']} {r['size']}x{r['size']}: {k}: {v}" for r in rows for k, v in r["errors"].items()]
     notes = [f"- {r['net']} {r['size']}x{r['size']}: torch.compile of the PyTorch INT8 model: dynamo counters "
              f"{r['pt_int8_compile_dynamo_counters']} (graph breaks / fallbacks: the compiled model may run eager "
