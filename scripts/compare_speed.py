@@ -27,7 +27,7 @@ import torchvision
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from rmnet_sequential import load_sequential  # noqa: E402
-from speed_common import (compiled, load_average_warning, openvino_runner, ort_session, run, scriptable,  # noqa: E402
+from speed_common import (add_shape_flags, shapes_of, compiled, load_average_warning, openvino_runner, ort_session, run, scriptable,  # noqa: E402
                           time_fn, torchscript_optimized)
 
 
@@ -36,10 +36,8 @@ def main():
     ap.add_argument("--rmnet", default="build/rmnet", help="rmnet binary")
     ap.add_argument("--work", default="/tmp/rmnet_compare_speed", help="folder for weights and exports")
     ap.add_argument("--nets", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
-    ap.add_argument("--sizes", nargs="+", type=int, default=[32, 224])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32, help="batch at sizes <= 64")
-    ap.add_argument("--batch-large", type=int, default=8, help="batch at sizes > 64")
+    add_shape_flags(ap)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--warmup-large", type=int, default=3, help="untimed forwards at sizes > 64")
     ap.add_argument("--iters", type=int, default=20, help="timed forwards at sizes <= 64")
@@ -101,9 +99,8 @@ def main():
                                   opset_version=17, dynamo=False)
             except Exception as e:  # noqa: BLE001
                 print(f"    torch.onnx.export of the original failed: {str(e).splitlines()[0][:100]}")
-        for size in a.sizes:
+        for size, batch in shapes_of(a):
             large = size > 64
-            batch = a.batch_large if large else a.batch
             iters = a.iters_large if large else a.iters
             warmup = a.warmup_large if large else a.warmup
             x = torch.randn(batch, 3, size, size)

@@ -45,7 +45,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from speed_common import (agreement, batches, compile_frozen, count_macs, load_split, make_folder_dataset,  # noqa: E402
+from speed_common import (add_shape_flags, shapes_of, agreement, batches, compile_frozen, count_macs, load_split, make_folder_dataset,  # noqa: E402
                           load_average_warning, nncf_int8_runner, ort_quantize, ort_session, predict, pt2e_api, sh,
                           time_fn, torch_fx, torch_pt2e, why)
 
@@ -55,10 +55,8 @@ def main():
     ap.add_argument("--rmnet", default="build/rmnet", help="rmnet binary")
     ap.add_argument("--work", default="/tmp/rmnet_quant_speed", help="folder for weights, exports, images")
     ap.add_argument("--nets", nargs="+", default=["resnet18"], choices=["resnet18", "resnet50", "mobilenet_v2"])
-    ap.add_argument("--sizes", nargs="+", type=int, default=[32, 224])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32, help="batch at sizes <= 64")
-    ap.add_argument("--batch-large", type=int, default=8, help="batch at sizes > 64")
+    add_shape_flags(ap)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--warmup-large", type=int, default=3, help="untimed forwards at sizes > 64")
     ap.add_argument("--iters", type=int, default=20, help="timed forwards at sizes <= 64")
@@ -117,9 +115,8 @@ def main():
                 onnx_err = f"torch.onnx.export: {why(e)}"
                 print(f"    {onnx_err}", flush=True)
 
-        for size in a.sizes:
+        for size, batch in shapes_of(a):
             large = size > 64
-            batch = a.batch_large if large else a.batch
             iters = a.iters_large if large else a.iters
             warmup = a.warmup_large if large else a.warmup
             label = f"{net} {size}x{size} b{batch}"

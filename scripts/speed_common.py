@@ -22,6 +22,28 @@ import torch.nn as nn
 
 from rmnet_sequential import ChannelClamp
 
+def add_shape_flags(ap):
+    """--sizes/--batch/--batch-large (one batch per size) or --shapes SIZE:BATCH ... (any pairs)."""
+    ap.add_argument("--sizes", nargs="+", type=int, default=[32, 224])
+    ap.add_argument("--batch", type=int, default=32, help="batch at sizes <= 64")
+    ap.add_argument("--batch-large", type=int, default=8, help="batch at sizes > 64")
+    ap.add_argument("--shapes", nargs="+", metavar="SIZE:BATCH",
+                    help="input size and batch pairs, e.g. 224:1 224:8 32:1 32:32 (instead of --sizes/--batch)")
+
+
+def shapes_of(a):
+    """[(size, batch), ...] of the parsed --shapes, else of --sizes with --batch / --batch-large."""
+    if a.shapes:
+        out = []
+        for item in a.shapes:
+            size, sep, batch = item.partition(":")
+            if not sep or not size.isdigit() or not batch.isdigit() or int(size) < 1 or int(batch) < 1:
+                raise SystemExit(f"--shapes: '{item}' is not SIZE:BATCH with positive integers")
+            out.append((int(size), int(batch)))
+        return out
+    return [(size, a.batch_large if size > 64 else a.batch) for size in a.sizes]
+
+
 def time_fn(fn, x, warmup, iters):
     for _ in range(warmup):
         fn(x)

@@ -4,7 +4,7 @@
 # half of the library) and every reader's fuzz target for a bounded time (scripts/fuzz.sh); any
 # crash, sanitizer report or leak fails. The readers' and converters' test suites under the
 # sanitizers need the whole library built that way: `--sanitize`, or in CI with
-# RMNET_CI_SANITIZE_SUITES=1 (off by default: see docs/ARCHITECTURE.md for what it costs).
+# RMNET_CI_SANITIZE_SUITES=1 (off by default: see docs/BENCHMARKS.md, "Sanitizers and fuzzing in CI", for what it costs).
 #   scripts/test.sh              everything (CI)
 #   scripts/test.sh --sanitize   only the sanitizer build: library + unit tests, the fast suites
 # Environment:
