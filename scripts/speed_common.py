@@ -1,4 +1,4 @@
-"""Shared helpers of the speed harnesses (scripts/compare_speed.py, scripts/quant_speed.py) and of
+"""Shared helpers of the speed harness (scripts/compare_speed.py) and of
 the experiments that time peers (experiments/common.py re-exports the OpenVINO ones): timing,
 running the CLI, PyTorch's deploy paths (TorchScript freeze + optimize_for_inference, torch.compile
 with Inductor freezing), PyTorch's and ONNX Runtime's INT8, OpenVINO (f32, bf16) and NNCF INT8,
