@@ -362,46 +362,13 @@ def fm_arrays(split):
     return ((x.astype(np.float32) / 255 - FM_MEAN) / FM_STD).astype(np.float32), y
 
 
-# ---------------------------------------------------------------------------------------------- models
-class CifarResNet(nn.Module):
-    """rmnet's CIFAR-stem ResNet (3x3 stem, stride 1, no max-pool) with torchvision's blocks and names."""
-
-    def __init__(self, block, layers, widths, in_channels, num_classes, stem):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
-        planes_in = stem
-        for s, (n, w) in enumerate(zip(layers, widths)):
-            blocks = []
-            for b in range(n):
-                stride = 2 if (s > 0 and b == 0) else 1
-                down = None
-                if stride != 1 or planes_in != w * block.expansion:
-                    down = nn.Sequential(nn.Conv2d(planes_in, w * block.expansion, 1, stride, bias=False),
-                                         nn.BatchNorm2d(w * block.expansion))
-                blocks.append(block(planes_in, w, stride, down))
-                planes_in = w * block.expansion
-            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.n_stages = len(layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(planes_in, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        for s in range(self.n_stages):
-            x = getattr(self, f"layer{s + 1}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
 def build_torchvision(arch, options):
     """The residual original of an rmnet network as a torchvision-named PyTorch module (the
     INT8 study's archs: resnet8, resnet50, mobilenet_v2_cifar)."""
     import torchvision
-    from torchvision.models.resnet import BasicBlock
     cin, nc = options["in_channels"], options["num_classes"]
     if arch == "resnet8":
-        return CifarResNet(BasicBlock, [1, 1, 1], [16, 32, 64], cin, nc, 16)
+        return ResNet("basic", [1, 1, 1], [16, 32, 64], "cifar", 16, cin, nc)
     if arch == "resnet50":
         m = torchvision.models.resnet50(num_classes=nc)
         m.conv1 = nn.Conv2d(cin, 64, 7, 2, 3, bias=False)
