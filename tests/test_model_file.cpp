@@ -91,6 +91,30 @@ TEST(ModelFile, RejectsFilesThatAreNotModels) {
   fs::remove(path);
 }
 
+TEST(ModelFile, BadTypeTagIsAClearError) {
+  // A type string LibTorch's parser rejects (found by fuzz_model_file): the parser throws a
+  // torch::jit::ErrorReport, which the reader turns into its one error type, naming the file.
+  auto m = test::random_model("resnet8");
+  const auto path = test::temp_path("typetag.rmnet");
+  save_model(*m, path);
+  auto bytes = read_bytes(path);
+  const std::string tag = "Dict[str, Tensor]";
+  const auto at = bytes.find(tag);
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, tag.size(), "Dict[str, Te0sor]");
+  write_bytes(path, bytes);
+  std::string msg;
+  try {
+    load_model(path);
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+  }  // any other exception type fails the test
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Te0sor"), std::string::npos) << msg;
+  EXPECT_THROW(deserialize_model(bytes, "bytes"), c10::Error);
+  fs::remove(path);
+}
+
 TEST(ModelFile, RejectsTruncatedFiles) {
   auto m = test::random_model("resnet20");
   const auto path = test::temp_path("trunc.rmnet");

@@ -117,6 +117,10 @@ ModelPtr load_model_bytes(const std::string& bytes) {
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "not an rmnet model file (not a readable torch archive: ",
                 e.what_without_backtrace(), ")");
+  } catch (const std::exception& e) {
+    // LibTorch's type parser answers a bad restore_type_tag string (found by fuzz_model_file) with
+    // a torch::jit::ErrorReport, which is not a c10::Error: the reader's contract is one error type.
+    TORCH_CHECK(false, "not an rmnet model file (not a readable torch archive: ", e.what(), ")");
   }
   TORCH_CHECK(root.isGenericDict(), "not an rmnet model file (the archive holds a ", root.tagKind(),
               ", not a dict)");

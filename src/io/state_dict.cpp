@@ -22,7 +22,15 @@ StateDict read_archive(const std::string& path) {
   }
   if (detail::is_torchscript_archive(*zip)) {
     detail::check_archive_pickles(*zip, std::filesystem::file_size(path), "TorchScript archive");
-    auto m = torch::jit::load(path);
+    torch::jit::Module m;
+    try {
+      m = torch::jit::load(path);
+    } catch (const c10::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      // the TorchScript importer's parsers (type tags, code) throw torch::jit::ErrorReport
+      TORCH_CHECK(false, "unreadable TorchScript archive (", e.what(), ")");
+    }
     StateDict sd;
     for (const auto& p : m.named_parameters(true)) sd.emplace_back(p.name, p.value.detach());
     for (const auto& b : m.named_buffers(true)) sd.emplace_back(b.name, b.value.detach());
