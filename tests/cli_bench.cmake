@@ -32,6 +32,17 @@ string(JSON nsteps LENGTH "${json}" models 0 steps)
 if(NOT nsteps GREATER 5)
   message(FATAL_ERROR "expected per-step timings in prof.json, got ${nsteps}")
 endif()
+# --dtype auto: the choice per model in the output and in the JSON
+rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --model ${WORK}/r8.rmnet --dtype auto --check-images 8 --batch 2
+          --warmup 0 --iters 1 --json ${WORK}/auto.json)
+expect_contains("${out}" "--dtype auto chose")
+file(READ ${WORK}/auto.json json)
+string(JSON opt GET "${json}" options dtype)
+string(JSON residual GET "${json}" models 1 dtype_choice reason)
+string(JSON ran GET "${json}" models 1 dtype)
+if(NOT opt STREQUAL "auto" OR NOT ran STREQUAL "fp32" OR NOT residual MATCHES "residual")
+  message(FATAL_ERROR "unexpected --dtype auto bench.json: ${json}")
+endif()
 rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --runtime torchscript --batch 2 --warmup 0 --iters 1)
 expect_contains("${out}" "torchscript runtime")
 # the cudagraph runtime runs on CUDA: on the CPU it is refused by name, not replaced

@@ -102,19 +102,25 @@ BenchResult benchmark(const ModelPtr& model, const std::string& name, const Benc
   TORCH_CHECK(o.batch() > 0, "benchmark: batch must be positive (got ", o.batch(), ")");
   TORCH_CHECK(o.iters() > 0, "benchmark: iters must be positive (got ", o.iters(), ")");
   TORCH_CHECK(o.warmup() >= 0, "benchmark: warmup must be >= 0 (got ", o.warmup(), ")");
-  const auto dt = o.dtype();
+  auto dt = o.dtype();
   TORCH_CHECK(dt == torch::kFloat || dt == torch::kBFloat16 || dt == torch::kHalf,
               "benchmark: dtype must be fp32, bf16 or fp16 (got ", dt, ")");
   if (o.device().is_cuda()) TORCH_CHECK(torch::cuda::is_available(), "benchmark: device cuda, but CUDA is not available");
 
   BenchResult r;
+  r.input_size = o.input_size() > 0 ? o.input_size() : bench_input_size(*model);
+  if (o.auto_precision()) {
+    r.precision = choose_precision(
+        model, [&] { return synthetic_check_images(*model, r.input_size, o.check_images()).to(o.device()); },
+        o.deploy());
+    dt = r.precision->dtype;
+  }
   r.name = name;
   r.arch = model->options().arch();
   r.family = model->family();
   r.device = o.device().str();
   r.dtype = dtype_name(dt);
   r.batch = o.batch();
-  r.input_size = o.input_size() > 0 ? o.input_size() : bench_input_size(*model);
   r.warmup = o.warmup();
   r.iters = o.iters();
   r.threads = at::get_num_threads();
@@ -193,7 +199,7 @@ std::string bench_json(const std::vector<BenchResult>& results, const BenchOptio
   j["format"] = "rmnet-bench";
   j["version"] = 1;
   j["options"] = {{"batch", o.batch()},      {"input_size", o.input_size()}, {"warmup", o.warmup()},
-                  {"iters", o.iters()},      {"device", o.device().str()},   {"dtype", dtype_name(o.dtype())},
+                  {"iters", o.iters()},      {"device", o.device().str()},   {"dtype", o.auto_precision() ? "auto" : dtype_name(o.dtype())},
                   {"channels_last", o.channels_last()}, {"runtime", to_string(o.runtime())}};
   j["machine"] = {{"cpu", cpu_name()},
                   {"threads", at::get_num_threads()},
@@ -225,6 +231,12 @@ std::string bench_json(const std::vector<BenchResult>& results, const BenchOptio
                            {"gflops_per_second", r.gflops_per_second},
                            {"peak_memory_bytes", r.peak_memory_bytes},
                            {"peak_memory_kind", r.peak_memory_kind}});
+    if (r.precision)
+      j["models"].back()["dtype_choice"] = {{"dtype", r.precision->dtype_name()},
+                                            {"native_bf16", r.precision->native_bf16},
+                                            {"agreement", r.precision->agreement},
+                                            {"checked", r.precision->checked},
+                                            {"reason", r.precision->reason}};
     if (!r.steps.empty()) {
       auto steps = nlohmann::json::array();
       for (const auto& t : r.steps)

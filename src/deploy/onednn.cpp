@@ -43,6 +43,7 @@ struct Ops {
   c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
                                   c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>
       linear;
+  c10::TypedOperatorHandle<Tensor(const Tensor&, std::optional<int64_t>)> reorder_linear;
   static const Ops& get() {
     static const Ops ops = [] {
       auto& d = c10::Dispatcher::singleton();
@@ -55,7 +56,9 @@ struct Ops {
                               at::OptionalIntArrayRef)>(),
             d.findSchemaOrThrow("mkldnn::_linear_pointwise", "")
                 .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
-                              c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>()};
+                              c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>(),
+            d.findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
+                .typed<Tensor(const Tensor&, std::optional<int64_t>)>()};
       return o;
     }();
     return ops;
@@ -98,6 +101,17 @@ Tensor OneDnnExecutor::run(const Tensor& x0, std::vector<StepTiming>* timings) {
         owned = true;
         break;
       }
+      case StepKind::Linear:
+        if (x.dim() == 2) {  // the head: weights packed for the batch (2x at::linear at batch 1-32 here)
+          x = ops.linear.call(x.contiguous(), (*packed)[s.conv_index].weight,
+                              s.bias.defined() ? std::optional<Tensor>(s.bias) : std::nullopt, "none",
+                              c10::List<std::optional<at::Scalar>>(), std::nullopt);
+          if (timings) macs = x.numel() * s.in;
+          owned = true;
+          break;
+        }
+        run_aten_step(s, x, owned, timings ? &macs : nullptr);
+        break;
       default:
         run_aten_step(s, x, owned, timings ? &macs : nullptr);
         break;
@@ -220,8 +234,13 @@ Packed OneDnnExecutor::pack(const std::vector<int64_t>& shape) const {
     h = ho;
     w = wo;
   };
+  Packed linears;  // after the convs, in order (OneDnnExecutor::compile)
   for (const auto& s : steps_) {
-    if (s.kind == StepKind::Conv) {
+    if (s.kind == StepKind::Linear) {
+      PackedConv p;
+      p.weight = ops.reorder_linear.call(s.weight, n);
+      linears.push_back(std::move(p));
+    } else if (s.kind == StepKind::Conv) {
       PackedConv p;
       const int64_t h_in = h, w_in = w;
       spatial(s, "conv");
@@ -243,6 +262,7 @@ Packed OneDnnExecutor::pack(const std::vector<int64_t>& shape) const {
       h = w = 1;
     }
   }
+  for (auto& p : linears) packed.push_back(std::move(p));
   return packed;
 }
 

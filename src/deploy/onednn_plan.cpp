@@ -52,6 +52,10 @@ void OneDnnExecutor::compile(const PlainNetImpl& net) {
   steps_ = compile_chain(net, dtype_);
   num_convs_ = 0;
   for (const auto& s : steps_) num_convs_ += s.kind == StepKind::Conv;
+  // Linear steps: their weights packed per input shape after the convs' (Packed[num_convs_ + k])
+  size_t k = 0;
+  for (auto& s : steps_)
+    if (s.kind == StepKind::Linear) s.conv_index = num_convs_ + k++;
 }
 
 std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype) {

@@ -29,7 +29,7 @@ struct Step {
   std::string attr = "none";
   std::vector<double> scalars;                      // post-op scalars (hardtanh bounds)
   c10::List<std::optional<at::Scalar>> op_scalars;  // the same, built once for the operator
-  size_t conv_index = 0;
+  size_t conv_index = 0;  // Conv, and (onednn) Linear: its entry in the weights packed per input shape
   // Clamp (uniform): lo/hi; ClampChannels: lo_t/hi_t [1, C, 1, 1]; PReLU: slope [C];
   // Affine: scale/shift [1, C, 1, 1]
   double lo = 0.0, hi = 0.0;
@@ -44,6 +44,7 @@ struct Step {
 /// One conv's weights as packed for an input shape: oneDNN's blocked layout for the convolution,
 /// or, for a tiny map (DeployOptions::small_map_gemm), the dense input-to-output matrix
 /// [Ho*Wo*Cout, H*W*Cin] (channels-last order on both sides) and the bias repeated per position.
+/// A Linear step's entry holds its weight packed for the batch (mkldnn::_reorder_linear_weight).
 struct PackedConv {
   torch::Tensor weight, bias;
   bool gemm = false;

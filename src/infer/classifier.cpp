@@ -14,10 +14,20 @@
 #include "rmnet/io/model_file.h"
 
 namespace rmnet {
+namespace {
+#if RMNET_WITH_OPENCV
+cv::Mat read_image(const std::string& path) {
+  cv::Mat m = cv::imread(path, cv::IMREAD_UNCHANGED);
+  TORCH_CHECK(!m.empty(), "image '", path, "': cannot decode (missing, corrupt, or not an image)");
+  if (m.depth() != CV_8U) m.convertTo(m, CV_8U);
+  return m;
+}
+#endif
+}  // namespace
 
 Classifier::Classifier(const std::string& model_path, ClassifierOptions options) : options_(std::move(options)) {
-  model_ = prepare_inference(load_model(model_path), options_.runtime(), DeployOptions().device(options_.device()));
-  auto p = options_.preprocess() ? options_.preprocess() : Preprocess::from_metadata(model_->metadata());
+  auto model = load_model(model_path);
+  auto p = options_.preprocess() ? options_.preprocess() : Preprocess::from_metadata(model->metadata());
   TORCH_CHECK(p, "model file '", model_path,
               "' stores no preprocessing (preprocess.* metadata); give ClassifierOptions::preprocess");
   preprocess_ = *p;
@@ -26,10 +36,44 @@ Classifier::Classifier(const std::string& model_path, ClassifierOptions options)
     TORCH_CHECK(in, "labels file '", options_.labels(), "': cannot open");
     for (std::string line; std::getline(in, line);)
       if (!line.empty()) labels_.push_back(line);
-    TORCH_CHECK(static_cast<int64_t>(labels_.size()) == model_->options().num_classes(), "labels file '",
-                options_.labels(), "' has ", labels_.size(), " names, the model ", model_->options().num_classes(),
+    TORCH_CHECK(static_cast<int64_t>(labels_.size()) == model->options().num_classes(), "labels file '",
+                options_.labels(), "' has ", labels_.size(), " names, the model ", model->options().num_classes(),
                 " classes");
   }
+  auto deploy = DeployOptions().device(options_.device()).runtime(options_.runtime());
+  switch (options_.precision()) {
+    case Precision::F32:
+      precision_.reason = "fp32: asked for (the default)";
+      break;
+    case Precision::BF16:
+      precision_.dtype = torch::kBFloat16;
+      precision_.reason = "bf16: asked for";
+      break;
+    case Precision::Auto: {
+      const auto check = [&] {
+        if (options_.check_files().empty())
+          return synthetic_check_images(*model, preprocess_.crop, options_.check_images()).to(options_.device());
+#if RMNET_WITH_OPENCV
+        std::vector<torch::Tensor> images;
+        for (const auto& f : options_.check_files())
+          images.push_back(preprocess_.apply(read_image(f), model->options().in_channels()));
+        return torch::stack(images).to(options_.device());
+#else
+        TORCH_CHECK(false, "ClassifierOptions::check_files: cannot decode images in a build without OpenCV");
+        return torch::Tensor();
+#endif
+      };
+      precision_ = choose_precision(model, check, deploy, PrecisionOptions().batch_size(options_.batch_size()));
+      break;
+    }
+  }
+  precision_.native_bf16 = cpu_has_native_bf16();
+  model_ = prepare_inference(model, options_.runtime(), deploy.dtype(precision_.dtype));
+  const auto* deployed = as_deployed(*model_);
+  TORCH_CHECK(precision_.dtype == torch::kFloat || (deployed && deployed->deploy_options().dtype() == precision_.dtype),
+              "model file '", model_path,
+              "': bf16 runs on the deployed float runtimes (a plain network on onednn or torchscript); this model runs "
+              "on the ", runtime_name(*model_), " runtime");
 }
 
 #if RMNET_WITH_OPENCV
@@ -67,12 +111,7 @@ std::vector<std::vector<Prediction>> Classifier::classify_files(const std::vecto
   return {};
 #else
   std::vector<cv::Mat> images;
-  for (const auto& p : paths) {
-    cv::Mat m = cv::imread(p, cv::IMREAD_UNCHANGED);
-    TORCH_CHECK(!m.empty(), "image '", p, "': cannot decode (missing, corrupt, or not an image)");
-    if (m.depth() != CV_8U) m.convertTo(m, CV_8U);
-    images.push_back(m);
-  }
+  for (const auto& p : paths) images.push_back(read_image(p));
   return classify(images, top_k);
 #endif
 }

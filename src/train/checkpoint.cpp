@@ -46,6 +46,8 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
     ar.load_from(path);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what_without_backtrace(), ")");
+  } catch (const std::exception& e) {  // the TorchScript importer's type parser: torch::jit::ErrorReport
+    TORCH_CHECK(false, "checkpoint '", path, "': not a readable checkpoint (", e.what(), ")");
   }
   return ar;
 }

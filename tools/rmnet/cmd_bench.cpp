@@ -1,6 +1,7 @@
 // rmnet bench: inference speed of one or more models, side by side (the paper's protocol).
 #include <chrono>
 #include <filesystem>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -20,7 +21,7 @@ struct BenchCliOptions {
   std::vector<std::string> archs, models;
   std::vector<std::pair<bool, std::string>> order;  // (is_arch, value) in command-line order
   int64_t num_classes = 1000, in_channels = 3;
-  int64_t batch = 128, input_size = 0, warmup = 50, iters = 50, buffer_cache_mb = 1024;
+  int64_t batch = 128, input_size = 0, warmup = 50, iters = 50, buffer_cache_mb = 1024, check_images = 256;
   std::string device = "cpu", dtype = "fp32", runtime = "auto", json;
   bool channels_last = false, convert = false, profile = false;
 };
@@ -34,7 +35,9 @@ torch::ScalarType parse_dtype(const std::string& s) {
 
 void run_bench(const BenchCliOptions& o) {
   BenchOptions bo;
-  bo.batch(o.batch).input_size(o.input_size).warmup(o.warmup).iters(o.iters).dtype(parse_dtype(o.dtype));
+  const bool auto_dtype = o.dtype == "auto";
+  bo.batch(o.batch).input_size(o.input_size).warmup(o.warmup).iters(o.iters);
+  bo.dtype(auto_dtype ? torch::kFloat : parse_dtype(o.dtype)).auto_precision(auto_dtype).check_images(o.check_images);
   bo.channels_last(o.channels_last).runtime(runtime_from_string(o.runtime)).profile(o.profile);
   bo.buffer_cache_mb(o.buffer_cache_mb);
   bo.device(torch::Device(o.device == "cuda" ? torch::kCUDA : torch::kCPU));
@@ -73,29 +76,41 @@ void run_bench(const BenchCliOptions& o) {
       bar.update(static_cast<size_t>((timed ? o.warmup : 0) + done), static_cast<size_t>(o.warmup + o.iters), phase, s);
     });
     bar.finish();
+    if (r.precision) say(fmt::format("{}: --dtype auto chose {}", label, r.precision->reason));
     say(fmt::format("{}: {} runtime, {:.1f} images/s, p50 {:.2f} ms, p90 {:.2f} ms per batch of {}", label, r.runtime,
                     r.images_per_second, r.latency_p50_ms, r.latency_p90_ms, r.batch));
     results.push_back(std::move(r));
   }
   std::cout << "\n" << bench_table(results) << std::flush;
-  double peak = 0.0;
+  // the measured conv peak per dtype that ran (--dtype auto: each model's own)
+  std::map<std::string, double> peaks;
+  const auto peak_of = [&](const std::string& dtype) {
+    auto it = peaks.find(dtype);
+    if (it != peaks.end()) return it->second;
+    const auto dt = parse_dtype(dtype);
+    const double p = bo.device().is_cpu() && onednn_available(DeployOptions().dtype(dt)) ? measure_conv_peak(dt) : 0.0;
+    if (p > 0) say(fmt::format("measured conv peak ({} threads, {}): {:.1f} GMAC/s", at::get_num_threads(), dtype, p));
+    return peaks[dtype] = p;
+  };
   if (o.profile) {
-    peak = bo.device().is_cpu() && onednn_available(DeployOptions().dtype(bo.dtype())) ? measure_conv_peak(bo.dtype()) : 0.0;
-    if (peak > 0) say(fmt::format("measured conv peak ({} threads, {}): {:.1f} GMAC/s", at::get_num_threads(), o.dtype, peak));
+    peak_of(auto_dtype ? "fp32" : o.dtype);
     for (const auto& r : results) {
       if (r.steps.empty()) {
         say(r.name + ": no per-step profile (the " + r.runtime + " runtime is not a deployed chain)");
         continue;
       }
       std::cout << "\n" << r.name << " (" << r.runtime << " runtime), ms per forward of " << r.batch << " images:\n"
-                << profile_table(r, r.runtime == "int8" ? 0.0 : peak) << std::flush;  // the peak is float32's
+                << profile_table(r, r.runtime == "int8" ? 0.0 : peak_of(r.dtype)) << std::flush;  // INT8: no float peak
     }
   }
   say("MACs: multiply-accumulates of conv and linear layers per image; GMAC/s achieved; peak MB: " +
       results.front().peak_memory_kind);
   if (!o.json.empty()) {
     auto j = nlohmann::json::parse(bench_json(results, bo));
-    if (peak > 0) j["machine"]["conv_peak_gmacs"] = peak;
+    const auto first = peaks.find(auto_dtype ? "fp32" : o.dtype);
+    if (first != peaks.end() && first->second > 0) j["machine"]["conv_peak_gmacs"] = first->second;
+    if (peaks.size() > 1)
+      for (const auto& [dt, p] : peaks) j["machine"]["conv_peak_gmacs_by_dtype"][dt] = p;
     write_file_atomic(o.json, j.dump(2) + "\n");
     say("wrote " + o.json);
   }
@@ -124,8 +139,13 @@ Command setup_bench(CLI::App& app) {
   cmd->add_option("--iters", o->iters, "Timed forwards")->check(CLI::Range(1, 100000));
   cmd->add_option("--device", o->device, "cpu or cuda (CUDA timing is synchronised)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--dtype", o->dtype, "fp32, bf16 or fp16 (autocast for eager models, cast weights for deployed; onednn: fp32, bf16)")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--dtype", o->dtype,
+                  "fp32, bf16, fp16 (autocast for eager models, cast weights for deployed; onednn: fp32, bf16) or auto "
+                  "(per model: bf16 where the CPU runs it natively and top-1 agrees with fp32 on --check-images "
+                  "synthetic images >= 99.9%, else fp32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16", "auto"}));
+  cmd->add_option("--check-images", o->check_images, "--dtype auto: synthetic images to check bf16 against fp32 on")
+      ->check(CLI::Range(1, 100000));
   cmd->add_flag("--channels-last", o->channels_last, "Channels-last inputs (and weights of eager models)");
   cmd->add_option("--runtime", o->runtime,
                   "auto (onednn for plain networks on the CPU, torchscript on CUDA, int8 for quantized networks, eager for residual "

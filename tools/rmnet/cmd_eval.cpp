@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "rmnet/data/datasets.h"
 #include "rmnet/deploy/int8.h"
+#include "rmnet/deploy/precision.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/train/trainer.h"
@@ -13,8 +14,8 @@ namespace rmnet::cli {
 namespace {
 
 struct EvalCliOptions {
-  std::string model, compare, dataset = "fashion-mnist", data, json, runtime = "auto", predictions;
-  int64_t batch_size = 256, workers = 2, image_size = 224;
+  std::string model, compare, dataset = "fashion-mnist", data, json, runtime = "auto", predictions, dtype = "fp32";
+  int64_t batch_size = 256, workers = 2, image_size = 224, check_images = 1000;
 };
 
 void run_eval(const EvalCliOptions& o) {
@@ -32,13 +33,44 @@ void run_eval(const EvalCliOptions& o) {
                 model->options().in_channels(), " input channels, data set '", o.dataset, "' has ",
                 test_set->channels());
     const int64_t params = count_parameters(*model);
-    auto runner = prepare_inference(model, runtime_from_string(o.runtime));
+    const auto rt = runtime_from_string(o.runtime);
+    PrecisionChoice choice;
+    const auto precision = precision_from_string(o.dtype);
+    if (precision == Precision::Auto) {
+      // the check set: the first --check-images test images (the agreement is with float32's
+      // predictions, not with the labels), read only if the policy measures
+      const auto first_images = [&] {
+        DataLoader first(test_set, eval_transform(o.dataset, o.image_size),
+                         LoaderOptions().batch_size(o.batch_size).shuffle(false).workers(0));
+        std::vector<torch::Tensor> images;
+        int64_t have = 0;
+        first.start_epoch(0);
+        while (have < o.check_images) {
+          auto b = first.next();
+          if (!b) break;
+          images.push_back(b->images.narrow(0, 0, std::min(b->images.size(0), o.check_images - have)));
+          have += images.back().size(0);
+        }
+        TORCH_CHECK(!images.empty(), "--dtype auto: the test set of '", o.dataset, "' is empty");
+        return torch::cat(images);
+      };
+      choice = choose_precision(model, first_images, DeployOptions().runtime(rt));
+      say(fmt::format("{}: --dtype auto chose {}", files[i], choice.reason));
+    } else if (precision == Precision::BF16) {
+      choice.dtype = torch::kBFloat16;
+    }
+    auto runner = prepare_inference(model, rt, DeployOptions().dtype(choice.dtype));
     const std::string runtime = runtime_name(*runner);
+    const auto* deployed = as_deployed(*runner);
+    TORCH_CHECK(choice.dtype == torch::kFloat || (deployed && deployed->deploy_options().dtype() == choice.dtype),
+                "--dtype bf16: '", files[i], "' runs on the ", runtime,
+                " runtime, which does not compute in bf16 (bf16 runs plain networks on onednn and torchscript: convert "
+                "a residual model first; a quantized one runs INT8)");
     auto st = evaluate(*runner, loader);
     predictions.push_back(predict(*runner, loader));
-    say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s ({} runtime), {} params",
+    say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s ({} runtime, {}), {} params",
                     files[i], model->family(), model->options().arch(), 100 * st.top1, 100 * st.top5, st.loss,
-                    st.samples, st.samples / std::max(st.seconds, 1e-9), runtime, params));
+                    st.samples, st.samples / std::max(st.seconds, 1e-9), runtime, choice.dtype_name(), params));
     out[i == 0 ? "model" : "compare"] = {{"file", files[i]},
                                          {"family", model->family()},
                                          {"arch", model->options().arch()},
@@ -47,7 +79,14 @@ void run_eval(const EvalCliOptions& o) {
                                          {"loss", st.loss},
                                          {"images_per_second", st.samples / std::max(st.seconds, 1e-9)},
                                          {"runtime", runtime},
+                                         {"dtype", choice.dtype_name()},
                                          {"parameters", params}};
+    if (precision == Precision::Auto)
+      out[i == 0 ? "model" : "compare"]["dtype_choice"] = {{"dtype", choice.dtype_name()},
+                                                          {"native_bf16", choice.native_bf16},
+                                                          {"agreement", choice.agreement},
+                                                          {"checked", choice.checked},
+                                                          {"reason", choice.reason}};
   }
   if (predictions.size() == 2) {
     const double agreement = predictions[0].eq(predictions[1]).to(torch::kDouble).mean().item<double>();
@@ -84,6 +123,12 @@ Command setup_eval(CLI::App& app) {
                   "auto (each model on its fastest runtime: onednn for plain networks on the CPU, int8 for quantized "
                   "networks, eager for residual ones), onednn, torchscript (old name: deploy), int8 or eager")
       ->check(CLI::IsMember(runtime_names()));
+  cmd->add_option("--dtype", o->dtype,
+                  "fp32 (default), bf16 (deployed runtimes: plain networks) or auto (bf16 where the CPU runs it natively "
+                  "and top-1 agrees with fp32 on the first --check-images test images >= 99.9%, else fp32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
+  cmd->add_option("--check-images", o->check_images, "--dtype auto: test images to check bf16 against fp32 on")
+      ->check(CLI::Range(1, 1000000));
   return {cmd, [o] { run_eval(*o); }};
 }
 

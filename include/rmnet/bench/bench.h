@@ -3,12 +3,14 @@
 // timed ones). Each timed iteration is one forward of a [batch, C, S, S] random batch, under
 // NoGradGuard, synchronised on CUDA; images/s = batch * iters / total time.
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <torch/arg.h>
 #include <torch/types.h>
 
+#include "rmnet/deploy/precision.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/models/model.h"
 
@@ -29,6 +31,11 @@ struct BenchOptions {
   TORCH_ARG(DeployOptions, deploy) = DeployOptions();
   /// Also time every step of a deployed network (BenchResult::steps), after the timed forwards.
   TORCH_ARG(bool, profile) = false;
+  /// The precision policy (deploy/precision.h, `--dtype auto`) instead of dtype: per model, bf16
+  /// where the CPU runs it natively and the bf16 deployment's top-1 agrees with float32's on
+  /// check_images synthetic images at the bench input size >= 99.9% of the time, else float32.
+  TORCH_ARG(bool, auto_precision) = false;
+  TORCH_ARG(int64_t, check_images) = 256;
 
  public:
   const torch::Device& device() const { return deploy_.device(); }
@@ -52,7 +59,9 @@ struct BenchResult {
   std::string name;     ///< label (file name or arch)
   std::string arch, family;
   std::string runtime;  ///< "onednn", "torchscript" or "eager" (what actually ran)
-  std::string device, dtype;
+  std::string device, dtype;  ///< dtype: "fp32", "bf16" or "fp16" (what ran)
+  /// BenchOptions::auto_precision: the policy's choice and measurement.
+  std::optional<PrecisionChoice> precision;
   int64_t batch = 0, input_size = 0, warmup = 0, iters = 0, threads = 0;
   double images_per_second = 0.0;
   double latency_p50_ms = 0.0;  ///< per batch

@@ -12,6 +12,7 @@
 #endif
 
 #include "rmnet/data/preprocess.h"  // Preprocess (declared here before 0.2)
+#include "rmnet/deploy/precision.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/models/model.h"
 
@@ -33,6 +34,14 @@ struct ClassifierOptions {
   /// Auto: plain networks run on the onednn runtime on the CPU (torchscript elsewhere;
   /// deploy/runtime.h), residual ones eagerly.
   TORCH_ARG(Runtime, runtime) = Runtime::Auto;
+  /// Compute precision of a plain network on a deployed runtime: F32 (the default), BF16, or Auto
+  /// (deploy/precision.h: bf16 where the CPU runs it natively and its top-1 agrees with float32's on
+  /// the check set at least 99.9% of the time). BF16 on a model that runs eagerly is refused.
+  TORCH_ARG(Precision, precision) = Precision::F32;
+  /// Auto: image files to check the agreement on (preprocessed like any input); none: synthetic
+  /// images (check_images of them at the preprocessing's crop size), a weak proxy.
+  TORCH_ARG(std::vector<std::string>, check_files) = {};
+  TORCH_ARG(int64_t, check_images) = 256;
 };
 
 class Classifier {
@@ -50,12 +59,16 @@ class Classifier {
   std::vector<std::vector<Prediction>> classify_files(const std::vector<std::string>& paths, int64_t top_k = 5);
   const Preprocess& preprocess() const { return preprocess_; }
   const ModelImpl& model() const { return *model_; }
+  /// The precision the model runs in and why (ClassifierOptions::precision; Auto: the policy's
+  /// measurement).
+  const PrecisionChoice& precision() const { return precision_; }
 
  private:
   ModelPtr model_;
   ClassifierOptions options_;
   Preprocess preprocess_;
   std::vector<std::string> labels_;
+  PrecisionChoice precision_;
 };
 
 }  // namespace rmnet
