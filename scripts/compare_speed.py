@@ -319,13 +319,16 @@ def main():
                          "peers venv's python, scripts/peers_env.sh; on an idle machine)")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--json", help="also write all numbers as JSON here")
-    ap.add_argument("--plot", help="also draw the peers and rmnet onednn relative to torch.compile here (PNG)")
+    ap.add_argument("--plot", help="also draw the peers and rmnet onednn relative to torch.compile here (PNG); with "
+                    "--openvino, rmnet over OpenVINO per precision beside it (NAME_vs_openvino.png)")
     ap.add_argument("--replot", metavar="JSON", help="draw --plot from an earlier run's --json; measure nothing")
     a = ap.parse_args()
     if a.replot:
         if not a.plot:
             ap.error("--replot needs --plot")
-        plot(json.loads(pathlib.Path(a.replot).read_text()), a.plot, a.replot)
+        replot_rows = json.loads(pathlib.Path(a.replot).read_text())
+        plot([r for r in replot_rows if r.get("table") != "int8"], a.plot, a.replot)
+        plot_vs_openvino(replot_rows, vs_openvino_path(a.plot), a.replot)
         return
 
     warnings.filterwarnings("ignore")  # deprecation notices of torch.jit / torch.ao / torch.onnx
@@ -512,6 +515,9 @@ def main():
         pathlib.Path(a.json).write_text(json.dumps(rows + [dict(r, table="int8") for r in int8_rows], indent=2) + "\n")
     if a.plot and rows:
         plot(rows, a.plot, f"threads {a.threads}, best of {a.repeat}")
+        if a.openvino:
+            plot_vs_openvino(rows + [dict(r, table="int8") for r in int8_rows], vs_openvino_path(a.plot),
+                             f"threads {a.threads}, best of {a.repeat}")
 
 
 def plot(rows, path, subtitle):
@@ -543,6 +549,52 @@ def plot(rows, path, subtitle):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
+
+
+def plot_vs_openvino(rows, path, subtitle):
+    """Grouped bars: rmnet's images/s over OpenVINO's on the same plain network, per precision (f32
+    and bf16: onednn vs OpenVINO; int8: rmnet's INT8 vs NNCF INT8 in OpenVINO), per network and
+    input; the line at 1 is parity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floats = {(r["net"], r["size"], r["batch"]): r for r in rows
+              if r.get("table") != "int8" and r.get("form") == "RM"}
+    int8 = {(r["net"], r["size"], r["batch"]): r for r in rows if r.get("table") == "int8"}
+    keys = [k for k in floats if floats[k].get("openvino_f32")]
+    if not keys:
+        return
+    series = [("f32", lambda k: (floats[k].get("rmnet_onednn"), floats[k].get("openvino_f32"))),
+              ("bf16", lambda k: (floats[k].get("rmnet_onednn_bf16"), floats[k].get("openvino_bf16"))),
+              ("int8", lambda k: (int8.get(k, {}).get("rm_int8"), int8.get(k, {}).get("ov_nncf_int8_rm")))]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(keys)), 4.2))
+    for j, (name, get) in enumerate(series):
+        xs, ys = [], []
+        for i, k in enumerate(keys):
+            a, b = get(k)
+            if a and b:
+                xs.append(i + (j - (len(series) - 1) / 2) * width)
+                ys.append(a / b)
+        bars = ax.bar(xs, ys, width, label=name)
+        for bar, y in zip(bars, ys):
+            ax.text(bar.get_x() + bar.get_width() / 2, y + 0.02, f"{y:.2f}", ha="center", va="bottom", fontsize=6)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([f"{n}\n{s}x{s} b{b}" for n, s, b in keys], fontsize=7)
+    ax.set_ylabel("rmnet images/s / OpenVINO images/s")
+    ax.set_title(f"rmnet against OpenVINO on the same plain network ({subtitle})", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def vs_openvino_path(path):
+    p = pathlib.Path(path)
+    return p.with_name(p.stem + "_vs_openvino" + p.suffix)
 
 
 if __name__ == "__main__":
