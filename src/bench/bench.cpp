@@ -231,12 +231,7 @@ std::string bench_json(const std::vector<BenchResult>& results, const BenchOptio
                            {"gflops_per_second", r.gflops_per_second},
                            {"peak_memory_bytes", r.peak_memory_bytes},
                            {"peak_memory_kind", r.peak_memory_kind}});
-    if (r.precision)
-      j["models"].back()["dtype_choice"] = {{"dtype", r.precision->dtype_name()},
-                                            {"native_bf16", r.precision->native_bf16},
-                                            {"agreement", r.precision->agreement},
-                                            {"checked", r.precision->checked},
-                                            {"reason", r.precision->reason}};
+    if (r.precision) j["models"].back()["dtype_choice"] = nlohmann::json::parse(r.precision->to_json());
     if (!r.steps.empty()) {
       auto steps = nlohmann::json::array();
       for (const auto& t : r.steps)

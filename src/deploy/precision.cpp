@@ -11,6 +11,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "rmnet/models/plain.h"
@@ -56,6 +57,25 @@ bool cpu_has_native_bf16() {
 }
 
 std::string PrecisionChoice::dtype_name() const { return dtype == torch::kBFloat16 ? "bf16" : "fp32"; }
+
+std::string PrecisionChoice::to_json() const {
+  return nlohmann::json{{"dtype", dtype_name()},
+                        {"native_bf16", native_bf16},
+                        {"agreement", agreement},
+                        {"checked", checked},
+                        {"reason", reason}}
+      .dump();
+}
+
+void check_runs_in(const ModelImpl& prepared, torch::ScalarType dtype, const std::string& what) {
+  if (dtype == torch::kFloat) return;
+  const auto* deployed = as_deployed(prepared);
+  TORCH_CHECK(deployed && deployed->deploy_options().dtype() == dtype, what, ": ",
+              dtype == torch::kBFloat16 ? std::string("bf16") : std::string(c10::toString(dtype)),
+              " runs on the deployed float runtimes (a plain network on onednn or torchscript: convert a residual "
+              "model first; a quantized one runs INT8); this model runs on the ",
+              runtime_name(prepared), " runtime");
+}
 
 namespace {
 

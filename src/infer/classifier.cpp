@@ -41,6 +41,7 @@ Classifier::Classifier(const std::string& model_path, ClassifierOptions options)
                 " classes");
   }
   auto deploy = DeployOptions().device(options_.device()).runtime(options_.runtime());
+  precision_.native_bf16 = cpu_has_native_bf16();  // Auto: choose_precision says it again
   switch (options_.precision()) {
     case Precision::F32:
       precision_.reason = "fp32: asked for (the default)";
@@ -67,13 +68,8 @@ Classifier::Classifier(const std::string& model_path, ClassifierOptions options)
       break;
     }
   }
-  precision_.native_bf16 = cpu_has_native_bf16();
   model_ = prepare_inference(model, options_.runtime(), deploy.dtype(precision_.dtype));
-  const auto* deployed = as_deployed(*model_);
-  TORCH_CHECK(precision_.dtype == torch::kFloat || (deployed && deployed->deploy_options().dtype() == precision_.dtype),
-              "model file '", model_path,
-              "': bf16 runs on the deployed float runtimes (a plain network on onednn or torchscript); this model runs "
-              "on the ", runtime_name(*model_), " runtime");
+  check_runs_in(*model_, precision_.dtype, "model file '" + model_path + "'");
 }
 
 #if RMNET_WITH_OPENCV

@@ -27,6 +27,22 @@ void run_eval(const EvalCliOptions& o) {
   nlohmann::json out = nlohmann::json::object();
   std::vector<torch::Tensor> predictions;
   std::vector<ModelPtr> models;
+  const auto precision = precision_from_string(o.dtype);
+  // --dtype auto's check set: the first --check-images test images (the agreement is with float32's
+  // predictions, not with the labels), read once, and only if the policy measures
+  torch::Tensor check;
+  const auto check_images = [&] {
+    if (!check.defined()) {
+      TORCH_CHECK(test_set->size() > 0, "--dtype auto: the test set of '", o.dataset, "' is empty");
+      const auto transform = eval_transform(o.dataset, o.image_size);
+      Rng rng(0);  // the eval transform draws nothing
+      std::vector<torch::Tensor> images;
+      for (size_t k = 0; k < std::min<size_t>(test_set->size(), static_cast<size_t>(o.check_images)); ++k)
+        images.push_back(transform(test_set->get(k).image, rng));
+      check = torch::stack(images);
+    }
+    return check;
+  };
   for (size_t i = 0; i < files.size(); ++i) {
     auto model = load_model(files[i]);
     TORCH_CHECK(model->options().in_channels() == test_set->channels(), "'", files[i], "' takes ",
@@ -35,37 +51,15 @@ void run_eval(const EvalCliOptions& o) {
     const int64_t params = count_parameters(*model);
     const auto rt = runtime_from_string(o.runtime);
     PrecisionChoice choice;
-    const auto precision = precision_from_string(o.dtype);
     if (precision == Precision::Auto) {
-      // the check set: the first --check-images test images (the agreement is with float32's
-      // predictions, not with the labels), read only if the policy measures
-      const auto first_images = [&] {
-        DataLoader first(test_set, eval_transform(o.dataset, o.image_size),
-                         LoaderOptions().batch_size(o.batch_size).shuffle(false).workers(0));
-        std::vector<torch::Tensor> images;
-        int64_t have = 0;
-        first.start_epoch(0);
-        while (have < o.check_images) {
-          auto b = first.next();
-          if (!b) break;
-          images.push_back(b->images.narrow(0, 0, std::min(b->images.size(0), o.check_images - have)));
-          have += images.back().size(0);
-        }
-        TORCH_CHECK(!images.empty(), "--dtype auto: the test set of '", o.dataset, "' is empty");
-        return torch::cat(images);
-      };
-      choice = choose_precision(model, first_images, DeployOptions().runtime(rt));
+      choice = choose_precision(model, check_images, DeployOptions().runtime(rt));
       say(fmt::format("{}: --dtype auto chose {}", files[i], choice.reason));
     } else if (precision == Precision::BF16) {
       choice.dtype = torch::kBFloat16;
     }
     auto runner = prepare_inference(model, rt, DeployOptions().dtype(choice.dtype));
     const std::string runtime = runtime_name(*runner);
-    const auto* deployed = as_deployed(*runner);
-    TORCH_CHECK(choice.dtype == torch::kFloat || (deployed && deployed->deploy_options().dtype() == choice.dtype),
-                "--dtype bf16: '", files[i], "' runs on the ", runtime,
-                " runtime, which does not compute in bf16 (bf16 runs plain networks on onednn and torchscript: convert "
-                "a residual model first; a quantized one runs INT8)");
+    check_runs_in(*runner, choice.dtype, "--dtype " + o.dtype + ": '" + files[i] + "'");
     auto st = evaluate(*runner, loader);
     predictions.push_back(predict(*runner, loader));
     say(fmt::format("{}: {} ({}), top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}, {} images, {:.0f} images/s ({} runtime, {}), {} params",
@@ -82,11 +76,7 @@ void run_eval(const EvalCliOptions& o) {
                                          {"dtype", choice.dtype_name()},
                                          {"parameters", params}};
     if (precision == Precision::Auto)
-      out[i == 0 ? "model" : "compare"]["dtype_choice"] = {{"dtype", choice.dtype_name()},
-                                                          {"native_bf16", choice.native_bf16},
-                                                          {"agreement", choice.agreement},
-                                                          {"checked", choice.checked},
-                                                          {"reason", choice.reason}};
+      out[i == 0 ? "model" : "compare"]["dtype_choice"] = nlohmann::json::parse(choice.to_json());
   }
   if (predictions.size() == 2) {
     const double agreement = predictions[0].eq(predictions[1]).to(torch::kDouble).mean().item<double>();

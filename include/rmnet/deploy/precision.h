@@ -51,7 +51,14 @@ struct PrecisionChoice {
   std::string reason;       ///< one line, e.g. "bf16: native on this CPU, top-1 agreement 1.0000 on 256 images"
   /// "fp32" or "bf16".
   std::string dtype_name() const;
+  /// {"dtype", "native_bf16", "agreement", "checked", "reason"} as a JSON object (the "dtype_choice"
+  /// of `rmnet eval --json` and `rmnet bench --json`).
+  std::string to_json() const;
 };
+
+/// Throws, starting with `what`, unless the prepared model (prepare_inference) computes in `dtype`:
+/// bf16 needs a deployed float runtime; a model run eagerly or on the INT8 runtime is refused by name.
+void check_runs_in(const ModelImpl& prepared, torch::ScalarType dtype, const std::string& what);
 
 /// Chooses float32 or bfloat16 for running `model` with `options` (runtime, device; its dtype is
 /// ignored): bf16 if the model runs on a deployed float runtime (a plain network on onednn or
