@@ -537,76 +537,63 @@ def main():
                              f"threads {a.threads}, best of {a.repeat}")
 
 
-def plot(rows, path, subtitle):
-    """Grouped bars: each runtime's images/s over torch.compile's (freezing), per network and input."""
+def grouped_bars(path, labels, series, ylabel, title, group_width=1.6, fontsize=8):
+    """A PNG of grouped bars: one group per label, one bar per (name, values) series, its value above it
+    (a None value draws no bar), and a line at 1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [("torchscript", "TorchScript opt"), ("onnxruntime", "ONNX Runtime"),
-              ("torch_compile", "torch.compile (freezing)"), ("rmnet_onednn", "rmnet onednn")]
-    rows = [r for r in rows if r.get("torch_compile")]
-    labels = [f"{r['net']} {r['form']}\n{r['size']}x{r['size']} b{r['batch']}" for r in rows]
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 4.2))
-    for k, (key, name) in enumerate(series):
-        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(rows))]
-        ys = [r.get(key, 0.0) / r["torch_compile"] for r in rows]
-        bars = ax.bar(xs, ys, width, label=name)
-        for b, y in zip(bars, ys):
-            if y:
-                ax.text(b.get_x() + b.get_width() / 2, y + 0.02, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
+    fig, ax = plt.subplots(figsize=(max(6.0, group_width * len(labels)), 4.2))
+    for k, (name, values) in enumerate(series):
+        pts = [(i + (k - (len(series) - 1) / 2) * width, y) for i, y in enumerate(values) if y]
+        bars = ax.bar([x for x, _ in pts], [y for _, y in pts], width, label=name)
+        for bar, (_, y) in zip(bars, pts):
+            ax.text(bar.get_x() + bar.get_width() / 2, y + 0.02, f"{y:.2f}", ha="center", va="bottom",
+                    fontsize=fontsize - 1)
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("images/s relative to torch.compile")
-    ax.set_title(f"CPU inference of the RM-converted networks ({subtitle})", fontsize=10)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=fontsize)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
+
+
+def plot(rows, path, subtitle):
+    """Grouped bars: each runtime's images/s over torch.compile's (freezing), per network and input."""
+    series = [("torchscript", "TorchScript opt"), ("onnxruntime", "ONNX Runtime"),
+              ("torch_compile", "torch.compile (freezing)"), ("rmnet_onednn", "rmnet onednn")]
+    rows = [r for r in rows if r.get("torch_compile")]
+    grouped_bars(path, [f"{r['net']} {r['form']}\n{r['size']}x{r['size']} b{r['batch']}" for r in rows],
+                 [(name, [r.get(key, 0.0) / r["torch_compile"] for r in rows]) for key, name in series],
+                 "images/s relative to torch.compile",
+                 f"CPU inference of the RM-converted networks ({subtitle})")
 
 
 def plot_vs_openvino(rows, path, subtitle):
     """Grouped bars: rmnet's images/s over OpenVINO's on the same plain network, per precision (f32
     and bf16: onednn vs OpenVINO; int8: rmnet's INT8 vs NNCF INT8 in OpenVINO), per network and
     input; the line at 1 is parity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     floats = {(r["net"], r["size"], r["batch"]): r for r in rows
               if r.get("table") != "int8" and r.get("form") == "RM"}
     int8 = {(r["net"], r["size"], r["batch"]): r for r in rows if r.get("table") == "int8"}
     keys = [k for k in floats if floats[k].get("openvino_f32")]
     if not keys:
         return
-    series = [("f32", lambda k: (floats[k].get("rmnet_onednn"), floats[k].get("openvino_f32"))),
-              ("bf16", lambda k: (floats[k].get("rmnet_onednn_bf16"), floats[k].get("openvino_bf16"))),
-              ("int8", lambda k: (int8.get(k, {}).get("rm_int8"), int8.get(k, {}).get("ov_nncf_int8_rm")))]
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(keys)), 4.2))
-    for j, (name, get) in enumerate(series):
-        xs, ys = [], []
-        for i, k in enumerate(keys):
-            a, b = get(k)
-            if a and b:
-                xs.append(i + (j - (len(series) - 1) / 2) * width)
-                ys.append(a / b)
-        bars = ax.bar(xs, ys, width, label=name)
-        for bar, y in zip(bars, ys):
-            ax.text(bar.get_x() + bar.get_width() / 2, y + 0.02, f"{y:.2f}", ha="center", va="bottom", fontsize=6)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([f"{n}\n{s}x{s} b{b}" for n, s, b in keys], fontsize=7)
-    ax.set_ylabel("rmnet images/s / OpenVINO images/s")
-    ax.set_title(f"rmnet against OpenVINO on the same plain network ({subtitle})", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    series = [("f32", [ratio(floats[k].get("rmnet_onednn"), floats[k].get("openvino_f32")) for k in keys]),
+              ("bf16", [ratio(floats[k].get("rmnet_onednn_bf16"), floats[k].get("openvino_bf16")) for k in keys]),
+              ("int8", [ratio(int8.get(k, {}).get("rm_int8"), int8.get(k, {}).get("ov_nncf_int8_rm")) for k in keys])]
+    grouped_bars(path, [f"{n}\n{s}x{s} b{b}" for n, s, b in keys], series, "rmnet images/s / OpenVINO images/s",
+                 f"rmnet against OpenVINO on the same plain network ({subtitle})", group_width=1.1, fontsize=7)
 
 
 def vs_openvino_path(path):
