@@ -314,6 +314,9 @@ def main():
     ap.add_argument("--eval-images", type=int, default=32, help="INT8: held-out synthetic images for agreement")
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--onednn-ops", action="store_true",
+                    help="also time rmnet's onednn runtime over LibTorch's operators (RMNET_ONEDNN_DIRECT=0), "
+                         "beside its direct oneDNN path")
     ap.add_argument("--openvino", action="store_true",
                     help="also OpenVINO f32 and bf16 on the same ONNX files, and rmnet onednn in bf16 (run with the "
                          "peers venv's python, scripts/peers_env.sh; on an idle machine)")
@@ -458,6 +461,13 @@ def main():
                             run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "onednn",
                                  "--dtype", "bf16", "--json", out_json])
                             best("rmnet_onednn_bf16", json.loads(out_json.read_text())["models"][0]["images_per_second"])
+                        if a.onednn_ops:  # the onednn runtime over LibTorch's operators (no direct oneDNN)
+                            for prec in [p for p in ("f32", "bf16") if p in a.precisions]:
+                                run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "onednn",
+                                     "--dtype", "fp32" if prec == "f32" else "bf16", "--json", out_json],
+                                    env={"RMNET_ONEDNN_DIRECT": "0"})
+                                best("rmnet_onednn_ops" + ("_bf16" if prec == "bf16" else ""),
+                                     json.loads(out_json.read_text())["models"][0]["images_per_second"])
                         r["onednn_peak_fraction"] = r["macs"] * r["rmnet_onednn"] / 1e9 / conv_peak if conv_peak else 0.0
                 print("   " + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if isinstance(v, float)), flush=True)
                 rows.append(r)
@@ -510,8 +520,9 @@ def main():
             "(bold: rmnet below OpenVINO):",
             "",
             "| network | form | input | batch | OpenVINO f32 | rmnet onednn f32 | rmnet/OV f32 | OpenVINO bf16 "
-            "| rmnet onednn bf16 | rmnet/OV bf16 | OV f32 max rel err |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| rmnet onednn bf16 | rmnet/OV bf16 | OV f32 max rel err |"
+            + (" rmnet over LibTorch ops f32 / bf16 | direct/ops f32 / bf16 |" if a.onednn_ops else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.onednn_ops else ""),
         ]
         for r in rows:
             err = r.get("openvino_f32_relerr")
@@ -519,7 +530,10 @@ def main():
                 f"| {r['net']} | {r['form']} | {r['size']}x{r['size']} | {r['batch']} | {f(r.get('openvino_f32'))} "
                 f"| {f(r.get('rmnet_onednn'))} | {ratio(r, 'openvino_f32')} | {f(r.get('openvino_bf16'))} "
                 f"| {f(r.get('rmnet_onednn_bf16'))} | {ratio(r, 'openvino_bf16', 'rmnet_onednn_bf16')} "
-                f"| {'-' if err is None else f'{err:.1e}'} |")
+                f"| {'-' if err is None else f'{err:.1e}'} |"
+                + (f" {f(r.get('rmnet_onednn_ops'))} / {f(r.get('rmnet_onednn_ops_bf16'))} "
+                   f"| {ratio(r, 'rmnet_onednn_ops')} / {ratio(r, 'rmnet_onednn_ops_bf16', 'rmnet_onednn_bf16')} |"
+                   if a.onednn_ops else ""))
     if not float_run:
         lines = []
     if int8_rows:

@@ -2,7 +2,8 @@
 # Installs everything rmnet needs on a fresh Debian 12 machine; idempotent (a second run is quick).
 #   Debian packages: compilers/tools, OpenCV 4.6, fmt, CLI11, GoogleTest, nlohmann-json, ccache,
 #                    the Fashion-MNIST data set, and clang 14 with its sanitizer/libFuzzer runtimes
-#                    (libclang-rt-14-dev) for the fuzz and sanitizer builds.
+#                    (libclang-rt-14-dev) for the fuzz and sanitizer builds, oneDNN (libdnnl-dev)
+#                    for the onednn runtime's direct path.
 #   Python virtual environment ($RMNET_VENV, default ~/.cache/rmnet/venv): the pinned torch wheel
 #                    (LibTorch for the C++ build) plus torchvision/onnx/onnxruntime for interop tests.
 set -euo pipefail
@@ -13,6 +14,7 @@ APT_PACKAGES=(
   libopencv-dev zlib1g-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   dataset-fashion-mnist python3-venv
   clang-14 libclang-rt-14-dev
+  libdnnl-dev
 )
 
 missing=()

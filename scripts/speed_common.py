@@ -124,9 +124,11 @@ def ort_session(path, threads):
     return lambda x: sess.run(None, {name: x})
 
 
-def run(cmd):
-    print("    $ " + " ".join(map(str, cmd)), flush=True)
-    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
+def run(cmd, env=None):
+    """Runs a command (with `env` added to the environment); exits with its output if it fails."""
+    print("    $ " + "".join(f"{k}={v} " for k, v in (env or {}).items()) + " ".join(map(str, cmd)), flush=True)
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True,
+                       env=dict(os.environ, **env) if env else None)
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{r.stdout}\n{r.stderr}")
     return r.stdout

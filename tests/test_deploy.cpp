@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <set>
 #include <limits>
 
 #include <ATen/Parallel.h>
@@ -11,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "deploy/buffer_cache.h"
+#include "deploy/executors.h"
 #include "helpers.h"
 #include "rmnet/bench/bench.h"
 #include "rmnet/convert/rm.h"
@@ -229,6 +232,67 @@ TEST(OneDnn, TinyMapsRunAsOneGemm) {
   auto big = torch::randn({2, 3, 12, 12});
   for (const auto& s : gemm->profile(big, 0, 1)) EXPECT_EQ(s.name.find("GEMM"), std::string::npos) << s.name;
   EXPECT_LE(rel_diff(*net, *gemm, big), 1e-5);
+}
+
+// The direct path (oneDNN's own API, where rmnet links libdnnl) against the path over LibTorch's
+// registered operators: the same products on every kind of step (per-channel clamps fused as
+// binary post-ops, tiny-map GEMMs, the Linear head), new shapes re-planned, and the plan says which
+// ran. float32 to 1e-5 (the kernels' summation order may differ), bfloat16 to 2e-2.
+TEST(OneDnn, DirectPathEqualsLibTorchOperators) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  EXPECT_FALSE(onednn_direct_version().empty());
+  torch::manual_seed(21);
+  for (const auto& c : std::vector<DeployCase>{{"mobilenet_v2_cifar", false, false, false, true, "mv2"},
+                                               {"resnet8", true, false, false, true, "r8"},
+                                               {"se_resnet20", false, false, false, true, "se"}}) {
+    SCOPED_TRACE(c.arch);
+    auto plain = converted(c);
+    auto direct = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+    auto ops = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).onednn_direct(false));
+    EXPECT_NE(direct->graph().find("oneDNN " + onednn_direct_version()), std::string::npos) << direct->graph();
+    EXPECT_NE(ops->graph().find("fused oneDNN convolutions"), std::string::npos) << ops->graph();
+    if (c.arch == "mobilenet_v2_cifar")  // ReLU6 on the block's channels only: fused into the conv
+      EXPECT_NE(direct->graph().find("as post-ops)"), std::string::npos) << direct->graph();
+    torch::NoGradGuard g;
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 3, 32, 32}, {5, 3, 32, 32}, {2, 3, 20, 28}}) {
+      const auto x = 20 * torch::randn(shape);
+      const auto a = direct->forward(x), b = ops->forward(x);
+      EXPECT_LE((a - b).abs().max().item<double>() / b.abs().max().item<double>(), 1e-5) << x.sizes();
+      EXPECT_LE(rel_diff(*plain, *direct, x), 1e-4) << x.sizes();
+    }
+    // bfloat16: the runtime takes the direct path only where libdnnl runs bf16 natively; the
+    // executor itself is tested everywhere (emulated bf16 computes the same products)
+    auto bf = rmnet::detail::make_dnnl_executor(*plain, DeployOptions().dtype(torch::kBFloat16));
+    auto bf_ops = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dtype(torch::kBFloat16).onednn_direct(false));
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 3, 32, 32}, {1, 3, 8, 8}}) {  // 8x8: tiny maps
+      const auto x = torch::randn(shape);
+      const auto a = bf->run(x.to(torch::kBFloat16), nullptr).to(torch::kFloat), b = bf_ops->forward(x);
+      const auto ref = plain->forward(x);
+      EXPECT_LE((a - b).abs().max().item<double>() / b.abs().max().item<double>(), 3e-2) << x.sizes();
+      EXPECT_LE((a - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 5e-2) << x.sizes();
+    }
+    EXPECT_EQ(deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dtype(torch::kBFloat16))->graph().find("oneDNN 2") !=
+                  std::string::npos,
+              rmnet::detail::dnnl_native_bf16());
+  }
+}
+
+// Debian's libdnnl and the torch wheel both need libgomp.so.1: the process must map one OpenMP
+// runtime (one thread pool, one at::set_num_threads), not two.
+TEST(OneDnn, OneOpenMPRuntimeInTheProcess) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  auto plain = converted({"resnet8", false, false, false, true, ""});
+  auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+  torch::NoGradGuard g;
+  d->forward(torch::randn({1, 3, 32, 32}));
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) GTEST_SKIP() << "no /proc/self/maps";
+  std::set<std::string> gomp;
+  for (std::string line; std::getline(maps, line);) {
+    const auto slash = line.find('/');
+    if (slash != std::string::npos && line.find("libgomp") != std::string::npos) gomp.insert(line.substr(slash));
+  }
+  EXPECT_EQ(gomp.size(), 1u) << ::testing::PrintToString(gomp);
 }
 
 TEST(OneDnn, FusesActivationsAsPostOps) {

@@ -21,6 +21,12 @@ torch::jit::Module* torchscript_module(Executor& exec);
 /// rmnet's chain executor over fused oneDNN operators (src/deploy/onednn.cpp; compiled by
 /// src/deploy/onednn_plan.cpp, declared in src/deploy/onednn_steps.h).
 std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const DeployOptions& options);
+/// The same chain through oneDNN's own API (src/deploy/dnnl.cpp): the onednn runtime where
+/// onednn_direct_available() and DeployOptions::onednn_direct. Throws in a build without libdnnl.
+std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl& net, const DeployOptions& options);
+/// Whether the linked libdnnl runs bfloat16 natively on this CPU (avx512_core_bf16 or AMX); where
+/// it does not, it emulates bf16 and the onednn runtime keeps bf16 on LibTorch's operators.
+bool dnnl_native_bf16();
 
 /// The chain on CUDA (cuDNN conv + bias + ReLU fused), captured in one CUDA graph per input shape
 /// and replayed (src/deploy/cuda_graph.cpp). Throws where rmnet was built without CUDA graphs.

@@ -83,7 +83,11 @@ DeployedNetImpl::DeployedNetImpl(const PlainNetImpl& net, DeployOptions options)
       TORCH_CHECK(false, "deploy: the int8 runtime runs quantized networks (quantize this float network first; "
                          "prepare_inference gives a quantized network the int8 runtime)");
   }
-  exec_ = runtime_ == Runtime::OneDNN      ? detail::make_onednn_executor(net, deploy_)
+  exec_ = runtime_ == Runtime::OneDNN
+              ? (deploy_.onednn_direct() && onednn_direct_available() &&
+                         (deploy_.dtype() == torch::kFloat || detail::dnnl_native_bf16())
+                     ? detail::make_dnnl_executor(net, deploy_)
+                     : detail::make_onednn_executor(net, deploy_))
           : runtime_ == Runtime::CudaGraph ? detail::make_cuda_graph_executor(net, deploy_)
                                            : detail::make_torchscript_executor(net, deploy_);
   make_buffer_cache();

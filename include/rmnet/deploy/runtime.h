@@ -4,10 +4,12 @@
 // A plain network is a chain, so it can be executed better than a general graph. The runtimes are
 // interchangeable behind one type, DeployedNet (a ModelImpl, so evaluate(), predict(), bench and
 // the Classifier take it like any model):
-//   onednn       rmnet's own chain executor over LibTorch's registered fused oneDNN operators
-//                (mkldnn::_convolution_pointwise with the activation as a post-op, weights
-//                prepacked per input shape by mkldnn::_reorder_convolution_weight and cached,
-//                activations channels-last end to end). CPU, float32 or bfloat16. No TorchScript.
+//   onednn       rmnet's own chain executor: convolutions with their activation as oneDNN post-ops,
+//                weights prepacked per input shape and cached, activations channels-last end to
+//                end; through oneDNN's own API where rmnet links libdnnl (primitives made once
+//                per input shape), else over LibTorch's registered fused oneDNN operators
+//                (mkldnn::_convolution_pointwise, mkldnn::_reorder_convolution_weight).
+//                CPU, float32 or bfloat16. No TorchScript.
 //   torchscript  the chain written as a TorchScript function (rmnet::to_torchscript), frozen and
 //                passed through optimize_for_inference: what Python's torch.jit path builds.
 //                Kept for comparison and for devices/dtypes onednn does not run (CUDA, fp16, fp64);
@@ -50,6 +52,9 @@ std::string to_string(Runtime r);
 /// The names runtime_from_string accepts, for CLI validators.
 std::vector<std::string> runtime_names();
 
+/// DeployOptions::onednn_direct's default: false where the environment has RMNET_ONEDNN_DIRECT=0.
+bool onednn_direct_default();
+
 struct DeployOptions {
   /// Device the prepared network runs on (onednn: CPU only).
   TORCH_ARG(torch::Device, device) = torch::Device(torch::kCPU);
@@ -72,6 +77,15 @@ struct DeployOptions {
   /// built when weights are packed for the input shape: 2.5-5.7x faster than the convolution
   /// kernel on such maps, same products (only the zero-padding terms drop out).
   TORCH_ARG(bool, small_map_gemm) = true;
+  /// onednn: run the convolutions, tiny-map GEMMs and the Linear head through oneDNN's own API
+  /// (the libdnnl rmnet links where its build found one: onednn_direct_available()): primitives
+  /// made once per input shape and executed with no per-call set-up, a per-channel clamp after a
+  /// conv fused as its post-ops. LibTorch's registered operators build a primitive descriptor on
+  /// every call (~80 us per conv on the reference machine: most of a batch-1 forward of the RM
+  /// mobilenet_v2). false, or a build without libdnnl: LibTorch's operators (same products, up
+  /// to the kernels' summation order). The default is true unless the environment has
+  /// RMNET_ONEDNN_DIRECT=0 (to compare the two paths from the CLI).
+  TORCH_ARG(bool, onednn_direct) = onednn_direct_default();
   /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
   /// up to this many MiB, and serve the next forward's allocations from them instead of fresh
   /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would
@@ -84,6 +98,11 @@ struct DeployOptions {
   /// environment variable RMNET_BUFFER_CACHE=0) before deploying anything.
   TORCH_ARG(int64_t, buffer_cache_mb) = 1024;
 };
+
+/// Whether this build of rmnet links oneDNN directly (DeployOptions::onednn_direct), and its
+/// version ("2.6.3"; "" without).
+bool onednn_direct_available();
+std::string onednn_direct_version();
 
 /// Process-wide switch of the activation buffer cache (default: on, unless the environment has
 /// RMNET_BUFFER_CACHE=0). Off: no deployed network (float or INT8) made afterwards has a cache,

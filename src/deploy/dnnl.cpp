@@ -1,0 +1,411 @@
+// The onednn runtime's direct path: the same compiled chain (onednn_plan.cpp) run through oneDNN's
+// own C++ API, on the libdnnl rmnet links where the build found it (RMNET_WITH_DNNL; Debian's
+// libdnnl-dev). LibTorch bundles oneDNN but exports none of its symbols, and its registered
+// operators (mkldnn::_convolution_pointwise, used by onednn.cpp) build a primitive descriptor on
+// every call: ~80 µs of set-up per convolution on the reference machine, more than the kernel itself
+// on a 7x7 map (docs/data/profiles/mobilenet_v2_rm_224_b1_f32.md). Here every convolution,
+// tiny-map GEMM and the Linear head become oneDNN primitives once per input shape (weights
+// reordered into the layout the primitive chose, cached with it, least recently used evicted); a
+// forward only wraps its tensors in memory objects and executes. A per-channel clamp after a conv
+// (ReLU6 on a block's own channels, nothing on the reserved ones: the RM MobileNetV2) becomes two
+// binary post-ops (max with the lower, min with the upper bounds) of that conv.
+// Activations stay LibTorch tensors (channels-last, the activation buffer cache serves them), so
+// the steps that are not convolutions run as in onednn.cpp. Scratchpads are per call (user mode):
+// one DeployedNet may run on several threads at once.
+//
+// One OpenMP runtime: the torch wheel ships libgomp.so.1 and Debian's libdnnl needs libgomp.so.1;
+// the dynamic loader maps that soname once, so both share one thread pool and at::set_num_threads
+// (tests/test_deploy.cpp checks the process maps one libgomp).
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "onednn_steps.h"
+
+#if RMNET_WITH_DNNL
+#include "oneapi/dnnl/dnnl.hpp"  // libdnnl's (2.x), through -iquote: LibTorch's include folder has oneDNN 3's
+static_assert(DNNL_VERSION_MAJOR == 2, "src/deploy/dnnl.cpp is written against oneDNN 2.x");
+#endif
+
+namespace rmnet {
+
+bool onednn_direct_available() { return RMNET_WITH_DNNL != 0; }
+
+namespace detail {
+bool dnnl_native_bf16() {
+#if RMNET_WITH_DNNL
+  const auto isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+#else
+  return false;
+#endif
+}
+}  // namespace detail
+
+bool onednn_direct_default() {
+  const char* v = std::getenv("RMNET_ONEDNN_DIRECT");
+  return !(v && std::string(v) == "0");
+}
+
+std::string onednn_direct_version() {
+#if RMNET_WITH_DNNL
+  const auto* v = dnnl::version();
+  return fmt::format("{}.{}.{}", v->major, v->minor, v->patch);
+#else
+  return "";
+#endif
+}
+
+namespace detail {
+
+#if RMNET_WITH_DNNL
+namespace {
+
+using torch::Tensor;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream s(cpu_engine());
+  return s;
+}
+
+dt dnnl_type(torch::ScalarType t) {
+  if (t == torch::kFloat) return dt::f32;
+  if (t == torch::kBFloat16) return dt::bf16;
+  TORCH_CHECK(false, "onednn runtime (direct): unsupported dtype ", t);
+}
+
+/// A tensor's data as a oneDNN memory of description `md` (no copy; the tensor must outlive it).
+dnnl::memory wrap(const dnnl::memory::desc& md, const Tensor& t) { return dnnl::memory(md, cpu_engine(), t.data_ptr()); }
+
+/// One primitive of a shape's plan: a convolution (NHWC in and out) or a matmul (the tiny-map GEMM
+/// on the channels-last rows of the map, or the Linear head); steps_[step] says which.
+struct Node {
+  size_t step = 0;
+  enum class Kind { Conv, Gemm, Linear } kind = Kind::Conv;
+  torch::Tensor matrix, matrix_bias;  // bfloat16 Gemm: the dense matrix for at::linear (see make_plan)
+  dnnl::primitive prim;
+  dnnl::memory::desc src_md, dst_md, scratch_md;
+  dnnl::memory weights, bias;                           // in the primitive's layout, owned
+  std::vector<std::pair<int, dnnl::memory>> post_args;  // binary post-ops' operands, owned
+  std::vector<int64_t> out;                             // output sizes: NCHW (conv), [N, M] (matmul)
+  int64_t ho = 0, wo = 0;                               // gemm: the output map
+  bool fused_clamp = false;                             // the next step (a per-channel clamp) is a post-op
+};
+
+struct Plan {
+  std::vector<Node> nodes;
+  std::vector<int> node_of_step;  // steps_[i] -> its node, -1: an ATen step, -2: fused into the previous node
+};
+
+/// An owned memory in `md` holding `src` (a dense tensor in layout `user_tag`), reordered.
+dnnl::memory reordered(const Tensor& src, const dnnl::memory::dims& dims, tag user_tag, const dnnl::memory::desc& md) {
+  const Tensor s = src.contiguous();
+  dnnl::memory user(dnnl::memory::desc(dims, dnnl_type(s.scalar_type()), user_tag), cpu_engine(), s.data_ptr());
+  dnnl::memory out(md, cpu_engine());
+  dnnl::reorder(user, out).execute(thread_stream(), user, out);
+  thread_stream().wait();
+  return out;
+}
+
+/// Post-ops for a step's attr ("relu", "hardtanh", "none") and, when `clamp` is given, its
+/// per-channel bounds as binary max/min operands [1, C, 1, 1] (float32) appended to `node`.
+dnnl::primitive_attr make_attr(const Step& s, const Step* clamp, Node& node, int64_t channels, bool map) {
+  dnnl::post_ops po;
+  if (s.attr == "relu") {
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  } else if (s.attr == "hardtanh") {
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, static_cast<float>(s.scalars[0]),
+                      static_cast<float>(s.scalars[1]));
+  }
+  if (clamp) {
+    const dnnl::memory::dims d = map ? dnnl::memory::dims{1, channels, 1, 1} : dnnl::memory::dims{1, channels};
+    const dnnl::memory::desc md(d, dt::f32, map ? tag::abcd : tag::ab);
+    const std::pair<dnnl::algorithm, const Tensor*> ops[] = {{dnnl::algorithm::binary_max, &clamp->lo_t},
+                                                             {dnnl::algorithm::binary_min, &clamp->hi_t}};
+    for (const auto& [alg, bound] : ops) {
+      const int idx = po.len();
+      po.append_binary(alg, md);
+      dnnl::memory m(md, cpu_engine());
+      const Tensor b = bound->to(torch::kFloat).contiguous();
+      std::memcpy(m.get_data_handle(), b.data_ptr(), b.numel() * sizeof(float));
+      node.post_args.emplace_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx) | DNNL_ARG_SRC_1, std::move(m));
+    }
+  }
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(po);
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+/// A matmul node: y[N, M] = x[N, K] W^T + b with W [M, K] row-major (`w`), bias `b` [M] or undefined.
+void make_matmul(Node& node, const Step& s, const Tensor& w, const Tensor& b, int64_t n, torch::ScalarType type) {
+  const int64_t m = w.size(0), k = w.size(1);
+  const dt t = dnnl_type(type);
+  node.src_md = dnnl::memory::desc({n, k}, t, tag::ab);
+  node.dst_md = dnnl::memory::desc({n, m}, t, tag::ab);
+  const dnnl::memory::desc wany({k, m}, t, tag::any), bias_md({1, m}, dt::f32, tag::ab);
+  auto attr = make_attr(s, nullptr, node, m, false);
+  const auto pd = b.defined() ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(node.src_md, wany, bias_md, node.dst_md),
+                                                              attr, cpu_engine())
+                              : dnnl::matmul::primitive_desc(dnnl::matmul::desc(node.src_md, wany, node.dst_md), attr,
+                                                              cpu_engine());
+  node.prim = dnnl::matmul(pd);
+  node.scratch_md = pd.scratchpad_desc();
+  node.weights = reordered(w, {k, m}, tag::ba, pd.weights_desc());
+  if (b.defined()) node.bias = reordered(b.to(torch::kFloat).reshape({1, m}), {1, m}, tag::ab, bias_md);
+  node.out = {n, m};
+}
+
+class DnnlExecutor : public Executor {
+ public:
+  DnnlExecutor(const PlainNetImpl& net, const DeployOptions& o) : options_(o), dtype_(o.dtype()) {
+    dnnl_type(dtype_);  // float32 or bfloat16 (onednn_available checked it)
+    steps_ = compile_chain(net, dtype_);
+    for (const auto& s : steps_) num_convs_ += s.kind == StepKind::Conv;
+  }
+
+  Tensor run(const Tensor& x0, std::vector<StepTiming>* timings) override {
+    const auto plan = plan_for(x0.sizes());
+    Tensor x = x0.contiguous(torch::MemoryFormat::ChannelsLast);
+    bool owned = x.data_ptr() != x0.data_ptr();  // in-place steps never write into the caller's tensor
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const int ni = plan->node_of_step[i];
+      if (ni == -2) continue;  // a post-op of the previous node
+      const auto& s = steps_[i];
+      const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+      int64_t macs = 0;
+      std::string name = s.name;
+      if (ni >= 0) {
+        const Node& node = plan->nodes[ni];
+        execute(node, x);
+        owned = true;
+        if (timings) {
+          macs = node.kind == Node::Kind::Linear ? x.numel() * s.in : x.numel() * (s.in / s.groups) * s.kernel * s.kernel;
+          if (node.kind == Node::Kind::Gemm) name += " (as one GEMM)";
+          if (node.fused_clamp) name += " + " + fused_name(steps_[i + 1]);
+        }
+      } else {
+        run_aten_step(s, x, owned, timings ? &macs : nullptr);
+      }
+      if (timings) timings->push_back(step_timing(name, s.first, node_last(*plan, i), t0, macs, x));
+    }
+    return x;
+  }
+
+  std::string plan() const override {
+    std::ostringstream os;
+    os << "onednn runtime (" << c10::toString(dtype_) << ", channels-last, " << steps_.size() << " steps, "
+       << num_convs_ << " oneDNN " << onednn_direct_version()
+       << " convolution primitives made once per input shape, a per-channel clamp after a conv fused as its post-ops"
+       << (options_.small_map_gemm() ? "; a conv on a map hardly larger than its kernel runs as one GEMM" : "")
+       << ")\n";
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto& s = steps_[i];
+      const bool fused = fuses_clamp(i);
+      const size_t last = fused ? steps_[i + 1].last : s.last;
+      os << fmt::format("  [{}{}] {}{}\n", s.first, last != s.first ? fmt::format("-{}", last) : "", s.name,
+                        fused ? " + " + fused_name(steps_[i + 1]) : "");
+      if (fused) ++i;
+    }
+    return os.str();
+  }
+
+ private:
+  /// Whether steps_[i] is a conv whose next step, a per-channel clamp, becomes its post-ops.
+  bool fuses_clamp(size_t i) const {
+    return steps_[i].kind == StepKind::Conv && i + 1 < steps_.size() && steps_[i + 1].kind == StepKind::ClampChannels;
+  }
+
+  /// A per-channel clamp's name as a conv's post-ops ("..., in place)" -> "..., as post-ops)").
+  static std::string fused_name(const Step& clamp) {
+    std::string n = clamp.name;
+    const auto at = n.rfind(", in place)");
+    return at == std::string::npos ? n : n.substr(0, at) + ", as post-ops)";
+  }
+
+  size_t node_last(const Plan& p, size_t i) const {
+    return i + 1 < steps_.size() && p.node_of_step[i + 1] == -2 ? steps_[i + 1].last : steps_[i].last;
+  }
+
+  void execute(const Node& node, Tensor& x) const {
+    std::unordered_map<int, dnnl::memory> args;
+    Tensor src, y;
+    const int64_t n = x.size(0);
+    if (node.kind == Node::Kind::Conv) {
+      src = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      y = at::empty(node.out, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    } else if (node.kind == Node::Kind::Gemm) {  // the whole map as one row per image
+      src = x.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, -1});
+      y = at::empty(node.out, x.options());
+    } else {
+      src = x.contiguous();
+      y = at::empty(node.out, x.options());
+    }
+    if (node.matrix.defined()) {  // bfloat16 tiny-map GEMM through ATen, the activation after it
+      const auto& st = steps_[node.step];
+      y = at::linear(src, node.matrix, node.matrix_bias.defined() ? std::optional<Tensor>(node.matrix_bias) : std::nullopt);
+      if (st.attr == "relu") y.relu_();
+      if (st.attr == "hardtanh") y.clamp_(st.scalars[0], st.scalars[1]);
+      x = y.view({n, node.ho, node.wo, -1}).permute({0, 3, 1, 2});
+      return;
+    }
+    args.emplace(DNNL_ARG_SRC, wrap(node.src_md, src));
+    args.emplace(DNNL_ARG_WEIGHTS, node.weights);
+    if (node.bias) args.emplace(DNNL_ARG_BIAS, node.bias);
+    args.emplace(DNNL_ARG_DST, wrap(node.dst_md, y));
+    for (const auto& [k, m] : node.post_args) args.emplace(k, m);
+    Tensor scratch;
+    if (node.scratch_md.get_size() > 0) {
+      scratch = at::empty({static_cast<int64_t>(node.scratch_md.get_size())}, x.options().dtype(torch::kByte));
+      args.emplace(DNNL_ARG_SCRATCHPAD, wrap(node.scratch_md, scratch));
+    }
+    try {
+      node.prim.execute(thread_stream(), args);
+      thread_stream().wait();
+    } catch (const dnnl::error& e) {
+      TORCH_CHECK(false, "onednn runtime (direct): ", steps_[node.step].name, " on input ", x.sizes(), " failed: ",
+                  e.what(), " (status ", static_cast<int>(e.status), ")");
+    }
+    if (node.kind == Node::Kind::Gemm) y = y.view({n, node.ho, node.wo, -1}).permute({0, 3, 1, 2});
+    x = std::move(y);
+  }
+
+  std::shared_ptr<const Plan> plan_for(at::IntArrayRef sizes) {
+    std::vector<int64_t> key = sizes.vec();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (auto* cached = lru_find(cache_, key)) return *cached;
+    auto p = std::make_shared<Plan>(make_plan(key));
+    cache_.emplace_front(key, p);
+    while (static_cast<int64_t>(cache_.size()) > options_.packed_shapes()) cache_.pop_back();
+    return p;
+  }
+
+  /// Shape inference through the chain; a primitive for every conv and Linear at its input shape.
+  Plan make_plan(const std::vector<int64_t>& shape) const {
+    Plan plan;
+    plan.node_of_step.assign(steps_.size(), -1);
+    int64_t n = shape[0], c = shape[1], h = shape[2], w = shape[3];
+    const dt t = dnnl_type(dtype_);
+    auto spatial = [&](const Step& s, const char* what) {
+      const int64_t ho = (h + 2 * s.padding - s.kernel) / s.stride + 1, wo = (w + 2 * s.padding - s.kernel) / s.stride + 1;
+      TORCH_CHECK(h + 2 * s.padding >= s.kernel && w + 2 * s.padding >= s.kernel && ho > 0 && wo > 0,
+                  "deployed network: input ", shape, " is too small: plain layer ", s.first, " (", what, " ",
+                  s.kernel, "x", s.kernel, ") gets ", h, "x", w);
+      h = ho;
+      w = wo;
+    };
+    bool flat = false;  // after the global pool: [N, C]
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto& s = steps_[i];
+      if (s.kind == StepKind::Conv) {
+        Node node;
+        node.step = i;
+        const int64_t h_in = h, w_in = w;
+        spatial(s, "conv");
+        const bool gemm = options_.small_map_gemm() && s.groups == 1 && tiny_map(h_in, w_in, h, w, s.kernel);
+        const Step* clamp = fuses_clamp(i) && !gemm ? &steps_[i + 1] : nullptr;  // a GEMM's clamp runs after it
+        if (gemm) {
+          node.kind = Node::Kind::Gemm;
+          node.ho = h;
+          node.wo = w;
+          const Tensor m = conv_as_matrix(s.weight, h_in, w_in, s.stride, s.padding);
+          const Tensor b = s.bias.defined() ? s.bias.repeat({h * w}) : Tensor();
+          if (dtype_ == torch::kFloat) {
+            make_matmul(node, s, m, b, n, dtype_);
+          } else {  // oneDNN 2.6's bf16 matmul is not implemented on every CPU it runs bf16 convs on
+            node.matrix = m.contiguous();
+            node.matrix_bias = b;
+            node.out = {n, m.size(0)};
+          }
+        } else {
+          node.kind = Node::Kind::Conv;
+          node.src_md = dnnl::memory::desc({n, c, h_in, w_in}, t, tag::nhwc);
+          node.dst_md = dnnl::memory::desc({n, s.out, h, w}, t, tag::nhwc);
+          const dnnl::memory::dims wd = s.groups > 1
+                                            ? dnnl::memory::dims{s.groups, s.out / s.groups, s.in / s.groups, s.kernel, s.kernel}
+                                            : dnnl::memory::dims{s.out, s.in, s.kernel, s.kernel};
+          const dnnl::memory::desc wany(wd, t, tag::any), bias_md({s.out}, dt::f32, tag::x);
+          const dnnl::memory::dims strides{s.stride, s.stride}, pad{s.padding, s.padding};
+          auto attr = make_attr(s, clamp, node, s.out, true);
+          const auto pd =
+              s.bias.defined()
+                  ? dnnl::convolution_forward::primitive_desc(
+                        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                                        node.src_md, wany, bias_md, node.dst_md, strides, pad, pad),
+                        attr, cpu_engine())
+                  : dnnl::convolution_forward::primitive_desc(
+                        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                                        node.src_md, wany, node.dst_md, strides, pad, pad),
+                        attr, cpu_engine());
+          node.prim = dnnl::convolution_forward(pd);
+          node.scratch_md = pd.scratchpad_desc();
+          node.weights = reordered(s.weight, wd, s.groups > 1 ? tag::goihw : tag::oihw, pd.weights_desc());
+          if (s.bias.defined()) node.bias = reordered(s.bias.to(torch::kFloat), {s.out}, tag::x, bias_md);
+          node.out = {n, s.out, h, w};
+          node.fused_clamp = clamp != nullptr;
+        }
+        plan.node_of_step[i] = static_cast<int>(plan.nodes.size());
+        plan.nodes.push_back(std::move(node));
+        if (clamp) plan.node_of_step[++i] = -2;
+        c = s.out;
+      } else if (s.kind == StepKind::Linear && flat && dtype_ == torch::kFloat) {  // bf16: at::linear (as above)
+        Node node;
+        node.step = i;
+        node.kind = Node::Kind::Linear;
+        make_matmul(node, s, s.weight, s.bias, n, dtype_);
+        plan.node_of_step[i] = static_cast<int>(plan.nodes.size());
+        plan.nodes.push_back(std::move(node));
+        c = s.out;
+      } else if (s.kind == StepKind::MaxPool) {
+        spatial(s, "maxpool");
+      } else if (s.kind == StepKind::MeanFlatten) {
+        h = w = 1;
+        flat = true;
+      } else if (s.kind == StepKind::AvgPool) {
+        h = w = 1;
+      } else if (s.kind == StepKind::Flatten) {
+        flat = true;
+      }
+    }
+    return plan;
+  }
+
+  DeployOptions options_;
+  torch::ScalarType dtype_;
+  std::vector<Step> steps_;
+  size_t num_convs_ = 0;
+  std::mutex mutex_;
+  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Plan>>> cache_;
+};
+
+}  // namespace
+
+std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl& net, const DeployOptions& options) {
+  return std::make_shared<DnnlExecutor>(net, options);
+}
+#else
+std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl&, const DeployOptions&) {
+  TORCH_CHECK(false, "onednn runtime: this build of rmnet has no direct oneDNN path (libdnnl was not found)");
+}
+#endif
+
+}  // namespace detail
+}  // namespace rmnet
