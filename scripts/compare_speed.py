@@ -180,10 +180,10 @@ def int8_row(a, rmnet, work, net, orig, plain, plain_onnx, onnx_float, onnx_err,
     def best(key, value):
         r[key] = max(r.get(key, 0.0), value)
 
-    def bench(key, model, runtime):
+    def bench(key, model, runtime, env=None):
         try:
             sh([rmnet, "--threads", a.threads, "bench", "--model", model, *common, "--runtime", runtime,
-                "--json", bj])
+                "--json", bj], env=env)
             m = json.loads(bj.read_text())["models"][0]
             best(key, m["images_per_second"])
             return m
@@ -206,6 +206,8 @@ def int8_row(a, rmnet, work, net, orig, plain, plain_onnx, onnx_float, onnx_err,
                 r["macs_plain"] = m["flops"]
         if qfile is not None:
             bench("rm_int8", qfile, "int8")
+            if a.onednn_ops:  # the INT8 executor over LibTorch's operators
+                bench("rm_int8_ops", qfile, "int8", env={"RMNET_ONEDNN_DIRECT": "0"})
 
     # --- ratios
     pt_keys = [k for k in ("pt_int8_eager", "pt_int8_compile") if k in r]
@@ -274,13 +276,16 @@ def int8_report(a, rows, pt_flow, t_start, load):
         lines += ["", "OpenVINO's INT8 (NNCF, default preset; float layers f32): of the residual original and of rmnet's "
                   "plain ONNX, the same network rmnet runs (bold: rmnet below OpenVINO on the same plain network):", "",
                   "| network | input | batch | NNCF INT8 original | NNCF INT8 plain | RM INT8 (rmnet) | rmnet/OV same plain "
-                  "| agree NNCF plain | agree RM INT8 |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| agree NNCF plain | agree RM INT8 |" + (" RM INT8 over LibTorch ops | direct/ops |" if a.onednn_ops else ""),
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.onednn_ops else "")]
         for r in rows:
             same = (r["rm_int8"] / r["ov_nncf_int8_rm"]) if r.get("rm_int8") and r.get("ov_nncf_int8_rm") else None
+            ops = (r["rm_int8"] / r["rm_int8_ops"]) if r.get("rm_int8") and r.get("rm_int8_ops") else None
             lines.append(f"| {r['net']} | {r['size']}x{r['size']} | {r['batch']} | {f(r, 'ov_nncf_int8_orig')} "
                          f"| {f(r, 'ov_nncf_int8_rm')} | {f(r, 'rm_int8')} "
                          f"| {'-' if same is None else (f'**{same:.2f}x**' if same < 1 else f'{same:.2f}x')} "
-                         f"| {agree(r, 'agree_ov_nncf_int8_rm')} | {agree(r, 'agree_rmnet_int8')} |")
+                         f"| {agree(r, 'agree_ov_nncf_int8_rm')} | {agree(r, 'agree_rmnet_int8')} |"
+                         + (f" {f(r, 'rm_int8_ops')} | {'-' if ops is None else f'{ops:.2f}x'} |" if a.onednn_ops else ""))
     failures = [f"- {r['net']} {r['size']}x{r['size']}: {k}: {v}" for r in rows for k, v in r["errors"].items()]
     notes = [f"- {r['net']} {r['size']}x{r['size']}: torch.compile of the PyTorch INT8 model: dynamo counters "
              f"{r['pt_int8_compile_dynamo_counters']} (graph breaks / fallbacks: the compiled model may run eager "

@@ -145,11 +145,12 @@ def why(e):
     return f"{type(e).__name__}: {lines[0][:160] if lines else ''}"
 
 
-def sh(cmd):
-    """Runs a command; raises RuntimeError (one line: the last stderr line) if it fails."""
+def sh(cmd, env=None):
+    """Runs a command (with `env` added to the environment); raises RuntimeError (one line: the last
+    stderr line) if it fails."""
     cmd = list(map(str, cmd))
-    print("    $ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    print("    $ " + "".join(f"{k}={v} " for k, v in (env or {}).items()) + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env) if env else None)
     if r.returncode != 0:
         lines = [ln.strip() for ln in r.stderr.splitlines() + r.stdout.splitlines() if ln.strip()]
         errs = [ln for ln in lines if "error" in ln.lower()]

@@ -290,6 +290,33 @@ TEST(Quantize, MaxPoolOnLargeMaps) {
   EXPECT_EQ(uncached->buffer_cache_stats().allocations, 0);
 }
 
+// The INT8 executor's direct oneDNN path (where rmnet links libdnnl) against its path over
+// LibTorch's operators: depthwise, grouped, padded and strided convs, per-channel clamps, a
+// float32-output conv into a PReLU fallback, asymmetric input zero points, equalized or not. The two
+// compute the same integer products and may round a requantization differently by one step
+// (oneDNN 2.x scales the accumulator plus a rescaled bias; LibTorch scales, then adds the bias).
+TEST(Quantize, DirectInt8PathEqualsLibTorchsOperators) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  auto net = random_chain(mixed_specs(), torch::kFloat);
+  for (const bool eqz : {false, true}) {
+    auto r = quantize(*net, calib(64), QuantizeOptions().equalize(eqz).observer(Observer::MinMax));
+    Int8Net direct(*r.net, DeployOptions()), ops(*r.net, DeployOptions().onednn_direct(false));
+    EXPECT_NE(direct->graph().find("through oneDNN " + onednn_direct_version()), std::string::npos) << direct->graph();
+    EXPECT_EQ(ops->graph().find("through oneDNN"), std::string::npos) << ops->graph();
+    torch::NoGradGuard g;
+    for (const auto& [n, size] : std::vector<std::pair<int64_t, int64_t>>{{16, 16}, {1, 24}, {16, 16}}) {
+      const auto x = calib(n, size, 9 + n);
+      const auto yd = direct->forward(x), yo = ops->forward(x), yq = r.net->forward(x);
+      const double range = yq.abs().max().item<double>();
+      EXPECT_LE((yd - yo).abs().max().item<double>() / range, 0.01) << n << " equalize " << eqz;
+      EXPECT_LE((yd - yq).abs().max().item<double>() / range, 0.02) << n << " equalize " << eqz;
+      EXPECT_GE(yd.argmax(1).eq(yo.argmax(1)).to(torch::kFloat).mean().item<double>(), 0.9) << n;
+      EXPECT_GT((yd - yq).abs().max().item<double>(), 0.0);  // INT8 for real
+    }
+  }
+}
+
 TEST(Quantize, TinyMapsRunAsOneInt8Gemm) {
   // convs on 3x3, 2x2 and 1x1 maps (stride 2, padding, no padding, a 1x1 kernel, ReLU fused or
   // not, a float32 output into the head): the INT8 GEMM path computes the same integer products as

@@ -89,6 +89,8 @@ dnnl::stream& thread_stream() {
 dt dnnl_type(torch::ScalarType t) {
   if (t == torch::kFloat) return dt::f32;
   if (t == torch::kBFloat16) return dt::bf16;
+  if (t == torch::kChar) return dt::s8;  // INT8 weights
+  if (t == torch::kByte) return dt::u8;
   TORCH_CHECK(false, "onednn runtime (direct): unsupported dtype ", t);
 }
 
@@ -396,12 +398,90 @@ class DnnlExecutor : public Executor {
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Plan>>> cache_;
 };
 
+/// An INT8 convolution (see QConvParams). oneDNN 2.x's INT8 semantics: dst = oscale * (acc + bias)
+/// with acc = sum (x - x_zp) * w in int32, then the post-ops, then + the dst zero point, rounded and
+/// saturated. LibTorch's (and rmnet's QuantizedNet's) is (acc * x_scale * w_scale + bias) /
+/// out_scale + out_zp; so oscale = x_scale * w_scale / out_scale and the bias is passed in the
+/// accumulator's units, bias / (x_scale * w_scale).
+class DnnlQConv final : public QConvPrimitive {
+ public:
+  DnnlQConv(const QConvParams& p, at::IntArrayRef sizes) : float_out_(p.float_out) {
+    const int64_t n = sizes[0], c = sizes[1], h = sizes[2], w = sizes[3];
+    const int64_t oc = p.weight_s8.size(0), k = p.weight_s8.size(2);
+    const int64_t ho = (h + 2 * p.padding - k) / p.stride + 1, wo = (w + 2 * p.padding - k) / p.stride + 1;
+    src_md_ = dnnl::memory::desc({n, c, h, w}, dt::u8, tag::nhwc);
+    dst_md_ = dnnl::memory::desc({n, oc, ho, wo}, p.float_out ? dt::f32 : dt::u8, tag::nhwc);
+    const dnnl::memory::dims wd = p.groups > 1 ? dnnl::memory::dims{p.groups, oc / p.groups, c / p.groups, k, k}
+                                               : dnnl::memory::dims{oc, c, k, k};
+    const dnnl::memory::desc wany(wd, dt::s8, tag::any), bias_md({oc}, dt::f32, tag::x);
+    const Tensor acc_scale = p.w_scale.to(torch::kDouble) * p.x_scale;  // one accumulator unit, per channel
+    const Tensor oscale = (p.float_out ? acc_scale : acc_scale / p.out_scale).to(torch::kFloat).contiguous();
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(1 << 1, std::vector<float>(oscale.data_ptr<float>(), oscale.data_ptr<float>() + oc));
+    if (p.x_zp != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {static_cast<int32_t>(p.x_zp)});
+    if (!p.float_out && p.out_zp != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {static_cast<int32_t>(p.out_zp)});
+    if (p.relu) {
+      dnnl::post_ops po;
+      po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(po);
+    }
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::memory::dims strides{p.stride, p.stride}, pad{p.padding, p.padding};
+    const dnnl::convolution_forward::primitive_desc pd(
+        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                        src_md_, wany, bias_md, dst_md_, strides, pad, pad),
+        attr, cpu_engine());
+    prim_ = dnnl::convolution_forward(pd);
+    scratch_md_ = pd.scratchpad_desc();
+    weights_ = reordered(p.weight_s8, wd, p.groups > 1 ? tag::goihw : tag::oihw, pd.weights_desc());
+    bias_ = reordered((p.bias.to(torch::kDouble) / acc_scale).to(torch::kFloat), {oc}, tag::x, bias_md);
+    out_ = {n, oc, ho, wo};
+  }
+
+  Tensor run(const Tensor& x) const override {
+    const Tensor src = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    Tensor y = at::empty(out_, src.options()
+                                   .dtype(float_out_ ? torch::kFloat : torch::kByte)
+                                   .memory_format(torch::MemoryFormat::ChannelsLast));
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, wrap(src_md_, src)},
+                                               {DNNL_ARG_WEIGHTS, weights_},
+                                               {DNNL_ARG_BIAS, bias_},
+                                               {DNNL_ARG_DST, wrap(dst_md_, y)}};
+    Tensor scratch;
+    if (scratch_md_.get_size() > 0) {
+      scratch = at::empty({static_cast<int64_t>(scratch_md_.get_size())}, src.options().dtype(torch::kByte));
+      args.emplace(DNNL_ARG_SCRATCHPAD, wrap(scratch_md_, scratch));
+    }
+    try {
+      prim_.execute(thread_stream(), args);
+      thread_stream().wait();
+    } catch (const dnnl::error& e) {
+      TORCH_CHECK(false, "INT8 runtime (direct): a qconv on input ", x.sizes(), " failed: ", e.what());
+    }
+    return y;
+  }
+
+ private:
+  bool float_out_;
+  dnnl::convolution_forward prim_;
+  dnnl::memory::desc src_md_, dst_md_, scratch_md_;
+  dnnl::memory weights_, bias_;
+  std::vector<int64_t> out_;
+};
+
 }  // namespace
+
+std::shared_ptr<const QConvPrimitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes) {
+  if (!(p.w_scale > 0).all().item<bool>() || !(p.x_scale > 0) || (!p.float_out && !(p.out_scale > 0))) return nullptr;
+  return std::make_shared<DnnlQConv>(p, sizes);
+}
 
 std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl& net, const DeployOptions& options) {
   return std::make_shared<DnnlExecutor>(net, options);
 }
 #else
+std::shared_ptr<const QConvPrimitive> make_dnnl_qconv(const QConvParams&, at::IntArrayRef) { return nullptr; }
+
 std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl&, const DeployOptions&) {
   TORCH_CHECK(false, "onednn runtime: this build of rmnet has no direct oneDNN path (libdnnl was not found)");
 }

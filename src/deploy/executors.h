@@ -28,6 +28,25 @@ std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl& net, const Depl
 /// it does not, it emulates bf16 and the onednn runtime keeps bf16 on LibTorch's operators.
 bool dnnl_native_bf16();
 
+/// One INT8 convolution of the INT8 executor as a oneDNN primitive for one input shape (the direct
+/// path, src/deploy/dnnl.cpp): u8 channels-last in (scale x_scale, zero point x_zp), s8 weights with
+/// per-channel scales, float32 bias; u8 out (out_scale, out_zp) or float32 (float_out); ReLU fused.
+struct QConvParams {
+  torch::Tensor weight_s8, w_scale, bias;  // [Cout, Cin/g, k, k] int8; [Cout] float32; [Cout] float32
+  double x_scale = 1, out_scale = 1;
+  int64_t x_zp = 0, out_zp = 0, stride = 1, padding = 0, groups = 1;
+  bool relu = false, float_out = false;
+};
+class QConvPrimitive {
+ public:
+  virtual ~QConvPrimitive() = default;
+  /// The conv of `x` (u8 [N, Cin, H, W] of the shape it was made for, any layout), channels-last out.
+  virtual torch::Tensor run(const torch::Tensor& x) const = 0;
+};
+/// The primitive for input `sizes`, or null where the direct path cannot express the conv exactly
+/// (a zero weight scale) or this build has no direct path.
+std::shared_ptr<const QConvPrimitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes);
+
 /// The chain on CUDA (cuDNN conv + bias + ReLU fused), captured in one CUDA graph per input shape
 /// and replayed (src/deploy/cuda_graph.cpp). Throws where rmnet was built without CUDA graphs.
 std::shared_ptr<Executor> make_cuda_graph_executor(const PlainNetImpl& net, const DeployOptions& options);

@@ -88,6 +88,9 @@ struct Int8Step {
   // with its reference reorder: 2/3 of the RM ResNet-50's time at 224x224)
   torch::Tensor weight_s8;
   std::list<std::pair<std::vector<int64_t>, torch::Tensor>> packs;  // most recently used first
+  // QConv on the direct oneDNN path (DeployOptions::onednn_direct): one primitive per input shape
+  bool direct_ok = false;
+  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const detail::QConvPrimitive>>> direct;
 };
 
 
@@ -148,6 +151,36 @@ torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x) {
   return packed;
 }
 
+/// The direct oneDNN primitive of a QConv step for input `x`'s shape (made on first use, cached),
+/// or null where the step does not take the direct path.
+std::shared_ptr<const detail::QConvPrimitive> direct_for(Int8Step& st, const torch::Tensor& x) {
+  if (!st.direct_ok) return nullptr;
+  const auto key = x.sizes().vec();
+  std::lock_guard<std::mutex> lock(st.pack_mutex);
+  if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
+  detail::QConvParams p;
+  p.weight_s8 = st.weight_s8;
+  p.w_scale = st.w_scale;
+  p.bias = st.bias;
+  p.x_scale = st.x_scale;
+  p.x_zp = st.x_zp;
+  p.out_scale = st.out_scale;
+  p.out_zp = st.out_zp;
+  p.stride = st.spec.stride;
+  p.padding = st.spec.padding;
+  p.groups = st.spec.groups;
+  p.relu = st.fused_relu;
+  p.float_out = st.float_out;
+  auto prim = detail::make_dnnl_qconv(p, key);
+  if (!prim) {  // not expressible on the direct path (a zero scale): LibTorch's operator, for good
+    st.direct_ok = false;
+    return nullptr;
+  }
+  st.direct.emplace_front(key, prim);
+  if (st.direct.size() > 4) st.direct.pop_back();
+  return prim;
+}
+
 /// A float32 Linear step's weight packed for batch `n` (mkldnn::_reorder_linear_weight, cached in
 /// the step's packs): the float head's GEMM through mkldnn::_linear_pointwise, 1.6-2.2x at::linear's
 /// speed at batches 1-32 on the reference machine.
@@ -166,7 +199,7 @@ torch::Tensor linear_packed_for(Int8Step& st, int64_t n) {
 class Int8Executor final : public detail::Executor {
  public:
   using Step = Int8Step;
-  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm);
+  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct);
   torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) override;
   std::string plan() const override;
   std::vector<std::string> fallbacks() const override { return fallbacks_; }
@@ -177,9 +210,10 @@ class Int8Executor final : public detail::Executor {
   std::vector<std::string> fallbacks_;
   double in_scale_ = 1.0;
   int64_t in_zp_ = 0;
+  bool direct_ = false;  // QConvs through oneDNN's own API (src/deploy/dnnl.cpp)
 };
 
-Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm) {
+Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct) : direct_(direct) {
   const auto& plan = net.plan();
   const size_t n = net.size();
   in_scale_ = net.input_scale();
@@ -244,6 +278,7 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm) {
         st->x_zp = cur_zp;
         st->weight_s8 = t.at("weight").contiguous();  // packed per input shape at the first forward of it
         st->gemm_ok = small_map_gemm && s.groups == 1 && qlinear_available;
+        st->direct_ok = direct;
         st->out_scale = net.out_scale(k);
         st->out_zp = net.out_zero_point(k);
         cur_s = st->out_scale;
@@ -343,7 +378,9 @@ int64_t Int8Executor::packed_gemms() const {
 }
 
 std::string Int8Executor::plan() const {
-  std::string out;
+  std::string out = direct_ ? "INT8 convolutions through oneDNN " + onednn_direct_version() +
+                                  " (primitives made once per input shape)\n"
+                            : std::string();
   for (const auto& st : steps_)
     out += fmt::format("[{}-{}] {}\n", st->first, st->last, step_name(*st, false));
   return out;
@@ -371,6 +408,10 @@ torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTimi
                              std::string("")})
                   .view({n, g->ho, g->wo, st.spec.out_channels})
                   .permute({0, 3, 1, 2});  // channels-last [N, Cout, Ho, Wo], no copy
+          break;
+        }
+        if (auto p = direct_for(*sp, x)) {
+          x = p->run(x);
           break;
         }
         x = x.contiguous(torch::MemoryFormat::ChannelsLast);
@@ -417,7 +458,8 @@ std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const 
               "the INT8 runtime needs LibTorch's oneDNN INT8 operators (onednn::qconv2d_pointwise), which this build "
               "of LibTorch does not register");
   TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
-  return std::make_shared<Int8Executor>(net, options.small_map_gemm());
+  return std::make_shared<Int8Executor>(net, options.small_map_gemm(),
+                                        options.onednn_direct() && onednn_direct_available());
 }
 }  // namespace detail
 
