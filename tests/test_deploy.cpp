@@ -254,7 +254,9 @@ TEST(OneDnn, DirectPathEqualsLibTorchOperators) {
     if (c.arch == "mobilenet_v2_cifar")  // ReLU6 on the block's channels only: fused into the conv
       EXPECT_NE(direct->graph().find("as post-ops)"), std::string::npos) << direct->graph();
     torch::NoGradGuard g;
-    for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 3, 32, 32}, {5, 3, 32, 32}, {2, 3, 20, 28}}) {
+    // {1, 3, 8, 8}: 1x1 maps at the end, where oneDNN 2.6 makes a depthwise primitive it cannot run
+    for (const auto& shape :
+         std::vector<std::vector<int64_t>>{{1, 3, 32, 32}, {5, 3, 32, 32}, {2, 3, 20, 28}, {1, 3, 8, 8}}) {
       const auto x = 20 * torch::randn(shape);
       const auto a = direct->forward(x), b = ops->forward(x);
       EXPECT_LE((a - b).abs().max().item<double>() / b.abs().max().item<double>(), 1e-5) << x.sizes();

@@ -127,6 +127,37 @@ dnnl::memory reordered(const Tensor& src, const dnnl::memory::dims& dims, tag us
   return out;
 }
 
+/// A primitive of `pd` that executes: run once on zeroed scratch buffers (plus `extra` arguments,
+/// the binary post-ops' operands), moving to oneDNN's next implementation while execution is
+/// refused. oneDNN 2.6 creates some primitives it then cannot execute ("unimplemented" at execute:
+/// a depthwise 3x3 conv on a 1x1 map at batch 1). Call before reordering weights into
+/// pd.weights_desc(), which may change with the implementation.
+template <class Prim, class PD>
+Prim first_runnable(PD& pd, const std::vector<std::pair<int, dnnl::memory>>& extra) {
+  for (;;) {
+    try {
+      Prim prim(pd);
+      std::unordered_map<int, dnnl::memory> args;
+      const auto zeros = [](const dnnl::memory::desc& md) {
+        dnnl::memory m(md, cpu_engine());
+        if (md.get_size() > 0) std::memset(m.get_data_handle(), 0, md.get_size());
+        return m;
+      };
+      args.emplace(DNNL_ARG_SRC, zeros(pd.src_desc()));
+      args.emplace(DNNL_ARG_WEIGHTS, zeros(pd.weights_desc()));
+      if (pd.bias_desc().get_size() > 0) args.emplace(DNNL_ARG_BIAS, zeros(pd.bias_desc()));
+      args.emplace(DNNL_ARG_DST, zeros(pd.dst_desc()));
+      if (pd.scratchpad_desc().get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, zeros(pd.scratchpad_desc()));
+      for (const auto& [k, m] : extra) args.emplace(k, m);
+      prim.execute(thread_stream(), args);
+      thread_stream().wait();
+      return prim;
+    } catch (const dnnl::error&) {
+      if (!pd.next_impl()) throw;
+    }
+  }
+}
+
 /// Post-ops for a step's attr ("relu", "hardtanh", "none") and, when `clamp` is given, its
 /// per-channel bounds as binary max/min operands [1, C, 1, 1] (float32) appended to `node`.
 dnnl::primitive_attr make_attr(const Step& s, const Step* clamp, Node& node, int64_t channels, bool map) {
@@ -165,11 +196,11 @@ void make_matmul(Node& node, const Step& s, const Tensor& w, const Tensor& b, in
   node.dst_md = dnnl::memory::desc({n, m}, t, tag::ab);
   const dnnl::memory::desc wany({k, m}, t, tag::any), bias_md({1, m}, dt::f32, tag::ab);
   auto attr = make_attr(s, nullptr, node, m, false);
-  const auto pd = b.defined() ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(node.src_md, wany, bias_md, node.dst_md),
+  auto pd = b.defined() ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(node.src_md, wany, bias_md, node.dst_md),
                                                               attr, cpu_engine())
                               : dnnl::matmul::primitive_desc(dnnl::matmul::desc(node.src_md, wany, node.dst_md), attr,
                                                               cpu_engine());
-  node.prim = dnnl::matmul(pd);
+  node.prim = first_runnable<dnnl::matmul>(pd, node.post_args);
   node.scratch_md = pd.scratchpad_desc();
   node.weights = reordered(w, {k, m}, tag::ba, pd.weights_desc());
   if (b.defined()) node.bias = reordered(b.to(torch::kFloat).reshape({1, m}), {1, m}, tag::ab, bias_md);
@@ -347,7 +378,7 @@ class DnnlExecutor : public Executor {
           const dnnl::memory::desc wany(wd, t, tag::any), bias_md({s.out}, dt::f32, tag::x);
           const dnnl::memory::dims strides{s.stride, s.stride}, pad{s.padding, s.padding};
           auto attr = make_attr(s, clamp, node, s.out, true);
-          const auto pd =
+          auto pd =
               s.bias.defined()
                   ? dnnl::convolution_forward::primitive_desc(
                         dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
@@ -357,7 +388,7 @@ class DnnlExecutor : public Executor {
                         dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                                         node.src_md, wany, node.dst_md, strides, pad, pad),
                         attr, cpu_engine());
-          node.prim = dnnl::convolution_forward(pd);
+          node.prim = first_runnable<dnnl::convolution_forward>(pd, node.post_args);
           node.scratch_md = pd.scratchpad_desc();
           node.weights = reordered(s.weight, wd, s.groups > 1 ? tag::goihw : tag::oihw, pd.weights_desc());
           if (s.bias.defined()) node.bias = reordered(s.bias.to(torch::kFloat), {s.out}, tag::x, bias_md);
@@ -427,11 +458,11 @@ class DnnlQConv final : public QConvPrimitive {
     }
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::memory::dims strides{p.stride, p.stride}, pad{p.padding, p.padding};
-    const dnnl::convolution_forward::primitive_desc pd(
+    dnnl::convolution_forward::primitive_desc pd(
         dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                         src_md_, wany, bias_md, dst_md_, strides, pad, pad),
         attr, cpu_engine());
-    prim_ = dnnl::convolution_forward(pd);
+    prim_ = first_runnable<dnnl::convolution_forward>(pd, {});
     scratch_md_ = pd.scratchpad_desc();
     weights_ = reordered(p.weight_s8, wd, p.groups > 1 ? tag::goihw : tag::oihw, pd.weights_desc());
     bias_ = reordered((p.bias.to(torch::kDouble) / acc_scale).to(torch::kFloat), {oc}, tag::x, bias_md);
