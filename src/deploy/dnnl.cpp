@@ -19,7 +19,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -103,6 +105,7 @@ struct Node {
   size_t step = 0;
   enum class Kind { Conv, Gemm, Linear } kind = Kind::Conv;
   torch::Tensor matrix, matrix_bias;  // bfloat16 Gemm: the dense matrix for at::linear (see make_plan)
+  torch::Tensor libtorch_weight;      // Conv measured faster on LibTorch's operator: its packed weights
   dnnl::primitive prim;
   dnnl::memory::desc src_md, dst_md, scratch_md;
   dnnl::memory weights, bias;                           // in the primitive's layout, owned
@@ -233,6 +236,7 @@ class DnnlExecutor : public Executor {
         if (timings) {
           macs = node.kind == Node::Kind::Linear ? x.numel() * s.in : x.numel() * (s.in / s.groups) * s.kernel * s.kernel;
           if (node.kind == Node::Kind::Gemm) name += " (as one GEMM)";
+          if (node.libtorch_weight.defined()) name += " (LibTorch's operator: measured faster)";
           if (node.fused_clamp) name += " + " + fused_name(steps_[i + 1]);
         }
       } else {
@@ -292,6 +296,10 @@ class DnnlExecutor : public Executor {
       src = x.contiguous();
       y = at::empty(node.out, x.options());
     }
+    if (node.libtorch_weight.defined()) {  // measured faster on LibTorch's operator (make_plan)
+      x = libtorch_conv(steps_[node.step], x, node.libtorch_weight);
+      return;
+    }
     if (node.matrix.defined()) {  // bfloat16 tiny-map GEMM through ATen, the activation after it
       const auto& st = steps_[node.step];
       y = at::linear(src, node.matrix, node.matrix_bias.defined() ? std::optional<Tensor>(node.matrix_bias) : std::nullopt);
@@ -329,6 +337,51 @@ class DnnlExecutor : public Executor {
     cache_.emplace_front(key, p);
     while (static_cast<int64_t>(cache_.size()) > options_.packed_shapes()) cache_.pop_back();
     return p;
+  }
+
+  /// Convs of at least this many MACs per call are timed against LibTorch's operator when planned
+  /// (below it, LibTorch's per-call set-up, ~80 µs on the reference machine, decides it).
+  static constexpr int64_t kMeasureMacs = int64_t{50} << 20;
+
+  /// Whether LibTorch's operator (oneDNN 3, newer kernels) runs conv `node` (with its per-channel
+  /// `clamp`, if fused, as a separate in-place step there) faster than the direct primitive on an
+  /// input of `sizes`: both timed on random data, the best of 2 after a warm-up each. On big convs
+  /// oneDNN 2.6's kernels can lose (the RM resnet50 at 224x224: 0.93x LibTorch's on the whole net).
+  bool libtorch_faster(const Node& node, const Step* clamp, const std::vector<int64_t>& sizes) const {
+    const auto& s = steps_[node.step];
+    const Tensor x = torch::randn(sizes, torch::TensorOptions().dtype(dtype_))
+                         .contiguous(torch::MemoryFormat::ChannelsLast);
+    const Tensor packed = libtorch_pack_conv(s, sizes);
+    const auto best_ms = [](const std::function<void()>& f) {
+      f();
+      double best = 1e30;
+      for (int k = 0; k < 2; ++k) {
+        const auto t0 = std::chrono::steady_clock::now();
+        f();
+        best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    const double direct = best_ms([&] {
+      Tensor y = x;
+      execute(node, y);
+    });
+    const double ops = best_ms([&] {
+      Tensor y = libtorch_conv(s, x, packed);
+      if (clamp) y.clamp_(clamp->lo_t, clamp->hi_t);
+    });
+    return ops < direct;
+  }
+
+  /// libtorch_faster, decided once per conv and input shape for the executor's life (a plan evicted
+  /// and made again runs the same kernels: results stay bit for bit the same). Under mutex_.
+  bool choose_libtorch(const Node& node, const Step* clamp, const std::vector<int64_t>& sizes) const {
+    std::vector<int64_t> key = sizes;
+    key.push_back(static_cast<int64_t>(node.step));
+    if (const auto it = choices_.find(key); it != choices_.end()) return it->second;
+    const bool faster = libtorch_faster(node, clamp, sizes);
+    choices_.emplace(std::move(key), faster);
+    return faster;
   }
 
   /// Shape inference through the chain; a primitive for every conv and Linear at its input shape.
@@ -394,6 +447,12 @@ class DnnlExecutor : public Executor {
           if (s.bias.defined()) node.bias = reordered(s.bias.to(torch::kFloat), {s.out}, tag::x, bias_md);
           node.out = {n, s.out, h, w};
           node.fused_clamp = clamp != nullptr;
+          if (n * h * w * s.out * (s.in / s.groups) * s.kernel * s.kernel >= kMeasureMacs &&
+              choose_libtorch(node, clamp, {n, c, h_in, w_in})) {
+            node.libtorch_weight = libtorch_pack_conv(s, {n, c, h_in, w_in});
+            node.fused_clamp = false;  // the clamp runs as its own step after LibTorch's conv
+            clamp = nullptr;
+          }
         }
         plan.node_of_step[i] = static_cast<int>(plan.nodes.size());
         plan.nodes.push_back(std::move(node));
@@ -427,6 +486,7 @@ class DnnlExecutor : public Executor {
   size_t num_convs_ = 0;
   std::mutex mutex_;
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Plan>>> cache_;
+  mutable std::map<std::vector<int64_t>, bool> choices_;  // choose_libtorch: [input sizes..., step] -> LibTorch's
 };
 
 /// An INT8 convolution (see QConvParams). oneDNN 2.x's INT8 semantics: dst = oscale * (acc + bias)

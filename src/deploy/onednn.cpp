@@ -266,6 +266,17 @@ Packed OneDnnExecutor::pack(const std::vector<int64_t>& shape) const {
   return packed;
 }
 
+Tensor libtorch_pack_conv(const Step& s, at::IntArrayRef input_sizes) {
+  return Ops::get().reorder.call(s.weight, {s.padding, s.padding}, {s.stride, s.stride}, {1, 1}, s.groups,
+                                 input_sizes);
+}
+
+Tensor libtorch_conv(const Step& s, const Tensor& x, const Tensor& packed_weight) {
+  return Ops::get().conv.call(x.contiguous(torch::MemoryFormat::ChannelsLast), packed_weight,
+                              s.bias.defined() ? std::optional<Tensor>(s.bias) : std::nullopt, {s.padding, s.padding},
+                              {s.stride, s.stride}, {1, 1}, s.groups, s.attr, s.op_scalars, std::nullopt);
+}
+
 std::shared_ptr<Executor> make_onednn_executor(const PlainNetImpl& net, const DeployOptions& options) {
   return std::make_shared<OneDnnExecutor>(net, options);
 }

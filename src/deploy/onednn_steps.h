@@ -74,6 +74,11 @@ Step activation_step(const PlainNetImpl& net, size_t i, torch::ScalarType dtype)
 /// the executor's own tensor) and sets `owned`; `macs` receives a Linear's multiply-accumulates.
 void run_aten_step(const Step& s, torch::Tensor& x, bool& owned, int64_t* macs);
 
+/// A Conv step's weights packed for `input_sizes` by LibTorch's mkldnn::_reorder_convolution_weight,
+/// and the step (its activation post-op included) run by mkldnn::_convolution_pointwise on them.
+torch::Tensor libtorch_pack_conv(const Step& s, at::IntArrayRef input_sizes);
+torch::Tensor libtorch_conv(const Step& s, const torch::Tensor& x, const torch::Tensor& packed_weight);
+
 class OneDnnExecutor : public Executor {
  public:
   OneDnnExecutor(const PlainNetImpl& net, const DeployOptions& o);

@@ -80,7 +80,7 @@ struct DeployOptions {
   /// onednn: run the convolutions, tiny-map GEMMs and the Linear head through oneDNN's own API
   /// (the libdnnl rmnet links where its build found one: onednn_direct_available()): primitives
   /// made once per input shape and executed with no per-call set-up, a per-channel clamp after a
-  /// conv fused as its post-ops. LibTorch's registered operators build a primitive descriptor on
+  /// conv fused as its post-ops; int8: its convolutions the same way. LibTorch's registered operators build a primitive descriptor on
   /// every call (~80 us per conv on the reference machine: most of a batch-1 forward of the RM
   /// mobilenet_v2). false, or a build without libdnnl: LibTorch's operators (same products, up
   /// to the kernels' summation order). The default is true unless the environment has
