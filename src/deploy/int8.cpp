@@ -2,6 +2,8 @@
 #include "rmnet/deploy/int8.h"
 
 #include <chrono>
+#include <functional>
+#include <map>
 #include <list>
 #include <mutex>
 #include <string>
@@ -91,6 +93,7 @@ struct Int8Step {
   // QConv on the direct oneDNN path (DeployOptions::onednn_direct): one primitive per input shape
   bool direct_ok = false;
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const detail::QConvPrimitive>>> direct;
+  std::map<std::vector<int64_t>, bool> direct_choice;  // big convs: input shape -> the direct path measured faster
 };
 
 
@@ -151,13 +154,53 @@ torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x) {
   return packed;
 }
 
+torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x);
+
+/// A QConv step on LibTorch's operator (onednn::qconv2d_pointwise) with its weights packed for x.
+torch::Tensor libtorch_qconv(Int8Step& st, const torch::Tensor& x_in) {
+  static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
+  const auto x = x_in.contiguous(torch::MemoryFormat::ChannelsLast);
+  return call(qconv, {x, st.x_scale, st.x_zp, packed_for(st, x), st.w_scale, st.w_zp, st.bias, pair(st.spec.stride),
+                      pair(st.spec.padding), pair(1), st.spec.groups, st.float_out ? 1.0 : st.out_scale,
+                      st.float_out ? int64_t{0} : st.out_zp, st.float_out ? c10::IValue(torch::kFloat) : c10::IValue(),
+                      std::string(st.fused_relu ? "relu" : "none"), c10::List<std::optional<at::Scalar>>(),
+                      std::string("")});
+}
+
+/// Whether LibTorch's operator runs QConv `st` faster than the direct primitive `prim` on inputs
+/// of `sizes` (random codes; best of 2 after a warm-up each): asked once per big conv (>= 50M MACs
+/// a call) and input shape, where oneDNN 2.6's INT8 kernels can lose to LibTorch's oneDNN 3.
+bool libtorch_qconv_faster(Int8Step& st, const detail::QConvPrimitive& prim, const std::vector<int64_t>& sizes) {
+  const auto x = torch::randint(0, 256, sizes, torch::kByte).contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto best_ms = [](const std::function<void()>& f) {
+    f();
+    double best = 1e30;
+    for (int k = 0; k < 2; ++k) {
+      const auto t0 = std::chrono::steady_clock::now();
+      f();
+      best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const double direct = best_ms([&] { prim.run(x); });
+  const double ops = best_ms([&] { libtorch_qconv(st, x); });
+  return ops < direct;
+}
+
 /// The direct oneDNN primitive of a QConv step for input `x`'s shape (made on first use, cached),
-/// or null where the step does not take the direct path.
+/// or null where the step does not take the direct path (or LibTorch's operator measured faster
+/// for this shape: decided once, kept for the executor's life).
 std::shared_ptr<const detail::QConvPrimitive> direct_for(Int8Step& st, const torch::Tensor& x) {
   if (!st.direct_ok) return nullptr;
   const auto key = x.sizes().vec();
-  std::lock_guard<std::mutex> lock(st.pack_mutex);
-  if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
+  {
+    std::lock_guard<std::mutex> lock(st.pack_mutex);
+    if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
+    if (const auto it = st.direct_choice.find(key); it != st.direct_choice.end() && !it->second) return nullptr;
+  }
+  const auto& s = st.spec;
+  const int64_t ho = (key[2] + 2 * s.padding - s.kernel) / s.stride + 1, wo = (key[3] + 2 * s.padding - s.kernel) / s.stride + 1;
+  const int64_t macs = key[0] * ho * wo * s.out_channels * (s.in_channels / s.groups) * s.kernel * s.kernel;
   detail::QConvParams p;
   p.weight_s8 = st.weight_s8;
   p.w_scale = st.w_scale;
@@ -172,10 +215,31 @@ std::shared_ptr<const detail::QConvPrimitive> direct_for(Int8Step& st, const tor
   p.relu = st.fused_relu;
   p.float_out = st.float_out;
   auto prim = detail::make_dnnl_qconv(p, key);
-  if (!prim) {  // not expressible on the direct path (a zero scale): LibTorch's operator, for good
+  bool use = prim != nullptr;  // null: not expressible on the direct path (a zero scale)
+  if (use && macs >= (int64_t{50} << 20)) {
+    std::lock_guard<std::mutex> lock(st.pack_mutex);
+    const auto it = st.direct_choice.find(key);
+    use = it != st.direct_choice.end() ? it->second : true;
+  }
+  if (use && macs >= (int64_t{50} << 20)) {
+    bool decided = false;
+    {
+      std::lock_guard<std::mutex> lock(st.pack_mutex);
+      decided = st.direct_choice.count(key) > 0;
+    }
+    if (!decided) {
+      use = !libtorch_qconv_faster(st, *prim, key);
+      std::lock_guard<std::mutex> lock(st.pack_mutex);
+      use = st.direct_choice.emplace(key, use).first->second;  // a concurrent first decision wins
+    }
+  }
+  std::lock_guard<std::mutex> lock(st.pack_mutex);
+  if (!prim) {
     st.direct_ok = false;
     return nullptr;
   }
+  if (!use) return nullptr;
+  if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
   st.direct.emplace_front(key, prim);
   if (st.direct.size() > 4) st.direct.pop_back();
   return prim;
@@ -387,7 +451,6 @@ std::string Int8Executor::plan() const {
 }
 
 torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTiming>* timings) {
-  static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
   static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
   // the input: checked, float32 on the CPU (DeployedNetImpl::check_input)
   auto x = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
@@ -414,13 +477,7 @@ torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTimi
           x = p->run(x);
           break;
         }
-        x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-        x = call(qconv, {x, st.x_scale, st.x_zp, packed_for(*sp, x), st.w_scale, st.w_zp, st.bias, pair(st.spec.stride),
-                         pair(st.spec.padding), pair(1), st.spec.groups, st.float_out ? 1.0 : st.out_scale,
-                         st.float_out ? int64_t{0} : st.out_zp,
-                         st.float_out ? c10::IValue(torch::kFloat) : c10::IValue(),
-                         std::string(st.fused_relu ? "relu" : "none"), c10::List<std::optional<at::Scalar>>(),
-                         std::string("")});
+        x = libtorch_qconv(*sp, x);
         break;
       case Step::U8Relu: x = torch::clamp_min(x, st.out_zp); break;
       case Step::U8Clamp: x = at::clamp(x, st.qlo, st.qhi); break;  // one pass (minimum(maximum) took two)
