@@ -19,7 +19,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -334,14 +333,9 @@ class DnnlExecutor : public Executor {
     std::lock_guard<std::mutex> lock(mutex_);
     if (auto* cached = lru_find(cache_, key)) return *cached;
     auto p = std::make_shared<Plan>(make_plan(key));
-    cache_.emplace_front(key, p);
-    while (static_cast<int64_t>(cache_.size()) > options_.packed_shapes()) cache_.pop_back();
+    lru_put(cache_, std::move(key), p, options_.packed_shapes());
     return p;
   }
-
-  /// Convs of at least this many MACs per call are timed against LibTorch's operator when planned
-  /// (below it, LibTorch's per-call set-up, ~80 µs on the reference machine, decides it).
-  static constexpr int64_t kMeasureMacs = int64_t{50} << 20;
 
   /// Whether LibTorch's operator (oneDNN 3, newer kernels) runs conv `node` (with its per-channel
   /// `clamp`, if fused, as a separate in-place step there) faster than the direct primitive on an
@@ -352,16 +346,6 @@ class DnnlExecutor : public Executor {
     const Tensor x = torch::randn(sizes, torch::TensorOptions().dtype(dtype_))
                          .contiguous(torch::MemoryFormat::ChannelsLast);
     const Tensor packed = libtorch_pack_conv(s, sizes);
-    const auto best_ms = [](const std::function<void()>& f) {
-      f();
-      double best = 1e30;
-      for (int k = 0; k < 2; ++k) {
-        const auto t0 = std::chrono::steady_clock::now();
-        f();
-        best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-      }
-      return best;
-    };
     const double direct = best_ms([&] {
       Tensor y = x;
       execute(node, y);
@@ -447,7 +431,7 @@ class DnnlExecutor : public Executor {
           if (s.bias.defined()) node.bias = reordered(s.bias.to(torch::kFloat), {s.out}, tag::x, bias_md);
           node.out = {n, s.out, h, w};
           node.fused_clamp = clamp != nullptr;
-          if (n * h * w * s.out * (s.in / s.groups) * s.kernel * s.kernel >= kMeasureMacs &&
+          if (n * h * w * s.out * (s.in / s.groups) * s.kernel * s.kernel >= kTimedConvMacs &&
               choose_libtorch(node, clamp, {n, c, h_in, w_in})) {
             node.libtorch_weight = libtorch_pack_conv(s, {n, c, h_in, w_in});
             node.fused_clamp = false;  // the clamp runs as its own step after LibTorch's conv

@@ -1,11 +1,13 @@
 #pragma once
 // Internal: the executors behind DeployedNet (one file each).
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -72,6 +74,32 @@ V* lru_find(std::list<std::pair<std::vector<int64_t>, V>>& cache, const std::vec
       return &cache.front().second;
     }
   return nullptr;
+}
+
+/// Puts `value` for `key` at the front of a per-shape cache (most recently used first) and evicts
+/// the least recently used entries beyond `capacity`.
+template <class V>
+void lru_put(std::list<std::pair<std::vector<int64_t>, V>>& cache, std::vector<int64_t> key,
+             std::type_identity_t<V> value, int64_t capacity) {
+  cache.emplace_front(std::move(key), std::move(value));
+  while (static_cast<int64_t>(cache.size()) > capacity) cache.pop_back();
+}
+
+/// Convs of at least this many MACs a call are timed once per input shape against LibTorch's
+/// operator on the direct oneDNN path (float and INT8), the faster kept: oneDNN 2.6's kernels can
+/// lose to LibTorch's oneDNN 3 on big convs; below it, LibTorch's per-call set-up decides.
+constexpr int64_t kTimedConvMacs = int64_t{50} << 20;
+
+/// The best wall time in ms of `reps` calls of `f` after one untimed call.
+inline double best_ms(const std::function<void()>& f, int reps = 2) {
+  f();
+  double best = 1e30;
+  for (int k = 0; k < reps; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
 }
 
 }  // namespace rmnet::detail

@@ -117,8 +117,7 @@ std::shared_ptr<const Int8Step::Gemm> gemm_for(Int8Step& st, const torch::Tensor
   g->w_scale = st.w_scale.repeat({ho * wo}).contiguous();
   g->w_zp = torch::zeros({t.size(0)}, torch::kLong);
   g->bias = st.bias.repeat({ho * wo}).contiguous();
-  st.gemms.emplace_front(key, g);
-  if (st.gemms.size() > 8) st.gemms.pop_back();
+  detail::lru_put(st.gemms, key, g, 8);
   return g;
 }
 
@@ -149,8 +148,7 @@ torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x) {
   const auto& s = st.spec;
   auto packed = call(prepack, {st.weight_s8, st.w_scale, st.x_scale, st.x_zp, pair(s.stride), pair(s.padding), pair(1),
                                s.groups, key});
-  st.packs.emplace_front(key, packed);
-  if (st.packs.size() > 4) st.packs.pop_back();
+  detail::lru_put(st.packs, key, packed, 4);
   return packed;
 }
 
@@ -172,18 +170,8 @@ torch::Tensor libtorch_qconv(Int8Step& st, const torch::Tensor& x_in) {
 /// a call) and input shape, where oneDNN 2.6's INT8 kernels can lose to LibTorch's oneDNN 3.
 bool libtorch_qconv_faster(Int8Step& st, const detail::QConvPrimitive& prim, const std::vector<int64_t>& sizes) {
   const auto x = torch::randint(0, 256, sizes, torch::kByte).contiguous(torch::MemoryFormat::ChannelsLast);
-  const auto best_ms = [](const std::function<void()>& f) {
-    f();
-    double best = 1e30;
-    for (int k = 0; k < 2; ++k) {
-      const auto t0 = std::chrono::steady_clock::now();
-      f();
-      best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return best;
-  };
-  const double direct = best_ms([&] { prim.run(x); });
-  const double ops = best_ms([&] { libtorch_qconv(st, x); });
+  const double direct = detail::best_ms([&] { prim.run(x); });
+  const double ops = detail::best_ms([&] { libtorch_qconv(st, x); });
   return ops < direct;
 }
 
@@ -215,33 +203,26 @@ std::shared_ptr<const detail::QConvPrimitive> direct_for(Int8Step& st, const tor
   p.relu = st.fused_relu;
   p.float_out = st.float_out;
   auto prim = detail::make_dnnl_qconv(p, key);
-  bool use = prim != nullptr;  // null: not expressible on the direct path (a zero scale)
-  if (use && macs >= (int64_t{50} << 20)) {
+  if (!prim) {  // not expressible on the direct path (a zero scale): LibTorch's operator, for good
     std::lock_guard<std::mutex> lock(st.pack_mutex);
-    const auto it = st.direct_choice.find(key);
-    use = it != st.direct_choice.end() ? it->second : true;
-  }
-  if (use && macs >= (int64_t{50} << 20)) {
-    bool decided = false;
-    {
-      std::lock_guard<std::mutex> lock(st.pack_mutex);
-      decided = st.direct_choice.count(key) > 0;
-    }
-    if (!decided) {
-      use = !libtorch_qconv_faster(st, *prim, key);
-      std::lock_guard<std::mutex> lock(st.pack_mutex);
-      use = st.direct_choice.emplace(key, use).first->second;  // a concurrent first decision wins
-    }
-  }
-  std::lock_guard<std::mutex> lock(st.pack_mutex);
-  if (!prim) {
     st.direct_ok = false;
     return nullptr;
   }
-  if (!use) return nullptr;
+  if (macs >= detail::kTimedConvMacs) {  // decided once per shape (timed outside the lock)
+    bool known = false;
+    {
+      std::lock_guard<std::mutex> lock(st.pack_mutex);
+      known = st.direct_choice.count(key) > 0;  // and true: a false one returned above
+    }
+    if (!known) {
+      const bool faster = libtorch_qconv_faster(st, *prim, key);
+      std::lock_guard<std::mutex> lock(st.pack_mutex);
+      if (!st.direct_choice.emplace(key, !faster).first->second) return nullptr;  // a concurrent first decision wins
+    }
+  }
+  std::lock_guard<std::mutex> lock(st.pack_mutex);
   if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
-  st.direct.emplace_front(key, prim);
-  if (st.direct.size() > 4) st.direct.pop_back();
+  detail::lru_put(st.direct, key, prim, 4);
   return prim;
 }
 
@@ -254,8 +235,7 @@ torch::Tensor linear_packed_for(Int8Step& st, int64_t n) {
   if (auto* cached = detail::lru_find(st.packs, key)) return *cached;
   static const auto reorder = onednn_op("mkldnn::_reorder_linear_weight");
   auto packed = call(reorder, {st.tensors.at("weight").to(torch::kFloat).contiguous(), n});
-  st.packs.emplace_front(key, packed);
-  if (st.packs.size() > 4) st.packs.pop_back();
+  detail::lru_put(st.packs, key, packed, 4);
   return packed;
 }
 

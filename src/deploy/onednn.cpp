@@ -202,8 +202,7 @@ std::shared_ptr<const Packed> OneDnnExecutor::packed_for(at::IntArrayRef sizes) 
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto* cached = lru_find(cache_, key)) return *cached;
   auto packed = std::make_shared<Packed>(pack(key));
-  cache_.emplace_front(key, packed);
-  while (static_cast<int64_t>(cache_.size()) > options_.packed_shapes()) cache_.pop_back();
+  lru_put(cache_, std::move(key), packed, options_.packed_shapes());
   return packed;
 }
 
