@@ -279,6 +279,35 @@ TEST(OneDnn, DirectPathEqualsLibTorchOperators) {
   }
 }
 
+// Big convs (>= kTimedConvMacs a call) are timed against LibTorch's operator when planned; whichever
+// wins, the network computes what eager does, a per-channel clamp after it included, and the choice
+// is kept: a plan evicted and made again gives the same bits.
+TEST(OneDnn, DirectPathTimedBigConvsEqualEager) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  const double kInf = std::numeric_limits<double>::infinity();
+  torch::manual_seed(17);
+  PlainNet net(std::vector<LayerSpec>{LayerSpec::conv(16, 64, 3, 1, 1), LayerSpec::clamp(64),  // 16*32*32*64*16*9 MACs
+                                      LayerSpec::conv(64, 64, 3, 1, 1), LayerSpec::relu(), LayerSpec::avgpool(),
+                                      LayerSpec::flatten(), LayerSpec::linear(64, 5)},
+               ModelOptions("plain").in_channels(16).num_classes(5));
+  {
+    torch::NoGradGuard g;
+    auto c = net->layer_as<ChannelClampImpl>(1);
+    for (int64_t ch = 0; ch < 64; ++ch) {
+      c->min[ch] = ch % 2 ? -kInf : 0.0;
+      c->max[ch] = ch % 3 ? 6.0 : kInf;
+    }
+  }
+  net->eval();
+  auto d = deploy(*net, DeployOptions().runtime(Runtime::OneDNN).packed_shapes(1));
+  const auto a = 5 * torch::randn({16, 16, 32, 32}), b = torch::randn({2, 16, 8, 8});
+  EXPECT_LE(rel_diff(*net, *d, a), 1e-4);
+  torch::NoGradGuard g;
+  const auto first = d->forward(a);
+  d->forward(b);  // evicts a's plan
+  EXPECT_TRUE(torch::equal(d->forward(a), first));
+}
+
 // Debian's libdnnl and the torch wheel both need libgomp.so.1: the process must map one OpenMP
 // runtime (one thread pool, one at::set_num_threads), not two.
 TEST(OneDnn, OneOpenMPRuntimeInTheProcess) {
