@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <limits>
@@ -308,6 +309,110 @@ TEST(OneDnn, DirectPathTimedBigConvsEqualEager) {
   EXPECT_TRUE(torch::equal(d->forward(a), first));
 }
 
+// Dirac shortcuts (DeployOptions::dirac_shortcuts): on the RM ResNets the reserved channels of
+// identity blocks are found by their weights, not computed, and added back as a sum post-op of the
+// merge conv. The same function as eager in float64 (to float32 rounding) and as the same runtime
+// without shortcuts, at large activations; the MACs saved are exactly the Dirac rows and columns;
+// a ReLU on the copies' path is applied to a block input that may be negative; weights that are
+// not exactly Dirac are left as convolutions.
+TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  EXPECT_TRUE(DeployOptions().dirac_shortcuts() || std::getenv("RMNET_DIRAC_SHORTCUTS"));
+  torch::NoGradGuard g;
+  struct Case {
+    std::string arch;
+    bool keep_bn;
+    torch::ScalarType dtype;
+    size_t shortcuts;
+  };
+  for (const auto& c : std::vector<Case>{{"resnet8", true, torch::kFloat, 1},   // BN folded from float32 params
+                                         {"resnet8", false, torch::kDouble, 1},
+                                         {"resnet20", true, torch::kDouble, 7},
+                                         {"resnet50", false, torch::kDouble, 12}}) {  // bottlenecks: A, M, B
+    SCOPED_TRACE(c.arch + (c.keep_bn ? " bn kept " : " ") + c10::toString(c.dtype));
+    auto m = random_model(c.arch, c.dtype);
+    auto r = convert(*m, ConvertOptions().keep_bn(c.keep_bn));
+    ASSERT_TRUE(r.report.passed) << r.report.to_string();
+    auto plain = r.plain;
+    plain->eval();
+    auto on = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+    auto off = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dirac_shortcuts(false));
+    EXPECT_NE(on->graph().find("; " + std::to_string(c.shortcuts) + " Dirac shortcut"), std::string::npos) << on->graph();
+    EXPECT_NE(off->graph().find("0 Dirac shortcuts (off)"), std::string::npos) << off->graph();
+    EXPECT_NE(on->graph().find("sum post-op"), std::string::npos) << on->graph();
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{3, 3, 32, 32}, {1, 3, 20, 12}}) {
+      const auto x = 20 * torch::randn(shape, torch::kFloat);  // large activations
+      const auto ref = m->forward(x.to(c.dtype)).to(torch::kDouble);  // the residual network itself
+      const auto a = on->forward(x).to(torch::kDouble), b = off->forward(x).to(torch::kDouble);
+      const double scale = ref.abs().max().item<double>();
+      EXPECT_LE((a - ref).abs().max().item<double>() / scale, 2e-5) << x.sizes();
+      EXPECT_LE((a - b).abs().max().item<double>() / scale, 2e-5) << x.sizes();
+      EXPECT_TRUE(a.argmax(1).equal(ref.argmax(1)));
+    }
+    // MACs: the plain form's less the Dirac rows of each A (and M) and the Dirac columns of each B
+    const auto x = torch::randn({2, 3, 32, 32});
+    int64_t macs_on = 0, macs_off = 0;
+    for (const auto& s : on->profile(x, 0, 1)) macs_on += s.macs;
+    for (const auto& s : off->profile(x, 0, 1)) macs_off += s.macs;
+    EXPECT_EQ(macs_off, 2 * count_flops(*plain, 3, 32));
+    if (c.arch == "resnet8")  // one identity block, 16 channels on 32x32, 3x3: A's 16 copy rows, B's 16 columns
+      EXPECT_EQ(macs_off - macs_on, 2 * (16 * 16 * 9 + 16 * 16 * 9) * 32 * 32);
+    else
+      EXPECT_LT(macs_on, macs_off * 3 / 4);
+  }
+
+  // A block input that can be negative (no ReLU before it): the copies pass A's ReLU, so the
+  // shortcut adds relu(x). And a near-Dirac weight (1 + 1e-3) is a convolution, not a shortcut.
+  for (const double one : {1.0, 1.001}) {
+    SCOPED_TRACE(one);
+    torch::manual_seed(5);
+    PlainNet net(std::vector<LayerSpec>{LayerSpec::conv(3, 4, 3, 1, 1), LayerSpec::conv(4, 8, 3, 1, 1),
+                                        LayerSpec::relu(), LayerSpec::conv(8, 4, 3, 1, 1), LayerSpec::relu(),
+                                        LayerSpec::avgpool(), LayerSpec::flatten(), LayerSpec::linear(4, 3)},
+                 ModelOptions("plain").num_classes(3));
+    {
+      auto a = net->layer_as<torch::nn::Conv2dImpl>(1), b = net->layer_as<torch::nn::Conv2dImpl>(3);
+      a->weight.slice(0, 4).zero_();
+      a->bias.slice(0, 4).zero_();
+      b->weight.slice(1, 4).zero_();
+      for (int64_t c = 0; c < 4; ++c) {
+        a->weight[4 + c][c][1][1] = one;
+        b->weight[c][4 + c][1][1] = 1.0;
+      }
+    }
+    net->eval();
+    auto d = deploy(*net, DeployOptions().runtime(Runtime::OneDNN));
+    const bool dirac = one == 1.0;
+    EXPECT_EQ(d->graph().find("; 1 Dirac shortcut") != std::string::npos, dirac) << d->graph();
+    EXPECT_EQ(d->graph().find("ReLU on it first") != std::string::npos, dirac) << d->graph();
+    const auto x = 10 * torch::randn({2, 3, 9, 9});
+    const auto ref = net->forward(x);
+    EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-5);
+  }
+  // The caller's input as the block input: the shortcut adds a copy; the input is never written.
+  PlainNet first(std::vector<LayerSpec>{LayerSpec::conv(3, 6, 1, 1, 0), LayerSpec::relu(), LayerSpec::conv(6, 3, 1, 1, 0),
+                                        LayerSpec::relu(), LayerSpec::avgpool(), LayerSpec::flatten(),
+                                        LayerSpec::linear(3, 2)},
+                 ModelOptions("plain").num_classes(2));
+  {
+    auto a = first->layer_as<torch::nn::Conv2dImpl>(0), b = first->layer_as<torch::nn::Conv2dImpl>(2);
+    a->weight.slice(0, 3).zero_();
+    a->bias.slice(0, 3).zero_();
+    b->weight.slice(1, 3).zero_();
+    for (int64_t c = 0; c < 3; ++c) {
+      a->weight[3 + c][c][0][0] = 1.0;
+      b->weight[c][3 + c][0][0] = 1.0;
+    }
+  }
+  first->eval();
+  auto d = deploy(*first, DeployOptions().runtime(Runtime::OneDNN));
+  EXPECT_NE(d->graph().find("; 1 Dirac shortcut"), std::string::npos) << d->graph();
+  const auto x = torch::randn({2, 3, 5, 5}).contiguous(torch::MemoryFormat::ChannelsLast), saved = x.clone();
+  const auto ref = first->forward(x);
+  EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(x.equal(saved));
+}
+
 // Debian's libdnnl and the torch wheel both need libgomp.so.1: the process must map one OpenMP
 // runtime (one thread pool, one at::set_num_threads), not two.
 TEST(OneDnn, OneOpenMPRuntimeInTheProcess) {
@@ -340,7 +445,8 @@ TEST(OneDnn, FusesActivationsAsPostOps) {
 
 TEST(OneDnn, ProfileCountsEveryStepAndTheNetworksMacs) {
   auto plain = converted({"resnet8", false, false, false, true, ""});
-  auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+  // every channel a convolution (DiracShortcutsComputeTheSameFunction counts the MACs shortcuts save)
+  auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dirac_shortcuts(false));
   auto steps = d->profile(torch::randn({2, 3, 32, 32}), 0, 2);
   ASSERT_FALSE(steps.empty());
   int64_t macs = 0;

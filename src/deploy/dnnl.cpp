@@ -161,9 +161,12 @@ Prim first_runnable(PD& pd, const std::vector<std::pair<int, dnnl::memory>>& ext
 }
 
 /// Post-ops for a step's attr ("relu", "hardtanh", "none") and, when `clamp` is given, its
-/// per-channel bounds as binary max/min operands [1, C, 1, 1] (float32) appended to `node`.
-dnnl::primitive_attr make_attr(const Step& s, const Step* clamp, Node& node, int64_t channels, bool map) {
+/// per-channel bounds as binary max/min operands [1, C, 1, 1] (float32) appended to `node`; with
+/// `sum`, first the sum of what dst holds (a Dirac shortcut's merge conv).
+dnnl::primitive_attr make_attr(const Step& s, const Step* clamp, Node& node, int64_t channels, bool map,
+                               bool sum = false) {
   dnnl::post_ops po;
+  if (sum) po.append_sum(1.f);  // dst = conv + dst (the shortcut), then the activation
   if (s.attr == "relu") {
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
   } else if (s.attr == "hardtanh") {
@@ -214,6 +217,7 @@ class DnnlExecutor : public Executor {
   DnnlExecutor(const PlainNetImpl& net, const DeployOptions& o) : options_(o), dtype_(o.dtype()) {
     dnnl_type(dtype_);  // float32 or bfloat16 (onednn_available checked it)
     steps_ = compile_chain(net, dtype_);
+    if (o.dirac_shortcuts()) shortcuts_ = find_dirac_shortcuts(steps_);
     for (const auto& s : steps_) num_convs_ += s.kind == StepKind::Conv;
   }
 
@@ -221,16 +225,30 @@ class DnnlExecutor : public Executor {
     const auto plan = plan_for(x0.sizes());
     Tensor x = x0.contiguous(torch::MemoryFormat::ChannelsLast);
     bool owned = x.data_ptr() != x0.data_ptr();  // in-place steps never write into the caller's tensor
+    Tensor kept;  // a Dirac shortcut's block input, from its first conv to its merge conv
+    bool kept_owned = false;
     for (size_t i = 0; i < steps_.size(); ++i) {
       const int ni = plan->node_of_step[i];
       if (ni == -2) continue;  // a post-op of the previous node
       const auto& s = steps_[i];
+      if (s.keeps_input) {
+        kept = x;
+        kept_owned = owned;
+      }
       const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       int64_t macs = 0;
       std::string name = s.name;
       if (ni >= 0) {
         const Node& node = plan->nodes[ni];
-        execute(node, x);
+        if (s.shortcut_from >= 0) {  // the merge conv sums into a buffer holding the block input
+          Tensor dst = kept.contiguous(torch::MemoryFormat::ChannelsLast);
+          if (!kept_owned && dst.data_ptr() == kept.data_ptr()) dst = dst.clone(torch::MemoryFormat::ChannelsLast);
+          if (s.shortcut_act == "relu") dst.relu_();
+          kept = Tensor();
+          execute(node, x, &dst);
+        } else {
+          execute(node, x);
+        }
         owned = true;
         if (timings) {
           macs = node.kind == Node::Kind::Linear ? x.numel() * s.in : x.numel() * (s.in / s.groups) * s.kernel * s.kernel;
@@ -252,7 +270,8 @@ class DnnlExecutor : public Executor {
        << num_convs_ << " oneDNN " << onednn_direct_version()
        << " convolution primitives made once per input shape, a per-channel clamp after a conv fused as its post-ops"
        << (options_.small_map_gemm() ? "; a conv on a map hardly larger than its kernel runs as one GEMM" : "")
-       << ")\n";
+       << "; " << shortcuts_ << " Dirac shortcut" << (shortcuts_ == 1 ? "" : "s")
+       << (options_.dirac_shortcuts() ? "" : " (off)") << ")\n";
     for (size_t i = 0; i < steps_.size(); ++i) {
       const auto& s = steps_[i];
       const bool fused = fuses_clamp(i);
@@ -281,11 +300,20 @@ class DnnlExecutor : public Executor {
     return i + 1 < steps_.size() && p.node_of_step[i + 1] == -2 ? steps_[i + 1].last : steps_[i].last;
   }
 
-  void execute(const Node& node, Tensor& x) const {
+  /// Runs `node` on x (replaced by its output). `sum_into`: a Dirac shortcut's merge conv, whose
+  /// output is written over (and adds) that buffer.
+  void execute(const Node& node, Tensor& x, Tensor* sum_into = nullptr) const {
     std::unordered_map<int, dnnl::memory> args;
     Tensor src, y;
     const int64_t n = x.size(0);
-    if (node.kind == Node::Kind::Conv) {
+    if (sum_into) {
+      TORCH_CHECK(node.kind == Node::Kind::Conv && !node.libtorch_weight.defined() && sum_into->sizes() == node.out &&
+                      sum_into->is_contiguous(torch::MemoryFormat::ChannelsLast),
+                  "onednn runtime (direct): a shortcut's buffer ", sum_into->sizes(), " does not fit ",
+                  steps_[node.step].name);
+      src = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      y = *sum_into;
+    } else if (node.kind == Node::Kind::Conv) {
       src = x.contiguous(torch::MemoryFormat::ChannelsLast);
       y = at::empty(node.out, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
     } else if (node.kind == Node::Kind::Gemm) {  // the whole map as one row per image
@@ -390,7 +418,9 @@ class DnnlExecutor : public Executor {
         node.step = i;
         const int64_t h_in = h, w_in = w;
         spatial(s, "conv");
-        const bool gemm = options_.small_map_gemm() && s.groups == 1 && tiny_map(h_in, w_in, h, w, s.kernel);
+        const bool shortcut = s.shortcut_from >= 0;  // a merge conv: a convolution with the sum post-op
+        const bool gemm =
+            !shortcut && options_.small_map_gemm() && s.groups == 1 && tiny_map(h_in, w_in, h, w, s.kernel);
         const Step* clamp = fuses_clamp(i) && !gemm ? &steps_[i + 1] : nullptr;  // a GEMM's clamp runs after it
         if (gemm) {
           node.kind = Node::Kind::Gemm;
@@ -414,7 +444,7 @@ class DnnlExecutor : public Executor {
                                             : dnnl::memory::dims{s.out, s.in, s.kernel, s.kernel};
           const dnnl::memory::desc wany(wd, t, tag::any), bias_md({s.out}, dt::f32, tag::x);
           const dnnl::memory::dims strides{s.stride, s.stride}, pad{s.padding, s.padding};
-          auto attr = make_attr(s, clamp, node, s.out, true);
+          auto attr = make_attr(s, clamp, node, s.out, true, shortcut);
           auto pd =
               s.bias.defined()
                   ? dnnl::convolution_forward::primitive_desc(
@@ -431,7 +461,7 @@ class DnnlExecutor : public Executor {
           if (s.bias.defined()) node.bias = reordered(s.bias.to(torch::kFloat), {s.out}, tag::x, bias_md);
           node.out = {n, s.out, h, w};
           node.fused_clamp = clamp != nullptr;
-          if (n * h * w * s.out * (s.in / s.groups) * s.kernel * s.kernel >= kTimedConvMacs &&
+          if (!shortcut && n * h * w * s.out * (s.in / s.groups) * s.kernel * s.kernel >= kTimedConvMacs &&
               choose_libtorch(node, clamp, {n, c, h_in, w_in})) {
             node.libtorch_weight = libtorch_pack_conv(s, {n, c, h_in, w_in});
             node.fused_clamp = false;  // the clamp runs as its own step after LibTorch's conv
@@ -468,6 +498,7 @@ class DnnlExecutor : public Executor {
   torch::ScalarType dtype_;
   std::vector<Step> steps_;
   size_t num_convs_ = 0;
+  size_t shortcuts_ = 0;  // Dirac shortcuts found (find_dirac_shortcuts)
   std::mutex mutex_;
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Plan>>> cache_;
   mutable std::map<std::vector<int64_t>, bool> choices_;  // choose_libtorch: [input sizes..., step] -> LibTorch's

@@ -39,6 +39,14 @@ struct Step {
   int64_t scaled = 0;
   std::string name;
   bool fused_cudnn = false;  // cudagraph: Conv + ReLU as one cudnn_convolution_relu
+  // Dirac shortcut (direct path, find_dirac_shortcuts): a conv whose input a later merge conv adds
+  // (keeps_input), convs that no longer compute `copies` Dirac copies of it, and the merge conv
+  // (shortcut_from: the keeping step; shortcut_act: "relu" where the copies went through a ReLU
+  // the kept input has not, else "none")
+  bool keeps_input = false;
+  int64_t copies = 0;
+  int64_t shortcut_from = -1;
+  std::string shortcut_act = "none";
 };
 
 /// One conv's weights as packed for an input shape: oneDNN's blocked layout for the convolution,
@@ -65,6 +73,13 @@ torch::Tensor conv_as_matrix(const torch::Tensor& w, int64_t h, int64_t wd, int6
 /// [+ BN folded] [+ activation as a post-op where oneDNN expresses it exactly], the rest as in-place
 /// or ATen steps. Shared by the onednn and the CUDA-graph executors.
 std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype);
+
+/// Dirac shortcuts (DeployOptions::dirac_shortcuts, src/deploy/shortcuts.cpp): finds runs of
+/// convs A, [M...], B whose reserved channels are exact Dirac copies of A's input merged into B's
+/// outputs with weight 1 (an RM block), removes those rows and columns from the convs' weights, and
+/// marks A (keeps_input) and B (shortcut_from: adds A's input before its activation). Returns how
+/// many it found. The executor that runs the result must honour the marks (dnnl.cpp does).
+size_t find_dirac_shortcuts(std::vector<Step>& steps);
 
 /// A ReLU, clamp or PReLU layer as the simplest exact step: ReLU, a uniform Clamp (lo, hi), a
 /// per-channel clamp, or PReLU.

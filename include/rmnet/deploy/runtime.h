@@ -54,6 +54,8 @@ std::vector<std::string> runtime_names();
 
 /// DeployOptions::onednn_direct's default: false where the environment has RMNET_ONEDNN_DIRECT=0.
 bool onednn_direct_default();
+/// DeployOptions::dirac_shortcuts's default: false where the environment has RMNET_DIRAC_SHORTCUTS=0.
+bool dirac_shortcuts_default();
 
 struct DeployOptions {
   /// Device the prepared network runs on (onednn: CPU only).
@@ -86,6 +88,16 @@ struct DeployOptions {
   /// to the kernels' summation order). The default is true unless the environment has
   /// RMNET_ONEDNN_DIRECT=0 (to compare the two paths from the CLI).
   TORCH_ARG(bool, onednn_direct) = onednn_direct_default();
+  /// onednn, direct path: run the channels an RM block reserves as what they are, a shortcut. Where
+  /// a stride-1 conv's output channels are exact Dirac copies of its input (weight 1 at the centre
+  /// tap, nothing else, no bias), carried through further such convs and merged by a conv that adds
+  /// each to one output with weight exactly 1 (an RM ResNet's identity block: [W1 ; D], then
+  /// [W2 | D]), the copies are not computed: the convs run on the branch channels only and the merge
+  /// conv adds the kept block input as a oneDNN sum post-op (before its activation). The same
+  /// function (the copies' products are x * 1 and + 0 * h), up to the summation order, at the
+  /// residual network's MACs instead of the plain form's. false: every channel is a convolution.
+  /// The default is true unless the environment has RMNET_DIRAC_SHORTCUTS=0.
+  TORCH_ARG(bool, dirac_shortcuts) = dirac_shortcuts_default();
   /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
   /// up to this many MiB, and serve the next forward's allocations from them instead of fresh
   /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would

@@ -1,0 +1,260 @@
+// Dirac shortcuts (DeployOptions::dirac_shortcuts): the channels an RM block reserves, run as the
+// shortcut they are instead of as convolution channels. See find_dirac_shortcuts in onednn_steps.h.
+//
+// An RM ResNet identity block is, in the plain chain, conv A = [W1 ; D] (+ ReLU), optionally
+// convs M = [[W2, 0], [0, D]] (+ ReLU) (bottlenecks), then the merge conv B = [W3 | D] (+ ReLU),
+// where D passes a channel through: weight 1 at the centre tap, nothing else, no bias. Computed
+// as convolutions, the D rows and columns cost as many MACs as the branch (1.6-3.9x the residual
+// network's MACs over a whole ResNet). The pass finds that pattern in the compiled steps by the
+// weights alone (any plain network: converted, pruned with its reserved channels left as they
+// were, or written by hand), drops the D rows and columns from A, M and B, marks A as keeping its
+// input and B as adding it: B's output is then act(B'(h) + x), computed by the executor as a sum
+// post-op of B's convolution into a buffer holding x.
+//
+// Exactness: a copy channel of A is act_A(1 * x + 0) = act_A(x); it goes through M's activations
+// (act(act(x)) = act(x) for ReLU) and enters B with weight 1. So B's output is the same sum with
+// the same terms; only the order of the float additions differs (the x term is added after the
+// branch's products instead of among them). Where x may be negative and a ReLU was on the copy's
+// path, the executor applies it to x first (shortcut_act). The weights must be exactly 1 and 0 after
+// the BN fold, within a few units in the last place of the compute dtype (the identity BN
+// of a converted block folds to 1 +- 1 ulp in float32; replacing w * x + b by x then moves the
+// result by less than the float32 rounding the conv itself makes): tolerances below.
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "onednn_steps.h"
+
+namespace rmnet {
+
+bool dirac_shortcuts_default() {
+  const char* v = std::getenv("RMNET_DIRAC_SHORTCUTS");
+  return !(v && std::string(v) == "0");
+}
+
+namespace detail {
+namespace {
+
+using torch::Tensor;
+
+/// A conv the pass can rewrite: stride 1, a same-size odd kernel, ReLU or no activation; dense
+/// (grouped convs only as an M whose groups are all copies or all branch: the RM bottleneck's
+/// middle conv, [[W2, 0], [0, D]] as groups).
+bool eligible(const Step& s) {
+  return s.kind == StepKind::Conv && s.stride == 1 && s.kernel % 2 == 1 &&
+         s.padding == s.kernel / 2 && (s.attr == "relu" || s.attr == "none") && !s.keeps_input &&
+         s.shortcut_from < 0 && s.copies == 0;
+}
+
+/// Tolerance of "exactly 1" and "exactly 0" for a Dirac weight of dtype `t` (see the file comment).
+double one_tol(torch::ScalarType t) { return t == torch::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -21); }
+
+struct ConvView {
+  Tensor w;     // [O, I, k*k] float64
+  Tensor bias;  // [O] float64 (zeros where none)
+  int64_t center = 0, groups = 1;
+  double tol = 0;
+  int64_t in_g() const { return w.size(1); }
+  int64_t out_g() const { return w.size(0) / groups; }
+};
+
+ConvView view_of(const Step& s) {
+  ConvView v;
+  v.w = s.weight.to(torch::kDouble).reshape({s.out, s.in / s.groups, s.kernel * s.kernel});
+  v.groups = s.groups;
+  v.bias = s.bias.defined() ? s.bias.to(torch::kDouble) : torch::zeros({s.out}, torch::kDouble);
+  v.center = (s.kernel / 2) * s.kernel + s.kernel / 2;
+  v.tol = one_tol(s.weight.scalar_type());
+  return v;
+}
+
+/// For each output row of a dense conv: the input channel it copies (its only non-zero weight is ~1
+/// at the centre tap of that channel, and its bias is ~0), or -1.
+std::vector<int64_t> copy_rows(const ConvView& v) {
+  const int64_t o = v.w.size(0);
+  const Tensor flat = v.w.reshape({o, -1});
+  const Tensor nz = flat.ne(0);
+  const Tensor count = nz.sum(1);
+  const Tensor at = nz.to(torch::kInt).argmax(1);
+  const Tensor val = flat.gather(1, at.unsqueeze(1)).squeeze(1);
+  std::vector<int64_t> src(o, -1);
+  const auto c = count.accessor<int64_t, 1>();
+  const auto a = at.accessor<int64_t, 1>();
+  const auto x = val.accessor<double, 1>();
+  const auto b = v.bias.accessor<double, 1>();
+  const int64_t kk = v.w.size(2);
+  for (int64_t r = 0; r < o; ++r)
+    if (c[r] == 1 && a[r] % kk == v.center && std::abs(x[r] - 1.0) <= v.tol && std::abs(b[r]) <= v.tol)
+      src[r] = a[r] / kk;
+  return src;
+}
+
+/// For input channel j: the row that reads it (its only non-zero weight in the column, ~1 at the
+/// centre tap; in a grouped conv, among the rows of j's group), or -1.
+int64_t column_target(const ConvView& v, int64_t j) {
+  const int64_t g = j / v.in_g();
+  const Tensor col = v.w.narrow(0, g * v.out_g(), v.out_g()).select(1, j % v.in_g());  // [out_g, k*k]
+  const Tensor nz = col.ne(0);
+  if (nz.sum().item<int64_t>() != 1) return -1;
+  const int64_t flat = nz.flatten().to(torch::kInt).argmax().item<int64_t>();
+  const int64_t kk = v.w.size(2), r = flat / kk;
+  if (flat % kk != v.center) return -1;
+  return std::abs(col[r][v.center].item<double>() - 1.0) <= v.tol ? g * v.out_g() + r : -1;
+}
+
+/// Whether row r's only non-zero weight is at input channel j (and its bias is ~0): a pure copy.
+bool pure_row(const ConvView& v, int64_t r, int64_t j) {
+  const Tensor row = v.w.select(0, r);
+  return row.ne(0).sum().item<int64_t>() == 1 && row[j % v.in_g()].ne(0).any().item<bool>() &&
+         std::abs(v.bias[r].item<double>()) <= v.tol;
+}
+
+/// A grouped conv's copy rows (`next` >= 0) fill whole groups, and so do its branch rows.
+bool whole_groups(const ConvView& v, const std::vector<int64_t>& next) {
+  if (v.groups == 1) return true;
+  for (int64_t g = 0; g < v.groups; ++g) {
+    int64_t copies = 0;
+    for (int64_t r = g * v.out_g(); r < (g + 1) * v.out_g(); ++r) copies += next[r] >= 0;
+    if (copies != 0 && (copies != v.out_g() || v.in_g() != v.out_g())) return false;
+  }
+  return true;
+}
+
+Tensor index_of(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
+
+/// Whether steps[i]'s output is >= 0 everywhere (known from the activations alone).
+bool nonnegative_output(const std::vector<Step>& steps, size_t i) {
+  for (;;) {
+    const Step& s = steps[i];
+    switch (s.kind) {
+      case StepKind::Conv: return s.attr == "relu" || (s.attr == "hardtanh" && s.scalars[0] >= 0);
+      case StepKind::ReLU: return true;
+      case StepKind::Clamp: return s.lo >= 0;
+      case StepKind::ClampChannels: return s.lo_t.ge(0).all().item<bool>();
+      case StepKind::MaxPool:
+      case StepKind::AvgPool:
+        if (i == 0) return false;
+        --i;
+        continue;
+      default: return false;
+    }
+  }
+}
+
+}  // namespace
+
+size_t find_dirac_shortcuts(std::vector<Step>& steps) {
+  torch::NoGradGuard no_grad;
+  size_t found = 0;
+  for (size_t a = 0; a + 1 < steps.size(); ++a) {
+    if (!eligible(steps[a]) || steps[a].groups != 1) continue;
+    const ConvView va = view_of(steps[a]);
+    const auto src_a = copy_rows(va);
+    // cur[j]: the x channel that channel j of the current output copies (-1: a branch channel)
+    std::vector<int64_t> cur = src_a;
+    std::vector<bool> seen(steps[a].in, false);
+    bool distinct = true;
+    int64_t copies = 0;
+    for (int64_t s : src_a)
+      if (s >= 0) {
+        distinct = distinct && !seen[s];
+        seen[s] = true;
+        ++copies;
+      }
+    if (copies == 0 || copies == steps[a].out || !distinct) continue;
+    std::vector<size_t> middle;             // M steps
+    std::vector<std::vector<int64_t>> keeps;  // per conv from A on: its kept (branch) output rows
+    std::vector<int64_t> keep_a;
+    for (int64_t r = 0; r < steps[a].out; ++r)
+      if (src_a[r] < 0) keep_a.push_back(r);
+    keeps.push_back(keep_a);
+    bool relu_on_path = steps[a].attr == "relu";
+    size_t b = a + 1;
+    bool merged = false;
+    while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[b - 1].out) {
+      const ConvView vb = view_of(steps[b]);
+      std::vector<int64_t> next(steps[b].out, -1);
+      bool ok = true, all_pure = true;
+      for (int64_t j = 0; j < steps[b].in && ok; ++j) {
+        if (cur[j] < 0) continue;
+        const int64_t r = column_target(vb, j);
+        if (r < 0 || next[r] >= 0) {
+          ok = false;
+          break;
+        }
+        next[r] = cur[j];
+        all_pure = all_pure && pure_row(vb, r, j);
+      }
+      if (!ok) break;
+      std::vector<int64_t> keep_b;
+      for (int64_t r = 0; r < steps[b].out; ++r)
+        if (next[r] < 0) keep_b.push_back(r);
+      const bool more = b + 1 < steps.size() && eligible(steps[b + 1]);
+      if (all_pure && !keep_b.empty() && more && whole_groups(vb, next)) {  // an M: copies pass, the branch goes on
+        middle.push_back(b);
+        keeps.push_back(keep_b);
+        relu_on_path = relu_on_path || steps[b].attr == "relu";
+        cur = next;
+        ++b;
+        continue;
+      }
+      // a merge (dense): every output adds x's channel of the same index
+      bool identity = steps[b].groups == 1 && steps[b].out == steps[a].in;
+      for (int64_t r = 0; r < steps[b].out && identity; ++r) identity = next[r] == r;
+      merged = identity;
+      break;
+    }
+    if (!merged) continue;
+    // rewrite: A and the Ms keep their branch rows, the Ms and B their branch columns
+    const auto slice = [](Step& s, const std::vector<int64_t>* rows, const std::vector<int64_t>* cols) {
+      if (rows) {
+        const Tensor r = index_of(*rows);
+        s.weight = s.weight.index_select(0, r).contiguous();
+        if (s.bias.defined()) s.bias = s.bias.index_select(0, r).contiguous();
+        s.copies = s.out - static_cast<int64_t>(rows->size());
+        s.out = static_cast<int64_t>(rows->size());
+      }
+      if (cols && s.groups == 1) {
+        s.weight = s.weight.index_select(1, index_of(*cols)).contiguous();
+        s.in = static_cast<int64_t>(cols->size());
+      } else if (cols) {  // whole groups go: the kept rows' weights keep their in-group columns
+        const int64_t in_g = s.in / s.groups;
+        s.in = static_cast<int64_t>(cols->size());
+        s.groups = s.in / in_g;
+      }
+    };
+    Step& sa = steps[a];
+    slice(sa, &keeps[0], nullptr);
+    sa.keeps_input = true;
+    for (size_t m = 0; m < middle.size(); ++m) slice(steps[middle[m]], &keeps[m + 1], &keeps[m]);
+    Step& sb = steps[b];
+    const int64_t merged_channels = sb.out;
+    slice(sb, nullptr, &keeps.back());
+    sb.copies = merged_channels;
+    sb.shortcut_from = static_cast<int64_t>(a);
+    sb.shortcut_act = relu_on_path && !(a > 0 && nonnegative_output(steps, a - 1)) ? "relu" : "none";
+    const auto rename = [](Step& s) {
+      s.name = fmt::format("conv {}x{} s{} {}->{}{}{}", s.kernel, s.kernel, s.stride, s.in, s.out,
+                           s.groups > 1 ? fmt::format(" g{}", s.groups) : "", s.attr == "relu" ? " + relu" : "");
+    };
+    rename(sa);
+    sa.name += fmt::format(" (its {} Dirac copies of the input kept as a shortcut)", sa.copies);
+    for (size_t m : middle) {
+      rename(steps[m]);
+      steps[m].name += fmt::format(" ({} Dirac copies skipped)", steps[m].copies);
+    }
+    sb.name = fmt::format("conv {}x{} s{} {}->{} + the shortcut from layer {} (sum post-op{}){}", sb.kernel, sb.kernel,
+                          sb.stride, sb.in, sb.out, sa.first, sb.shortcut_act == "relu" ? ", ReLU on it first" : "",
+                          sb.attr == "relu" ? " + relu" : "");
+    ++found;
+    a = b;
+  }
+  return found;
+}
+
+}  // namespace detail
+}  // namespace rmnet
