@@ -319,6 +319,9 @@ def main():
     ap.add_argument("--eval-images", type=int, default=32, help="INT8: held-out synthetic images for agreement")
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--shortcuts-off", action="store_true",
+                    help="also time rmnet's onednn runtime with every Dirac channel computed (RMNET_DIRAC_SHORTCUTS=0), "
+                         "and compare with OpenVINO on the original form (with --forms original RM)")
     ap.add_argument("--onednn-ops", action="store_true",
                     help="also time rmnet's onednn runtime over LibTorch's operators (RMNET_ONEDNN_DIRECT=0), "
                          "beside its direct oneDNN path")
@@ -473,6 +476,10 @@ def main():
                                     env={"RMNET_ONEDNN_DIRECT": "0"})
                                 best("rmnet_onednn_ops" + ("_bf16" if prec == "bf16" else ""),
                                      json.loads(out_json.read_text())["models"][0]["images_per_second"])
+                        if a.shortcuts_off:  # every Dirac channel a convolution (RMNET_DIRAC_SHORTCUTS=0)
+                            run([a.rmnet, "--threads", a.threads, "bench", *src, *common, "--runtime", "onednn",
+                                 "--json", out_json], env={"RMNET_DIRAC_SHORTCUTS": "0"})
+                            best("rmnet_onednn_noshort", json.loads(out_json.read_text())["models"][0]["images_per_second"])
                         r["onednn_peak_fraction"] = r["macs"] * r["rmnet_onednn"] / 1e9 / conv_peak if conv_peak else 0.0
                 print("   " + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if isinstance(v, float)), flush=True)
                 rows.append(r)
@@ -539,6 +546,28 @@ def main():
                 + (f" {f(r.get('rmnet_onednn_ops'))} / {f(r.get('rmnet_onednn_ops_bf16'))} "
                    f"| {ratio(r, 'rmnet_onednn_ops')} / {ratio(r, 'rmnet_onednn_ops_bf16', 'rmnet_onednn_bf16')} |"
                    if a.onednn_ops else ""))
+        if a.shortcuts_off:
+            orig = {(r["net"], r["size"], r["batch"]): r for r in rows if r["form"] == "original"}
+            lines += [
+                "",
+                "Dirac shortcuts: rmnet's onednn runtime (f32) on the RM network with and without them "
+                "(RMNET_DIRAC_SHORTCUTS=0), against OpenVINO f32 on the same RM network and on the residual "
+                "original (the 'do not convert' choice):",
+                "",
+                "| network | input | batch | rmnet, shortcuts | rmnet, every channel | shortcuts/every | OV f32, RM "
+                "| rmnet/OV same RM | OV f32, original | rmnet/OV original |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in rows:
+                if r["form"] != "RM" or "rmnet_onednn_noshort" not in r:
+                    continue
+                o = orig.get((r["net"], r["size"], r["batch"]), {})
+                ov_orig = o.get("openvino_f32")
+                lines.append(
+                    f"| {r['net']} | {r['size']}x{r['size']} | {r['batch']} | {f(r.get('rmnet_onednn'))} "
+                    f"| {f(r.get('rmnet_onednn_noshort'))} | {ratio(r, 'rmnet_onednn_noshort')} "
+                    f"| {f(r.get('openvino_f32'))} | {ratio(r, 'openvino_f32')} | {f(ov_orig)} "
+                    f"| {ratio(dict(r, ov_orig=ov_orig), 'ov_orig') if ov_orig else '-'} |")
     if not float_run:
         lines = []
     if int8_rows:
