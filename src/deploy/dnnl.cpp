@@ -25,6 +25,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -227,6 +228,7 @@ class DnnlExecutor : public Executor {
     bool owned = x.data_ptr() != x0.data_ptr();  // in-place steps never write into the caller's tensor
     Tensor kept;  // a Dirac shortcut's block input, from its first conv to its merge conv
     bool kept_owned = false;
+    Tensor projected;  // a projection shortcut's output, which the merge conv sums into
     for (size_t i = 0; i < steps_.size(); ++i) {
       const int ni = plan->node_of_step[i];
       if (ni == -2) continue;  // a post-op of the previous node
@@ -240,7 +242,20 @@ class DnnlExecutor : public Executor {
       std::string name = s.name;
       if (ni >= 0) {
         const Node& node = plan->nodes[ni];
-        if (s.shortcut_from >= 0) {  // the merge conv sums into a buffer holding the block input
+        if (s.on_kept) {  // a projection shortcut: its 1x1 conv of the block input, x untouched
+          Tensor k = s.shortcut_act == "relu" ? kept.relu() : kept;
+          execute(node, k);
+          projected = k.contiguous(torch::MemoryFormat::ChannelsLast);
+          if (timings)
+            timings->push_back(step_timing(s.name, s.first, s.last, t0, projected.numel() * s.in, projected));
+          continue;
+        }
+        if (s.shortcut_from >= 0 && projected.defined()) {
+          Tensor dst = std::move(projected);
+          projected = Tensor();
+          kept = Tensor();
+          execute(node, x, &dst);
+        } else if (s.shortcut_from >= 0) {  // the merge conv sums into a buffer holding the block input
           Tensor dst = kept.contiguous(torch::MemoryFormat::ChannelsLast);
           if (!kept_owned && dst.data_ptr() == kept.data_ptr()) dst = dst.clone(torch::MemoryFormat::ChannelsLast);
           if (s.shortcut_act == "relu") dst.relu_();
@@ -411,9 +426,13 @@ class DnnlExecutor : public Executor {
       w = wo;
     };
     bool flat = false;  // after the global pool: [N, C]
+    int64_t kept_c = 0, kept_h = 0, kept_w = 0;  // a Dirac shortcut's kept input
     for (size_t i = 0; i < steps_.size(); ++i) {
       const auto& s = steps_[i];
+      if (s.keeps_input) std::tie(kept_c, kept_h, kept_w) = std::make_tuple(c, h, w);
       if (s.kind == StepKind::Conv) {
+        const auto chain_shape = std::make_tuple(c, h, w);
+        if (s.on_kept) std::tie(c, h, w) = std::make_tuple(kept_c, kept_h, kept_w);
         Node node;
         node.step = i;
         const int64_t h_in = h, w_in = w;
@@ -472,6 +491,7 @@ class DnnlExecutor : public Executor {
         plan.nodes.push_back(std::move(node));
         if (clamp) plan.node_of_step[++i] = -2;
         c = s.out;
+        if (s.on_kept) std::tie(c, h, w) = chain_shape;  // the chain goes on from the branch
       } else if (s.kind == StepKind::Linear && flat && dtype_ == torch::kFloat) {  // bf16: at::linear (as above)
         Node node;
         node.step = i;

@@ -44,6 +44,7 @@ struct Step {
   // (shortcut_from: the keeping step; shortcut_act: "relu" where the copies went through a ReLU
   // the kept input has not, else "none")
   bool keeps_input = false;
+  bool on_kept = false;  // a projection shortcut's 1x1 conv: runs on the kept input, B sums into its output
   int64_t copies = 0;
   int64_t shortcut_from = -1;
   std::string shortcut_act = "none";

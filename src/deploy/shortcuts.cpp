@@ -41,11 +41,12 @@ namespace {
 
 using torch::Tensor;
 
-/// A conv the pass can rewrite: stride 1, a same-size odd kernel, ReLU or no activation; dense
+/// A conv the pass can rewrite: an odd kernel padded by half of it (a copy through the centre tap at
+/// stride s is x[s*i, s*j]), ReLU or no activation; dense
 /// (grouped convs only as an M whose groups are all copies or all branch: the RM bottleneck's
 /// middle conv, [[W2, 0], [0, D]] as groups).
 bool eligible(const Step& s) {
-  return s.kind == StepKind::Conv && s.stride == 1 && s.kernel % 2 == 1 &&
+  return s.kind == StepKind::Conv && s.kernel % 2 == 1 && !s.on_kept &&
          s.padding == s.kernel / 2 && (s.attr == "relu" || s.attr == "none") && !s.keeps_input &&
          s.shortcut_from < 0 && s.copies == 0;
 }
@@ -173,8 +174,10 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
       if (src_a[r] < 0) keep_a.push_back(r);
     keeps.push_back(keep_a);
     bool relu_on_path = steps[a].attr == "relu";
+    int64_t stride = steps[a].stride;  // of the copies so far: channel j at (i, k) is x[c][stride * i][stride * k]
     size_t b = a + 1;
     bool merged = false;
+    Tensor projection;  // a projection merge: [B.out, A.in] weights of the copies' x channels
     while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[b - 1].out) {
       const ConvView vb = view_of(steps[b]);
       std::vector<int64_t> next(steps[b].out, -1);
@@ -189,23 +192,44 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
         next[r] = cur[j];
         all_pure = all_pure && pure_row(vb, r, j);
       }
-      if (!ok) break;
       std::vector<int64_t> keep_b;
       for (int64_t r = 0; r < steps[b].out; ++r)
         if (next[r] < 0) keep_b.push_back(r);
       const bool more = b + 1 < steps.size() && eligible(steps[b + 1]);
-      if (all_pure && !keep_b.empty() && more && whole_groups(vb, next)) {  // an M: copies pass, the branch goes on
+      if (ok && all_pure && !keep_b.empty() && more && whole_groups(vb, next)) {  // an M: copies pass, the branch goes on
         middle.push_back(b);
         keeps.push_back(keep_b);
         relu_on_path = relu_on_path || steps[b].attr == "relu";
+        stride *= steps[b].stride;
         cur = next;
         ++b;
         continue;
       }
-      // a merge (dense): every output adds x's channel of the same index
-      bool identity = steps[b].groups == 1 && steps[b].out == steps[a].in;
+      if (steps[b].groups != 1 || steps[b].stride != 1) break;
+      // an identity merge: every output adds x's channel of the same index, at x's resolution
+      bool identity = ok && stride == 1 && steps[b].out == steps[a].in;
       for (int64_t r = 0; r < steps[b].out && identity; ++r) identity = next[r] == r;
-      merged = identity;
+      if (identity) {
+        merged = true;
+        break;
+      }
+      // a projection merge: the copies' columns have weights at the centre tap only, a 1x1 conv
+      // of x at the copies' stride (an RM downsample block: [W2 | P padded to k x k])
+      const Tensor cols = index_of([&] {
+        std::vector<int64_t> js;
+        for (int64_t j = 0; j < steps[b].in; ++j)
+          if (cur[j] >= 0) js.push_back(j);
+        return js;
+      }());
+      const Tensor wc = vb.w.index_select(1, cols);  // [O, copies, k*k]
+      const Tensor off_centre = torch::cat({wc.narrow(2, 0, vb.center), wc.narrow(2, vb.center + 1, wc.size(2) - vb.center - 1)}, 2);
+      if (off_centre.ne(0).any().item<bool>()) break;
+      std::vector<int64_t> xs;
+      for (int64_t j = 0; j < steps[b].in; ++j)
+        if (cur[j] >= 0) xs.push_back(cur[j]);
+      projection = torch::zeros({steps[b].out, steps[a].in}, torch::kDouble);
+      projection.index_copy_(1, index_of(xs), wc.select(2, vb.center));
+      merged = true;
       break;
     }
     if (!merged) continue;
@@ -227,29 +251,55 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
         s.groups = s.in / in_g;
       }
     };
-    Step& sa = steps[a];
-    slice(sa, &keeps[0], nullptr);
-    sa.keeps_input = true;
-    for (size_t m = 0; m < middle.size(); ++m) slice(steps[middle[m]], &keeps[m + 1], &keeps[m]);
-    Step& sb = steps[b];
-    const int64_t merged_channels = sb.out;
-    slice(sb, nullptr, &keeps.back());
-    sb.copies = merged_channels;
-    sb.shortcut_from = static_cast<int64_t>(a);
-    sb.shortcut_act = relu_on_path && !(a > 0 && nonnegative_output(steps, a - 1)) ? "relu" : "none";
     const auto rename = [](Step& s) {
       s.name = fmt::format("conv {}x{} s{} {}->{}{}{}", s.kernel, s.kernel, s.stride, s.in, s.out,
                            s.groups > 1 ? fmt::format(" g{}", s.groups) : "", s.attr == "relu" ? " + relu" : "");
     };
-    rename(sa);
-    sa.name += fmt::format(" (its {} Dirac copies of the input kept as a shortcut)", sa.copies);
-    for (size_t m : middle) {
-      rename(steps[m]);
-      steps[m].name += fmt::format(" ({} Dirac copies skipped)", steps[m].copies);
+    const int64_t x_channels = steps[a].in;
+    const size_t a_first = steps[a].first;
+    {
+      Step& sa = steps[a];
+      slice(sa, &keeps[0], nullptr);
+      sa.keeps_input = true;
+      rename(sa);
+      sa.name += fmt::format(" (its {} Dirac copies of the input kept as a shortcut)", sa.copies);
     }
-    sb.name = fmt::format("conv {}x{} s{} {}->{} + the shortcut from layer {} (sum post-op{}){}", sb.kernel, sb.kernel,
-                          sb.stride, sb.in, sb.out, sa.first, sb.shortcut_act == "relu" ? ", ReLU on it first" : "",
-                          sb.attr == "relu" ? " + relu" : "");
+    for (size_t m = 0; m < middle.size(); ++m) {
+      Step& sm = steps[middle[m]];
+      slice(sm, &keeps[m + 1], &keeps[m]);
+      rename(sm);
+      sm.name += fmt::format(" ({} Dirac copies skipped)", sm.copies);
+    }
+    const std::string act = relu_on_path && !(a > 0 && nonnegative_output(steps, a - 1)) ? "relu" : "none";
+    {
+      Step& sb = steps[b];
+      const int64_t out_channels = sb.out;
+      slice(sb, nullptr, &keeps.back());
+      sb.copies = out_channels;
+      sb.shortcut_from = static_cast<int64_t>(a);
+      sb.shortcut_act = act;
+      sb.name = fmt::format("conv {}x{} s{} {}->{} + the shortcut from layer {} ({}sum post-op{}){}", sb.kernel,
+                            sb.kernel, sb.stride, sb.in, sb.out, a_first, projection.defined() ? "projected, " : "",
+                            act == "relu" && !projection.defined() ? ", ReLU on it first" : "",
+                            sb.attr == "relu" ? " + relu" : "");
+    }
+    if (projection.defined()) {  // its 1x1 conv on the kept input, just before B (last: steps may move)
+      Step p;
+      p.kind = StepKind::Conv;
+      p.first = steps[b].first;
+      p.last = steps[b].last;
+      p.in = x_channels;
+      p.out = steps[b].out;
+      p.kernel = 1;
+      p.stride = stride;
+      p.weight = projection.to(steps[b].weight.scalar_type()).reshape({p.out, p.in, 1, 1}).contiguous();
+      p.on_kept = true;
+      p.shortcut_act = act;
+      p.name = fmt::format("conv 1x1 s{} {}->{} (the shortcut's projection, of the input of layer {}{})", p.stride,
+                           p.in, p.out, a_first, act == "relu" ? ", ReLU on it first" : "");
+      steps.insert(steps.begin() + static_cast<std::ptrdiff_t>(b), std::move(p));
+      ++b;
+    }
     ++found;
     a = b;
   }
