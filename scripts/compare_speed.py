@@ -340,6 +340,8 @@ def main():
         replot_rows = json.loads(pathlib.Path(a.replot).read_text())
         plot([r for r in replot_rows if r.get("table") != "int8"], a.plot, a.replot)
         plot_vs_openvino(replot_rows, vs_openvino_path(a.plot), a.replot)
+        if any(r.get("rmnet_onednn_noshort") for r in replot_rows):
+            plot_shortcuts([r for r in replot_rows if r.get("table") != "int8"], shortcuts_path(a.plot), a.replot)
         return
 
     warnings.filterwarnings("ignore")  # deprecation notices of torch.jit / torch.ao / torch.onnx
@@ -583,6 +585,8 @@ def main():
         if a.openvino:
             plot_vs_openvino(rows + [dict(r, table="int8") for r in int8_rows], vs_openvino_path(a.plot),
                              f"threads {a.threads}, best of {a.repeat}")
+        if a.shortcuts_off:
+            plot_shortcuts(rows, shortcuts_path(a.plot), f"threads {a.threads}, best of {a.repeat}")
 
 
 def grouped_bars(path, labels, series, ylabel, title, group_width=1.6, fontsize=8):
@@ -642,6 +646,29 @@ def plot_vs_openvino(rows, path, subtitle):
               ("int8", [ratio(int8.get(k, {}).get("rm_int8"), int8.get(k, {}).get("ov_nncf_int8_rm")) for k in keys])]
     grouped_bars(path, [f"{n}\n{s}x{s} b{b}" for n, s, b in keys], series, "rmnet images/s / OpenVINO images/s",
                  f"rmnet against OpenVINO on the same plain network ({subtitle})", group_width=1.1, fontsize=7)
+
+
+def plot_shortcuts(rows, path, subtitle):
+    """Grouped bars: rmnet's onednn runtime (f32) on the RM network with and without Dirac shortcuts,
+    and OpenVINO f32 on the same RM network, over OpenVINO f32 on the residual original (the line at 1:
+    as fast as not converting)."""
+    orig = {(r["net"], r["size"], r["batch"]): r for r in rows if r.get("form") == "original"}
+    rm = [r for r in rows if r.get("form") == "RM" and r.get("rmnet_onednn_noshort")
+          and orig.get((r["net"], r["size"], r["batch"]), {}).get("openvino_f32")]
+    if not rm:
+        return
+    base = [orig[(r["net"], r["size"], r["batch"])]["openvino_f32"] for r in rm]
+    series = [("rmnet onednn, Dirac shortcuts", "rmnet_onednn"), ("rmnet onednn, every channel", "rmnet_onednn_noshort"),
+              ("OpenVINO f32, same RM network", "openvino_f32")]
+    grouped_bars(path, [f"{r['net']}\n{r['size']}x{r['size']} b{r['batch']}" for r in rm],
+                 [(name, [r.get(k, 0.0) / b for r, b in zip(rm, base)]) for name, k in series],
+                 "images/s over OpenVINO f32 on the residual original",
+                 f"RM networks, f32: as fast as not converting? ({subtitle})")
+
+
+def shortcuts_path(path):
+    p = pathlib.Path(path)
+    return p.with_name(p.stem + "_shortcuts" + p.suffix)
 
 
 def vs_openvino_path(path):

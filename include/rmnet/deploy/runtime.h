@@ -93,9 +93,12 @@ struct DeployOptions {
   /// tap, nothing else, no bias), carried through further such convs and merged by a conv that adds
   /// each to one output with weight exactly 1 (an RM ResNet's identity block: [W1 ; D], then
   /// [W2 | D]), the copies are not computed: the convs run on the branch channels only and the merge
-  /// conv adds the kept block input as a oneDNN sum post-op (before its activation). The same
-  /// function (the copies' products are x * 1 and + 0 * h), up to the summation order, at the
-  /// residual network's MACs instead of the plain form's. false: every channel is a convolution.
+  /// conv adds the kept block input as a oneDNN sum post-op (before its activation); where the
+  /// copies are strided and the merge conv weighs them at the centre tap only (a downsample block's
+  /// projection), that projection runs as a 1x1 strided conv of the block input and the merge conv
+  /// sums into its output. The same function (the copies' products are x * 1 and + 0 * h), up to
+  /// the summation order, at exactly the residual network's MACs instead of the plain form's (INT8:
+  /// not yet, every channel is computed). false: every channel is a convolution.
   /// The default is true unless the environment has RMNET_DIRAC_SHORTCUTS=0.
   TORCH_ARG(bool, dirac_shortcuts) = dirac_shortcuts_default();
   /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
