@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "deploy/executors.h"
 #include "helpers.h"
 #include "rmnet/convert/fuse.h"
 #include "rmnet/data/dataset.h"
@@ -256,6 +257,37 @@ TEST(Quantize, Int8MatchesFloatWithinQuantizationError) {
     // the quantization error is real (not a float path in disguise) and the checks can fail
     EXPECT_GT((y8 - yf).abs().max().item<double>(), 0.0);
   }
+}
+
+// The direct path's u8 max-pool (a oneDNN pooling primitive per input shape) equals max-pooling
+// the codes exactly: odd sizes, padding, kernel = stride, any input layout; channels-last out.
+TEST(Quantize, DirectU8MaxPoolEqualsPoolingTheCodes) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  torch::manual_seed(3);
+  struct Case {
+    std::vector<int64_t> shape;
+    int64_t k, s, p;
+  };
+  for (const auto& c : std::vector<Case>{{{1, 64, 112, 112}, 3, 2, 1},
+                                         {{3, 5, 9, 7}, 3, 2, 1},
+                                         {{2, 8, 8, 8}, 2, 2, 0},
+                                         {{1, 3, 5, 5}, 3, 1, 1},
+                                         {{2, 16, 10, 10}, 3, 3, 1}}) {
+    SCOPED_TRACE(::testing::PrintToString(c.shape));
+    auto pool = rmnet::detail::make_dnnl_u8_maxpool(c.k, c.s, c.p, c.shape);
+    ASSERT_TRUE(pool);
+    const auto x = torch::randint(0, 256, c.shape, torch::kByte);
+    const auto ref = at::max_pool2d(x.to(torch::kFloat), {c.k, c.k}, {c.s, c.s}, {c.p, c.p}).to(torch::kByte);
+    for (const auto& in : {x.contiguous(torch::MemoryFormat::ChannelsLast), x.contiguous()}) {
+      const auto y = pool->run(in);
+      EXPECT_TRUE(y.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      EXPECT_TRUE(y.equal(ref));
+    }
+  }
+  EXPECT_FALSE(rmnet::detail::make_dnnl_u8_maxpool(3, 2, 1, std::vector<int64_t>{1, 2, 0, 0}));  // nothing to pool
+  // floor mode dropping input rows (10x11, 3x3 stride 3, no padding: 3x3 out, the last row unread)
+  // is no oneDNN pooling (it would need negative padding): null, and the executor keeps LibTorch's kernel
+  EXPECT_FALSE(rmnet::detail::make_dnnl_u8_maxpool(3, 3, 0, std::vector<int64_t>{2, 16, 10, 11}));
 }
 
 TEST(Quantize, MaxPoolOnLargeMaps) {

@@ -529,7 +529,7 @@ class DnnlExecutor : public Executor {
 /// saturated. LibTorch's (and rmnet's QuantizedNet's) is (acc * x_scale * w_scale + bias) /
 /// out_scale + out_zp; so oscale = x_scale * w_scale / out_scale and the bias is passed in the
 /// accumulator's units, bias / (x_scale * w_scale).
-class DnnlQConv final : public QConvPrimitive {
+class DnnlQConv final : public U8Primitive {
  public:
   DnnlQConv(const QConvParams& p, at::IntArrayRef sizes) : float_out_(p.float_out) {
     const int64_t n = sizes[0], c = sizes[1], h = sizes[2], w = sizes[3];
@@ -595,9 +595,66 @@ class DnnlQConv final : public QConvPrimitive {
   std::vector<int64_t> out_;
 };
 
+/// A u8 max-pool as a oneDNN pooling primitive (see make_dnnl_u8_maxpool).
+class DnnlU8MaxPool final : public U8Primitive {
+ public:
+  DnnlU8MaxPool(int64_t k, int64_t s, int64_t p, at::IntArrayRef sizes) {
+    const int64_t n = sizes[0], c = sizes[1], h = sizes[2], w = sizes[3];
+    const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
+    // oneDNN checks (H - k + pl + pr) / s + 1 == Ho: the right padding that makes floor mode's size
+    const dnnl::memory::dims pl{p, p}, pr{(ho - 1) * s + k - h - p, (wo - 1) * s + k - w - p};
+    TORCH_CHECK(pr[0] >= 0 && pr[1] >= 0, "u8 max-pool: negative right padding");
+    src_md_ = dnnl::memory::desc({n, c, h, w}, dt::u8, tag::nhwc);
+    dst_md_ = dnnl::memory::desc({n, c, ho, wo}, dt::u8, tag::nhwc);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::pooling_forward::primitive_desc pd(
+        dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, src_md_, dst_md_,
+                                    {s, s}, {k, k}, pl, pr),
+        attr, cpu_engine());
+    scratch_md_ = pd.scratchpad_desc();
+    prim_ = dnnl::pooling_forward(pd);
+    out_ = {n, c, ho, wo};
+  }
+
+  Tensor run(const Tensor& x) const override {
+    const Tensor src = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    Tensor y = at::empty(out_, src.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, wrap(src_md_, src)}, {DNNL_ARG_DST, wrap(dst_md_, y)}};
+    Tensor scratch;
+    if (scratch_md_.get_size() > 0) {
+      scratch = at::empty({static_cast<int64_t>(scratch_md_.get_size())}, src.options().dtype(torch::kByte));
+      args.emplace(DNNL_ARG_SCRATCHPAD, wrap(scratch_md_, scratch));
+    }
+    try {
+      prim_.execute(thread_stream(), args);
+      thread_stream().wait();
+    } catch (const dnnl::error& e) {
+      TORCH_CHECK(false, "INT8 runtime (direct): a u8 max-pool on input ", x.sizes(), " failed: ", e.what());
+    }
+    return y;
+  }
+
+ private:
+  dnnl::pooling_forward prim_;
+  dnnl::memory::desc src_md_, dst_md_, scratch_md_;
+  std::vector<int64_t> out_;
+};
+
 }  // namespace
 
-std::shared_ptr<const QConvPrimitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes) {
+std::shared_ptr<const U8Primitive> make_dnnl_u8_maxpool(int64_t kernel, int64_t stride, int64_t padding,
+                                                        at::IntArrayRef sizes) {
+  const int64_t h = sizes[2], w = sizes[3];
+  if (h + 2 * padding < kernel || w + 2 * padding < kernel || 2 * padding > kernel) return nullptr;
+  try {
+    return std::make_shared<DnnlU8MaxPool>(kernel, stride, padding, sizes);
+  } catch (const std::exception&) {  // not expressible (oneDNN refused the descriptor): LibTorch's kernel
+    return nullptr;
+  }
+}
+
+std::shared_ptr<const U8Primitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes) {
   if (!(p.w_scale > 0).all().item<bool>() || !(p.x_scale > 0) || (!p.float_out && !(p.out_scale > 0))) return nullptr;
   return std::make_shared<DnnlQConv>(p, sizes);
 }
@@ -606,7 +663,8 @@ std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl& net, const Depl
   return std::make_shared<DnnlExecutor>(net, options);
 }
 #else
-std::shared_ptr<const QConvPrimitive> make_dnnl_qconv(const QConvParams&, at::IntArrayRef) { return nullptr; }
+std::shared_ptr<const U8Primitive> make_dnnl_qconv(const QConvParams&, at::IntArrayRef) { return nullptr; }
+std::shared_ptr<const U8Primitive> make_dnnl_u8_maxpool(int64_t, int64_t, int64_t, at::IntArrayRef) { return nullptr; }
 
 std::shared_ptr<Executor> make_dnnl_executor(const PlainNetImpl&, const DeployOptions&) {
   TORCH_CHECK(false, "onednn runtime: this build of rmnet has no direct oneDNN path (libdnnl was not found)");

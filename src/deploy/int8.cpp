@@ -92,7 +92,7 @@ struct Int8Step {
   std::list<std::pair<std::vector<int64_t>, torch::Tensor>> packs;  // most recently used first
   // QConv on the direct oneDNN path (DeployOptions::onednn_direct): one primitive per input shape
   bool direct_ok = false;
-  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const detail::QConvPrimitive>>> direct;
+  std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const detail::U8Primitive>>> direct;
   std::map<std::vector<int64_t>, bool> direct_choice;  // big convs: input shape -> the direct path measured faster
 };
 
@@ -168,7 +168,7 @@ torch::Tensor libtorch_qconv(Int8Step& st, const torch::Tensor& x_in) {
 /// Whether LibTorch's operator runs QConv `st` faster than the direct primitive `prim` on inputs
 /// of `sizes` (random codes; best of 2 after a warm-up each): asked once per big conv (>= 50M MACs
 /// a call) and input shape, where oneDNN 2.6's INT8 kernels can lose to LibTorch's oneDNN 3.
-bool libtorch_qconv_faster(Int8Step& st, const detail::QConvPrimitive& prim, const std::vector<int64_t>& sizes) {
+bool libtorch_qconv_faster(Int8Step& st, const detail::U8Primitive& prim, const std::vector<int64_t>& sizes) {
   const auto x = torch::randint(0, 256, sizes, torch::kByte).contiguous(torch::MemoryFormat::ChannelsLast);
   const double direct = detail::best_ms([&] { prim.run(x); });
   const double ops = detail::best_ms([&] { libtorch_qconv(st, x); });
@@ -178,7 +178,7 @@ bool libtorch_qconv_faster(Int8Step& st, const detail::QConvPrimitive& prim, con
 /// The direct oneDNN primitive of a QConv step for input `x`'s shape (made on first use, cached),
 /// or null where the step does not take the direct path (or LibTorch's operator measured faster
 /// for this shape: decided once, kept for the executor's life).
-std::shared_ptr<const detail::QConvPrimitive> direct_for(Int8Step& st, const torch::Tensor& x) {
+std::shared_ptr<const detail::U8Primitive> direct_for(Int8Step& st, const torch::Tensor& x) {
   if (!st.direct_ok) return nullptr;
   const auto key = x.sizes().vec();
   {
@@ -224,6 +224,18 @@ std::shared_ptr<const detail::QConvPrimitive> direct_for(Int8Step& st, const tor
   if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
   detail::lru_put(st.direct, key, prim, 4);
   return prim;
+}
+
+/// The direct oneDNN max-pool of a U8MaxPool step for input `x`'s shape (made on first use,
+/// cached), or null where the step does not take the direct path or oneDNN cannot express it.
+std::shared_ptr<const detail::U8Primitive> pool_for(Int8Step& st, const torch::Tensor& x) {
+  if (!st.direct_ok) return nullptr;
+  const auto key = x.sizes().vec();
+  std::lock_guard<std::mutex> lock(st.pack_mutex);
+  if (auto* cached = detail::lru_find(st.direct, key)) return *cached;
+  auto p = detail::make_dnnl_u8_maxpool(st.spec.kernel, st.spec.stride, st.spec.padding, key);
+  if (p) detail::lru_put(st.direct, key, p, 4);
+  return p;
 }
 
 /// A float32 Linear step's weight packed for batch `n` (mkldnn::_reorder_linear_weight, cached in
@@ -379,6 +391,7 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
         auto m = std::make_shared<Step>();
         m->kind = Step::U8MaxPool;
         m->spec = s;
+        m->direct_ok = direct;
         steps_.push_back(m);
         break;
       }
@@ -422,7 +435,7 @@ int64_t Int8Executor::packed_gemms() const {
 }
 
 std::string Int8Executor::plan() const {
-  std::string out = direct_ ? "INT8 convolutions through oneDNN " + onednn_direct_version() +
+  std::string out = direct_ ? "INT8 convolutions and max-pools through oneDNN " + onednn_direct_version() +
                                   " (primitives made once per input shape)\n"
                             : std::string();
   for (const auto& st : steps_)
@@ -461,7 +474,13 @@ torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTimi
         break;
       case Step::U8Relu: x = torch::clamp_min(x, st.out_zp); break;
       case Step::U8Clamp: x = at::clamp(x, st.qlo, st.qhi); break;  // one pass (minimum(maximum) took two)
-      case Step::U8MaxPool: x = u8_max_pool(x, st.spec); break;
+      case Step::U8MaxPool:
+        if (auto p = pool_for(*sp, x)) {
+          x = p->run(x);
+        } else {
+          x = u8_max_pool(x, st.spec);
+        }
+        break;
       case Step::Dequantize: x = dequantize_u8(x, st.x_scale, st.x_zp); break;
       case Step::Float:
         if (x.scalar_type() == torch::kByte) x = dequantize_u8(x, st.x_scale, st.x_zp);
