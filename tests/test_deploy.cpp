@@ -69,6 +69,22 @@ PlainNet converted(const DeployCase& c) {
   return r.plain;
 }
 
+/// Makes convs `a` and `b` of `net` an RM block by hand: a's rows [c, 2c) copy its input channels
+/// [0, c) (weight `one` at the centre tap, nothing else, no bias) and b's columns [c, 2c) add them,
+/// with weight 1 at the centre tap, to its outputs [0, c).
+void make_dirac_block(PlainNetImpl& net, size_t a, size_t b, int64_t c, double one) {
+  torch::NoGradGuard g;
+  auto ca = net.layer_as<torch::nn::Conv2dImpl>(a), cb = net.layer_as<torch::nn::Conv2dImpl>(b);
+  const int64_t centre = ca->weight.size(2) / 2;
+  ca->weight.slice(0, c).zero_();
+  ca->bias.slice(0, c).zero_();
+  cb->weight.slice(1, c).zero_();
+  for (int64_t i = 0; i < c; ++i) {
+    ca->weight[c + i][i][centre][centre] = one;
+    cb->weight[i][c + i][centre][centre] = 1.0;
+  }
+}
+
 /// Restores the intra-op thread count on scope exit.
 struct ThreadsGuard {
   int saved = at::get_num_threads();
@@ -370,16 +386,7 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
                                         LayerSpec::relu(), LayerSpec::conv(8, 4, 3, 1, 1), LayerSpec::relu(),
                                         LayerSpec::avgpool(), LayerSpec::flatten(), LayerSpec::linear(4, 3)},
                  ModelOptions("plain").num_classes(3));
-    {
-      auto a = net->layer_as<torch::nn::Conv2dImpl>(1), b = net->layer_as<torch::nn::Conv2dImpl>(3);
-      a->weight.slice(0, 4).zero_();
-      a->bias.slice(0, 4).zero_();
-      b->weight.slice(1, 4).zero_();
-      for (int64_t c = 0; c < 4; ++c) {
-        a->weight[4 + c][c][1][1] = one;
-        b->weight[c][4 + c][1][1] = 1.0;
-      }
-    }
+    make_dirac_block(*net, 1, 3, 4, one);
     net->eval();
     auto d = deploy(*net, DeployOptions().runtime(Runtime::OneDNN));
     const bool dirac = one == 1.0;
@@ -394,16 +401,7 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
                                         LayerSpec::relu(), LayerSpec::avgpool(), LayerSpec::flatten(),
                                         LayerSpec::linear(3, 2)},
                  ModelOptions("plain").num_classes(2));
-  {
-    auto a = first->layer_as<torch::nn::Conv2dImpl>(0), b = first->layer_as<torch::nn::Conv2dImpl>(2);
-    a->weight.slice(0, 3).zero_();
-    a->bias.slice(0, 3).zero_();
-    b->weight.slice(1, 3).zero_();
-    for (int64_t c = 0; c < 3; ++c) {
-      a->weight[3 + c][c][0][0] = 1.0;
-      b->weight[c][3 + c][0][0] = 1.0;
-    }
-  }
+  make_dirac_block(*first, 0, 2, 3, 1.0);
   first->eval();
   auto d = deploy(*first, DeployOptions().runtime(Runtime::OneDNN));
   EXPECT_NE(d->graph().find("; 1 Dirac shortcut"), std::string::npos) << d->graph();

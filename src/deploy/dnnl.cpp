@@ -99,6 +99,26 @@ dt dnnl_type(torch::ScalarType t) {
 /// A tensor's data as a oneDNN memory of description `md` (no copy; the tensor must outlive it).
 dnnl::memory wrap(const dnnl::memory::desc& md, const Tensor& t) { return dnnl::memory(md, cpu_engine(), t.data_ptr()); }
 
+/// Executes `prim` on `args` on this thread's stream and waits, with a scratchpad of `scratch_md`
+/// allocated for the call (user mode: one primitive may run on several threads at once). A oneDNN
+/// error becomes a c10::Error: what(), " failed: ", oneDNN's message and status (the message is
+/// built only then: this runs once per conv of every forward).
+template <class What>
+void execute_primitive(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory>& args,
+                       const dnnl::memory::desc& scratch_md, const What& what) {
+  Tensor scratch;
+  if (scratch_md.get_size() > 0) {
+    scratch = at::empty({static_cast<int64_t>(scratch_md.get_size())}, torch::TensorOptions().dtype(torch::kByte));
+    args.emplace(DNNL_ARG_SCRATCHPAD, wrap(scratch_md, scratch));
+  }
+  try {
+    prim.execute(thread_stream(), args);
+    thread_stream().wait();
+  } catch (const dnnl::error& e) {
+    TORCH_CHECK(false, what(), " failed: ", e.what(), " (status ", static_cast<int>(e.status), ")");
+  }
+}
+
 /// One primitive of a shape's plan: a convolution (NHWC in and out) or a matmul (the tiny-map GEMM
 /// on the channels-last rows of the map, or the Linear head); steps_[step] says which.
 struct Node {
@@ -250,15 +270,14 @@ class DnnlExecutor : public Executor {
             timings->push_back(step_timing(s.name, s.first, s.last, t0, projected.numel() * s.in, projected));
           continue;
         }
-        if (s.shortcut_from >= 0 && projected.defined()) {
+        if (s.shortcut_from >= 0) {  // the merge conv sums into the projection or a buffer holding the block input
           Tensor dst = std::move(projected);
           projected = Tensor();
-          kept = Tensor();
-          execute(node, x, &dst);
-        } else if (s.shortcut_from >= 0) {  // the merge conv sums into a buffer holding the block input
-          Tensor dst = kept.contiguous(torch::MemoryFormat::ChannelsLast);
-          if (!kept_owned && dst.data_ptr() == kept.data_ptr()) dst = dst.clone(torch::MemoryFormat::ChannelsLast);
-          if (s.shortcut_act == "relu") dst.relu_();
+          if (!dst.defined()) {
+            dst = kept.contiguous(torch::MemoryFormat::ChannelsLast);
+            if (!kept_owned && dst.data_ptr() == kept.data_ptr()) dst = dst.clone(torch::MemoryFormat::ChannelsLast);
+            if (s.shortcut_act == "relu") dst.relu_();
+          }
           kept = Tensor();
           execute(node, x, &dst);
         } else {
@@ -355,18 +374,9 @@ class DnnlExecutor : public Executor {
     if (node.bias) args.emplace(DNNL_ARG_BIAS, node.bias);
     args.emplace(DNNL_ARG_DST, wrap(node.dst_md, y));
     for (const auto& [k, m] : node.post_args) args.emplace(k, m);
-    Tensor scratch;
-    if (node.scratch_md.get_size() > 0) {
-      scratch = at::empty({static_cast<int64_t>(node.scratch_md.get_size())}, x.options().dtype(torch::kByte));
-      args.emplace(DNNL_ARG_SCRATCHPAD, wrap(node.scratch_md, scratch));
-    }
-    try {
-      node.prim.execute(thread_stream(), args);
-      thread_stream().wait();
-    } catch (const dnnl::error& e) {
-      TORCH_CHECK(false, "onednn runtime (direct): ", steps_[node.step].name, " on input ", x.sizes(), " failed: ",
-                  e.what(), " (status ", static_cast<int>(e.status), ")");
-    }
+    execute_primitive(node.prim, args, node.scratch_md, [&] {
+      return c10::str("onednn runtime (direct): ", steps_[node.step].name, " on input ", x.sizes());
+    });
     if (node.kind == Node::Kind::Gemm) y = y.view({n, node.ho, node.wo, -1}).permute({0, 3, 1, 2});
     x = std::move(y);
   }
@@ -573,17 +583,7 @@ class DnnlQConv final : public U8Primitive {
                                                {DNNL_ARG_WEIGHTS, weights_},
                                                {DNNL_ARG_BIAS, bias_},
                                                {DNNL_ARG_DST, wrap(dst_md_, y)}};
-    Tensor scratch;
-    if (scratch_md_.get_size() > 0) {
-      scratch = at::empty({static_cast<int64_t>(scratch_md_.get_size())}, src.options().dtype(torch::kByte));
-      args.emplace(DNNL_ARG_SCRATCHPAD, wrap(scratch_md_, scratch));
-    }
-    try {
-      prim_.execute(thread_stream(), args);
-      thread_stream().wait();
-    } catch (const dnnl::error& e) {
-      TORCH_CHECK(false, "INT8 runtime (direct): a qconv on input ", x.sizes(), " failed: ", e.what());
-    }
+    execute_primitive(prim_, args, scratch_md_, [&] { return c10::str("INT8 runtime (direct): a qconv on input ", x.sizes()); });
     return y;
   }
 
@@ -621,17 +621,8 @@ class DnnlU8MaxPool final : public U8Primitive {
     const Tensor src = x.contiguous(torch::MemoryFormat::ChannelsLast);
     Tensor y = at::empty(out_, src.options().memory_format(torch::MemoryFormat::ChannelsLast));
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, wrap(src_md_, src)}, {DNNL_ARG_DST, wrap(dst_md_, y)}};
-    Tensor scratch;
-    if (scratch_md_.get_size() > 0) {
-      scratch = at::empty({static_cast<int64_t>(scratch_md_.get_size())}, src.options().dtype(torch::kByte));
-      args.emplace(DNNL_ARG_SCRATCHPAD, wrap(scratch_md_, scratch));
-    }
-    try {
-      prim_.execute(thread_stream(), args);
-      thread_stream().wait();
-    } catch (const dnnl::error& e) {
-      TORCH_CHECK(false, "INT8 runtime (direct): a u8 max-pool on input ", x.sizes(), " failed: ", e.what());
-    }
+    execute_primitive(prim_, args, scratch_md_,
+                      [&] { return c10::str("INT8 runtime (direct): a u8 max-pool on input ", x.sizes()); });
     return y;
   }
 

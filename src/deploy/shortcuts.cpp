@@ -55,7 +55,7 @@ bool eligible(const Step& s) {
 double one_tol(torch::ScalarType t) { return t == torch::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -21); }
 
 struct ConvView {
-  Tensor w;     // [O, I, k*k] float64
+  Tensor w;     // [O, I/groups, k*k] float64
   Tensor bias;  // [O] float64 (zeros where none)
   int64_t center = 0, groups = 1;
   double tol = 0;
@@ -73,45 +73,62 @@ ConvView view_of(const Step& s) {
   return v;
 }
 
-/// For each output row of a dense conv: the input channel it copies (its only non-zero weight is ~1
-/// at the centre tap of that channel, and its bias is ~0), or -1.
-std::vector<int64_t> copy_rows(const ConvView& v) {
-  const int64_t o = v.w.size(0);
-  const Tensor flat = v.w.reshape({o, -1});
-  const Tensor nz = flat.ne(0);
+/// For each line of `m` [L, n * k*k] (n channels of k*k taps) whose only non-zero entry is ~1 at a
+/// centre tap: that entry's channel; -1 for the other lines. One pass over the weights (a
+/// per-line loop of tensor ops took seconds on the RM resnet50's thousands of reserved channels).
+std::vector<int64_t> lone_centre_ones(const Tensor& m, const ConvView& v) {
+  const Tensor nz = m.ne(0);
   const Tensor count = nz.sum(1);
   const Tensor at = nz.to(torch::kInt).argmax(1);
-  const Tensor val = flat.gather(1, at.unsqueeze(1)).squeeze(1);
-  std::vector<int64_t> src(o, -1);
+  const Tensor val = m.gather(1, at.unsqueeze(1)).squeeze(1);
   const auto c = count.accessor<int64_t, 1>();
   const auto a = at.accessor<int64_t, 1>();
   const auto x = val.accessor<double, 1>();
-  const auto b = v.bias.accessor<double, 1>();
   const int64_t kk = v.w.size(2);
-  for (int64_t r = 0; r < o; ++r)
-    if (c[r] == 1 && a[r] % kk == v.center && std::abs(x[r] - 1.0) <= v.tol && std::abs(b[r]) <= v.tol)
-      src[r] = a[r] / kk;
+  std::vector<int64_t> out(m.size(0), -1);
+  for (int64_t l = 0; l < m.size(0); ++l)
+    if (c[l] == 1 && a[l] % kk == v.center && std::abs(x[l] - 1.0) <= v.tol) out[l] = a[l] / kk;
+  return out;
+}
+
+/// For each output row of a dense conv: the input channel it copies (its only non-zero weight is ~1
+/// at the centre tap of that channel, and its bias is ~0), or -1.
+std::vector<int64_t> copy_rows(const ConvView& v) {
+  auto src = lone_centre_ones(v.w.reshape({v.w.size(0), -1}), v);
+  const auto b = v.bias.accessor<double, 1>();
+  for (size_t r = 0; r < src.size(); ++r)
+    if (std::abs(b[r]) > v.tol) src[r] = -1;
   return src;
 }
 
-/// For input channel j: the row that reads it (its only non-zero weight in the column, ~1 at the
-/// centre tap; in a grouped conv, among the rows of j's group), or -1.
-int64_t column_target(const ConvView& v, int64_t j) {
-  const int64_t g = j / v.in_g();
-  const Tensor col = v.w.narrow(0, g * v.out_g(), v.out_g()).select(1, j % v.in_g());  // [out_g, k*k]
-  const Tensor nz = col.ne(0);
-  if (nz.sum().item<int64_t>() != 1) return -1;
-  const int64_t flat = nz.flatten().to(torch::kInt).argmax().item<int64_t>();
-  const int64_t kk = v.w.size(2), r = flat / kk;
-  if (flat % kk != v.center) return -1;
-  return std::abs(col[r][v.center].item<double>() - 1.0) <= v.tol ? g * v.out_g() + r : -1;
+/// For each input channel j: the row that reads it (its only non-zero weight in the column, ~1 at
+/// the centre tap; in a grouped conv, among the rows of j's group), or -1.
+std::vector<int64_t> column_targets(const ConvView& v) {
+  const int64_t g = v.groups, og = v.out_g(), ig = v.in_g();
+  const Tensor cols = v.w.reshape({g, og, ig, v.w.size(2)}).permute({0, 2, 1, 3}).reshape({g * ig, -1});
+  auto target = lone_centre_ones(cols, v);
+  for (size_t j = 0; j < target.size(); ++j)
+    if (target[j] >= 0) target[j] += static_cast<int64_t>(j) / ig * og;
+  return target;
 }
 
-/// Whether row r's only non-zero weight is at input channel j (and its bias is ~0): a pure copy.
-bool pure_row(const ConvView& v, int64_t r, int64_t j) {
-  const Tensor row = v.w.select(0, r);
-  return row.ne(0).sum().item<int64_t>() == 1 && row[j % v.in_g()].ne(0).any().item<bool>() &&
-         std::abs(v.bias[r].item<double>()) <= v.tol;
+/// For each output row: whether it has a single non-zero weight and a ~0 bias (a pure copy of the
+/// input channel whose column targets it).
+std::vector<bool> single_weight_rows(const ConvView& v) {
+  const Tensor count = v.w.reshape({v.w.size(0), -1}).ne(0).sum(1);
+  const auto c = count.accessor<int64_t, 1>();
+  const auto b = v.bias.accessor<double, 1>();
+  std::vector<bool> out(v.w.size(0));
+  for (int64_t r = 0; r < v.w.size(0); ++r) out[r] = c[r] == 1 && std::abs(b[r]) <= v.tol;
+  return out;
+}
+
+/// The rows with no copy source (src < 0): a conv's branch rows.
+std::vector<int64_t> branch_rows(const std::vector<int64_t>& src) {
+  std::vector<int64_t> rows;
+  for (size_t r = 0; r < src.size(); ++r)
+    if (src[r] < 0) rows.push_back(static_cast<int64_t>(r));
+  return rows;
 }
 
 /// A grouped conv's copy rows (`next` >= 0) fill whole groups, and so do its branch rows.
@@ -169,10 +186,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
     if (copies == 0 || copies == steps[a].out || !distinct) continue;
     std::vector<size_t> middle;             // M steps
     std::vector<std::vector<int64_t>> keeps;  // per conv from A on: its kept (branch) output rows
-    std::vector<int64_t> keep_a;
-    for (int64_t r = 0; r < steps[a].out; ++r)
-      if (src_a[r] < 0) keep_a.push_back(r);
-    keeps.push_back(keep_a);
+    keeps.push_back(branch_rows(src_a));
     bool relu_on_path = steps[a].attr == "relu";
     int64_t stride = steps[a].stride;  // of the copies so far: channel j at (i, k) is x[c][stride * i][stride * k]
     size_t b = a + 1;
@@ -180,21 +194,21 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
     Tensor projection;  // a projection merge: [B.out, A.in] weights of the copies' x channels
     while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[b - 1].out) {
       const ConvView vb = view_of(steps[b]);
+      const auto target = column_targets(vb);
+      const auto single = single_weight_rows(vb);
       std::vector<int64_t> next(steps[b].out, -1);
       bool ok = true, all_pure = true;
-      for (int64_t j = 0; j < steps[b].in && ok; ++j) {
+      for (int64_t j = 0; j < steps[b].in; ++j) {
         if (cur[j] < 0) continue;
-        const int64_t r = column_target(vb, j);
+        const int64_t r = target[j];
         if (r < 0 || next[r] >= 0) {
           ok = false;
           break;
         }
         next[r] = cur[j];
-        all_pure = all_pure && pure_row(vb, r, j);
+        all_pure = all_pure && single[r];
       }
-      std::vector<int64_t> keep_b;
-      for (int64_t r = 0; r < steps[b].out; ++r)
-        if (next[r] < 0) keep_b.push_back(r);
+      const auto keep_b = branch_rows(next);
       const bool more = b + 1 < steps.size() && eligible(steps[b + 1]);
       if (ok && all_pure && !keep_b.empty() && more && whole_groups(vb, next)) {  // an M: copies pass, the branch goes on
         middle.push_back(b);
@@ -215,18 +229,16 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
       }
       // a projection merge: the copies' columns have weights at the centre tap only, a 1x1 conv
       // of x at the copies' stride (an RM downsample block: [W2 | P padded to k x k])
-      const Tensor cols = index_of([&] {
-        std::vector<int64_t> js;
-        for (int64_t j = 0; j < steps[b].in; ++j)
-          if (cur[j] >= 0) js.push_back(j);
-        return js;
-      }());
-      const Tensor wc = vb.w.index_select(1, cols);  // [O, copies, k*k]
-      const Tensor off_centre = torch::cat({wc.narrow(2, 0, vb.center), wc.narrow(2, vb.center + 1, wc.size(2) - vb.center - 1)}, 2);
-      if (off_centre.ne(0).any().item<bool>()) break;
-      std::vector<int64_t> xs;
+      std::vector<int64_t> js, xs;  // the copy columns and the x channels they carry
       for (int64_t j = 0; j < steps[b].in; ++j)
-        if (cur[j] >= 0) xs.push_back(cur[j]);
+        if (cur[j] >= 0) {
+          js.push_back(j);
+          xs.push_back(cur[j]);
+        }
+      const Tensor wc = vb.w.index_select(1, index_of(js));  // [O, copies, k*k]
+      Tensor off_centre = wc.clone();
+      off_centre.select(2, vb.center).zero_();
+      if (off_centre.ne(0).any().item<bool>()) break;
       projection = torch::zeros({steps[b].out, steps[a].in}, torch::kDouble);
       projection.index_copy_(1, index_of(xs), wc.select(2, vb.center));
       merged = true;
