@@ -268,8 +268,12 @@ TEST(OneDnn, DirectPathEqualsLibTorchOperators) {
     auto ops = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).onednn_direct(false));
     EXPECT_NE(direct->graph().find("oneDNN " + onednn_direct_version()), std::string::npos) << direct->graph();
     EXPECT_NE(ops->graph().find("fused oneDNN convolutions"), std::string::npos) << ops->graph();
-    if (c.arch == "mobilenet_v2_cifar")  // ReLU6 on the block's channels only: fused into the conv
-      EXPECT_NE(direct->graph().find("as post-ops)"), std::string::npos) << direct->graph();
+    if (c.arch == "mobilenet_v2_cifar") {  // ReLU6 on the block's channels only: fused into the conv
+      // (with the Dirac shortcuts no per-channel clamp is left: DiracShortcutsComputeTheSameFunction)
+      auto every_channel = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dirac_shortcuts(false));
+      EXPECT_NE(every_channel->graph().find("as post-ops)"), std::string::npos) << every_channel->graph();
+      EXPECT_LE(rel_diff(*plain, *every_channel, 20 * torch::randn({2, 3, 32, 32})), 1e-4);
+    }
     torch::NoGradGuard g;
     // {1, 3, 8, 8}: 1x1 maps at the end, where oneDNN 2.6 makes a depthwise primitive it cannot run
     for (const auto& shape :
@@ -340,14 +344,19 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
     bool keep_bn;
     torch::ScalarType dtype;
     size_t shortcuts;
+    bool relu6 = true, projections = true;
   };
-  // identity blocks and downsample blocks (a projection of the strided copies) alike
+  // identity blocks and downsample blocks (a projection of the strided copies) alike; MobileNetV2's
+  // inverted residuals, whose copies pass a per-channel clamp (-inf, inf) (ReLU6) or a PReLU of slope 1
+  // (ReLU) that, with the copies gone, becomes the expand and depthwise convs' post-op
   for (const auto& c : std::vector<Case>{{"resnet8", true, torch::kFloat, 3},   // BN folded from float32 params
                                          {"resnet8", false, torch::kDouble, 3},
                                          {"resnet20", true, torch::kDouble, 9},
-                                         {"resnet50", false, torch::kDouble, 16}}) {  // bottlenecks: A, M, B
-    SCOPED_TRACE(c.arch + (c.keep_bn ? " bn kept " : " ") + c10::toString(c.dtype));
-    auto m = random_model(c.arch, c.dtype);
+                                         {"resnet50", false, torch::kDouble, 16},  // bottlenecks: A, M, B
+                                         {"mobilenet_v2_cifar", false, torch::kDouble, 10, true, false},
+                                         {"mobilenet_v2_cifar", true, torch::kFloat, 10, false, false}}) {
+    SCOPED_TRACE(c.arch + (c.keep_bn ? " bn kept " : " ") + c10::toString(c.dtype) + (c.relu6 ? "" : " relu"));
+    auto m = random_model(c.arch, c.dtype, true, 10, c.relu6);
     auto r = convert(*m, ConvertOptions().keep_bn(c.keep_bn));
     ASSERT_TRUE(r.report.passed) << r.report.to_string();
     auto plain = r.plain;
@@ -357,7 +366,12 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
     EXPECT_NE(on->graph().find("; " + std::to_string(c.shortcuts) + " Dirac shortcut"), std::string::npos) << on->graph();
     EXPECT_NE(off->graph().find("0 Dirac shortcuts (off)"), std::string::npos) << off->graph();
     EXPECT_NE(on->graph().find("sum post-op"), std::string::npos) << on->graph();
-    EXPECT_NE(on->graph().find("the shortcut's projection"), std::string::npos) << on->graph();
+    EXPECT_EQ(on->graph().find("the shortcut's projection") != std::string::npos, c.projections) << on->graph();
+    if (!c.projections) {  // MobileNetV2: no per-channel clamp is left, every block's activation is a post-op
+      EXPECT_EQ(on->graph().find("per-channel clamp ("), std::string::npos) << on->graph();
+      EXPECT_NE(on->graph().find(c.relu6 ? "+ clamp[0, 6]" : "+ relu"), std::string::npos) << on->graph();
+      EXPECT_NE(off->graph().find("per-channel clamp ("), std::string::npos) << off->graph();
+    }
     for (const auto& shape : std::vector<std::vector<int64_t>>{{3, 3, 32, 32}, {1, 3, 20, 12}}) {
       const auto x = 20 * torch::randn(shape, torch::kFloat);  // large activations
       const auto ref = m->forward(x.to(c.dtype)).to(torch::kDouble);  // the residual network itself

@@ -11,6 +11,14 @@
 // input and B as adding it: B's output is then act(B'(h) + x), computed by the executor as a sum
 // post-op of B's convolution into a buffer holding x.
 //
+// MobileNetV2's inverted residuals are the same pattern (A the expand 1x1, M the depthwise 3x3 with
+// Dirac groups, B the linear projection) except that the copies pass a per-channel clamp step that
+// oneDNN's eltwise post-ops cannot express: (-inf, inf) on the copies and [0, 6] (ReLU6) or [0, inf)
+// (a ReLU, from a PReLU of slopes 0 and 1) on the branch. The pass looks through such a clamp where
+// it leaves the copies unchanged (or is a ReLU on all of them), slices it with the kept rows, and
+// where it is then the same on every channel makes it the conv's post-op (hardtanh or ReLU) and
+// drops the step.
+//
 // Exactness: a copy channel of A is act_A(1 * x + 0) = act_A(x); it goes through M's activations
 // (act(act(x)) = act(x) for ReLU) and enters B with weight 1. So B's output is the same sum with
 // the same terms; only the order of the float additions differs (the x term is added after the
@@ -163,11 +171,72 @@ bool nonnegative_output(const std::vector<Step>& steps, size_t i) {
   }
 }
 
+
+/// The per-channel clamp step that follows conv steps[i] (its activation where oneDNN's eltwise
+/// post-ops cannot express it: ReLU6 and ReLU MobileNetV2 blocks after the RM operation), or null.
+const Step* clamp_after(const std::vector<Step>& steps, size_t i) {
+  return i + 1 < steps.size() && steps[i + 1].kind == StepKind::ClampChannels ? &steps[i + 1] : nullptr;
+}
+
+/// The step after conv steps[i] and its per-channel clamp.
+size_t after(const std::vector<Step>& steps, size_t i) { return i + 1 + (clamp_after(steps, i) ? 1 : 0); }
+
+/// What a conv's per-channel clamp does to its copy rows (`src[r] >= 0`): 0 passes them unchanged
+/// ((-inf, inf)), 1 is a ReLU on every one of them ([0, inf)), -1 anything else (not a shortcut).
+int copy_activation(const Step* clamp, const std::vector<int64_t>& src) {
+  if (!clamp) return 0;
+  const auto lo = clamp->lo_t.to(torch::kDouble).flatten(), hi = clamp->hi_t.to(torch::kDouble).flatten();
+  const auto l = lo.accessor<double, 1>(), h = hi.accessor<double, 1>();
+  int kind = -2;
+  for (size_t r = 0; r < src.size(); ++r) {
+    if (src[r] < 0) continue;
+    const int k = !std::isinf(h[r]) || h[r] < 0 ? -1 : (std::isinf(l[r]) && l[r] < 0) ? 0 : l[r] == 0 ? 1 : -1;
+    if (k < 0 || (kind != -2 && k != kind)) return -1;
+    kind = k;
+  }
+  return kind == -2 ? 0 : kind;
+}
+
+/// After the copy rows went: the clamp of the kept rows, sliced; where it is now the same on every
+/// channel it becomes the conv's post-op (ReLU, or hardtanh for ReLU6) and the clamp step goes
+/// (returns true).
+bool slice_clamp(Step& conv, Step& clamp, const std::vector<int64_t>& rows) {
+  const Tensor r = index_of(rows);
+  clamp.lo_t = clamp.lo_t.index_select(1, r).contiguous();
+  clamp.hi_t = clamp.hi_t.index_select(1, r).contiguous();
+  const auto lo = clamp.lo_t.to(torch::kDouble), hi = clamp.hi_t.to(torch::kDouble);
+  const int64_t bounded = (lo.isfinite() | hi.isfinite()).sum().item<int64_t>();
+  clamp.name = fmt::format("per-channel clamp ({} of {} channels bounded, in place)", bounded, lo.numel());
+  if (conv.attr != "none" || !(lo == lo.min()).all().item<bool>() || !(hi == hi.min()).all().item<bool>()) return false;
+  const double l = lo.min().item<double>(), h = hi.min().item<double>();
+  if (std::isinf(l) && l < 0 && std::isinf(h) && h > 0) return true;  // (-inf, inf): nothing left to do
+  if (l == 0 && std::isinf(h) && h > 0) {
+    conv.attr = "relu";
+    return true;
+  }
+  if (std::isfinite(l) && std::isfinite(h)) {
+    conv.attr = "hardtanh";
+    conv.scalars = {l, h};
+    conv.op_scalars = c10::List<std::optional<at::Scalar>>();
+    for (double v : conv.scalars) conv.op_scalars.push_back(at::Scalar(v));
+    return true;
+  }
+  return false;
+}
+
+/// " + relu", " + clamp[lo, hi]" or "" for a conv's post-op.
+std::string act_suffix(const Step& s) {
+  if (s.attr == "relu") return " + relu";
+  if (s.attr == "hardtanh") return fmt::format(" + clamp[{:g}, {:g}]", s.scalars[0], s.scalars[1]);
+  return "";
+}
+
 }  // namespace
 
 size_t find_dirac_shortcuts(std::vector<Step>& steps) {
   torch::NoGradGuard no_grad;
   size_t found = 0;
+  std::vector<bool> dead(steps.size(), false);  // per-channel clamps that became post-ops
   for (size_t a = 0; a + 1 < steps.size(); ++a) {
     if (!eligible(steps[a]) || steps[a].groups != 1) continue;
     const ConvView va = view_of(steps[a]);
@@ -183,16 +252,17 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
         seen[s] = true;
         ++copies;
       }
-    if (copies == 0 || copies == steps[a].out || !distinct) continue;
+    const int act_a = copy_activation(clamp_after(steps, a), src_a);
+    if (copies == 0 || copies == steps[a].out || !distinct || act_a < 0) continue;
     std::vector<size_t> middle;             // M steps
     std::vector<std::vector<int64_t>> keeps;  // per conv from A on: its kept (branch) output rows
     keeps.push_back(branch_rows(src_a));
-    bool relu_on_path = steps[a].attr == "relu";
+    bool relu_on_path = steps[a].attr == "relu" || act_a == 1;
     int64_t stride = steps[a].stride;  // of the copies so far: channel j at (i, k) is x[c][stride * i][stride * k]
-    size_t b = a + 1;
+    size_t prev = a, b = after(steps, a);
     bool merged = false;
     Tensor projection;  // a projection merge: [B.out, A.in] weights of the copies' x channels
-    while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[b - 1].out) {
+    while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[prev].out) {
       const ConvView vb = view_of(steps[b]);
       const auto target = column_targets(vb);
       const auto single = single_weight_rows(vb);
@@ -209,14 +279,18 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
         all_pure = all_pure && single[r];
       }
       const auto keep_b = branch_rows(next);
-      const bool more = b + 1 < steps.size() && eligible(steps[b + 1]);
-      if (ok && all_pure && !keep_b.empty() && more && whole_groups(vb, next)) {  // an M: copies pass, the branch goes on
+      const size_t after_b = after(steps, b);
+      const bool more = after_b < steps.size() && eligible(steps[after_b]);
+      const int act_b = ok ? copy_activation(clamp_after(steps, b), next) : -1;
+      if (ok && all_pure && act_b >= 0 && !keep_b.empty() && more && whole_groups(vb, next)) {
+        // an M: copies pass, the branch goes on
         middle.push_back(b);
         keeps.push_back(keep_b);
-        relu_on_path = relu_on_path || steps[b].attr == "relu";
+        relu_on_path = relu_on_path || steps[b].attr == "relu" || act_b == 1;
         stride *= steps[b].stride;
         cur = next;
-        ++b;
+        prev = b;
+        b = after_b;
         continue;
       }
       if (steps[b].groups != 1 || steps[b].stride != 1) break;
@@ -263,15 +337,20 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
         s.groups = s.in / in_g;
       }
     };
+    // the kept rows' per-channel clamp, sliced (a post-op of the conv where it became uniform)
+    const auto slice_its_clamp = [&](size_t i, const std::vector<int64_t>& rows) {
+      if (clamp_after(steps, i) && slice_clamp(steps[i], steps[i + 1], rows)) dead[i + 1] = true;
+    };
     const auto rename = [](Step& s) {
       s.name = fmt::format("conv {}x{} s{} {}->{}{}{}", s.kernel, s.kernel, s.stride, s.in, s.out,
-                           s.groups > 1 ? fmt::format(" g{}", s.groups) : "", s.attr == "relu" ? " + relu" : "");
+                           s.groups > 1 ? fmt::format(" g{}", s.groups) : "", act_suffix(s));
     };
     const int64_t x_channels = steps[a].in;
     const size_t a_first = steps[a].first;
     {
       Step& sa = steps[a];
       slice(sa, &keeps[0], nullptr);
+      slice_its_clamp(a, keeps[0]);
       sa.keeps_input = true;
       rename(sa);
       sa.name += fmt::format(" (its {} Dirac copies of the input kept as a shortcut)", sa.copies);
@@ -279,6 +358,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
     for (size_t m = 0; m < middle.size(); ++m) {
       Step& sm = steps[middle[m]];
       slice(sm, &keeps[m + 1], &keeps[m]);
+      slice_its_clamp(middle[m], keeps[m + 1]);
       rename(sm);
       sm.name += fmt::format(" ({} Dirac copies skipped)", sm.copies);
     }
@@ -292,8 +372,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
       sb.shortcut_act = act;
       sb.name = fmt::format("conv {}x{} s{} {}->{} + the shortcut from layer {} ({}sum post-op{}){}", sb.kernel,
                             sb.kernel, sb.stride, sb.in, sb.out, a_first, projection.defined() ? "projected, " : "",
-                            act == "relu" && !projection.defined() ? ", ReLU on it first" : "",
-                            sb.attr == "relu" ? " + relu" : "");
+                            act == "relu" && !projection.defined() ? ", ReLU on it first" : "", act_suffix(sb));
     }
     if (projection.defined()) {  // its 1x1 conv on the kept input, just before B (last: steps may move)
       Step p;
@@ -310,11 +389,23 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
       p.name = fmt::format("conv 1x1 s{} {}->{} (the shortcut's projection, of the input of layer {}{})", p.stride,
                            p.in, p.out, a_first, act == "relu" ? ", ReLU on it first" : "");
       steps.insert(steps.begin() + static_cast<std::ptrdiff_t>(b), std::move(p));
+      dead.insert(dead.begin() + static_cast<std::ptrdiff_t>(b), false);
       ++b;
     }
     ++found;
     a = b;
   }
+  // drop the clamps that became post-ops; a merge conv's shortcut_from follows its step's new index
+  std::vector<int64_t> new_index(steps.size(), -1);
+  std::vector<Step> kept;
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (!dead[i]) {
+      new_index[i] = static_cast<int64_t>(kept.size());
+      kept.push_back(std::move(steps[i]));
+    }
+  for (auto& s : kept)
+    if (s.shortcut_from >= 0) s.shortcut_from = new_index[s.shortcut_from];
+  steps = std::move(kept);
   return found;
 }
 
