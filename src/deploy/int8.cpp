@@ -62,7 +62,7 @@ namespace {
 // One step of the chain. The activation flowing between steps is u8 (channels-last) with a
 // per-tensor scale / zero point until the head, float32 from there on.
 struct Int8Step {
-  enum Kind { QConv, U8Relu, U8Clamp, U8MaxPool, Float, Dequantize } kind = Float;
+  enum Kind { QConv, U8Relu, U8Clamp, U8MaxPool, Float, Dequantize, DequantizeMean } kind = Float;
   LayerSpec spec;
   std::map<std::string, torch::Tensor> tensors;  // Float: the layer's tensors
   // QConv
@@ -133,6 +133,7 @@ std::string step_name(const Int8Step& st, bool as_gemm) {
     case Int8Step::U8Clamp: return "u8 per-channel clamp";
     case Int8Step::U8MaxPool: return fmt::format("u8 maxpool {}x{} s{}", s.kernel, s.kernel, s.stride);
     case Int8Step::Dequantize: return "dequantize";
+    case Int8Step::DequantizeMean: return "global average pool of the u8 codes, dequantized";
     case Int8Step::Float:
       return "float32 " + s.describe() + (st.requant ? " + quantize" : "");
   }
@@ -310,6 +311,13 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
       st->x_scale = cur_s;
       st->x_zp = cur_zp;
       steps_.push_back(st);
+      if (s.kind == LayerKind::AvgPool) {
+        // the head's global average pool on the codes: s * (mean(q) - zp) is the mean of the
+        // dequantized values (up to float rounding), without a float32 copy of the whole map
+        st->kind = Step::DequantizeMean;
+        st->spec = s;
+        continue;
+      }
     }
     if (i >= plan.head) {
       auto st = std::make_shared<Step>();
@@ -482,6 +490,17 @@ torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTimi
         }
         break;
       case Step::Dequantize: x = dequantize_u8(x, st.x_scale, st.x_zp); break;
+      case Step::DequantizeMean:
+        {  // the map as [N, H*W, C] rows (channels-last: no copy), summed over the rows
+          const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
+          x = x.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({n, hw, c});
+          x = at::sum(x, {1}, false, torch::kFloat)
+                  .div_(static_cast<double>(hw))
+                  .sub_(static_cast<double>(st.x_zp))
+                  .mul_(st.x_scale)
+                  .view({n, c, 1, 1});
+        }
+        break;
       case Step::Float:
         if (x.scalar_type() == torch::kByte) x = dequantize_u8(x, st.x_scale, st.x_zp);
         if (st.spec.kind == LayerKind::Linear && x.dim() == 2 && x.scalar_type() == torch::kFloat) {
