@@ -36,6 +36,16 @@ def macs_of(rmnet, model, size):
     return int(re.search(r"MACs per image at \d+x\d+: (\d+)", out).group(1))
 
 
+def executed_macs(rmnet, model, size):
+    """MACs per image that rmnet's onednn runtime executes (Dirac shortcuts are not convolutions):
+    the sum over `rmnet bench --profile` steps at batch 1."""
+    with tempfile.TemporaryDirectory() as d:
+        js = pathlib.Path(d) / "p.json"
+        run([rmnet, "bench", "--model", model, "--batch", 1, "--input-size", size, "--iters", 1, "--warmup", 0,
+             "--runtime", "onednn", "--profile", "--json", js])
+        return sum(s.get("macs", 0) for s in json.loads(js.read_text())["models"][0]["steps"])
+
+
 def bench(rmnet, model, size, batch):
     with tempfile.TemporaryDirectory() as d:
         js = pathlib.Path(d) / "b.json"
@@ -57,6 +67,9 @@ def main():
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--batch", type=int, default=32, help="bench batch")
     ap.add_argument("--calib-images", type=int, default=512)
+    ap.add_argument("--residual-baseline", action="store_true",
+                    help="prune the residual model's in-block channels only (rmnet prune --residual-baseline: the "
+                         "stream, and so every Dirac shortcut, stays), at the fractions of the residual network's MACs")
     ap.add_argument("--json")
     a = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="prune_finetune_"))
@@ -69,9 +82,14 @@ def main():
     rows = []
     for f in a.fractions:
         pruned = work / f"p{f}.rmnet"
-        run([a.rmnet, "prune", "--model", plain, "--out", pruned, "--target-macs", f"{f * res_macs / plain_macs:.6f}",
-             "--keep-one", "--input-size", a.size, "--bench-iters", 0] + flags)
+        if a.residual_baseline:
+            run([a.rmnet, "prune", "--model", a.model, "--residual-baseline", "--out", pruned, "--target-macs", f,
+                 "--keep-one", "--input-size", a.size, "--bench-iters", 0] + flags)
+        else:
+            run([a.rmnet, "prune", "--model", plain, "--out", pruned, "--target-macs",
+                 f"{f * res_macs / plain_macs:.6f}", "--keep-one", "--input-size", a.size, "--bench-iters", 0] + flags)
         row = {"fraction": f, "macs": macs_of(a.rmnet, pruned, a.size),
+               "executed_macs": executed_macs(a.rmnet, pruned, a.size),
                "before": common.rmnet_eval(a.rmnet, pruned)["top1"]}
         variants = [("after", [])] + ([("after_distilled", ["--teacher", plain])] if a.distill else [])
         for key, extra in variants:
@@ -86,14 +104,16 @@ def main():
         common.log(json.dumps(row))
     cols = ["before", "after"] + (["after_distilled"] if a.distill else [])
     print(f"\nprune flags: {a.prune_flags}; residual {res_macs:,} MACs, plain {plain_macs:,}; {a.epochs} epoch(s)\n")
-    print("| MACs (of the residual's) | MACs | " + " | ".join(cols) + " | images/s (b" + str(a.batch) + ") |")
-    print("|---|---|" + "---|" * len(cols) + "---|")
+    print("| MACs (of the residual's) | MACs | executed MACs | " + " | ".join(cols) + " | images/s (b" +
+          str(a.batch) + ") |")
+    print("|---|---|---|" + "---|" * len(cols) + "---|")
     for r in rows:
-        print(f"| {r['fraction']:.2f} | {r['macs']:,} | " + " | ".join(f"{100 * r[c]:.2f}%" for c in cols) +
-              f" | {r['images_per_second']:,.0f} |")
+        print(f"| {r['fraction']:.2f} | {r['macs']:,} | {r['executed_macs']:,} | " +
+              " | ".join(f"{100 * r[c]:.2f}%" for c in cols) + f" | {r['images_per_second']:,.0f} |")
     if a.json:
         pathlib.Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(a.json).write_text(json.dumps({"model": a.model, "prune_flags": a.prune_flags,
+                                                    "residual_baseline": a.residual_baseline,
                                                     "residual_macs": res_macs, "plain_macs": plain_macs,
                                                     "epochs": a.epochs, "rows": rows}, indent=2))
 

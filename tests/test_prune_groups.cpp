@@ -8,6 +8,8 @@
 
 #include "helpers.h"
 #include "rmnet/convert/rm.h"
+#include "rmnet/deploy/runtime.h"
+#include "rmnet/prune/residual_baseline.h"
 #include "rmnet/prune/slim.h"
 
 namespace rmnet {
@@ -212,6 +214,41 @@ TEST(PruneLatency, TargetSpeedupIsMetAsMeasured) {
     prune(*net, PruneOptions().target_latency_ms(1e-6).latency(lo).keep_one(true));
   });
   EXPECT_NE(unreachable.find("cannot be reached"), std::string::npos) << unreachable;
+}
+
+
+// reconstruct_keep_dirac: the reserved channels' copies and the merge convs' shortcut columns keep
+// their exact Dirac weights while the rest is refitted, so the onednn runtime still runs every block
+// of a residual-baseline pruning (branch channels only) as a shortcut; a plain refit loses them.
+// The refit still lowers the error (on the calibration images: on a random network the end-to-end
+// error of a gentle cut is too small to measure a refit by), and the runtime computes the pruned
+// network's function.
+TEST(PruneGroups, ReconstructionCanKeepTheDiracShortcuts) {
+  const auto residual = test::random_model("resnet8", torch::kDouble);
+  const auto calib = images(48, 32, torch::kDouble);
+  const auto held = torch::randn({6, 3, 32, 32}, torch::kDouble);  // held out, at the calibration's scale
+  const auto o = PruneOptions().target_macs(0.7).keep_one(true).reconstruct(true);
+  auto kept = prune_residual(*residual, PruneOptions(o).reconstruct_keep_dirac(true), calib).plain;
+  auto refit = prune_residual(*residual, o, calib).plain;
+  auto none = prune_residual(*residual, PruneOptions(o).reconstruct(false), calib).plain;
+  EXPECT_GT(kept.report.reconstructed, 0);
+  EXPECT_LT(kept.report.reconstruction_error_after, kept.report.reconstruction_error_before);
+  // the kept Dirac weights are the pruned network's own: reconstruction changed only the other ones
+  EXPECT_EQ(kept.net->specs(), none.net->specs());
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  const auto shortcuts = [](PlainNetImpl& net) {
+    net.eval();
+    const auto g = deploy(net, DeployOptions().runtime(Runtime::OneDNN))->graph();
+    const auto at = g.find(" Dirac shortcut");
+    return at == std::string::npos ? -1 : std::stoi(g.substr(g.rfind(' ', at - 1) + 1));
+  };
+  EXPECT_EQ(shortcuts(*none.net), 3);  // resnet8: three blocks, the stream untouched
+  EXPECT_EQ(shortcuts(*kept.net), 3) << deploy(*kept.net, DeployOptions().runtime(Runtime::OneDNN))->graph();
+  EXPECT_LT(shortcuts(*refit.net), 3);
+  auto d = deploy(*kept.net, DeployOptions().runtime(Runtime::OneDNN));
+  const auto x = held.to(torch::kFloat);
+  const auto ref = kept.net->forward(held).to(torch::kFloat);
+  EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-4);
 }
 
 }  // namespace

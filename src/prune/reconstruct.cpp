@@ -67,14 +67,64 @@ double relative_error(const torch::Tensor& y, const torch::Tensor& ref) {
   return den > 0 ? std::sqrt((y.to(torch::kDouble) - ref.to(torch::kDouble)).pow(2).sum().item<double>() / den) : 0.0;
 }
 
+/// Dirac rows and columns of a conv's weight w [O, I/g, k, k] (float64, as stored: before any BN
+/// after it): a row whose only non-zero weight is at the centre tap (a reserved channel's copy of
+/// its input) and, in a dense conv, a column whose only non-zero weight is at the centre tap (the
+/// merge conv's shortcut: that copy added to one output). The Dirac shortcuts of the onednn runtime
+/// (src/deploy/shortcuts.cpp) need them exact, so reconstruct_keep_dirac leaves them as they are.
+std::pair<std::vector<bool>, std::vector<bool>> dirac_rows_cols(const torch::Tensor& w, int64_t groups) {
+  const int64_t o = w.size(0), kk = w.size(2) * w.size(3), centre = (w.size(2) / 2) * w.size(3) + w.size(3) / 2;
+  const auto lone_centre = [&](const torch::Tensor& m) {  // [L, n * kk] -> per line
+    const auto nz = m.ne(0);
+    const auto count = nz.sum(1);
+    const auto at = nz.to(torch::kInt).argmax(1);
+    std::vector<bool> out(m.size(0));
+    for (int64_t l = 0; l < m.size(0); ++l) out[l] = count[l].item<int64_t>() == 1 && at[l].item<int64_t>() % kk == centre;
+    return out;
+  };
+  auto rows = lone_centre(w.reshape({o, -1}));
+  std::vector<bool> cols(w.size(1) * groups, false);
+  if (groups == 1 && w.size(2) % 2 == 1) cols = lone_centre(w.permute({1, 0, 2, 3}).reshape({w.size(1), -1}));
+  return {rows, cols};
+}
+
 /// Refits conv layer i of `pruned` (input xp) to the original's output yo (its kept channels).
 /// `orig_mean`: the running mean of the original's BN after the layer (kept channels), or undefined:
 /// the fold of removed channels shifted the pruned BN's mean; the fit's intercept replaces that.
+/// With reconstruct_keep_dirac, Dirac rows keep their weights, bias and BN mean, Dirac columns their
+/// weights (the fit is of the other columns, to the output less those columns' share), and columns
+/// with weights at the centre tap only (a downsample block's projection) are refitted at the centre.
 void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const torch::Tensor& yo,
                 const torch::Tensor& orig_mean, const PruneOptions& o, torch::Generator& gen) {
   const auto& s = pruned.spec(i);
   auto conv = pruned.layer_as<torch::nn::Conv2dImpl>(i);
   const int64_t k = s.kernel, g = s.groups, out = s.out_channels, gout = out / g, gin = s.in_channels / g;
+  const auto w_before = conv->weight.detach().to(torch::kCPU, torch::kDouble).clone();
+  std::vector<bool> fixed_rows(out, false), fixed_cols(s.in_channels, false), centre_cols(s.in_channels, false);
+  const int64_t centre = (k / 2) * k + k / 2;
+  if (o.reconstruct_keep_dirac()) {
+    std::tie(fixed_rows, fixed_cols) = dirac_rows_cols(w_before, g);
+    if (g == 1 && k > 1) {  // a projection merge's columns: weights at the centre tap only; they stay so
+      auto off = w_before.permute({1, 0, 2, 3}).reshape({s.in_channels, out, k * k}).clone();
+      off.select(2, centre).zero_();
+      const auto any_off = off.ne(0).flatten(1).any(1);
+      for (int64_t c = 0; c < s.in_channels; ++c) centre_cols[c] = !fixed_cols[c] && !any_off[c].item<bool>();
+    }
+  }
+  // the free columns of the patch matrix (all of them unless a dense conv has Dirac or projection columns)
+  std::vector<int64_t> free_taps;
+  for (int64_t c = 0; c < gin; ++c)
+    for (int64_t t = 0; t < k * k; ++t)
+      if (!(g == 1 && (fixed_cols[c] || (centre_cols[c] && t != centre)))) free_taps.push_back(c * k * k + t);
+  const bool all_free = static_cast<int64_t>(free_taps.size()) == gin * k * k;
+  const auto free_index = torch::tensor(free_taps, torch::kLong);
+  // the Dirac columns' share of the output, per patch row: x[:, fixed taps] w[:, fixed taps]^T
+  torch::Tensor w_fixed_t;  // [gin*k*k, out] with only the fixed columns' weights (g == 1)
+  if (!all_free) {
+    auto wf = w_before.reshape({out, gin * k * k}).clone();
+    wf.index_fill_(1, free_index, 0.0);
+    w_fixed_t = wf.t().contiguous();
+  }
   const int64_t positions = yo.size(2) * yo.size(3);
   const int64_t take = std::min<int64_t>(positions, o.reconstruct_positions());
   auto pos = torch::randperm(positions, gen, torch::TensorOptions().dtype(torch::kLong)).narrow(0, 0, take).to(xp.device());
@@ -87,8 +137,14 @@ void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const t
     auto x = cols.index_select(2, pos).permute({0, 2, 1}).reshape({nb * take, -1}).to(torch::kCPU, torch::kDouble);
     auto y = yo.narrow(0, b, nb).flatten(2).index_select(2, pos).permute({0, 2, 1}).reshape({nb * take, out});
     y = y.to(torch::kCPU, torch::kDouble);
-    for (int64_t j = 0; j < g; ++j)
-      eq[j].add(x.narrow(1, j * gin * k * k, gin * k * k), y.narrow(1, j * gout, gout));
+    if (!all_free) {
+      y = y - x.mm(w_fixed_t);
+      x = x.index_select(1, free_index);
+    }
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t width = all_free ? gin * k * k : x.size(1);
+      eq[j].add(x.narrow(1, j * width, width), y.narrow(1, j * gout, gout));
+    }
   }
   const bool has_bias = conv->bias.defined() && conv->bias.numel() > 0;
   const bool bn_after = i + 1 < pruned.size() && pruned.spec(i + 1).kind == LayerKind::BatchNorm;
@@ -96,18 +152,37 @@ void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const t
   std::vector<torch::Tensor> ws, bs;
   for (int64_t j = 0; j < g; ++j) {
     auto w0t = w.narrow(0, j * gout, gout).reshape({gout, gin * k * k}).t();
+    if (!all_free) w0t = w0t.index_select(0, free_index);
+    const int64_t width = w0t.size(0);
     auto sol = eq[j].solve(w0t, o.reconstruct_ridge(), has_bias || bn_after);
-    ws.push_back(sol.narrow(0, 0, gin * k * k).t().reshape({gout, gin, k, k}));
-    bs.push_back(sol[gin * k * k]);
+    auto wj = sol.narrow(0, 0, width).t();  // [gout, width]
+    if (!all_free) {  // the Dirac columns back at their places
+      auto full = w_before.narrow(0, j * gout, gout).reshape({gout, gin * k * k}).clone();
+      full.index_copy_(1, free_index, wj);
+      wj = full;
+    }
+    ws.push_back(wj.reshape({gout, gin, k, k}));
+    bs.push_back(sol[width]);
   }
   torch::NoGradGuard no_grad;
-  conv->weight.copy_(torch::cat(ws, 0));
+  auto nw = torch::cat(ws, 0);
   auto nb = torch::cat(bs, 0);
-  if (has_bias) conv->bias.copy_(nb);
+  std::vector<int64_t> keep_rows;  // Dirac rows: weights, bias and BN mean as they were
+  for (int64_t r = 0; r < out; ++r)
+    if (fixed_rows[r]) keep_rows.push_back(r);
+  const auto kr = torch::tensor(keep_rows, torch::kLong);
+  if (!keep_rows.empty()) nw.index_copy_(0, kr, w_before.index_select(0, kr));
+  conv->weight.copy_(nw);
+  if (has_bias) {
+    if (!keep_rows.empty()) nb.index_copy_(0, kr, conv->bias.detach().to(torch::kCPU, torch::kDouble).index_select(0, kr));
+    conv->bias.copy_(nb);
+  }
   if (bn_after) {  // the BN's mean back to the original's; conv(x) + b' without a bias: mean - b'
     auto bn = pruned.layer_as<torch::nn::BatchNorm2dImpl>(i + 1);
     auto mean = orig_mean.to(torch::kCPU, torch::kDouble);
     if (!has_bias) mean = mean - nb;
+    if (!keep_rows.empty())
+      mean.index_copy_(0, kr, bn->running_mean.detach().to(torch::kCPU, torch::kDouble).index_select(0, kr));
     bn->running_mean.copy_(mean.to(bn->running_mean.options()));
   }
 }

@@ -51,6 +51,10 @@ std::map<std::string, int64_t> branch_channel_costs(const ModelImpl& model) {
 }  // namespace
 
 ResidualPruneResult prune_residual(const ModelImpl& model, const PruneOptions& options) {
+  return prune_residual(model, options, torch::Tensor());
+}
+
+ResidualPruneResult prune_residual(const ModelImpl& model, const PruneOptions& options, const torch::Tensor& calibration) {
   TORCH_CHECK(!dynamic_cast<const PlainNetImpl*>(&model), "the residual baseline prunes a residual model; '",
               model.options().arch(), "' is already a plain network (prune it directly)");
   // Dense reserve convs (grouped_reserve off): in a grouped reserve conv the equal-k rule would tie
@@ -91,7 +95,7 @@ ResidualPruneResult prune_residual(const ModelImpl& model, const PruneOptions& o
               " cannot be reached by the residual baseline (the channels outside blocks alone are more)");
   TORCH_CHECK(options.target_macs() <= 0 || o.target_macs() > 0, "target_macs ", options.target_macs(),
               " cannot be reached by the residual baseline (the channels outside blocks alone are more)");
-  auto res = detail::prune_plain(*plain, o, eligible);
+  auto res = detail::prune_plain(*plain, o, eligible, calibration);
   ResidualPruneResult out;
   out.residual_params_before = count_parameters(model);
   int64_t removed = 0;

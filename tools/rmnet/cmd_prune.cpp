@@ -29,7 +29,8 @@ struct PruneCliOptions {
   int64_t batch = 32;
   std::string runtime = "auto";
   int64_t round_to = 1;
-  bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false, reconstruct = false;
+  bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false, reconstruct = false,
+       keep_dirac = false;
   bool per_cost = false;
   std::string calib_dataset, data;
   int64_t calib_images = 256, image_size = 224, seed = 0, reconstruct_positions = 32;
@@ -63,8 +64,9 @@ void run_prune(const PruneCliOptions& o) {
   po.target_latency_ms(o.target_latency).target_speedup(o.target_speedup);
   po.latency(LatencyOptions().batch(o.batch).runtime(runtime_from_string(o.runtime)).input_size(o.input_size));
   po.reconstruct(o.reconstruct).reconstruct_positions(o.reconstruct_positions).reconstruct_seed(o.seed);
+  po.reconstruct_keep_dirac(o.keep_dirac);
   TORCH_CHECK(!o.reconstruct || !o.calib_dataset.empty(), "--reconstruct needs calibration images: --calib-dataset NAME");
-  TORCH_CHECK(!o.reconstruct || !o.residual_baseline, "--reconstruct applies to plain networks, not --residual-baseline");
+  TORCH_CHECK(!o.keep_dirac || o.reconstruct, "--keep-dirac applies to --reconstruct");
   torch::Tensor calibration;
   if (o.reconstruct) {
     auto train = open_dataset_flags(o.calib_dataset, o.data, true);
@@ -79,7 +81,7 @@ void run_prune(const PruneCliOptions& o) {
   int64_t res_before = 0, res_after = 0;
   try {
     if (o.residual_baseline) {
-      auto rr = prune_residual(*model, po);
+      auto rr = prune_residual(*model, po, calibration);
       r = std::move(rr.plain);
       res_before = rr.residual_params_before;
       res_after = rr.residual_params_after;
@@ -209,6 +211,9 @@ Command setup_prune(CLI::App& app) {
                 "Refit the consumers (next conv / linear) of the pruned layers and of every layer after them by least "
                 "squares so that each reproduces the original network's output on calibration images (needs "
                 "--calib-dataset)");
+  cmd->add_flag("--keep-dirac", o->keep_dirac,
+                "--reconstruct leaves the reserved channels' Dirac copies and the merge convs' shortcut columns as "
+                "they are (the onednn runtime then still runs them as shortcuts) and refits the rest");
   cmd->add_option("--calib-dataset", o->calib_dataset, "Calibration data set for --reconstruct (its training split)")
       ->check(CLI::IsMember(dataset_names()));
   cmd->add_option("--data", o->data, "Data set folder (optional for fashion-mnist)");

@@ -22,5 +22,8 @@ struct ResidualPruneResult {
 /// Throws for a plain model, a model without residual blocks whose channels can be pruned, and
 /// whatever prune() throws for the options.
 ResidualPruneResult prune_residual(const ModelImpl& model, const PruneOptions& options);
+/// The same with calibration images for PruneOptions::reconstruct (refits the consumers of the
+/// pruned branch channels; with reconstruct_keep_dirac the shortcuts stay exact Dirac copies).
+ResidualPruneResult prune_residual(const ModelImpl& model, const PruneOptions& options, const torch::Tensor& calibration);
 
 }  // namespace rmnet

@@ -186,6 +186,10 @@ struct PruneOptions {
   TORCH_ARG(double, reconstruct_ridge) = 1e-3;
   /// Seed of the sampled positions.
   TORCH_ARG(uint64_t, reconstruct_seed) = 0;
+  /// Reconstruction leaves Dirac rows (a reserved channel's copy: one non-zero weight, at the centre
+  /// tap) and Dirac columns (a merge conv's shortcut input) as they are and fits the rest, so the
+  /// onednn runtime still runs those channels as shortcuts (DeployOptions::dirac_shortcuts).
+  TORCH_ARG(bool, reconstruct_keep_dirac) = false;
   /// Square input size at which MACs are counted (target_macs and the report); 0: the model's own
   /// (default_input_size).
   TORCH_ARG(int64_t, input_size) = 0;
