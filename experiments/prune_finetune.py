@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--prune-flags", default="--reconstruct",
                     help="extra rmnet prune flags (quoted)")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--train-flags", default="", help="extra rmnet train flags (quoted), e.g. --keep-dirac")
     ap.add_argument("--distill", action="store_true", help="also fine-tune with the unpruned network as teacher")
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--batch", type=int, default=32, help="bench batch")
@@ -96,14 +97,14 @@ def main():
             out = work / f"ft{f}_{key}"
             run([a.rmnet, "train", "--init", pruned, "--dataset", "fashion-mnist", "--epochs", a.epochs, "--lr", 0.01,
                  "--schedule", "cosine", "--weight-decay", 5e-4, "--batch-size", 128, "--seed", 0, "--workers", 2,
-                 "--out", out] + extra)
+                 "--out", out] + extra + shlex.split(a.train_flags))
             row[key] = common.rmnet_eval(a.rmnet, out / "final.rmnet")["top1"]
             common.log(f"{f:.2f} {key}: {100 * row[key]:.2f}%")
         row["images_per_second"], row["runtime"] = bench(a.rmnet, work / f"ft{f}_after" / "final.rmnet", a.size, a.batch)
         rows.append(row)
         common.log(json.dumps(row))
     cols = ["before", "after"] + (["after_distilled"] if a.distill else [])
-    print(f"\nprune flags: {a.prune_flags}; residual {res_macs:,} MACs, plain {plain_macs:,}; {a.epochs} epoch(s)\n")
+    print(f"\nprune flags: {a.prune_flags}; train flags: {a.train_flags}; residual {res_macs:,} MACs, plain {plain_macs:,}; {a.epochs} epoch(s)\n")
     print("| MACs (of the residual's) | MACs | executed MACs | " + " | ".join(cols) + " | images/s (b" +
           str(a.batch) + ") |")
     print("|---|---|---|" + "---|" * len(cols) + "---|")
@@ -114,6 +115,7 @@ def main():
         pathlib.Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(a.json).write_text(json.dumps({"model": a.model, "prune_flags": a.prune_flags,
                                                     "residual_baseline": a.residual_baseline,
+                                                    "train_flags": a.train_flags,
                                                     "residual_macs": res_macs, "plain_macs": plain_macs,
                                                     "epochs": a.epochs, "rows": rows}, indent=2))
 

@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "helpers.h"
+#include "rmnet/convert/rm.h"
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/train/checkpoint.h"
 #include "rmnet/train/trainer.h"
@@ -51,6 +53,42 @@ TEST(Train, Schedules) {
   EXPECT_NEAR(learning_rate(w, 10), 0.5, 1e-12);
   EXPECT_NEAR(learning_rate(w, 20), 1.0, 1e-12);
   EXPECT_THROW(learning_rate(s.kind("linear"), 0), c10::Error);
+}
+
+// TrainOptions::keep_dirac: fine-tuning a converted network (BN kept) leaves its Dirac copies, the
+// identity BNs after them (running statistics included) and the merge columns exactly as they were,
+// so the onednn runtime still finds every block's shortcut; the rest trains. Without it the copies
+// train too and the shortcuts are gone.
+TEST(Train, KeepDiracKeepsTheShortcuts) {
+  auto train = quadrants(256, 1);
+  torch::manual_seed(0);
+  auto residual = create_model(ModelOptions("resnet8").num_classes(4).in_channels(1).track_block_stats(true));
+  residual->eval();
+  for (const bool keep : {true, false}) {
+    SCOPED_TRACE(keep);
+    auto r = convert(*residual, ConvertOptions().keep_bn(true));
+    ASSERT_TRUE(r.report.passed);
+    auto plain = r.plain;
+    const auto before = params_of(*plain);
+    DataLoader tl(train, normalize({{0.3}, {0.3}}), LoaderOptions().batch_size(32).drop_last(true).seed(1));
+    auto o = options_for(1, tl.batches_per_epoch()).keep_dirac(keep);
+    auto opt = make_sgd(*plain, o);
+    TrainState state;
+    train_epoch(*plain, tl, *opt, o, state);
+    const auto after = params_of(*plain);
+    int64_t changed = 0;
+    for (size_t i = 0; i < before.size(); ++i) changed += !before[i].equal(after[i]);
+    EXPECT_GT(changed, static_cast<int64_t>(before.size()) / 2);  // it trained
+    plain->eval();
+    if (!onednn_direct_available()) continue;
+    const auto g = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN))->graph();
+    EXPECT_EQ(g.find("; 3 Dirac shortcuts") != std::string::npos, keep) << g;
+    // and the runtime computes the trained network's function
+    const auto x = torch::randn({2, 1, 12, 12});
+    const auto ref = plain->forward(x);
+    EXPECT_LE((deploy(*plain, DeployOptions().runtime(Runtime::OneDNN))->forward(x) - ref).abs().max().item<double>(),
+              1e-4 * ref.abs().max().item<double>());
+  }
 }
 
 TEST(Train, LearnsASyntheticTask) {

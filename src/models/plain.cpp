@@ -158,9 +158,32 @@ torch::Tensor PlainNetImpl::forward(torch::Tensor x) { return forward_range(std:
 torch::Tensor PlainNetImpl::forward_range(torch::Tensor x, size_t begin, size_t end) {
   end = std::min(end, specs_.size());
   for (size_t i = begin; i < end; ++i) {
+    if (!frozen_bn_.empty() && is_training()) {
+      if (const auto it = frozen_bn_.find(i); it != frozen_bn_.end()) {
+        // the frozen channels as in eval mode: (x - mean) / sqrt(var + eps) * gamma + beta
+        auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(layers_[i]);
+        const auto& c = it->second;
+        const auto xs = x.index_select(1, c);
+        const auto view = [&](const torch::Tensor& t) { return t.index_select(0, c).view({1, -1, 1, 1}); };
+        const auto ys = (xs - view(bn->running_mean)) / (view(bn->running_var) + bn->options.eps()).sqrt() *
+                            view(bn->weight) + view(bn->bias);
+        x = bn->forward(x).index_copy(1, c, ys);
+        continue;
+      }
+    }
     x = ir::traits(specs_[i].kind).forward(*layers_[i], x);
   }
   return x;
+}
+
+void PlainNetImpl::set_frozen_bn_channels(size_t i, torch::Tensor channels) {
+  TORCH_CHECK(i < specs_.size() && specs_[i].kind == LayerKind::BatchNorm, "set_frozen_bn_channels: layer ", i,
+              " is not a BatchNorm");
+  if (!channels.defined() || channels.numel() == 0) {
+    frozen_bn_.erase(i);
+    return;
+  }
+  frozen_bn_[i] = channels.to(torch::kLong).to(layers_[i]->buffers().front().device());
 }
 
 std::string PlainNetImpl::summary(const std::vector<int64_t>& input_shape) const {

@@ -1,11 +1,15 @@
 #include "rmnet/train/trainer.h"
 
+#include "rmnet/models/plain.h"
+
 #include "../eval_mode_guard.h"
 
 #include <chrono>
 #include <cmath>
 
 #include <fmt/format.h>
+#include <optional>
+
 #include <torch/torch.h>
 
 namespace rmnet {
@@ -75,8 +79,73 @@ torch::Tensor training_loss(const torch::Tensor& logits, const torch::Tensor& la
   return (1.0 - a) * ce + a * t * t * kl;
 }
 
+namespace {
+
+/// TrainOptions::keep_dirac: a plain network's Dirac rows (with their bias and the BN channels after
+/// them) and centre-tap-only columns, restored after every optimizer step (so neither gradients,
+/// weight decay, momentum nor BN's running statistics move them), and those BN channels normalising
+/// with their running statistics in training mode too. Undone when it goes out of scope.
+class DiracFreeze {
+ public:
+  explicit DiracFreeze(ModelImpl& model) : net_(dynamic_cast<PlainNetImpl*>(&model)) {
+    if (!net_) return;
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < net_->size(); ++i) {
+      const auto& s = net_->spec(i);
+      if (s.kind != LayerKind::Conv || s.kernel % 2 == 0) continue;
+      auto conv = net_->layer_as<torch::nn::Conv2dImpl>(i);
+      const auto w = conv->weight.detach();
+      const int64_t o = w.size(0), kk = s.kernel * s.kernel, centre = (s.kernel / 2) * s.kernel + s.kernel / 2;
+      auto off = w.reshape({o, w.size(1), kk}).clone();
+      off.select(2, centre).zero_();
+      const auto off_nz = off.ne(0);                                  // [O, I/g, k*k]
+      const auto centre_nz = w.reshape({o, w.size(1), kk}).select(2, centre).ne(0);  // [O, I/g]
+      // rows: one non-zero weight, at the centre tap
+      const auto rows = off_nz.flatten(1).any(1).logical_not() & centre_nz.sum(1).eq(1);
+      auto mask = rows.view({o, 1, 1, 1}).expand_as(w).clone();
+      if (s.groups == 1 && s.kernel > 1) {  // columns: weights at the centre tap only (and some)
+        const auto cols = off_nz.any(2).any(0).logical_not() & centre_nz.any(0);
+        mask |= cols.view({1, -1, 1, 1}).expand_as(w);
+      }
+      if (!mask.any().item<bool>()) continue;
+      keep(conv->weight, mask);
+      if (conv->bias.defined() && conv->bias.numel() > 0) keep(conv->bias, rows);
+      if (i + 1 < net_->size() && net_->spec(i + 1).kind == LayerKind::BatchNorm && rows.any().item<bool>()) {
+        auto bn = net_->layer_as<torch::nn::BatchNorm2dImpl>(i + 1);
+        for (auto* t : {&bn->weight, &bn->bias, &bn->running_mean, &bn->running_var}) keep(*t, rows);
+        net_->set_frozen_bn_channels(i + 1, rows.nonzero().flatten());
+        bns_.push_back(i + 1);
+      }
+    }
+  }
+  ~DiracFreeze() {
+    for (size_t i : bns_) net_->set_frozen_bn_channels(i, torch::Tensor());
+  }
+  DiracFreeze(const DiracFreeze&) = delete;
+  DiracFreeze& operator=(const DiracFreeze&) = delete;
+
+  /// The kept values back (after an optimizer step).
+  void restore() {
+    torch::NoGradGuard no_grad;
+    for (auto& k : kept_) k.t.copy_(torch::where(k.mask, k.saved, k.t));
+  }
+
+ private:
+  struct Kept {
+    torch::Tensor t, mask, saved;
+  };
+  void keep(torch::Tensor& t, const torch::Tensor& mask) { kept_.push_back({t, mask.to(t.device()), t.detach().clone()}); }
+  PlainNetImpl* net_ = nullptr;
+  std::vector<Kept> kept_;
+  std::vector<size_t> bns_;
+};
+
+}  // namespace
+
 EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& optimizer, const TrainOptions& o,
                        TrainState& state, const ProgressFn& progress, const std::function<bool()>& stop) {
+  std::optional<DiracFreeze> freeze;
+  if (o.keep_dirac()) freeze.emplace(model);
   model.train();
   EpochStats s;
   const auto t0 = std::chrono::steady_clock::now();
@@ -152,6 +221,7 @@ EpochStats train_epoch(ModelImpl& model, DataLoader& loader, torch::optim::SGD& 
     }
     if (do_step && o.sparsity() > 0) add_sparsity_subgradient(model, o.sparsity());  // slimming L1 (after unscaling)
     if (do_step) optimizer.step();
+    if (freeze) freeze->restore();
     loss_sum += lv * static_cast<double>(bs);
     c1 += k1;
     c5 += k5;

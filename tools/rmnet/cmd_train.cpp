@@ -132,6 +132,10 @@ Command setup_train(CLI::App& app) {
   auto* resume = cmd->add_option("--resume", o->resume, "Resume from this checkpoint")->check(CLI::ExistingFile);
   arch->excludes(init)->excludes(resume);
   init->excludes(resume);
+  cmd->add_flag("--keep-dirac", t.keep_dirac(),
+                "A plain network's Dirac channels (an RM block's reserved copies, the merge's shortcut and "
+                "projection columns) do not train, so the network keeps its shortcuts on the onednn runtime "
+                "and trains as the residual network it still is");
   auto* teacher = cmd->add_option("--teacher", o->teacher,
                                   "Distil from this network (e.g. the unpruned one when fine-tuning a pruned --init): "
                                   "loss = (1 - A) cross-entropy + A T^2 KL(teacher || student) at temperature T")

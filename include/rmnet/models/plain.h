@@ -2,6 +2,7 @@
 // The plain network: the hub of rmnet. An ordered chain of standard layers with no branch.
 // Its submodules are named "0", "1", ... so its state_dict keys are those of a Python
 // torch.nn.Sequential of the same layers.
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -72,6 +73,11 @@ class PlainNetImpl : public ModelImpl {
   /// Runs layers [begin, end) on x (the whole chain when called with defaults).
   torch::Tensor forward_range(torch::Tensor x, size_t begin, size_t end);
 
+  /// Channels of BatchNorm layer i that compute with their running statistics in training mode too
+  /// (the rest of the layer normalises with the batch's): a Dirac copy's identity BN stays an identity
+  /// while the network trains (TrainOptions::keep_dirac). Undefined: none. Not saved.
+  void set_frozen_bn_channels(size_t i, torch::Tensor channels);
+
   /// Where each layer's output channels came from (models/provenance.h): empty when unknown, else
   /// one origin per layer. Recorded by the conversion, kept by pruning, stored in model files.
   const std::vector<LayerOrigin>& provenance() const { return provenance_; }
@@ -88,6 +94,7 @@ class PlainNetImpl : public ModelImpl {
   std::vector<LayerSpec> specs_;
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   std::vector<LayerOrigin> provenance_;
+  std::map<size_t, torch::Tensor> frozen_bn_;  // set_frozen_bn_channels
 };
 TORCH_MODULE(PlainNet);
 

@@ -45,6 +45,13 @@ struct TrainOptions {
   TORCH_ARG(double, distill_weight) = 0.5;
   /// Temperature T of the softened distributions (> 0).
   TORCH_ARG(double, distill_temperature) = 4.0;
+  /// A plain network's Dirac channels do not train: rows whose only non-zero weight is at the centre
+  /// tap (an RM block's reserved copies) with their bias and the BN channels after them (which also
+  /// normalise with their running statistics in training mode), and dense convs' columns whose
+  /// weights are at the centre tap only (a merge's shortcut or projection). So a converted or pruned
+  /// network keeps its shortcuts through fine-tuning (the onednn runtime runs them as shortcuts) and
+  /// trains as the residual network it still is. Ignored for other models.
+  TORCH_ARG(bool, keep_dirac) = false;
 };
 
 /// The training loss: cross-entropy (with label smoothing), or with a teacher's logits the
