@@ -9,7 +9,8 @@
 //       own channels, (-inf, inf) on the reserved ones), PReLU with mixed slopes (slopes in {0, 1}
 //       become such a clamp).
 //   BatchNorm not after a conv -> an in-place per-channel affine; ReLU/clamp/PReLU alone -> in place;
-//   MaxPool -> at::max_pool2d (channels-last kernel); AvgPool + Flatten -> a mean over H, W;
+//   MaxPool -> at::max_pool2d (channels-last kernel; a oneDNN pooling primitive on the direct path);
+//   AvgPool + Flatten -> a mean over H, W;
 //   Linear -> at::linear; SE -> squeeze, excitation and an in-place scale of the first channels.
 #include <cmath>
 #include <cstddef>
