@@ -77,9 +77,11 @@ std::pair<std::vector<bool>, std::vector<bool>> dirac_rows_cols(const torch::Ten
   const auto lone_centre = [&](const torch::Tensor& m) {  // [L, n * kk] -> per line
     const auto nz = m.ne(0);
     const auto count = nz.sum(1);
-    const auto at = nz.to(torch::kInt).argmax(1);
+    const auto at = nz.to(torch::kInt).argmax(1).to(torch::kLong);
+    const auto c = count.accessor<int64_t, 1>();
+    const auto a = at.accessor<int64_t, 1>();
     std::vector<bool> out(m.size(0));
-    for (int64_t l = 0; l < m.size(0); ++l) out[l] = count[l].item<int64_t>() == 1 && at[l].item<int64_t>() % kk == centre;
+    for (int64_t l = 0; l < m.size(0); ++l) out[l] = c[l] == 1 && a[l] % kk == centre;
     return out;
   };
   auto rows = lone_centre(w.reshape({o, -1}));
@@ -108,7 +110,10 @@ void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const t
       auto off = w_before.permute({1, 0, 2, 3}).reshape({s.in_channels, out, k * k}).clone();
       off.select(2, centre).zero_();
       const auto any_off = off.ne(0).flatten(1).any(1);
-      for (int64_t c = 0; c < s.in_channels; ++c) centre_cols[c] = !fixed_cols[c] && !any_off[c].item<bool>();
+      const auto any_centre = w_before.select(3, k / 2).select(2, k / 2).ne(0).any(0);
+      const auto ao = any_off.accessor<bool, 1>();
+      const auto ac = any_centre.accessor<bool, 1>();
+      for (int64_t c = 0; c < s.in_channels; ++c) centre_cols[c] = !fixed_cols[c] && !ao[c] && ac[c];
     }
   }
   // the free columns of the patch matrix (all of them unless a dense conv has Dirac or projection columns)
@@ -116,6 +121,7 @@ void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const t
   for (int64_t c = 0; c < gin; ++c)
     for (int64_t t = 0; t < k * k; ++t)
       if (!(g == 1 && (fixed_cols[c] || (centre_cols[c] && t != centre)))) free_taps.push_back(c * k * k + t);
+  if (free_taps.empty()) return;  // every input is a Dirac column: nothing to fit
   const bool all_free = static_cast<int64_t>(free_taps.size()) == gin * k * k;
   const auto free_index = torch::tensor(free_taps, torch::kLong);
   // the Dirac columns' share of the output, per patch row: x[:, fixed taps] w[:, fixed taps]^T
