@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -116,6 +117,29 @@ void execute_primitive(const dnnl::primitive& prim, std::unordered_map<int, dnnl
     thread_stream().wait();
   } catch (const dnnl::error& e) {
     TORCH_CHECK(false, what(), " failed: ", e.what(), " (status ", static_cast<int>(e.status), ")");
+  }
+}
+
+/// A max-pool (kernel k, stride s, padding p; dilation 1, floor mode) on NHWC tensors of type `t`
+/// and input sizes `in` as a oneDNN pooling primitive descriptor (user scratchpad), or nothing where
+/// oneDNN cannot express it. oneDNN checks (H - k + pl + pr) / s + 1 == Ho: the right padding is the
+/// one that makes floor mode's output size (none where that would be negative: rows dropped).
+std::optional<dnnl::pooling_forward::primitive_desc> max_pool_pd(dt t, at::IntArrayRef in, int64_t k, int64_t s,
+                                                                 int64_t p) {
+  const int64_t n = in[0], c = in[1], h = in[2], w = in[3];
+  const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
+  const dnnl::memory::dims pl{p, p}, pr{(ho - 1) * s + k - h - p, (wo - 1) * s + k - w - p};
+  if (ho <= 0 || wo <= 0 || pr[0] < 0 || pr[1] < 0) return std::nullopt;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  try {
+    return dnnl::pooling_forward::primitive_desc(
+        dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                    dnnl::memory::desc({n, c, h, w}, t, tag::nhwc),
+                                    dnnl::memory::desc({n, c, ho, wo}, t, tag::nhwc), {s, s}, {k, k}, pl, pr),
+        attr, cpu_engine());
+  } catch (const dnnl::error&) {
+    return std::nullopt;
   }
 }
 
@@ -524,32 +548,21 @@ class DnnlExecutor : public Executor {
         plan.nodes.push_back(std::move(node));
         c = s.out;
       } else if (s.kind == StepKind::MaxPool) {
-        const int64_t h_in = h, w_in = w;
-        spatial(s, "maxpool");
         // a oneDNN pooling primitive (ATen's channels-last max-pool took 0.39 ms on the RM resnet50's
-        // stem map at 224 b1, OpenVINO's 0.16); its right padding makes floor mode's output size
-        const dnnl::memory::dims pl{s.padding, s.padding},
-            pr{(h - 1) * s.stride + s.kernel - h_in - s.padding, (w - 1) * s.stride + s.kernel - w_in - s.padding};
-        if (pr[0] >= 0 && pr[1] >= 0 && !flat) {
+        // stem map at 224 b1, OpenVINO's 0.16); ATen's kernel (run_aten_step) where it cannot be one
+        const auto pd = flat ? std::nullopt : max_pool_pd(t, {n, c, h, w}, s.kernel, s.stride, s.padding);
+        spatial(s, "maxpool");
+        if (pd) {
           Node node;
           node.step = i;
           node.kind = Node::Kind::Pool;
-          node.src_md = dnnl::memory::desc({n, c, h_in, w_in}, t, tag::nhwc);
-          node.dst_md = dnnl::memory::desc({n, c, h, w}, t, tag::nhwc);
-          dnnl::primitive_attr attr;
-          attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-          try {
-            dnnl::pooling_forward::primitive_desc pd(
-                dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
-                                            node.src_md, node.dst_md, {s.stride, s.stride}, {s.kernel, s.kernel}, pl, pr),
-                attr, cpu_engine());
-            node.prim = dnnl::pooling_forward(pd);
-            node.scratch_md = pd.scratchpad_desc();
-            node.out = {n, c, h, w};
-            plan.node_of_step[i] = static_cast<int>(plan.nodes.size());
-            plan.nodes.push_back(std::move(node));
-          } catch (const dnnl::error&) {  // not expressible: ATen's kernel (run_aten_step)
-          }
+          node.src_md = pd->src_desc();
+          node.dst_md = pd->dst_desc();
+          node.prim = dnnl::pooling_forward(*pd);
+          node.scratch_md = pd->scratchpad_desc();
+          node.out = {n, c, h, w};
+          plan.node_of_step[i] = static_cast<int>(plan.nodes.size());
+          plan.nodes.push_back(std::move(node));
         }
       } else if (s.kind == StepKind::MeanFlatten) {
         h = w = 1;
@@ -638,22 +651,14 @@ class DnnlQConv final : public U8Primitive {
 class DnnlU8MaxPool final : public U8Primitive {
  public:
   DnnlU8MaxPool(int64_t k, int64_t s, int64_t p, at::IntArrayRef sizes) {
-    const int64_t n = sizes[0], c = sizes[1], h = sizes[2], w = sizes[3];
-    const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
-    // oneDNN checks (H - k + pl + pr) / s + 1 == Ho: the right padding that makes floor mode's size
-    const dnnl::memory::dims pl{p, p}, pr{(ho - 1) * s + k - h - p, (wo - 1) * s + k - w - p};
-    TORCH_CHECK(pr[0] >= 0 && pr[1] >= 0, "u8 max-pool: negative right padding");
-    src_md_ = dnnl::memory::desc({n, c, h, w}, dt::u8, tag::nhwc);
-    dst_md_ = dnnl::memory::desc({n, c, ho, wo}, dt::u8, tag::nhwc);
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::pooling_forward::primitive_desc pd(
-        dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, src_md_, dst_md_,
-                                    {s, s}, {k, k}, pl, pr),
-        attr, cpu_engine());
-    scratch_md_ = pd.scratchpad_desc();
-    prim_ = dnnl::pooling_forward(pd);
-    out_ = {n, c, ho, wo};
+    const auto pd = max_pool_pd(dt::u8, sizes, k, s, p);
+    TORCH_CHECK(pd, "u8 max-pool: oneDNN cannot express it (floor mode drops input rows, or refused)");
+    src_md_ = pd->src_desc();
+    dst_md_ = pd->dst_desc();
+    scratch_md_ = pd->scratchpad_desc();
+    prim_ = dnnl::pooling_forward(*pd);
+    const auto d = dst_md_.dims();
+    out_ = {d.begin(), d.end()};
   }
 
   Tensor run(const Tensor& x) const override {

@@ -41,13 +41,32 @@ bool is_uniform(const Tensor& t) { return t.numel() > 0 && t.eq(t.flatten()[0]).
 /// A clamp of (-inf, inf): the identity, no step at all.
 bool is_identity(const Step& s) { return s.kind == StepKind::Clamp && s.lo == -kInf && s.hi == kInf; }
 
+}  // namespace
+
 std::string act_name(const Step& s) {
   if (s.attr == "relu") return " + relu";
   if (s.attr == "hardtanh") return fmt::format(" + clamp[{:g}, {:g}]", s.scalars[0], s.scalars[1]);
   return "";
 }
 
-}  // namespace
+bool clamp_as_post_op(Step& conv, double lo, double hi) {
+  if (lo == -kInf && hi == kInf) return true;  // the identity: nothing to do
+  if (lo == 0.0 && hi == kInf) {
+    conv.attr = "relu";
+    return true;
+  }
+  if (!std::isfinite(lo) || !std::isfinite(hi)) return false;
+  conv.attr = "hardtanh";
+  conv.scalars = {lo, hi};
+  conv.op_scalars = c10::List<std::optional<at::Scalar>>();
+  for (double v : conv.scalars) conv.op_scalars.push_back(at::Scalar(v));
+  return true;
+}
+
+std::string clamp_channels_name(const Tensor& lo, const Tensor& hi) {
+  const auto clipped = (lo.isfinite() | hi.isfinite()).sum().item<int64_t>();
+  return fmt::format("per-channel clamp ({} of {} channels bounded, in place)", clipped, lo.numel());
+}
 
 void OneDnnExecutor::compile(const PlainNetImpl& net) {
   steps_ = compile_chain(net, dtype_);
@@ -105,15 +124,10 @@ std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype
           } else if (a.kind == LayerKind::Clamp || a.kind == LayerKind::PReLU) {
             auto act = activation_step(net, i + 1, dtype);
             s.last = ++i;
-            if (act.kind == StepKind::ReLU) {
-              s.attr = "relu";
-            } else if (act.kind == StepKind::Clamp && std::isfinite(act.lo) && std::isfinite(act.hi)) {
-              s.attr = "hardtanh";
-              s.scalars = {act.lo, act.hi};
-              for (double v : s.scalars) s.op_scalars.push_back(at::Scalar(v));
-            } else if (!is_identity(act)) {
+            const bool uniform = act.kind == StepKind::ReLU || act.kind == StepKind::Clamp;
+            if (!uniform || !clamp_as_post_op(s, act.kind == StepKind::ReLU ? 0.0 : act.lo,
+                                              act.kind == StepKind::ReLU ? kInf : act.hi))
               rest = act;  // runs in place after the conv
-            }
           }
         }
         s.name += act_name(s);
@@ -233,8 +247,7 @@ Step activation_step(const PlainNetImpl& net, size_t i, torch::ScalarType dtype)
   s.kind = StepKind::ClampChannels;
   s.lo_t = channel_view(lo, dtype);
   s.hi_t = channel_view(hi, dtype);
-  const auto clipped = (lo.isfinite() | hi.isfinite()).sum().item<int64_t>();
-  s.name = fmt::format("per-channel clamp ({} of {} channels bounded, in place)", clipped, lo.numel());
+  s.name = clamp_channels_name(lo, hi);
   return s;
 }
 

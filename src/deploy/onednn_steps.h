@@ -82,6 +82,17 @@ std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype
 /// many it found. The executor that runs the result must honour the marks (dnnl.cpp does).
 size_t find_dirac_shortcuts(std::vector<Step>& steps);
 
+/// " + relu", " + clamp[lo, hi]" or "" for a conv step's post-op (its name's suffix).
+std::string act_name(const Step& s);
+
+/// Makes a clamp [lo, hi], the same on every channel, the post-op of `conv` (whose attr is "none")
+/// where oneDNN's eltwise post-ops express it exactly: nothing for (-inf, inf), "relu" for [0, inf),
+/// "hardtanh" for finite bounds. False (conv unchanged) otherwise: the clamp stays a step.
+bool clamp_as_post_op(Step& conv, double lo, double hi);
+
+/// A ClampChannels step's name for per-channel bounds `lo`, `hi`.
+std::string clamp_channels_name(const torch::Tensor& lo, const torch::Tensor& hi);
+
 /// A ReLU, clamp or PReLU layer as the simplest exact step: ReLU, a uniform Clamp (lo, hi), a
 /// per-channel clamp, or PReLU.
 Step activation_step(const PlainNetImpl& net, size_t i, torch::ScalarType dtype);

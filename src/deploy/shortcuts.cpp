@@ -205,31 +205,11 @@ bool slice_clamp(Step& conv, Step& clamp, const std::vector<int64_t>& rows) {
   clamp.lo_t = clamp.lo_t.index_select(1, r).contiguous();
   clamp.hi_t = clamp.hi_t.index_select(1, r).contiguous();
   const auto lo = clamp.lo_t.to(torch::kDouble), hi = clamp.hi_t.to(torch::kDouble);
-  const int64_t bounded = (lo.isfinite() | hi.isfinite()).sum().item<int64_t>();
-  clamp.name = fmt::format("per-channel clamp ({} of {} channels bounded, in place)", bounded, lo.numel());
+  clamp.name = clamp_channels_name(lo, hi);
   if (conv.attr != "none" || !(lo == lo.min()).all().item<bool>() || !(hi == hi.min()).all().item<bool>()) return false;
-  const double l = lo.min().item<double>(), h = hi.min().item<double>();
-  if (std::isinf(l) && l < 0 && std::isinf(h) && h > 0) return true;  // (-inf, inf): nothing left to do
-  if (l == 0 && std::isinf(h) && h > 0) {
-    conv.attr = "relu";
-    return true;
-  }
-  if (std::isfinite(l) && std::isfinite(h)) {
-    conv.attr = "hardtanh";
-    conv.scalars = {l, h};
-    conv.op_scalars = c10::List<std::optional<at::Scalar>>();
-    for (double v : conv.scalars) conv.op_scalars.push_back(at::Scalar(v));
-    return true;
-  }
-  return false;
+  return clamp_as_post_op(conv, lo.min().item<double>(), hi.min().item<double>());
 }
 
-/// " + relu", " + clamp[lo, hi]" or "" for a conv's post-op.
-std::string act_suffix(const Step& s) {
-  if (s.attr == "relu") return " + relu";
-  if (s.attr == "hardtanh") return fmt::format(" + clamp[{:g}, {:g}]", s.scalars[0], s.scalars[1]);
-  return "";
-}
 
 }  // namespace
 
@@ -343,7 +323,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
     };
     const auto rename = [](Step& s) {
       s.name = fmt::format("conv {}x{} s{} {}->{}{}{}", s.kernel, s.kernel, s.stride, s.in, s.out,
-                           s.groups > 1 ? fmt::format(" g{}", s.groups) : "", act_suffix(s));
+                           s.groups > 1 ? fmt::format(" g{}", s.groups) : "", act_name(s));
     };
     const int64_t x_channels = steps[a].in;
     const size_t a_first = steps[a].first;
@@ -372,7 +352,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
       sb.shortcut_act = act;
       sb.name = fmt::format("conv {}x{} s{} {}->{} + the shortcut from layer {} ({}sum post-op{}){}", sb.kernel,
                             sb.kernel, sb.stride, sb.in, sb.out, a_first, projection.defined() ? "projected, " : "",
-                            act == "relu" && !projection.defined() ? ", ReLU on it first" : "", act_suffix(sb));
+                            act == "relu" && !projection.defined() ? ", ReLU on it first" : "", act_name(sb));
     }
     if (projection.defined()) {  // its 1x1 conv on the kept input, just before B (last: steps may move)
       Step p;

@@ -184,4 +184,26 @@ std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module
   return {torch::kFloat, torch::Device(torch::kCPU)};
 }
 
+DiracPattern dirac_pattern(const torch::Tensor& weight, int64_t groups) {
+  torch::NoGradGuard no_grad;
+  const auto w = weight.detach();
+  const int64_t o = w.size(0), in_g = w.size(1), kh = w.size(2), kw = w.size(3);
+  const int64_t centre = (kh / 2) * kw + kw / 2;
+  const auto nz = w.reshape({o, in_g, kh * kw}).ne(0);
+  const auto at_centre = nz.select(2, centre);  // [O, I/g]
+  auto off = nz.clone();                        // the non-zeros off the centre tap
+  off.select(2, centre).fill_(false);
+  DiracPattern p;
+  p.rows = off.flatten(1).any(1).logical_not() & at_centre.sum(1).eq(1);
+  p.lone_cols = torch::zeros({in_g * groups}, nz.options());
+  p.centre_cols = p.lone_cols.clone();
+  if (groups == 1) {
+    const auto only_centre = off.any(2).any(0).logical_not();  // [I]
+    const auto centre_count = at_centre.sum(0);
+    if (kh % 2 == 1) p.lone_cols = only_centre & centre_count.eq(1);
+    if (kh > 1) p.centre_cols = only_centre & centre_count.gt(0);
+  }
+  return p;
+}
+
 }  // namespace rmnet::ir

@@ -67,29 +67,6 @@ double relative_error(const torch::Tensor& y, const torch::Tensor& ref) {
   return den > 0 ? std::sqrt((y.to(torch::kDouble) - ref.to(torch::kDouble)).pow(2).sum().item<double>() / den) : 0.0;
 }
 
-/// Dirac rows and columns of a conv's weight w [O, I/g, k, k] (float64, as stored: before any BN
-/// after it): a row whose only non-zero weight is at the centre tap (a reserved channel's copy of
-/// its input) and, in a dense conv, a column whose only non-zero weight is at the centre tap (the
-/// merge conv's shortcut: that copy added to one output). The Dirac shortcuts of the onednn runtime
-/// (src/deploy/shortcuts.cpp) need them exact, so reconstruct_keep_dirac leaves them as they are.
-std::pair<std::vector<bool>, std::vector<bool>> dirac_rows_cols(const torch::Tensor& w, int64_t groups) {
-  const int64_t o = w.size(0), kk = w.size(2) * w.size(3), centre = (w.size(2) / 2) * w.size(3) + w.size(3) / 2;
-  const auto lone_centre = [&](const torch::Tensor& m) {  // [L, n * kk] -> per line
-    const auto nz = m.ne(0);
-    const auto count = nz.sum(1);
-    const auto at = nz.to(torch::kInt).argmax(1).to(torch::kLong);
-    const auto c = count.accessor<int64_t, 1>();
-    const auto a = at.accessor<int64_t, 1>();
-    std::vector<bool> out(m.size(0));
-    for (int64_t l = 0; l < m.size(0); ++l) out[l] = c[l] == 1 && a[l] % kk == centre;
-    return out;
-  };
-  auto rows = lone_centre(w.reshape({o, -1}));
-  std::vector<bool> cols(w.size(1) * groups, false);
-  if (groups == 1 && w.size(2) % 2 == 1) cols = lone_centre(w.permute({1, 0, 2, 3}).reshape({w.size(1), -1}));
-  return {rows, cols};
-}
-
 /// Refits conv layer i of `pruned` (input xp) to the original's output yo (its kept channels).
 /// `orig_mean`: the running mean of the original's BN after the layer (kept channels), or undefined:
 /// the fold of removed channels shifted the pruned BN's mean; the fit's intercept replaces that.
@@ -102,18 +79,19 @@ void refit_conv(PlainNetImpl& pruned, size_t i, const torch::Tensor& xp, const t
   auto conv = pruned.layer_as<torch::nn::Conv2dImpl>(i);
   const int64_t k = s.kernel, g = s.groups, out = s.out_channels, gout = out / g, gin = s.in_channels / g;
   const auto w_before = conv->weight.detach().to(torch::kCPU, torch::kDouble).clone();
+  // Dirac rows and lone (shortcut) columns stay as they are; a projection's columns (weights at the
+  // centre tap only) stay so: fitted at the centre
   std::vector<bool> fixed_rows(out, false), fixed_cols(s.in_channels, false), centre_cols(s.in_channels, false);
   const int64_t centre = (k / 2) * k + k / 2;
   if (o.reconstruct_keep_dirac()) {
-    std::tie(fixed_rows, fixed_cols) = dirac_rows_cols(w_before, g);
-    if (g == 1 && k > 1) {  // a projection merge's columns: weights at the centre tap only; they stay so
-      auto off = w_before.permute({1, 0, 2, 3}).reshape({s.in_channels, out, k * k}).clone();
-      off.select(2, centre).zero_();
-      const auto any_off = off.ne(0).flatten(1).any(1);
-      const auto any_centre = w_before.select(3, k / 2).select(2, k / 2).ne(0).any(0);
-      const auto ao = any_off.accessor<bool, 1>();
-      const auto ac = any_centre.accessor<bool, 1>();
-      for (int64_t c = 0; c < s.in_channels; ++c) centre_cols[c] = !fixed_cols[c] && !ao[c] && ac[c];
+    const auto d = ir::dirac_pattern(w_before, g);
+    const auto rows = d.rows.accessor<bool, 1>();
+    const auto lone = d.lone_cols.accessor<bool, 1>();
+    const auto only_centre = d.centre_cols.accessor<bool, 1>();
+    for (int64_t r = 0; r < out; ++r) fixed_rows[r] = rows[r];
+    for (int64_t c = 0; c < s.in_channels; ++c) {
+      fixed_cols[c] = lone[c];
+      centre_cols[c] = only_centre[c] && !lone[c];
     }
   }
   // the free columns of the patch matrix (all of them unless a dense conv has Dirac or projection columns)

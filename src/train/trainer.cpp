@@ -1,5 +1,6 @@
 #include "rmnet/train/trainer.h"
 
+#include "rmnet/ir/chain.h"
 #include "rmnet/models/plain.h"
 
 #include "../eval_mode_guard.h"
@@ -94,19 +95,11 @@ class DiracFreeze {
       const auto& s = net_->spec(i);
       if (s.kind != LayerKind::Conv || s.kernel % 2 == 0) continue;
       auto conv = net_->layer_as<torch::nn::Conv2dImpl>(i);
-      const auto w = conv->weight.detach();
-      const int64_t o = w.size(0), kk = s.kernel * s.kernel, centre = (s.kernel / 2) * s.kernel + s.kernel / 2;
-      auto off = w.reshape({o, w.size(1), kk}).clone();
-      off.select(2, centre).zero_();
-      const auto off_nz = off.ne(0);                                  // [O, I/g, k*k]
-      const auto centre_nz = w.reshape({o, w.size(1), kk}).select(2, centre).ne(0);  // [O, I/g]
-      // rows: one non-zero weight, at the centre tap
-      const auto rows = off_nz.flatten(1).any(1).logical_not() & centre_nz.sum(1).eq(1);
-      auto mask = rows.view({o, 1, 1, 1}).expand_as(w).clone();
-      if (s.groups == 1 && s.kernel > 1) {  // columns: weights at the centre tap only (and some)
-        const auto cols = off_nz.any(2).any(0).logical_not() & centre_nz.any(0);
-        mask |= cols.view({1, -1, 1, 1}).expand_as(w);
-      }
+      const auto& w = conv->weight;
+      const auto d = ir::dirac_pattern(w, s.groups);
+      const auto& rows = d.rows;  // with their bias and BN channels
+      auto mask = rows.view({-1, 1, 1, 1}).expand_as(w).clone();
+      if (s.groups == 1) mask |= d.centre_cols.view({1, -1, 1, 1}).expand_as(w);  // (none for k = 1)
       if (!mask.any().item<bool>()) continue;
       keep(conv->weight, mask);
       if (conv->bias.defined() && conv->bias.numel() > 0) keep(conv->bias, rows);

@@ -95,4 +95,17 @@ struct Chain {
 /// dtype and device of a module's first floating parameter (float32/CPU when it has none).
 std::pair<torch::ScalarType, torch::Device> dtype_device(const torch::nn::Module& m);
 
+/// Where a conv weight [O, I/groups, k, k] has the Dirac structure the RM operation gives reserved
+/// channels, by which entries are non-zero (values aside): `rows` [O], a row whose only non-zero
+/// weight is at the centre tap (a copy of one input channel); in a dense conv, `lone_cols` [I] (odd
+/// kernel), a column whose only non-zero weight is at the centre tap (a merge's shortcut input), and
+/// `centre_cols` [I] (kernel > 1), a column with non-zero weights at the centre tap only (a
+/// downsample block's projection; lone columns included). Bool tensors on the weight's device,
+/// false where the conv cannot have them. Pruning's reconstruct_keep_dirac and training's
+/// keep_dirac leave these as they are (the onednn runtime runs them as shortcuts).
+struct DiracPattern {
+  torch::Tensor rows, lone_cols, centre_cols;
+};
+DiracPattern dirac_pattern(const torch::Tensor& weight, int64_t groups);
+
 }  // namespace rmnet::ir
