@@ -5,8 +5,11 @@
 #include <limits>
 
 #include "deploy/executors.h"
+#include "deploy/int8_shortcuts.h"
 #include "helpers.h"
 #include "rmnet/convert/fuse.h"
+#include "rmnet/convert/rm.h"
+#include "rmnet/models/profile.h"
 #include "rmnet/data/dataset.h"
 #include "rmnet/deploy/int8.h"
 #include "rmnet/deploy/runtime.h"
@@ -392,6 +395,92 @@ TEST(Quantize, TinyMapsRunAsOneInt8Gemm) {
   EXPECT_EQ(prof.front().first_layer, 0u);
   EXPECT_EQ(prof.front().last_layer, 1u);
   EXPECT_EQ(prof.back().last_layer, 13u);  // the float32 head's linear
+}
+
+// Dirac shortcuts in the INT8 executor (DeployOptions::dirac_shortcuts; src/deploy/int8_shortcuts.h):
+// the copies an RM block reserves are not computed, the merge conv B adds their term from tables of
+// the block input's codes (identity blocks) or from a 1x1 qconv of their codes (downsample blocks).
+// Every copy is requantized on its way, and equalization scales it: the tables carry that. The same
+// function as the executor without shortcuts and as the float reference of the INT8 computation
+// (QuantizedNet::forward), up to rounding ties, with and without equalization, at large
+// activations; the MACs executed are the residual network's convolutions'.
+TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  struct Case {
+    std::string arch;
+    bool relu6;
+    size_t shortcuts;
+    bool projections;
+    std::vector<bool> equalize;
+  };
+  // bottlenecks (A, grouped M, B); MobileNetV2 with ReLU6 (its copies pass a per-channel clamp) and
+  // with ReLU (a PReLU of slopes 1 and 0: a ReLU on the branch once the copies go)
+  for (const auto& c : std::vector<Case>{{"resnet8", true, 3, true, {false, true}},
+                                         {"resnet50", true, 16, true, {true}},
+                                         {"mobilenet_v2_cifar", true, 10, false, {true}},
+                                         {"mobilenet_v2_cifar", false, 10, false, {false, true}}}) {
+    auto m = rmnet::test::random_model(c.arch, torch::kFloat, true, 10, c.relu6);
+    auto conv = convert(*m, ConvertOptions());
+    ASSERT_TRUE(conv.report.passed) << conv.report.to_string();
+    auto plain = conv.plain;
+    plain->eval();
+    torch::manual_seed(7);
+    const auto data = 10 * torch::randn({16, 3, 32, 32});
+    for (const bool eqz : c.equalize) {
+      SCOPED_TRACE(c.arch + (c.relu6 ? "" : " relu") + (eqz ? " equalized" : ""));
+      auto q = quantize(*plain, data, QuantizeOptions().equalize(eqz).observer(Observer::MinMax));
+      Int8Net on(*q.net, DeployOptions()), off(*q.net, DeployOptions().dirac_shortcuts(false));
+      EXPECT_NE(on->graph().find(std::to_string(c.shortcuts) + " INT8 Dirac shortcuts\n"), std::string::npos)
+          << on->graph();
+      EXPECT_NE(off->graph().find("0 INT8 Dirac shortcuts (off)"), std::string::npos) << off->graph();
+      EXPECT_EQ(on->graph().find("(the shortcut's projection)") != std::string::npos, c.projections) << on->graph();
+      torch::NoGradGuard g;
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{3, 3, 32, 32}, {1, 3, 20, 12}}) {
+        const auto x = 10 * torch::randn(shape);
+        const auto a = on->forward(x), b = off->forward(x), ref = q.net->forward(x);
+        const double range = ref.abs().max().item<double>();
+        EXPECT_LE((a - b).abs().max().item<double>() / range, 0.02) << x.sizes();
+        EXPECT_LE((a - ref).abs().max().item<double>() / range, 0.02) << x.sizes();
+        EXPECT_TRUE(a.argmax(1).equal(ref.argmax(1))) << x.sizes();
+      }
+      {
+        // the codes themselves, up to the end of the last shortcut block (no head: its codes
+        // dequantized): the same as without shortcuts, but where a rounding tie fell the other way
+        // (B's float sum is rounded once either way) and what that changed after it
+        const auto blocks = rmnet::detail::find_int8_shortcuts(*q.net);
+        ASSERT_EQ(blocks.size(), c.shortcuts);
+        const size_t cut = q.net->plan().point_of(blocks.back()->b) + 1;
+        QuantizedNet body(std::vector<LayerSpec>(q.net->specs().begin(), q.net->specs().begin() + cut),
+                          q.net->options());
+        body->input_scale_tensor.copy_(q.net->input_scale_tensor);
+        body->input_zero_point_tensor.copy_(q.net->input_zero_point_tensor);
+        for (size_t i = 0; i < cut; ++i)
+          for (const auto& [name, t] : q.net->layer(i).tensors()) body->layer(i).get(name).copy_(t);
+        Int8Net bon(*body, DeployOptions()), boff(*body, DeployOptions().dirac_shortcuts(false));
+        EXPECT_NE(bon->graph().find(std::to_string(c.shortcuts) + " INT8 Dirac shortcuts\n"), std::string::npos);
+        const auto x = 10 * torch::randn({2, 3, 32, 32});
+        const auto a = bon->forward(x), b = boff->forward(x), ref = body->forward(x);
+        const double half = q.net->out_scale(cut - 1) / 2;
+        const auto differ = [&](const torch::Tensor& u, const torch::Tensor& v) {
+          return (u - v).abs().gt(half).to(torch::kFloat).mean().item<double>();
+        };
+        EXPECT_LE(differ(a, b), 0.005);
+        // the executor's distance from its reference (ties, amplified by deep chains) is no larger
+        EXPECT_LE(differ(a, ref), differ(b, ref) + 0.005);
+        EXPECT_GT(a.abs().max().item<double>(), 10 * half);  // codes in use
+      }
+      // MACs: the residual network's convolutions (its Linear runs in the float head: no MACs counted)
+      const auto x = torch::randn({2, 3, 32, 32});
+      int64_t macs_on = 0, macs_off = 0;
+      for (const auto& s : on->profile(x, 0, 1)) macs_on += s.macs;
+      for (const auto& s : off->profile(x, 0, 1)) macs_off += s.macs;
+      const auto& fc = plain->spec(plain->size() - 1);
+      ASSERT_EQ(fc.kind, LayerKind::Linear);
+      const int64_t linear = fc.in_channels * fc.out_channels;
+      EXPECT_EQ(macs_off, 2 * (count_flops(*plain, 3, 32) - linear));
+      EXPECT_EQ(macs_on, 2 * (count_flops(*m, 3, 32) - linear));
+    }
+  }
 }
 
 TEST(Quantize, SEAndNoHeadChains) {

@@ -16,6 +16,7 @@
 
 #include "buffer_cache.h"
 #include "executors.h"
+#include "int8_shortcuts.h"
 #include "onednn_steps.h"  // conv_as_matrix
 
 namespace rmnet {
@@ -62,7 +63,7 @@ namespace {
 // One step of the chain. The activation flowing between steps is u8 (channels-last) with a
 // per-tensor scale / zero point until the head, float32 from there on.
 struct Int8Step {
-  enum Kind { QConv, U8Relu, U8Clamp, U8MaxPool, Float, Dequantize, DequantizeMean } kind = Float;
+  enum Kind { QConv, U8Relu, U8Clamp, U8MaxPool, Float, Dequantize, DequantizeMean, ShortcutCodes, AddShortcut } kind = Float;
   LayerSpec spec;
   std::map<std::string, torch::Tensor> tensors;  // Float: the layer's tensors
   // QConv
@@ -75,6 +76,11 @@ struct Int8Step {
   // Float run ending in a quantization (requant) or not
   bool requant = false;
   size_t first = 0, last = 0;  // plain layers this step belongs to (profile)
+  // Dirac shortcuts (int8_shortcuts.h): A keeps its input (save_input); a projection's codes
+  // (ShortcutCodes) and its 1x1 qconv (on_aux) work beside the branch; B's float32 output gets the
+  // term added and is quantized (AddShortcut, ReLU floor: fused_relu)
+  bool save_input = false, on_aux = false;
+  std::shared_ptr<const detail::Int8Shortcut> shortcut;
   // QConv on a tiny map (small_map_gemm): per input shape [N, H, W] the dense
   // input-to-output matrix prepacked for onednn::qlinear_pointwise (rows (a, b, co), per-row
   // weight scale and bias repeated per output position)
@@ -126,14 +132,26 @@ std::string step_name(const Int8Step& st, bool as_gemm) {
   const auto& s = st.spec;
   switch (st.kind) {
     case Int8Step::QConv:
-      return fmt::format("qconv {}x{} s{} {}->{}{}{}{}{}", s.kernel, s.kernel, s.stride, s.in_channels, s.out_channels,
+      return fmt::format("qconv {}x{} s{} {}->{}{}{}{}{}{}", s.kernel, s.kernel, s.stride, s.in_channels, s.out_channels,
                          s.groups > 1 ? fmt::format(" g{}", s.groups) : "", st.fused_relu ? " + relu" : "",
-                         st.float_out ? " -> float32" : "", as_gemm ? " (as one INT8 GEMM)" : "");
+                         st.float_out ? " -> float32" : "", as_gemm ? " (as one INT8 GEMM)" : "",
+                         st.on_aux                ? " (the shortcut's projection)"
+                         : st.save_input          ? fmt::format(" (its {} Dirac copies of the input kept as a shortcut)",
+                                                                st.shortcut->copies)
+                         : st.shortcut && !st.float_out ? " (Dirac copies skipped)"
+                                                  : "");
     case Int8Step::U8Relu: return "u8 relu";
     case Int8Step::U8Clamp: return "u8 per-channel clamp";
     case Int8Step::U8MaxPool: return fmt::format("u8 maxpool {}x{} s{}", s.kernel, s.kernel, s.stride);
     case Int8Step::Dequantize: return "dequantize";
     case Int8Step::DequantizeMean: return "global average pool of the u8 codes, dequantized";
+    case Int8Step::ShortcutCodes:
+      return fmt::format("the shortcut's {} copies of the input of layer {} (stride {}, per-channel tables)",
+                         st.shortcut->xs.size(), st.shortcut->a, st.shortcut->stride);
+    case Int8Step::AddShortcut:
+      return fmt::format("+ the shortcut from layer {} ({}), quantize{}", st.shortcut->a,
+                         st.shortcut->identity ? "per-channel tables of its codes" : "projected",
+                         st.fused_relu ? " + relu" : "");
     case Int8Step::Float:
       return "float32 " + s.describe() + (st.requant ? " + quantize" : "");
   }
@@ -256,7 +274,7 @@ torch::Tensor linear_packed_for(Int8Step& st, int64_t n) {
 class Int8Executor final : public detail::Executor {
  public:
   using Step = Int8Step;
-  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct);
+  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts);
   torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) override;
   std::string plan() const override;
   std::vector<std::string> fallbacks() const override { return fallbacks_; }
@@ -268,9 +286,12 @@ class Int8Executor final : public detail::Executor {
   double in_scale_ = 1.0;
   int64_t in_zp_ = 0;
   bool direct_ = false;  // QConvs through oneDNN's own API (src/deploy/dnnl.cpp)
+  bool shortcuts_on_ = false;
+  size_t shortcuts_ = 0;  // Dirac shortcuts found (find_int8_shortcuts)
 };
 
-Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct) : direct_(direct) {
+Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts)
+    : direct_(direct), shortcuts_on_(shortcuts) {
   const auto& plan = net.plan();
   const size_t n = net.size();
   in_scale_ = net.input_scale();
@@ -296,6 +317,16 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
     const bool noop = st->qlo.le(floor).all().item<bool>() && st->qhi.eq(255).all().item<bool>();
     return noop ? nullptr : st;
   };
+  // Dirac shortcuts: per conv layer of a block, the block and the conv's place in it (index into
+  // its convs; -1 for the merge B)
+  std::map<size_t, std::pair<std::shared_ptr<const detail::Int8Shortcut>, int>> in_block;
+  if (shortcuts) {
+    for (const auto& sc : detail::find_int8_shortcuts(net)) {
+      for (size_t t = 0; t < sc->convs.size(); ++t) in_block[sc->convs[t]] = {sc, static_cast<int>(t)};
+      in_block[sc->b] = {sc, -1};
+      ++shortcuts_;
+    }
+  }
   for (size_t i = 0; i < n; ++i) {
     const size_t i0 = i, before = steps_.size();
     auto mark = c10::make_scope_exit([&] {  // the layers [i0, i] of the steps this iteration made
@@ -347,7 +378,61 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
         st->out_zp = net.out_zero_point(k);
         cur_s = st->out_scale;
         cur_zp = st->out_zp;
-        if (has_prelu) {
+        // in a Dirac shortcut block: A and the Ms compute their branch rows (and the Ms their branch
+        // columns), B its branch columns in float32, the shortcut's term added after it
+        std::shared_ptr<const detail::Int8Shortcut> sc;
+        torch::Tensor rows;  // the kept rows, where sliced: the run's clamp bounds follow
+        int place = 0;
+        if (const auto it = in_block.find(i); it != in_block.end()) {
+          sc = it->second.first;
+          place = it->second.second;
+          st->shortcut = sc;
+          const auto idx = [](const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); };
+          if (place >= 0) {
+            rows = idx(sc->rows[place]);
+            st->weight_s8 = st->weight_s8.index_select(0, rows);
+            st->w_scale = st->w_scale.index_select(0, rows).contiguous();
+            st->w_zp = torch::zeros({rows.size(0)}, torch::kLong);
+            st->bias = st->bias.index_select(0, rows).contiguous();
+            st->spec.out_channels = rows.size(0);
+            if (s.groups > 1) {  // a grouped M: its kept rows are whole groups, reading whole groups
+              const int64_t og = s.out_channels / s.groups, ig = s.in_channels / s.groups;
+              st->spec.groups = rows.size(0) / og;
+              st->spec.in_channels = st->spec.groups * ig;
+            } else if (place > 0) {
+              const auto cols = idx(sc->rows[place - 1]);
+              st->weight_s8 = st->weight_s8.index_select(1, cols);
+              st->spec.in_channels = cols.size(0);
+            }
+            st->weight_s8 = st->weight_s8.contiguous();
+            st->save_input = place == 0;
+          } else {
+            const auto cols = idx(sc->b_cols);
+            st->weight_s8 = st->weight_s8.index_select(1, cols).contiguous();
+            st->spec.in_channels = cols.size(0);
+            st->float_out = true;
+          }
+        }
+        const auto bound = [&](size_t j, const char* name) {
+          const auto& t = net.tensor(j, name);
+          return rows.defined() ? t.index_select(0, rows) : t;
+        };
+        // a PReLU run whose kept rows all have slope 0 is a ReLU (the RM MobileNetV2 with ReLU:
+        // slope 1 on the copies, 0 on the branch)
+        bool float_run = has_prelu;
+        if (has_prelu && rows.defined()) {
+          bool relu_only = true;
+          for (size_t j = i + 1; j <= k; ++j) {
+            const auto kj = net.spec(j).kind;
+            if (kj == LayerKind::PReLU) {
+              relu_only = relu_only && bound(j, "weight").eq(0).all().item<bool>();
+            } else if (kj != LayerKind::ReLU) {
+              relu_only = false;
+            }
+          }
+          float_run = !relu_only;
+        }
+        if (float_run) {
           // conv -> float32, the run in float32, then quantize at the point
           st->float_out = true;
           steps_.push_back(st);
@@ -356,6 +441,10 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
             f->kind = Step::Float;
             f->spec = net.spec(j);
             f->tensors = cpu_tensors(j);
+            if (rows.defined()) {  // the kept rows' slopes / bounds
+              for (auto& [name, t] : f->tensors) t = t.index_select(0, rows).contiguous();
+              f->spec.out_channels = rows.size(0);
+            }
             f->requant = j == k;
             f->out_scale = cur_s;
             f->out_zp = cur_zp;
@@ -363,14 +452,47 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
           }
         } else {
           const auto& first = i + 1 <= k ? net.spec(i + 1) : s;
-          if (i + 1 <= k && first.kind == LayerKind::ReLU) st->fused_relu = true;
-          if (i + 1 <= k && first.kind == LayerKind::Clamp && net.tensor(i + 1, "min").ge(0).all().item<bool>())
+          if (i + 1 <= k && (first.kind == LayerKind::ReLU || first.kind == LayerKind::PReLU)) st->fused_relu = true;
+          if (i + 1 <= k && first.kind == LayerKind::Clamp && bound(i + 1, "min").ge(0).all().item<bool>())
             st->fused_relu = true;
-          steps_.push_back(st);
           bool relu_done = st->fused_relu;
+          if (sc && place < 0) {
+            if (!sc->identity) {  // the projection: the copies' codes, then their 1x1 qconv, beside the branch
+              auto codes = std::make_shared<Step>();
+              codes->kind = Step::ShortcutCodes;
+              codes->shortcut = sc;
+              steps_.push_back(codes);
+              auto p = std::make_shared<Step>();
+              p->kind = Step::QConv;
+              p->on_aux = true;
+              p->shortcut = sc;
+              p->spec = LayerSpec::conv(sc->weight_s8.size(1), sc->weight_s8.size(0), 1, 1, 0);
+              p->weight_s8 = sc->weight_s8;
+              p->w_scale = sc->w_scale;
+              p->w_zp = torch::zeros({sc->weight_s8.size(0)}, torch::kLong);
+              p->bias = torch::zeros({sc->weight_s8.size(0)}, torch::kFloat);
+              p->x_scale = sc->code_scale;
+              p->x_zp = sc->code_zp;
+              p->float_out = true;
+              p->gemm_ok = small_map_gemm && qlinear_available;
+              p->direct_ok = direct;
+              steps_.push_back(p);
+            }
+            auto add = std::make_shared<Step>();
+            add->kind = Step::AddShortcut;
+            add->shortcut = sc;
+            add->out_scale = st->out_scale;
+            add->out_zp = st->out_zp;
+            add->fused_relu = st->fused_relu;
+            st->fused_relu = false;  // B's float32 output is the branch alone
+            steps_.push_back(st);
+            steps_.push_back(add);
+          } else {
+            steps_.push_back(st);
+          }
           for (size_t j = i + 1; j <= k; ++j) {
             const auto& sj = net.spec(j);
-            if (sj.kind == LayerKind::ReLU) {
+            if (sj.kind == LayerKind::ReLU || sj.kind == LayerKind::PReLU) {  // a PReLU here has slope 0
               if (j == i + 1 && relu_done) continue;
               auto r = std::make_shared<Step>();
               r->kind = Step::U8Relu;
@@ -378,7 +500,7 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
               steps_.push_back(r);
               relu_done = true;
             } else {  // Clamp
-              if (auto c = u8_clamp(net.tensor(j, "min"), net.tensor(j, "max"), cur_s, cur_zp, relu_done)) steps_.push_back(c);
+              if (auto c = u8_clamp(bound(j, "min"), bound(j, "max"), cur_s, cur_zp, relu_done)) steps_.push_back(c);
             }
           }
         }
@@ -446,6 +568,8 @@ std::string Int8Executor::plan() const {
   std::string out = direct_ ? "INT8 convolutions and max-pools through oneDNN " + onednn_direct_version() +
                                   " (primitives made once per input shape)\n"
                             : std::string();
+  out += fmt::format("{} INT8 Dirac shortcut{}{}\n", shortcuts_, shortcuts_ == 1 ? "" : "s",
+                     shortcuts_on_ ? "" : " (off)");
   for (const auto& st : steps_)
     out += fmt::format("[{}-{}] {}\n", st->first, st->last, step_name(*st, false));
   return out;
@@ -454,12 +578,21 @@ std::string Int8Executor::plan() const {
 torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTiming>* timings) {
   static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
   // the input: checked, float32 on the CPU (DeployedNetImpl::check_input)
-  auto x = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
+  auto flow = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
+  torch::Tensor kept, aux;  // a shortcut block's input; its projection's codes and term
   for (const auto& sp : steps_) {
     const auto& st = *sp;
     const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     bool as_gemm = false;
+    if (st.save_input) kept = flow;
+    torch::Tensor& x = st.on_aux ? aux : flow;  // what the step reads and writes
     switch (st.kind) {
+      case Step::ShortcutCodes: aux = detail::int8_shortcut_codes(*st.shortcut, kept); break;
+      case Step::AddShortcut:
+        x = detail::add_int8_shortcut(*st.shortcut, x, st.shortcut->identity ? kept : aux, st.out_scale, st.out_zp,
+                                      st.fused_relu);
+        kept = aux = torch::Tensor();
+        break;
       case Step::QConv:
         if (auto g = gemm_for(*sp, x)) {
           as_gemm = true;  // the whole map as one row per image: [N, H*W*Cin] x T^T
@@ -516,13 +649,14 @@ torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTimi
         break;
     }
     if (timings) {
+      const torch::Tensor& x = st.kind == Step::ShortcutCodes ? aux : st.on_aux ? aux : flow;
       const int64_t macs = st.kind == Step::QConv
                                ? x.numel() * (st.spec.in_channels / st.spec.groups) * st.spec.kernel * st.spec.kernel
                                : 0;
       timings->push_back(detail::step_timing(step_name(st, as_gemm), st.first, st.last, t0, macs, x));
     }
   }
-  return x;
+  return flow;
 }
 
 }  // namespace
@@ -534,7 +668,7 @@ std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const 
               "of LibTorch does not register");
   TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
   return std::make_shared<Int8Executor>(net, options.small_map_gemm(),
-                                        options.onednn_direct() && onednn_direct_available());
+                                        options.onednn_direct() && onednn_direct_available(), options.dirac_shortcuts());
 }
 }  // namespace detail
 
