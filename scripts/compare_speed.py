@@ -208,6 +208,8 @@ def int8_row(a, rmnet, work, net, orig, plain, plain_onnx, onnx_float, onnx_err,
             bench("rm_int8", qfile, "int8")
             if a.onednn_ops:  # the INT8 executor over LibTorch's operators
                 bench("rm_int8_ops", qfile, "int8", env={"RMNET_ONEDNN_DIRECT": "0"})
+            if a.shortcuts_off:  # every Dirac channel a convolution
+                bench("rm_int8_noshort", qfile, "int8", env={"RMNET_DIRAC_SHORTCUTS": "0"})
 
     # --- ratios
     pt_keys = [k for k in ("pt_int8_eager", "pt_int8_compile") if k in r]
@@ -244,6 +246,9 @@ def int8_report(a, rows, pt_flow, t_start, load):
         v = r.get(k)
         return f"{100 * v:.0f}%" if isinstance(v, float) else "-"
 
+    def quot(r, num, den):
+        return f"{r[num] / r[den]:.2f}x" if r.get(num) and r.get(den) else "-"
+
     import onnxruntime
 
     lines = [
@@ -276,8 +281,10 @@ def int8_report(a, rows, pt_flow, t_start, load):
         lines += ["", "OpenVINO's INT8 (NNCF, default preset; float layers f32): of the residual original and of rmnet's "
                   "plain ONNX, the same network rmnet runs (bold: rmnet below OpenVINO on the same plain network):", "",
                   "| network | input | batch | NNCF INT8 original | NNCF INT8 plain | RM INT8 (rmnet) | rmnet/OV same plain "
-                  "| agree NNCF plain | agree RM INT8 |" + (" RM INT8 over LibTorch ops | direct/ops |" if a.onednn_ops else ""),
-                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.onednn_ops else "")]
+                  "| agree NNCF plain | agree RM INT8 |" + (" RM INT8 over LibTorch ops | direct/ops |" if a.onednn_ops else "")
+                  + (" RM INT8, every channel | shortcuts/every | rmnet/NNCF original |" if a.shortcuts_off else ""),
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.onednn_ops else "")
+                  + ("---|---|---|" if a.shortcuts_off else "")]
         for r in rows:
             same = (r["rm_int8"] / r["ov_nncf_int8_rm"]) if r.get("rm_int8") and r.get("ov_nncf_int8_rm") else None
             ops = (r["rm_int8"] / r["rm_int8_ops"]) if r.get("rm_int8") and r.get("rm_int8_ops") else None
@@ -285,7 +292,9 @@ def int8_report(a, rows, pt_flow, t_start, load):
                          f"| {f(r, 'ov_nncf_int8_rm')} | {f(r, 'rm_int8')} "
                          f"| {'-' if same is None else (f'**{same:.2f}x**' if same < 1 else f'{same:.2f}x')} "
                          f"| {agree(r, 'agree_ov_nncf_int8_rm')} | {agree(r, 'agree_rmnet_int8')} |"
-                         + (f" {f(r, 'rm_int8_ops')} | {'-' if ops is None else f'{ops:.2f}x'} |" if a.onednn_ops else ""))
+                         + (f" {f(r, 'rm_int8_ops')} | {'-' if ops is None else f'{ops:.2f}x'} |" if a.onednn_ops else "")
+                         + (f" {f(r, 'rm_int8_noshort')} | {quot(r, 'rm_int8', 'rm_int8_noshort')} "
+                            f"| {quot(r, 'rm_int8', 'ov_nncf_int8_orig')} |" if a.shortcuts_off else ""))
     failures = [f"- {r['net']} {r['size']}x{r['size']}: {k}: {v}" for r in rows for k, v in r["errors"].items()]
     notes = [f"- {r['net']} {r['size']}x{r['size']}: torch.compile of the PyTorch INT8 model: dynamo counters "
              f"{r['pt_int8_compile_dynamo_counters']} (graph breaks / fallbacks: the compiled model may run eager "
@@ -320,7 +329,7 @@ def main():
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--shortcuts-off", action="store_true",
-                    help="also time rmnet's onednn runtime with every Dirac channel computed (RMNET_DIRAC_SHORTCUTS=0), "
+                    help="also time rmnet's onednn runtime and INT8 executor with every Dirac channel computed (RMNET_DIRAC_SHORTCUTS=0), "
                          "and compare with OpenVINO on the original form (with --forms original RM)")
     ap.add_argument("--onednn-ops", action="store_true",
                     help="also time rmnet's onednn runtime over LibTorch's operators (RMNET_ONEDNN_DIRECT=0), "

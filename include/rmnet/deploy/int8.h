@@ -6,9 +6,10 @@
 // min/max, max-pool on u8. SE and PReLU run in float32 between a dequantize and a quantize (the
 // "fallbacks", listed by QuantizedNetImpl::fallbacks and `rmnet info`); the head (average pool,
 // flatten, linear) is float32. A conv on a map hardly larger than its kernel runs as one INT8 GEMM
-// (onednn::qlinear_pointwise) with its dense input-to-output matrix. CPU only. Its outputs match QuantizedNetImpl::forward (the float
-// reference of the same roundings) up to one quantization step where a rounding tie falls
-// differently.
+// (onednn::qlinear_pointwise) with its dense input-to-output matrix. The reserved channels of RM
+// blocks run as shortcuts (DeployOptions::dirac_shortcuts; src/deploy/int8_shortcuts.h). CPU only.
+// Its outputs match QuantizedNetImpl::forward (the float reference of the same roundings) up to one
+// quantization step where a rounding tie falls differently.
 #include <string>
 #include <vector>
 

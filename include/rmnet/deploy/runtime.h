@@ -97,8 +97,10 @@ struct DeployOptions {
   /// copies are strided and the merge conv weighs them at the centre tap only (a downsample block's
   /// projection), that projection runs as a 1x1 strided conv of the block input and the merge conv
   /// sums into its output. The same function (the copies' products are x * 1 and + 0 * h), up to
-  /// the summation order, at exactly the residual network's MACs instead of the plain form's (INT8:
-  /// not yet, every channel is computed). false: every channel is a convolution.
+  /// the summation order, at exactly the residual network's MACs instead of the plain form's.
+  /// The INT8 executor does the same on quantized chains (src/deploy/int8_shortcuts.h: a copy's
+  /// requantized codes are tabulated per block-input code, and the merge conv's float32 sum gets
+  /// their term before it is quantized once). false: every channel is a convolution.
   /// The default is true unless the environment has RMNET_DIRAC_SHORTCUTS=0.
   TORCH_ARG(bool, dirac_shortcuts) = dirac_shortcuts_default();
   /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
