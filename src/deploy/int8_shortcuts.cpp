@@ -244,6 +244,9 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
       } else {
         sc->xs = xs;
         sc->lut = lut.contiguous();
+        sc->lut32 = lut.to(torch::kInt).contiguous();
+        sc->straight = true;
+        for (size_t t = 0; t < xs.size(); ++t) sc->straight = sc->straight && xs[t] == static_cast<int64_t>(t);
         const auto k = sb.kernel;
         sc->weight_s8 = net.tensor(b, "weight").index_select(1, ci).narrow(2, k / 2, 1).narrow(3, k / 2, 1).contiguous();
         sc->w_scale = net.tensor(b, "weight_scale").to(torch::kFloat).contiguous();
@@ -258,27 +261,6 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
   return found;
 }
 
-Tensor int8_shortcut_codes(const Int8Shortcut& sc, const Tensor& x_in) {
-  const Tensor x = x_in.contiguous(torch::MemoryFormat::ChannelsLast);
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), s = sc.stride;
-  const int64_t ho = (h - 1) / s + 1, wo = (w - 1) / s + 1, k = static_cast<int64_t>(sc.xs.size());
-  Tensor out = at::empty({n, k, ho, wo}, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
-  const uint8_t* xp = x.data_ptr<uint8_t>();
-  const uint8_t* lut = sc.lut.data_ptr<uint8_t>();
-  uint8_t* op = out.data_ptr<uint8_t>();
-  const int64_t* xs = sc.xs.data();
-  at::parallel_for(0, n * ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / ho, i = row % ho;
-      for (int64_t jj = 0; jj < wo; ++jj) {
-        const uint8_t* px = xp + ((b * h + i * s) * w + jj * s) * c;
-        uint8_t* po = op + (row * wo + jj) * k;
-        for (int64_t t = 0; t < k; ++t) po[t] = lut[t * 256 + px[xs[t]]];
-      }
-    }
-  });
-  return out;
-}
 
 namespace {
 
@@ -381,6 +363,27 @@ __attribute__((target("avx512f"))) void add_table_flat_avx512(const float* y, co
   }
 }
 
+/// One output pixel of a projection's copy codes where copy t reads block-input channel t: out[t] =
+/// lut[t][x[t]], 16 copies at a time through a gather from the int32 table.
+__attribute__((target("avx512f"))) void copy_codes_avx512(const uint8_t* x, const int32_t* lut, int64_t k, uint8_t* out) {
+  const __m512i lanes = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 8);
+  for (int64_t t = 0; t < k; t += 16) {
+    const int64_t r = std::min<int64_t>(16, k - t);
+    const __mmask16 m = static_cast<__mmask16>(r == 16 ? 0xffffu : (1u << r) - 1);
+    __m128i bytes;
+    if (r == 16) {
+      bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + t));
+    } else {
+      alignas(16) uint8_t tail[16] = {};
+      for (int64_t u = 0; u < r; ++u) tail[u] = x[t + u];
+      bytes = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+    }
+    const __m512i idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(bytes),
+                                         _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(t * 256))));
+    _mm512_mask_cvtepi32_storeu_epi8(out + t, m, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, lut, 4));
+  }
+}
+
 __attribute__((target("avx512f"))) void add_term_avx512(const float* y, const float* t, int64_t n, float scale,
                                                         int32_t zp, int32_t lo, uint8_t* out) {
   const __m512 vs = _mm512_set1_ps(scale);
@@ -404,6 +407,36 @@ bool avx512() {
 #endif
 
 }  // namespace
+
+Tensor int8_shortcut_codes(const Int8Shortcut& sc, const Tensor& x_in) {
+  const Tensor x = x_in.contiguous(torch::MemoryFormat::ChannelsLast);
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), s = sc.stride;
+  const int64_t ho = (h - 1) / s + 1, wo = (w - 1) / s + 1, k = static_cast<int64_t>(sc.xs.size());
+  Tensor out = at::empty({n, k, ho, wo}, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
+  const uint8_t* xp = x.data_ptr<uint8_t>();
+  const uint8_t* lut = sc.lut.data_ptr<uint8_t>();
+  uint8_t* op = out.data_ptr<uint8_t>();
+  const int64_t* xs = sc.xs.data();
+  const int32_t* lut32 = sc.lut32.data_ptr<int32_t>();
+  const bool straight = sc.straight;
+  at::parallel_for(0, n * ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / ho, i = row % ho;
+      for (int64_t jj = 0; jj < wo; ++jj) {
+        const uint8_t* px = xp + ((b * h + i * s) * w + jj * s) * c;
+        uint8_t* po = op + (row * wo + jj) * k;
+#ifdef RMNET_HAVE_AVX512_EPILOGUE
+        if (straight && avx512()) {
+          copy_codes_avx512(px, lut32, k, po);
+          continue;
+        }
+#endif
+        for (int64_t t = 0; t < k; ++t) po[t] = lut[t * 256 + px[xs[t]]];
+      }
+    }
+  });
+  return out;
+}
 
 Tensor add_int8_shortcut(const Int8Shortcut& sc, const Tensor& y_in, const Tensor& x_in, double out_scale,
                          int64_t out_zp, bool relu) {

@@ -44,6 +44,8 @@ struct Int8Shortcut {
   // copies, 1, 1] s8 (B's per-row weight scales); the scale and zero point of the codes
   std::vector<int64_t> xs;
   torch::Tensor lut, weight_s8, w_scale;
+  torch::Tensor lut32;    ///< lut as int32 (the AVX-512 kernel's gather table)
+  bool straight = false;  ///< xs[t] == t: copy t carries block-input channel t
   double code_scale = 1;
   int64_t code_zp = 0;
 };
