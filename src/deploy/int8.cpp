@@ -6,6 +6,8 @@
 #include <map>
 #include <list>
 #include <mutex>
+#include <optional>
+#include <utility>
 #include <string>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -274,14 +276,22 @@ torch::Tensor linear_packed_for(Int8Step& st, int64_t n) {
 class Int8Executor final : public detail::Executor {
  public:
   using Step = Int8Step;
-  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts);
+  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed);
   torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) override;
   std::string plan() const override;
   std::vector<std::string> fallbacks() const override { return fallbacks_; }
   int64_t packed_gemms() const override;
 
  private:
+  torch::Tensor run_steps(const std::vector<std::shared_ptr<Step>>& steps, const torch::Tensor& x,
+                          std::vector<StepTiming>* timings);
   std::vector<std::shared_ptr<Step>> steps_;
+  // with timed shortcuts: the plan computing every channel, and per input shape whether it measured
+  // faster than steps_ (at a few channels and tiny maps the shortcut's extra steps can cost more
+  // than the arithmetic they save: the 16-64 channel resnet8 at 28x28)
+  std::vector<std::shared_ptr<Step>> every_;
+  std::mutex choice_mutex_;
+  std::map<std::vector<int64_t>, bool> use_every_;
   std::vector<std::string> fallbacks_;
   double in_scale_ = 1.0;
   int64_t in_zp_ = 0;
@@ -290,7 +300,7 @@ class Int8Executor final : public detail::Executor {
   size_t shortcuts_ = 0;  // Dirac shortcuts found (find_int8_shortcuts)
 };
 
-Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts)
+Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed)
     : direct_(direct), shortcuts_on_(shortcuts) {
   const auto& plan = net.plan();
   const size_t n = net.size();
@@ -319,14 +329,20 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
   };
   // Dirac shortcuts: per conv layer of a block, the block and the conv's place in it (index into
   // its convs; -1 for the merge B)
-  std::map<size_t, std::pair<std::shared_ptr<const detail::Int8Shortcut>, int>> in_block;
+  using Blocks = std::map<size_t, std::pair<std::shared_ptr<const detail::Int8Shortcut>, int>>;
+  Blocks blocks;
   if (shortcuts) {
     for (const auto& sc : detail::find_int8_shortcuts(net)) {
-      for (size_t t = 0; t < sc->convs.size(); ++t) in_block[sc->convs[t]] = {sc, static_cast<int>(t)};
-      in_block[sc->b] = {sc, -1};
+      for (size_t t = 0; t < sc->convs.size(); ++t) blocks[sc->convs[t]] = {sc, static_cast<int>(t)};
+      blocks[sc->b] = {sc, -1};
       ++shortcuts_;
     }
   }
+  // the steps of the chain, with the shortcuts of `in_block` (none: every channel computed)
+  const auto build = [&](const Blocks& in_block) {
+  steps_.clear();
+  cur_s = in_scale_;
+  cur_zp = in_zp_;
   for (size_t i = 0; i < n; ++i) {
     const size_t i0 = i, before = steps_.size();
     auto mark = c10::make_scope_exit([&] {  // the layers [i0, i] of the steps this iteration made
@@ -553,14 +569,19 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
     st->x_zp = cur_zp;
     steps_.push_back(st);
   }
+  return std::exchange(steps_, {});
+  };
+  if (!blocks.empty() && timed) every_ = build(Blocks());
+  steps_ = build(blocks);
 }
 
 int64_t Int8Executor::packed_gemms() const {
   int64_t n = 0;
-  for (const auto& st : steps_) {
-    std::lock_guard<std::mutex> lock(st->pack_mutex);
-    n += static_cast<int64_t>(st->gemms.size());
-  }
+  for (const auto* plan : {&steps_, &every_})
+    for (const auto& st : *plan) {
+      std::lock_guard<std::mutex> lock(st->pack_mutex);
+      n += static_cast<int64_t>(st->gemms.size());
+    }
   return n;
 }
 
@@ -570,17 +591,38 @@ std::string Int8Executor::plan() const {
                             : std::string();
   out += fmt::format("{} INT8 Dirac shortcut{}{}\n", shortcuts_, shortcuts_ == 1 ? "" : "s",
                      shortcuts_on_ ? "" : " (off)");
+  if (!every_.empty())
+    out += "(timed against computing every channel at the first forward of each input shape; the faster "
+           "runs: the steps below, or every channel as convolutions)\n";
   for (const auto& st : steps_)
     out += fmt::format("[{}-{}] {}\n", st->first, st->last, step_name(*st, false));
   return out;
 }
 
 torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTiming>* timings) {
+  if (every_.empty()) return run_steps(steps_, input, timings);
+  const auto key = input.sizes().vec();
+  std::optional<bool> every;
+  {
+    std::lock_guard<std::mutex> lock(choice_mutex_);
+    if (const auto it = use_every_.find(key); it != use_every_.end()) every = it->second;
+  }
+  if (!every) {  // decided once per shape: best of 2 after a warm-up each
+    const double with = detail::best_ms([&] { run_steps(steps_, input, nullptr); });
+    const double without = detail::best_ms([&] { run_steps(every_, input, nullptr); });
+    std::lock_guard<std::mutex> lock(choice_mutex_);
+    every = use_every_.emplace(key, without < with).first->second;
+  }
+  return run_steps(*every ? every_ : steps_, input, timings);
+}
+
+torch::Tensor Int8Executor::run_steps(const std::vector<std::shared_ptr<Step>>& steps, const torch::Tensor& input,
+                                      std::vector<StepTiming>* timings) {
   static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
   // the input: checked, float32 on the CPU (DeployedNetImpl::check_input)
   auto flow = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
   torch::Tensor kept, aux;  // a shortcut block's input; its projection's codes and term
-  for (const auto& sp : steps_) {
+  for (const auto& sp : steps) {
     const auto& st = *sp;
     const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     bool as_gemm = false;
@@ -636,7 +678,10 @@ torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTimi
         break;
       case Step::Float:
         if (x.scalar_type() == torch::kByte) x = dequantize_u8(x, st.x_scale, st.x_zp);
-        if (st.spec.kind == LayerKind::Linear && x.dim() == 2 && x.scalar_type() == torch::kFloat) {
+        // a big Linear on LibTorch's packed oneDNN GEMM; a small one (the Fashion-MNIST nets' 64x10)
+        // through at::linear, whose call costs 6 us against the packed operator's 22 (batch 32)
+        if (st.spec.kind == LayerKind::Linear && x.dim() == 2 && x.scalar_type() == torch::kFloat &&
+            st.spec.in_channels * st.spec.out_channels >= (int64_t{1} << 17)) {
           static const auto linear = onednn_op("mkldnn::_linear_pointwise");
           const auto b = st.tensors.find("bias");
           x = call(linear, {x.contiguous(), linear_packed_for(*sp, x.size(0)),
@@ -668,7 +713,8 @@ std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const 
               "of LibTorch does not register");
   TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
   return std::make_shared<Int8Executor>(net, options.small_map_gemm(),
-                                        options.onednn_direct() && onednn_direct_available(), options.dirac_shortcuts());
+                                        options.onednn_direct() && onednn_direct_available(), options.dirac_shortcuts(),
+                                        options.dirac_shortcuts_timed());
 }
 }  // namespace detail
 

@@ -103,6 +103,11 @@ struct DeployOptions {
   /// their term before it is quantized once). false: every channel is a convolution.
   /// The default is true unless the environment has RMNET_DIRAC_SHORTCUTS=0.
   TORCH_ARG(bool, dirac_shortcuts) = dirac_shortcuts_default();
+  /// The INT8 executor with dirac_shortcuts: time the shortcut plan against computing every channel
+  /// at the first forward of each input shape (best of 2 after a warm-up each) and run the faster
+  /// from then on (on narrow networks at tiny maps the shortcut's extra steps can cost more than the
+  /// arithmetic they save). false: the shortcuts always.
+  TORCH_ARG(bool, dirac_shortcuts_timed) = true;
   /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
   /// up to this many MiB, and serve the next forward's allocations from them instead of fresh
   /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would
