@@ -279,10 +279,12 @@ inline uint8_t quantize_sum(float v, float scale, int32_t zp, int32_t lo) {
   return static_cast<uint8_t>(q);
 }
 
-/// One pixel of an identity block whose output channel k reads block-input channel k.
-void add_table_row(const float* y, const uint8_t* x, const float* table, int64_t o, float scale, int32_t zp,
-                   int32_t lo, uint8_t* out) {
-  for (int64_t k = 0; k < o; ++k) out[k] = quantize_sum(y[k] + table[k * 256 + x[k]], scale, zp, lo);
+/// `len` elements of an identity block whose output channel k reads block-input channel k, as
+/// channels-last arrays (one pixel, or at stride 1 the whole map flat): element e's table offset is
+/// pattern[e], (e % o) * 256 (the caller starts each call on a multiple of o).
+void add_table(const float* y, const uint8_t* x, const int32_t* pattern, const float* table, int64_t len, float scale,
+               int32_t zp, int32_t lo, uint8_t* out) {
+  for (int64_t e = 0; e < len; ++e) out[e] = quantize_sum(y[e] + table[pattern[e] + x[e]], scale, zp, lo);
 }
 
 /// The same where output channel k reads block-input channel src[k].
@@ -312,51 +314,29 @@ __attribute__((target("avx512f"))) __m512i quantize16(__m512 v, __m512 scale, __
   return _mm512_min_epi32(_mm512_max_epi32(q, lo), _mm512_set1_epi32(255));
 }
 
-__attribute__((target("avx512f"))) void add_table_row_avx512(const float* y, const uint8_t* x, const float* table,
-                                                             int64_t o, float scale, int32_t zp, int32_t lo,
-                                                             uint8_t* out) {
-  const __m512 vs = _mm512_set1_ps(scale);
-  const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo);
-  const __m512i lanes = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 8);
-  int64_t k = 0;
-  for (; k + 16 <= o; k += 16) {
-    const __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + k)));
-    const __m512i idx = _mm512_add_epi32(codes, _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(k * 256))));
-    const __m512 v = _mm512_add_ps(_mm512_loadu_ps(y + k), _mm512_i32gather_ps(idx, table, 4));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm512_cvtepi32_epi8(quantize16(v, vs, vzp, vlo)));
-  }
-  if (k < o) {  // the last channels, masked (24, 40 or 56 channels are common)
-    const __mmask16 m = static_cast<__mmask16>((1u << (o - k)) - 1);
-    alignas(16) uint8_t tail[16] = {};
-    for (int64_t t = k; t < o; ++t) tail[t - k] = x[t];
-    const __m512i codes = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(tail)));
-    const __m512i idx = _mm512_add_epi32(codes, _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(k * 256))));
-    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + k),
-                                   _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, table, 4));
-    _mm512_mask_cvtepi32_storeu_epi8(out + k, m, quantize16(v, vs, vzp, vlo));
-  }
+/// The lanes [0, r) of a 16-lane step (r <= 16).
+__attribute__((target("avx512f"))) __mmask16 lanes_mask(int64_t r) {
+  return static_cast<__mmask16>(r >= 16 ? 0xffffu : (1u << r) - 1);
 }
 
-/// `len` elements of an identity block at stride 1 whose output channel k reads block-input channel
-/// k, as flat channels-last arrays: element e has channel e % o, its table offset pattern[e % (16 o)]
-/// (the pattern repeats every 16 o elements: the caller starts each call on a multiple of it).
-__attribute__((target("avx512f"))) void add_table_flat_avx512(const float* y, const uint8_t* x, const int32_t* pattern,
-                                                              const float* table, int64_t len, float scale, int32_t zp,
-                                                              int32_t lo, uint8_t* out) {
+/// r <= 16 u8 codes from x, zero-extended to int32 lanes (lanes r.. are 0; nothing read past x + r).
+__attribute__((target("avx512f"))) __m512i load_codes16(const uint8_t* x, int64_t r) {
+  if (r >= 16) return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  alignas(16) uint8_t tail[16] = {};
+  for (int64_t t = 0; t < r; ++t) tail[t] = x[t];
+  return _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(tail)));
+}
+
+/// add_table, 16 elements at a time, the table read by a gather.
+__attribute__((target("avx512f"))) void add_table_avx512(const float* y, const uint8_t* x, const int32_t* pattern,
+                                                         const float* table, int64_t len, float scale, int32_t zp,
+                                                         int32_t lo, uint8_t* out) {
   const __m512 vs = _mm512_set1_ps(scale);
   const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo);
   for (int64_t e = 0; e < len; e += 16) {
     const int64_t r = std::min<int64_t>(16, len - e);
-    const __mmask16 m = static_cast<__mmask16>(r == 16 ? 0xffffu : (1u << r) - 1);
-    __m128i bytes;
-    if (r == 16) {
-      bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + e));
-    } else {
-      alignas(16) uint8_t tail[16] = {};
-      for (int64_t t = 0; t < r; ++t) tail[t] = x[e + t];
-      bytes = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
-    }
-    const __m512i idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(bytes), _mm512_maskz_loadu_epi32(m, pattern + e));
+    const __mmask16 m = lanes_mask(r);
+    const __m512i idx = _mm512_add_epi32(load_codes16(x + e, r), _mm512_maskz_loadu_epi32(m, pattern + e));
     const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + e),
                                    _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, table, 4));
     _mm512_mask_cvtepi32_storeu_epi8(out + e, m, quantize16(v, vs, vzp, vlo));
@@ -369,16 +349,8 @@ __attribute__((target("avx512f"))) void copy_codes_avx512(const uint8_t* x, cons
   const __m512i lanes = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 8);
   for (int64_t t = 0; t < k; t += 16) {
     const int64_t r = std::min<int64_t>(16, k - t);
-    const __mmask16 m = static_cast<__mmask16>(r == 16 ? 0xffffu : (1u << r) - 1);
-    __m128i bytes;
-    if (r == 16) {
-      bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + t));
-    } else {
-      alignas(16) uint8_t tail[16] = {};
-      for (int64_t u = 0; u < r; ++u) tail[u] = x[t + u];
-      bytes = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
-    }
-    const __m512i idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(bytes),
+    const __mmask16 m = lanes_mask(r);
+    const __m512i idx = _mm512_add_epi32(load_codes16(x + t, r),
                                          _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(t * 256))));
     _mm512_mask_cvtepi32_storeu_epi8(out + t, m, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, lut, 4));
   }
@@ -461,22 +433,20 @@ Tensor add_int8_shortcut(const Int8Shortcut& sc, const Tensor& y_in, const Tenso
       straight = straight && (sc.src[k] < 0 || sc.src[k] == static_cast<int64_t>(k));
     }
     const int32_t* src = src_v.data();
-    if (straight && s == 1) {  // x and y alike are [pixels, o]: one flat pass, 16 o elements a block
-      const int64_t block = 16 * o, total = n * ho * wo * o;
-      std::vector<int32_t> pattern(block);
-      for (int64_t t = 0; t < block; ++t) pattern[t] = static_cast<int32_t>(t % o * 256);
-      at::parallel_for(0, (total + block - 1) / block, std::max<int64_t>(1, 16384 / block), [&](int64_t b0, int64_t b1) {
-        for (int64_t blk = b0; blk < b1; ++blk) {
-          const int64_t e0 = blk * block, len = std::min(block, total - e0);
+    // straight: element e of a pixel, or of 16 pixels in a row at stride 1, reads table (e % o)
+    const int64_t block = 16 * o;
+    std::vector<int32_t> pattern(straight ? block : 0);
+    for (size_t t = 0; t < pattern.size(); ++t) pattern[t] = static_cast<int32_t>(static_cast<int64_t>(t) % o * 256);
+    const auto straight_run = [&](int64_t e0, int64_t len) {
 #ifdef RMNET_HAVE_AVX512_EPILOGUE
-          if (avx512()) {
-            add_table_flat_avx512(yp + e0, xp + e0, pattern.data(), table, len, scale, zp, lo, op + e0);
-            continue;
-          }
+      if (avx512()) return add_table_avx512(yp + e0, xp + e0, pattern.data(), table, len, scale, zp, lo, op + e0);
 #endif
-          for (int64_t e = 0; e < len; ++e)
-            op[e0 + e] = quantize_sum(yp[e0 + e] + table[pattern[e] + xp[e0 + e]], scale, zp, lo);
-        }
+      add_table(yp + e0, xp + e0, pattern.data(), table, len, scale, zp, lo, op + e0);
+    };
+    if (straight && s == 1) {  // x and y alike are [pixels, o]: one flat pass, 16 o elements a block
+      const int64_t total = n * ho * wo * o;
+      at::parallel_for(0, (total + block - 1) / block, std::max<int64_t>(1, 16384 / block), [&](int64_t b0, int64_t b1) {
+        for (int64_t blk = b0; blk < b1; ++blk) straight_run(blk * block, std::min(block, total - blk * block));
       });
       return out;
     }
@@ -486,14 +456,14 @@ Tensor add_int8_shortcut(const Int8Shortcut& sc, const Tensor& y_in, const Tenso
         for (int64_t jj = 0; jj < wo; ++jj) {
           const int64_t p = row * wo + jj;
           const uint8_t* px = xp + ((b * h + i * s) * w + jj * s) * c;
-          if (straight) {
+          if (straight) {  // one pixel; its block input px is not at p * o (stride > 1)
 #ifdef RMNET_HAVE_AVX512_EPILOGUE
             if (avx512()) {
-              add_table_row_avx512(yp + p * o, px, table, o, scale, zp, lo, op + p * o);
+              add_table_avx512(yp + p * o, px, pattern.data(), table, o, scale, zp, lo, op + p * o);
               continue;
             }
 #endif
-            add_table_row(yp + p * o, px, table, o, scale, zp, lo, op + p * o);
+            add_table(yp + p * o, px, pattern.data(), table, o, scale, zp, lo, op + p * o);
           } else {
             add_table_row_src(yp + p * o, px, src, table, o, scale, zp, lo, op + p * o);
           }
