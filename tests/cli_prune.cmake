@@ -51,6 +51,20 @@ endif()
 rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/grp.rmnet --target-macs 0.5 --keep-one --grouping stream
           --per-cost --bench-iters 0 --json ${WORK}/grp.json)
 expect_contains("${out}" "stream groups ranked as one")
+# executed MACs: stream groups keep resnet8's three shortcuts and meet the target as the runtime executes
+rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/exe.rmnet --target-macs 0.6 --keep-one --grouping stream
+          --executed-macs --bench-iters 0 --json ${WORK}/exe.json)
+file(READ ${WORK}/exe.json json)
+string(JSON eb GET "${json}" executed_macs_before)
+string(JSON ea GET "${json}" executed_macs_after)
+string(JSON sa GET "${json}" shortcuts_after)
+math(EXPR limit "${eb} * 6 / 10")
+if(ea GREATER limit OR NOT sa EQUAL 3)
+  message(FATAL_ERROR "--executed-macs: ${ea} of ${eb} executed MACs, ${sa} shortcuts: ${json}")
+endif()
+rmnet_run(1 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/bad.rmnet --target-macs 0.6 --executed-macs --reconstruct
+          --calib-dataset fashion-mnist --bench-iters 0)
+expect_contains("${out}" "--keep-dirac")
 rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/lat.rmnet --target-speedup 1.2 --batch 4 --keep-one
           --input-size 32 --bench-iters 0 --json ${WORK}/lat.json)
 file(READ ${WORK}/lat.json json)

@@ -10,6 +10,7 @@
 
 #include "helpers.h"
 #include "rmnet/compress/compress.h"
+#include "rmnet/deploy/shortcuts.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/profile.h"
 #include "rmnet/models/registry.h"
@@ -56,9 +57,16 @@ TEST(Compress, MacsTargetInRoundsWithInt8WritesAWholeReport) {
   EXPECT_EQ(r.steps[4].name, "int8");
   EXPECT_EQ(r.steps[0].macs, macs);
   EXPECT_GT(r.steps[1].macs, macs);                    // the RM form costs more
+  EXPECT_EQ(r.steps[1].executed_macs, macs);           // but runs at the residual network's MACs
+  EXPECT_EQ(r.steps[1].shortcuts, 3);                  // resnet8: three blocks
   EXPECT_NEAR(r.steps[1].top1, r.steps[0].top1, 1.0 / 48 + 1e-9);  // exact conversion (ties aside)
-  EXPECT_LT(r.steps[2].macs, r.steps[1].macs);         // round 1 on the way
-  EXPECT_LE(r.steps[3].macs, static_cast<int64_t>(0.7 * static_cast<double>(macs)));  // the target, met
+  EXPECT_LT(r.steps[2].executed_macs, r.steps[1].executed_macs);    // round 1 on the way
+  // the target, met in executed MACs, with every shortcut kept through pruning and fine-tuning
+  EXPECT_LE(r.steps[3].executed_macs, static_cast<int64_t>(0.7 * static_cast<double>(macs)));
+  EXPECT_GT(r.steps[3].executed_macs, static_cast<int64_t>(0.4 * static_cast<double>(macs)));
+  EXPECT_LT(r.steps[3].executed_macs, r.steps[3].macs);
+  EXPECT_EQ(r.steps[2].shortcuts, 3);
+  EXPECT_EQ(r.steps[3].shortcuts, 3);
   EXPECT_EQ(r.steps[4].runtime, "int8");
   for (const auto& s : r.steps) {
     EXPECT_GT(s.images_per_second, 0.0) << s.name;
@@ -69,14 +77,26 @@ TEST(Compress, MacsTargetInRoundsWithInt8WritesAWholeReport) {
   const auto report = nlohmann::json::parse(std::ifstream(dir.path / "report.json"));
   ASSERT_EQ(report["steps"].size(), 5u);
   for (const auto& s : report["steps"])
-    for (const char* key : {"name", "macs", "params", "images_per_second", "top1", "runtime", "latency_ms"})
+    for (const char* key : {"name", "macs", "params", "images_per_second", "top1", "runtime", "latency_ms",
+                            "executed_macs", "shortcuts"})
       EXPECT_TRUE(s.contains(key)) << key;
   EXPECT_EQ(report["target"]["macs"], 0.7);
+  EXPECT_EQ(report["keep_shortcuts"], true);
+  EXPECT_EQ(report["grouping"], "stream");
   EXPECT_TRUE(fs::exists(dir.path / "accuracy_vs_speed.png") || !RMNET_WITH_OPENCV);
   for (const char* f : {"converted.rmnet", "round_1.rmnet", "round_2.rmnet", "int8.rmnet"})
     EXPECT_TRUE(fs::exists(dir.path / f)) << f;
   auto back = load_model((dir.path / "round_2.rmnet").string());
   EXPECT_EQ(count_flops(*back, 1, 12), r.steps[3].macs);
+  EXPECT_EQ(executed_macs(dynamic_cast<PlainNetImpl&>(*back), 12), r.steps[3].executed_macs);
+  // keep_shortcuts off: the plain form's MACs meet the target; the copies are convolutions to it
+  TempDir plain_dir("compress_macs_plain");
+  auto p = compress(*model, train, test_set,
+                    small(plain_dir.path.string()).target_macs(0.7).rounds(1).finetune_epochs(0).keep_shortcuts(false));
+  ASSERT_EQ(p.steps.size(), 3u);
+  EXPECT_LE(p.steps[2].macs, static_cast<int64_t>(0.7 * static_cast<double>(macs)));
+  EXPECT_LT(p.steps[2].shortcuts, 3);  // the free refit moved the copies
+  EXPECT_LE(p.steps[2].executed_macs, p.steps[2].macs);
   // the folder exists now: a second run is refused before any work
   EXPECT_NE(test::error_of([&] { compress(*model, train, test_set, small(dir.path.string()).target_macs(0.7)); })
                 .find("exists"),

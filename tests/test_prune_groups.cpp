@@ -9,6 +9,8 @@
 #include "helpers.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/deploy/runtime.h"
+#include "rmnet/deploy/shortcuts.h"
+#include "rmnet/models/profile.h"
 #include "rmnet/prune/residual_baseline.h"
 #include "rmnet/prune/slim.h"
 
@@ -248,6 +250,87 @@ TEST(PruneGroups, ReconstructionCanKeepTheDiracShortcuts) {
   auto d = deploy(*kept.net, DeployOptions().runtime(Runtime::OneDNN));
   const auto x = held.to(torch::kFloat);
   const auto ref = kept.net->forward(held).to(torch::kFloat);
+  EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-4);
+}
+
+// The MACs the onednn runtime executes (deploy/shortcuts.h): a converted ResNet or MobileNetV2 runs
+// at its residual network's MACs (identity and projection shortcuts, bottleneck and depthwise middle
+// convs), and the count is the runtime's own per-step count; a plain network without reserved
+// channels executes what count_flops counts.
+TEST(PruneGroups, ExecutedMacsAreTheResidualNetworks) {
+  for (const std::string arch : {"resnet8", "resnet14", "rmnet26x3_32", "mobilenet_v2_cifar"}) {
+    const auto residual = test::random_model(arch, torch::kFloat);
+    auto plain = convert(*residual, ConvertOptions().keep_bn(true)).plain;
+    plain->eval();
+    const auto sc = dirac_shortcuts(*plain);
+    EXPECT_GE(sc.size(), 3u) << arch;
+    bool projection = false;
+    for (const auto& s : sc) {
+      projection = projection || s.projection;
+      ASSERT_EQ(s.copies.size() + 1, s.convs.size());
+      EXPECT_EQ(s.merged.size(), static_cast<size_t>(plain->spec(s.convs.back()).in_channels));
+    }
+    EXPECT_EQ(projection, arch != "mobilenet_v2_cifar") << arch << ": a ResNet's downsample blocks";
+    for (int64_t size : {32, 20}) {
+      // (the RMNet's stem is a RepVGG block: its 1x1 branch merged into the 3x3 costs nothing)
+      if (arch == "rmnet26x3_32")
+        EXPECT_EQ(executed_macs(*plain, size), count_flops(*residual, 3, size) - 64 * 3 * size * size);
+      else
+        EXPECT_EQ(executed_macs(*plain, size), count_flops(*residual, 3, size)) << arch << " at " << size;
+      EXPECT_LT(executed_macs(*plain, size), count_flops(*plain, 3, size));
+    }
+    if (!onednn_direct_available()) continue;
+    auto d = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+    int64_t macs = 0;
+    for (const auto& t : d->profile(torch::randn({2, 3, 32, 32}), 0, 1)) macs += t.macs;
+    EXPECT_EQ(macs, 2 * executed_macs(*plain, 32)) << arch;
+  }
+  auto vgg = plain_bn_of("repvgg_a0");
+  EXPECT_TRUE(dirac_shortcuts(*vgg).empty());
+  EXPECT_EQ(executed_macs(*vgg, 32), count_flops(*vgg, 3, 32));
+}
+
+// Pruning to executed MACs (PruneOptions::executed_macs) with stream groups keeps every shortcut and
+// meets the target as the runtime executes the result; counting the plain form's MACs instead, the
+// same fraction cuts the network much deeper than it needs. A refit that keeps the Dirac copies keeps
+// the count; a free refit is refused (it would move them).
+TEST(PruneGroups, ExecutedMacsTargetIsMetAsTheRuntimeRunsIt) {
+  auto net = plain_bn_of("resnet20");
+  const int64_t size = 32;
+  const auto base = PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::Stream).executed_macs(true);
+  auto r = prune(*net, base);
+  EXPECT_EQ(r.report.shortcuts_before, 9);  // resnet20: nine blocks
+  EXPECT_EQ(r.report.shortcuts_after, 9);
+  EXPECT_EQ(r.report.executed_macs_before, executed_macs(*net, size));
+  EXPECT_EQ(r.report.executed_macs_after, executed_macs(*r.net, size));
+  const auto target = static_cast<int64_t>(0.5 * static_cast<double>(r.report.executed_macs_before));
+  EXPECT_LE(r.report.executed_macs_after, target);
+  EXPECT_GE(r.report.executed_macs_after, static_cast<int64_t>(0.4 * static_cast<double>(r.report.executed_macs_before)));
+  EXPECT_EQ(r.report.macs_before, count_flops(*net, 3, size));  // macs_* stay count_flops
+  EXPECT_EQ(r.report.macs_after, count_flops(*r.net, 3, size));
+  for (const auto& n : r.report.notes) EXPECT_EQ(n.find("the runtime executes"), std::string::npos) << n;
+  EXPECT_NE(r.report.to_string().find("9 -> 9 Dirac shortcuts"), std::string::npos) << r.report.to_string();
+  // every channel on its own: chains get broken, the count stays an upper bound of what runs
+  auto none = prune(*net, PruneOptions(base).grouping(PruneGrouping::None));
+  EXPECT_LE(none.report.executed_macs_after, target);
+  // with a refit that keeps the copies: the same shortcuts, the same count
+  const auto calib = images(32, size);
+  auto rec = prune(*net, PruneOptions(base).reconstruct(true).reconstruct_keep_dirac(true), calib);
+  EXPECT_EQ(rec.report.shortcuts_after, 9);
+  EXPECT_EQ(rec.report.executed_macs_after, r.report.executed_macs_after);
+  EXPECT_LT(rec.report.reconstruction_error_after, rec.report.reconstruction_error_before);
+  const auto e = error_of([&] { prune(*net, PruneOptions(base).reconstruct(true), calib); });
+  EXPECT_NE(e.find("reconstruct_keep_dirac"), std::string::npos) << e;
+  if (!onednn_direct_available()) return;
+  // the runtime runs the pruned network at that count, and computes the same function
+  auto pruned = r.net;
+  pruned->to(torch::kFloat);
+  auto d = deploy(*pruned, DeployOptions().runtime(Runtime::OneDNN));
+  const auto x = images(2, size, torch::kFloat);
+  int64_t macs = 0;
+  for (const auto& t : d->profile(x, 0, 1)) macs += t.macs;
+  EXPECT_EQ(macs, 2 * r.report.executed_macs_after);
+  const auto ref = pruned->forward(x);
   EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-4);
 }
 

@@ -15,6 +15,7 @@
 #include "rmnet/convert/rm.h"
 #include "rmnet/data/loader.h"
 #include "rmnet/deploy/runtime.h"
+#include "rmnet/deploy/shortcuts.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/models/profile.h"
 #include "rmnet/prune/latency.h"
@@ -59,6 +60,7 @@ double top1_of(const ModelPtr& runner, const DatasetPtr& test, const Transform& 
 
 nlohmann::json to_json(const CompressStep& s) {
   return {{"name", s.name}, {"runtime", s.runtime}, {"file", s.file}, {"macs", s.macs}, {"params", s.params},
+          {"executed_macs", s.executed_macs}, {"shortcuts", s.shortcuts},
           {"images_per_second", s.images_per_second}, {"latency_ms", s.latency_ms}, {"top1", s.top1},
           {"target", s.target}, {"seconds", s.seconds}};
 }
@@ -141,9 +143,15 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     s.latency_ms = b.latency_p50_ms;
     s.macs = count_flops(*m, cin, size);
     s.params = count_parameters(*m);
+    s.executed_macs = s.macs;
+    if (const auto* plain = dynamic_cast<const PlainNetImpl*>(m.get())) {
+      const auto sc = dirac_shortcuts(*plain);
+      s.shortcuts = static_cast<int64_t>(sc.size());
+      s.executed_macs = executed_macs(*plain, sc, size);
+    }
     s.top1 = top1_of(prepare_inference(m, runtime), test, eval_t, workers);
-    log(fmt::format("{:<10} top-1 {:.2f}%  {:.0f} images/s ({}, batch {})  MACs {}  params {}", s.name, 100 * s.top1,
-                    s.images_per_second, s.runtime, o.bench_batch(), s.macs, s.params));
+    log(fmt::format("{:<10} top-1 {:.2f}%  {:.0f} images/s ({}, batch {})  MACs {} (executed {})  params {}", s.name,
+                    100 * s.top1, s.images_per_second, s.runtime, o.bench_batch(), s.macs, s.executed_macs, s.params));
   };
   {
     // the original: a residual model runs eagerly (the deploy runtimes execute plain chains)
@@ -162,8 +170,13 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     s.file = save(*converted, "converted.rmnet");
     result.steps.push_back(s);
   }
+  // MACs as the rounds count them: executed by the runtime (keep_shortcuts) or the plain form's
+  const bool exec = o.keep_shortcuts();
+  const auto macs_of = [&](const PlainNetImpl& n) {
+    return static_cast<double>(exec ? executed_macs(n, size) : count_flops(const_cast<PlainNetImpl&>(n), cin, size));
+  };
   const double macs_orig = static_cast<double>(result.steps[0].macs);
-  const double macs_conv = static_cast<double>(result.steps[1].macs);
+  const double macs_conv = macs_of(*converted);
 
   // the final target, and the rounds' geometric steps towards it
   double latency_conv = 0.0, latency_final = 0.0;
@@ -191,11 +204,12 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     PruneOptions po = o.prune();
     po.threshold(-1).ratio(-1).target_macs(-1).target_params(-1).target_latency_ms(-1).target_speedup(-1).latency(lo);
     po.input_size(size);
+    if (exec) po.executed_macs(true).reconstruct_keep_dirac(true);
     CompressStep s;
     s.name = fmt::format("round {}", r);
-    const double cur_macs = static_cast<double>(count_flops(*current, cin, size));
+    const double cur_macs = macs_of(*current);
     if (o.target_macs() >= 0) {
-      const double goal = macs_conv * std::pow(o.target_macs() * macs_orig / macs_conv, f);
+      const double goal = macs_conv * std::pow(std::min(1.0, o.target_macs() * macs_orig / macs_conv), f);
       s.target = std::min(1.0, goal / cur_macs);
       po.target_macs(s.target);
     } else {
@@ -208,6 +222,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     if (o.finetune_epochs() > 0) {
       FitOptions fo = o.finetune();
       fo.epochs(o.finetune_epochs()).out("").resume("");
+      if (exec) fo.train().keep_dirac(true);
       if (teacher) fo.teacher(teacher);
       fit(*next, train, test, fo);
     }
@@ -225,6 +240,8 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     CompressStep s;
     s.name = "int8";
     measure(q.net.ptr(), s, Runtime::Auto);  // the INT8 executor
+    s.executed_macs = result.steps.back().executed_macs;  // its shortcuts are the float network's
+    s.shortcuts = result.steps.back().shortcuts;
     s.seconds = seconds_since(t0);
     s.file = save(*q.net, "int8.rmnet");
     result.steps.push_back(s);
@@ -248,6 +265,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
       {"grouping", to_string(o.prune().grouping())},
       {"per_cost", o.prune().per_cost()},
       {"reconstruct", o.prune().reconstruct()},
+      {"keep_shortcuts", o.keep_shortcuts()},
       {"batch", o.bench_batch()},
       {"input_size", size},
       {"runtime", to_string(lo.runtime())},

@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "executors.h"
+#include "rmnet/deploy/shortcuts.h"
 
 namespace rmnet::detail {
 
@@ -79,8 +80,9 @@ std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype
 /// convs A, [M...], B whose reserved channels are exact Dirac copies of A's input merged into B's
 /// outputs with weight 1 (an RM block), removes those rows and columns from the convs' weights, and
 /// marks A (keeps_input) and B (shortcut_from: adds A's input before its activation). Returns how
-/// many it found. The executor that runs the result must honour the marks (dnnl.cpp does).
-size_t find_dirac_shortcuts(std::vector<Step>& steps);
+/// many it found. The executor that runs the result must honour the marks (dnnl.cpp does). With
+/// `found`, appends what each shortcut is in the source network's layers (deploy/shortcuts.h).
+size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>* found = nullptr);
 
 /// " + relu", " + clamp[lo, hi]" or "" for a conv step's post-op (its name's suffix).
 std::string act_name(const Step& s);

@@ -27,6 +27,7 @@
 // the BN fold, within a few units in the last place of the compute dtype (the identity BN
 // of a converted block folds to 1 +- 1 ulp in float32; replacing w * x + b by x then moves the
 // result by less than the float32 rounding the conv itself makes): tolerances below.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -36,6 +37,10 @@
 #include <torch/torch.h>
 
 #include "onednn_steps.h"
+#include "rmnet/convert/verify.h"
+#include "rmnet/deploy/shortcuts.h"
+#include "rmnet/ir/chain.h"
+#include "rmnet/models/plain.h"
 
 namespace rmnet {
 
@@ -213,7 +218,7 @@ bool slice_clamp(Step& conv, Step& clamp, const std::vector<int64_t>& rows) {
 
 }  // namespace
 
-size_t find_dirac_shortcuts(std::vector<Step>& steps) {
+size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>* found_out) {
   torch::NoGradGuard no_grad;
   size_t found = 0;
   std::vector<bool> dead(steps.size(), false);  // per-channel clamps that became post-ops
@@ -237,6 +242,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
     std::vector<size_t> middle;             // M steps
     std::vector<std::vector<int64_t>> keeps;  // per conv from A on: its kept (branch) output rows
     keeps.push_back(branch_rows(src_a));
+    std::vector<std::vector<int64_t>> copy_maps{src_a};  // per conv from A on: its rows' x channels
     bool relu_on_path = steps[a].attr == "relu" || act_a == 1;
     int64_t stride = steps[a].stride;  // of the copies so far: channel j at (i, k) is x[c][stride * i][stride * k]
     size_t prev = a, b = after(steps, a);
@@ -266,6 +272,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
         // an M: copies pass, the branch goes on
         middle.push_back(b);
         keeps.push_back(keep_b);
+        copy_maps.push_back(next);
         relu_on_path = relu_on_path || steps[b].attr == "relu" || act_b == 1;
         stride *= steps[b].stride;
         cur = next;
@@ -299,6 +306,16 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
       break;
     }
     if (!merged) continue;
+    if (found_out) {
+      DiracShortcut rec;
+      rec.convs.push_back(steps[a].first);
+      for (size_t m : middle) rec.convs.push_back(steps[m].first);
+      rec.convs.push_back(steps[b].first);
+      rec.copies = copy_maps;
+      rec.merged = cur;
+      rec.projection = projection.defined();
+      found_out->push_back(std::move(rec));
+    }
     // rewrite: A and the Ms keep their branch rows, the Ms and B their branch columns
     const auto slice = [](Step& s, const std::vector<int64_t>* rows, const std::vector<int64_t>* cols) {
       if (rows) {
@@ -390,4 +407,55 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps) {
 }
 
 }  // namespace detail
+
+std::vector<DiracShortcut> dirac_shortcuts(const PlainNetImpl& net) {
+  auto dtype = ir::dtype_device(net).first;
+  if (dtype != torch::kDouble) dtype = torch::kFloat;
+  auto steps = detail::compile_chain(net, dtype);
+  std::vector<DiracShortcut> found;
+  detail::find_dirac_shortcuts(steps, &found);
+  return found;
+}
+
+int64_t executed_macs(const PlainNetImpl& net, int64_t input_size) {
+  return executed_macs(net, dirac_shortcuts(net), input_size);
+}
+
+int64_t executed_macs(const PlainNetImpl& net, const std::vector<DiracShortcut>& shortcuts, int64_t input_size) {
+  const auto& specs = net.specs();
+  const size_t n = specs.size();
+  const int64_t size = input_size > 0 ? input_size : default_input_size(net);
+  const auto sides = output_sides(specs, size);
+  const auto count = [](const std::vector<int64_t>& v) {
+    return static_cast<int64_t>(std::count_if(v.begin(), v.end(), [](int64_t x) { return x >= 0; }));
+  };
+  // per conv layer: output rows and input columns not computed, and a projection's 1x1 conv
+  std::vector<int64_t> free_rows(n, 0), free_cols(n, 0), extra(n, 0);
+  for (const auto& sc : shortcuts) {
+    TORCH_CHECK(sc.convs.size() >= 2 && sc.copies.size() + 1 == sc.convs.size(), "internal: a Dirac shortcut of ",
+                sc.convs.size(), " convs and ", sc.copies.size(), " copy maps");
+    for (size_t k = 0; k < sc.convs.size(); ++k) {
+      const size_t l = sc.convs[k];
+      TORCH_CHECK(l < n && specs[l].kind == LayerKind::Conv, "a Dirac shortcut names layer ", l,
+                  ", not a conv of this network");
+      if (k + 1 < sc.convs.size()) free_rows[l] = count(sc.copies[k]);
+      if (k > 0 && specs[l].groups == 1) free_cols[l] = count(k + 1 < sc.convs.size() ? sc.copies[k - 1] : sc.merged);
+    }
+    const size_t b = sc.convs.back();
+    if (sc.projection) extra[b] = sides[b] * sides[b] * specs[b].out_channels * specs[sc.convs[0]].in_channels;
+  }
+  int64_t macs = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& s = specs[i];
+    if (s.kind == LayerKind::Conv)
+      macs += sides[i] * sides[i] * (s.out_channels - free_rows[i]) * ((s.in_channels - free_cols[i]) / s.groups) *
+                  s.kernel * s.kernel + extra[i];
+    else if (s.kind == LayerKind::Linear)
+      macs += s.in_channels * s.out_channels;
+    else if (s.kind == LayerKind::SE)
+      macs += 2 * s.hidden * s.scaled;
+  }
+  return macs;
+}
+
 }  // namespace rmnet

@@ -494,6 +494,19 @@ std::optional<int64_t> LayerSpec::output_channels() const {
 
 std::string LayerSpec::describe() const { return ir::traits(kind).describe(*this); }
 
+std::vector<int64_t> output_sides(const std::vector<LayerSpec>& layers, int64_t size) {
+  std::vector<int64_t> sides(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& s = layers[i];
+    if (s.kind == LayerKind::Conv || s.kind == LayerKind::MaxPool)
+      size = (size + 2 * s.padding - s.kernel) / s.stride + 1;
+    else if (s.kind == LayerKind::AvgPool)
+      size = 1;
+    sides[i] = size;
+  }
+  return sides;
+}
+
 void check_chain(const std::vector<LayerSpec>& layers, int64_t in_channels) {
   int64_t c = in_channels;
   bool flat = false;

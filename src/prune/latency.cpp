@@ -94,7 +94,7 @@ LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bo
   LatencyTable table;
   table.whole_ms_ = measure_latency_ms(net, o);
   const int64_t size = o.input_size() > 0 ? o.input_size() : default_input_size(net);
-  const auto sides = detail::output_sides(net.specs(), size);
+  const auto sides = output_sides(net.specs(), size);
   double sum_full = 0.0;
   for (size_t i = 0; i < net.size(); ++i) {
     const auto& s = net.spec(i);

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "rmnet/deploy/shortcuts.h"
 #include "rmnet/prune/slim.h"
 
 namespace rmnet::detail {
@@ -28,18 +29,20 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& options, co
 void reconstruct_consumers(const PlainNetImpl& original, PlainNetImpl& pruned, const std::vector<PruneUnit>& units,
                            const torch::Tensor& calibration, const PruneOptions& o, PruneReport& rep);
 
-/// The side of the square map each layer outputs for a square input of side `size` (convs and
-/// max-pools shrink it, the global average pool makes it 1).
-std::vector<int64_t> output_sides(const std::vector<LayerSpec>& specs, int64_t size);
-
 /// Parameters and MACs per image of the chain when each unit keeps the channels `kept[u]`, computed
 /// from the layer shapes without building it (equal to count_parameters / count_flops of the result).
+/// With the original network's Dirac shortcuts, the MACs are those the onednn runtime executes
+/// (executed_macs of the result): a shortcut whose copies are kept or removed whole along their
+/// chain (A's input channel, A's copy row, the middle convs' copy rows, an identity merge's output)
+/// keeps its kept copies free; a shortcut the selection breaks counts every channel it keeps (an upper
+/// bound: the runtime may still run part of it as a projection).
 class PruneCost {
  public:
   /// `adds_bias[u]`: folding unit u's removed channels would give its consumer a bias it lacks
   /// (a consumer without bias and without a BN after it), given which channels are removed.
   using AddsBias = std::function<bool(size_t unit, const std::vector<int64_t>& kept)>;
-  PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& units, int64_t input_size, AddsBias adds_bias);
+  PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& units, int64_t input_size, AddsBias adds_bias,
+            std::vector<DiracShortcut> shortcuts = {});
   /// {parameters, MACs}
   std::pair<int64_t, int64_t> operator()(const std::vector<std::vector<int64_t>>& kept) const;
   /// The layer shapes of the chain when each unit keeps `kept[u]`.
@@ -53,6 +56,11 @@ class PruneCost {
   std::vector<int> out_unit_, in_unit_;  // unit resizing the layer's outputs / inputs, or -1
   std::vector<int64_t> unit_channels_;
   AddsBias adds_bias_;
+  std::vector<DiracShortcut> shortcuts_;
+  /// The shortcuts' discount for these kept channels: per layer, rows and columns not computed and
+  /// a projection's MACs (executed mode).
+  void discount(const std::vector<std::vector<int64_t>>& kept, std::vector<int64_t>& free_rows,
+                std::vector<int64_t>& free_cols, std::vector<int64_t>& extra) const;
 };
 
 /// A target on a value of the kept channels other than MACs/parameters (the latency estimate).

@@ -16,26 +16,14 @@ namespace rmnet::detail {
 // Cost model: parameters and MACs (conv: out * H * W * in / groups * k * k, linear: in * out, SE:
 // its two linears), as count_parameters and profile_model count them.
 
-std::vector<int64_t> output_sides(const std::vector<LayerSpec>& specs, int64_t size) {
-  std::vector<int64_t> sides(specs.size());
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const auto& s = specs[i];
-    if (s.kind == LayerKind::Conv || s.kind == LayerKind::MaxPool)
-      size = (size + 2 * s.padding - s.kernel) / s.stride + 1;
-    else if (s.kind == LayerKind::AvgPool)
-      size = 1;
-    sides[i] = size;
-  }
-  return sides;
-}
-
 PruneCost::PruneCost(const PlainNetImpl& net, const std::vector<PruneUnit>& units, int64_t input_size,
-                     AddsBias adds_bias)
+                     AddsBias adds_bias, std::vector<DiracShortcut> shortcuts)
     : specs_(net.specs()),
       pixels_(specs_.size(), 1),
       out_unit_(specs_.size(), -1),
       in_unit_(specs_.size(), -1),
-      adds_bias_(std::move(adds_bias)) {
+      adds_bias_(std::move(adds_bias)),
+      shortcuts_(std::move(shortcuts)) {
   const auto sides = output_sides(specs_, input_size);
   for (size_t i = 0; i < specs_.size(); ++i) pixels_[i] = sides[i] * sides[i];
   for (size_t u = 0; u < units.size(); ++u) {
@@ -71,9 +59,62 @@ std::vector<bool> PruneCost::resized() const {
   return r;
 }
 
+void PruneCost::discount(const std::vector<std::vector<int64_t>>& kept, std::vector<int64_t>& free_rows,
+                         std::vector<int64_t>& free_cols, std::vector<int64_t>& extra) const {
+  // membership of an original channel among a layer's kept outputs / inputs
+  std::vector<std::vector<bool>> keep_of(kept.size());
+  for (size_t u = 0; u < kept.size(); ++u) {
+    keep_of[u].assign(unit_channels_[u], false);
+    for (auto c : kept[u]) keep_of[u][c] = true;
+  }
+  const auto row_kept = [&](size_t l, int64_t r) { return out_unit_[l] < 0 || keep_of[out_unit_[l]][r]; };
+  const auto col_kept = [&](size_t l, int64_t c) {
+    if (in_unit_[l] >= 0) return static_cast<bool>(keep_of[in_unit_[l]][c]);
+    return is_depthwise(specs_[l]) ? row_kept(l, c) : true;  // a tied depthwise conv: its inputs are its outputs
+  };
+  const auto kept_count = [](const std::vector<bool>& v) { return static_cast<int64_t>(std::count(v.begin(), v.end(), true)); };
+  for (const auto& sc : shortcuts_) {
+    const size_t a = sc.convs.front(), b = sc.convs.back(), nc = sc.convs.size() - 1;  // nc: A and the Ms
+    // each copy chain (one channel c of A's input) kept or removed whole; every conv keeps a branch row
+    bool whole = true;
+    std::vector<std::vector<bool>> copy_kept(nc);  // per conv (A, Ms): its rows that are kept copies
+    for (size_t k = 0; k < nc && whole; ++k) {
+      const size_t l = sc.convs[k];
+      copy_kept[k].assign(sc.copies[k].size(), false);
+      bool branch = false;
+      for (size_t r = 0; r < sc.copies[k].size(); ++r) {
+        const int64_t c = sc.copies[k][r];
+        const bool rk = row_kept(l, static_cast<int64_t>(r));
+        if (c < 0) {
+          branch = branch || rk;
+          continue;
+        }
+        copy_kept[k][r] = rk;
+        whole = whole && rk == col_kept(a, c) && (sc.projection || rk == row_kept(b, c));
+      }
+      whole = whole && branch;
+    }
+    if (!whole || kept_count(copy_kept[0]) == 0) continue;  // broken, or no copy left: not a shortcut
+    for (size_t k = 0; k < nc; ++k) {
+      const size_t l = sc.convs[k];
+      free_rows[l] = kept_count(copy_kept[k]);
+      if (k > 0 && specs_[l].groups == 1) free_cols[l] = kept_count(copy_kept[k - 1]);
+    }
+    free_cols[b] = kept_count(copy_kept[nc - 1]);
+    if (sc.projection) {
+      int64_t outs = 0, ins = 0;
+      for (int64_t r = 0; r < specs_[b].out_channels; ++r) outs += row_kept(b, r);
+      for (int64_t c = 0; c < specs_[a].in_channels; ++c) ins += col_kept(a, c);
+      extra[b] = pixels_[b] * outs * ins;
+    }
+  }
+}
+
 std::pair<int64_t, int64_t> PruneCost::operator()(const std::vector<std::vector<int64_t>>& kept) const {
   int64_t params = 0, macs = 0;
   const auto all = specs(kept);
+  std::vector<int64_t> free_rows(all.size(), 0), free_cols(all.size(), 0), extra(all.size(), 0);
+  if (!shortcuts_.empty()) discount(kept, free_rows, free_cols, extra);
   for (size_t i = 0; i < all.size(); ++i) {
     const auto& s = all[i];
     const bool bias = s.bias;
@@ -81,7 +122,8 @@ std::pair<int64_t, int64_t> PruneCost::operator()(const std::vector<std::vector<
       case LayerKind::Conv: {
         const int64_t per_out = s.in_channels / s.groups * s.kernel * s.kernel;
         params += s.out_channels * per_out + (bias ? s.out_channels : 0);
-        macs += s.out_channels * pixels_[i] * per_out;
+        macs += (s.out_channels - free_rows[i]) * pixels_[i] * ((s.in_channels - free_cols[i]) / s.groups) * s.kernel *
+                    s.kernel + extra[i];
         break;
       }
       case LayerKind::Linear:

@@ -162,6 +162,9 @@ void check_options(const PruneOptions& o) {
   TORCH_CHECK(o.input_size() >= 0, "input_size must be non-negative (got ", o.input_size(), ")");
   TORCH_CHECK(o.scope() == PruneScope::Global || o.ratio() >= 0,
               "scope 'layer' applies a ratio to every layer; it needs ratio (not a threshold or a target)");
+  TORCH_CHECK(!o.executed_macs() || !o.reconstruct() || o.reconstruct_keep_dirac(),
+              "executed_macs with reconstruct needs reconstruct_keep_dirac: a free refit moves the Dirac copies, and the "
+              "runtime then computes them as convolutions");
 }
 
 }  // namespace
@@ -249,6 +252,20 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     }
     constant[u] = constant_at_consumer(ch, units[u]);
   }
+  // executed MACs: an RM block runs as a shortcut only while its first and middle convs keep a
+  // branch channel (a conv of copies alone is computed whole), so each keeps its most important one
+  const auto shortcuts = dirac_shortcuts(net);
+  if (o.executed_macs()) {
+    for (const auto& sc : shortcuts)
+      for (size_t k = 0; k + 1 < sc.convs.size(); ++k)
+        for (size_t u = 0; u < units.size(); ++u) {
+          if (units[u].producer != sc.convs[k]) continue;
+          int64_t best = -1;
+          for (int64_t c = 0; c < units[u].channels; ++c)
+            if (sc.copies[k][c] < 0 && !std::isinf(imp[u][c]) && (best < 0 || imp[u][c] > imp[u][best])) best = c;
+          if (best >= 0) imp[u][best] = std::numeric_limits<double>::infinity();
+        }
+  }
   const auto adds_bias = [&](size_t u, const std::vector<int64_t>& kept) {
     if (!o.fold_removed() || !folds_into_bias(ch, units[u])) return false;
     std::vector<bool> k(units[u].channels, false);
@@ -258,13 +275,21 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     return false;
   };
   rep.input_size = o.input_size() > 0 ? o.input_size() : default_input_size(net);
-  const PruneCost cost(net, units, rep.input_size, adds_bias);
+  rep.shortcuts_before = static_cast<int64_t>(shortcuts.size());
+  rep.executed_macs_before = executed_macs(net, shortcuts, rep.input_size);
+  const PruneCost cost(net, units, rep.input_size, adds_bias,
+                       o.executed_macs() ? shortcuts : std::vector<DiracShortcut>{});
   std::vector<std::vector<int64_t>> all;
   for (const auto& u : units) {
     all.emplace_back(u.channels);
     std::iota(all.back().begin(), all.back().end(), int64_t{0});
   }
   std::tie(rep.params_before, rep.macs_before) = cost(all);
+  if (o.executed_macs()) {
+    TORCH_CHECK(rep.macs_before == rep.executed_macs_before, "internal: the pruning cost model counts ", rep.macs_before,
+                " executed MACs for the original, the runtime's shortcuts ", rep.executed_macs_before);
+    rep.macs_before = PruneCost(net, units, rep.input_size, adds_bias)(all).second;
+  }
 
   // Targets: importance per unit of what removing the channel saves (MACs, or parameters for a
   // parameter target), so a cheap channel is not kept over an expensive one of about the same
@@ -397,6 +422,8 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     r.net = apply(units, rep);
   }
   std::tie(rep.params_after, rep.macs_after) = cost(kept_lists(units));
+  const int64_t modelled_executed = rep.macs_after;
+  if (o.executed_macs()) rep.macs_after = PruneCost(net, units, rep.input_size, adds_bias)(kept_lists(units)).second;
   TORCH_CHECK(rep.params_before == count_parameters(net) && rep.params_after == count_parameters(*r.net),
               "internal: the pruning cost model counts ", rep.params_before, " -> ", rep.params_after,
               " parameters, the networks have ", count_parameters(net), " -> ", count_parameters(*r.net));
@@ -404,6 +431,15 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   if (o.reconstruct()) {
     reconstruct_consumers(net, *r.net, units, calibration, o, rep);
     log.lap("reconstruct", ir::PassRecord::Kind::Transform);
+  }
+  {
+    const auto after = dirac_shortcuts(*r.net);
+    rep.shortcuts_after = static_cast<int64_t>(after.size());
+    rep.executed_macs_after = executed_macs(*r.net, after, rep.input_size);
+    if (o.executed_macs() && rep.executed_macs_after != modelled_executed)
+      rep.notes.push_back(fmt::format("the runtime executes {} MACs per image, the selection counted {} (a shortcut it "
+                                      "counted is not one the runtime finds, or the reverse)",
+                                      rep.executed_macs_after, modelled_executed));
   }
   rep.units = std::move(units);
   auto& md = r.net->metadata();
@@ -449,6 +485,10 @@ std::string PruneReport::to_string() const {
                      stream_groups > 0 ? fmt::format(", {} stream groups ranked as one", stream_groups) : "",
                      threshold, params_before, params_after, 100.0 * params_ratio_removed(), input_size, input_size,
                      macs_before, macs_after, folded, folds_at_border) +
+         (shortcuts_before > 0 || shortcuts_after > 0
+              ? fmt::format("; executed on onednn: {} -> {} MACs ({} -> {} Dirac shortcuts)", executed_macs_before,
+                            executed_macs_after, shortcuts_before, shortcuts_after)
+              : "") +
          (reconstructed > 0 ? fmt::format("; {} layers refitted by least squares (relative output error {:.4f} -> {:.4f})",
                                           reconstructed, reconstruction_error_before, reconstruction_error_after)
                             : "");

@@ -15,11 +15,11 @@ namespace rmnet::cli {
 namespace {
 
 struct CompressCliOptions {
-  std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "none";
+  std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "stream";
   std::string runtime = "auto";
   double target_latency = -1.0, target_speedup = -1.0, target_macs = -1.0, max_layer_ratio = 1.0;
   int64_t batch = 32, image_size = 224, max_train_samples = 0, round_to = 1;
-  bool no_reconstruct = false, no_distill = false, per_cost = false;
+  bool no_reconstruct = false, no_distill = false, per_cost = false, no_shortcuts = false;
   CompressOptions compress = CompressOptions();
 };
 
@@ -39,7 +39,7 @@ void run_compress(CompressCliOptions o) {
   if (o.max_train_samples > 0) train = std::make_shared<Subset>(train, static_cast<size_t>(o.max_train_samples));
   auto& c = o.compress;
   c.target_macs(o.target_macs).target_latency_ms(o.target_latency).target_speedup(o.target_speedup).out(o.out);
-  c.bench_batch(o.batch).distill(!o.no_distill);
+  c.bench_batch(o.batch).distill(!o.no_distill).keep_shortcuts(!o.no_shortcuts);
   auto& po = c.prune();
   po.importance(prune_importance_from_string(o.importance)).grouping(prune_grouping_from_string(o.grouping));
   po.reconstruct(!o.no_reconstruct).per_cost(o.per_cost).round_to(o.round_to).max_layer_ratio(o.max_layer_ratio).keep_one(true);
@@ -53,10 +53,11 @@ void run_compress(CompressCliOptions o) {
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "--model '", o.model, "': ", with_flags(e.what_without_backtrace()));
   }
-  say(fmt::format("{:<10} {:>8} {:>11} {:>10} {:>12} {:>10}", "step", "top-1", "images/s", "runtime", "MACs", "params"));
+  say(fmt::format("{:<10} {:>8} {:>11} {:>10} {:>12} {:>14} {:>10}", "step", "top-1", "images/s", "runtime", "MACs",
+                  "executed MACs", "params"));
   for (const auto& s : r.steps)
-    say(fmt::format("{:<10} {:>7.2f}% {:>11.0f} {:>10} {:>12} {:>10}", s.name, 100 * s.top1, s.images_per_second,
-                    s.runtime, s.macs, s.params));
+    say(fmt::format("{:<10} {:>7.2f}% {:>11.0f} {:>10} {:>12} {:>14} {:>10}", s.name, 100 * s.top1, s.images_per_second,
+                    s.runtime, s.macs, s.executed_macs, s.params));
 }
 
 }  // namespace
@@ -97,8 +98,11 @@ Command setup_compress(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "onednn", "torchscript", "eager"}));
   cmd->add_option("--importance", o->importance, "Channel ranking: contribution (default) or gamma")
       ->check(CLI::IsMember({"gamma", "contribution"}));
-  cmd->add_option("--grouping", o->grouping, "stream: stream channels go together; none (default)")
+  cmd->add_option("--grouping", o->grouping, "stream (default): stream channels go together; none: every channel alone")
       ->check(CLI::IsMember({"stream", "none"}));
+  cmd->add_flag("--no-shortcuts", o->no_shortcuts,
+                "Count, refit and fine-tune the RM blocks' reserved channels as convolutions (by default they stay "
+                "Dirac copies the runtime runs as shortcuts, and --target-macs counts executed MACs)");
   cmd->add_flag("--per-cost", o->per_cost, "Rank by importance per MAC saved instead of importance alone");
   cmd->add_flag("--no-reconstruct", o->no_reconstruct,
                 "Do not refit the layers after pruned ones by least squares on calibration images (on by default)");

@@ -31,7 +31,7 @@ struct PruneCliOptions {
   int64_t round_to = 1;
   bool keep_one = false, residual_baseline = false, verbose = false, no_fold = false, reconstruct = false,
        keep_dirac = false;
-  bool per_cost = false;
+  bool per_cost = false, executed_macs = false;
   std::string calib_dataset, data;
   int64_t calib_images = 256, image_size = 224, seed = 0, reconstruct_positions = 32;
   int64_t bench_iters = 10, bench_batch = 64, input_size = 0;
@@ -47,6 +47,7 @@ std::string with_flags(const std::string& message) {
       {"ConvertOptions::keep_bn", "rmnet convert --keep-bn"}, {"prune_residual", "--residual-baseline"},
       {"scope 'layer'", "--scope layer"},     {"reconstruct_positions", "--reconstruct-positions"},
       {"reconstruct needs calibration images", "--reconstruct needs --calib-dataset"},
+      {"executed_macs with reconstruct needs reconstruct_keep_dirac", "--executed-macs with --reconstruct needs --keep-dirac"},
   });
 }
 
@@ -64,9 +65,11 @@ void run_prune(const PruneCliOptions& o) {
   po.target_latency_ms(o.target_latency).target_speedup(o.target_speedup);
   po.latency(LatencyOptions().batch(o.batch).runtime(runtime_from_string(o.runtime)).input_size(o.input_size));
   po.reconstruct(o.reconstruct).reconstruct_positions(o.reconstruct_positions).reconstruct_seed(o.seed);
-  po.reconstruct_keep_dirac(o.keep_dirac);
+  po.reconstruct_keep_dirac(o.keep_dirac).executed_macs(o.executed_macs);
   TORCH_CHECK(!o.reconstruct || !o.calib_dataset.empty(), "--reconstruct needs calibration images: --calib-dataset NAME");
   TORCH_CHECK(!o.keep_dirac || o.reconstruct, "--keep-dirac applies to --reconstruct");
+  TORCH_CHECK(!o.executed_macs || !o.reconstruct || o.keep_dirac, "--executed-macs with --reconstruct needs "
+              "--keep-dirac: a free refit moves the Dirac copies, and the runtime then computes them as convolutions");
   torch::Tensor calibration;
   if (o.reconstruct) {
     auto train = open_dataset_flags(o.calib_dataset, o.data, true);
@@ -121,7 +124,12 @@ void run_prune(const PruneCliOptions& o) {
                        {"channels_removed", r.report.channels_removed}, {"removed_by_role", r.report.removed_by_role},
                        {"folded", r.report.folded}, {"folds_at_border", r.report.folds_at_border},
                        {"params_before", r.report.params_before}, {"params_after", r.report.params_after},
-                       {"params_ratio_removed", r.report.params_ratio_removed()}};
+                       {"params_ratio_removed", r.report.params_ratio_removed()},
+                       {"executed_macs", o.executed_macs},
+                       {"executed_macs_before", r.report.executed_macs_before},
+                       {"executed_macs_after", r.report.executed_macs_after},
+                       {"shortcuts_before", r.report.shortcuts_before},
+                       {"shortcuts_after", r.report.shortcuts_after}};
   if (o.residual_baseline) {
     js["residual_params_before"] = res_before;
     js["residual_params_after"] = res_after;
@@ -203,6 +211,10 @@ Command setup_prune(CLI::App& app) {
                   "stream: the plain channels carrying one residual-stream channel are ranked and removed together "
                   "(targets); none (default): every channel on its own")
       ->check(CLI::IsMember({"stream", "none"}));
+  cmd->add_flag("--executed-macs", o->executed_macs,
+                "--target-macs and --per-cost count MACs as the onednn runtime executes them: the reserved channels of "
+                "an RM block kept whole are a shortcut (free), a projection a 1x1 conv; the fraction is of the "
+                "original's executed MACs (a converted ResNet's: the residual network's). Best with --grouping stream");
   cmd->add_flag("--per-cost", o->per_cost,
                 "Targets: rank by importance per MAC (parameter) saved instead of importance alone");
   cmd->add_flag("--no-fold", o->no_fold,

@@ -13,7 +13,9 @@
 //
 // Targets (exactly one):
 //   target_macs F        the final MACs per image are at most F times the *trained* model's (for a
-//                        residual model: the residual network's, not its 1.6-3.9x larger RM form);
+//                        residual model: the residual network's, not its 1.6-3.9x larger RM form),
+//                        counted as the onednn runtime executes them with keep_shortcuts (its Dirac
+//                        shortcuts are not convolutions: deploy/shortcuts.h), as count_flops without;
 //   target_latency_ms L  a forward of a batch (prune.latency: batch, runtime) takes at most L ms,
 //                        measured on this machine;
 //   target_speedup X     the latency is at most the converted network's (on the runtime) / X.
@@ -45,8 +47,14 @@ struct CompressOptions {
   /// Ranking, grouping, reconstruction, rounding, caps and the latency measurement (batch, runtime)
   /// of every round; its criterion and input size are set per round from the target and the data
   /// (keep_one on by default: a deep target may leave a layer one channel; reconstruction on by
-  /// default: without it the RM form collapses at equal MACs, see docs/pruning.md).
-  TORCH_ARG(PruneOptions, prune) = PruneOptions().keep_one(true).reconstruct(true);
+  /// default: without it the RM form collapses at equal MACs; stream groups by default: with the
+  /// shortcuts kept they remove what a residual-aware pruner removes, see docs/pruning.md).
+  TORCH_ARG(PruneOptions, prune) = PruneOptions().keep_one(true).reconstruct(true).grouping(PruneGrouping::Stream);
+  /// Keep the RM blocks' reserved channels as shortcuts the runtime does not compute: every round
+  /// prunes to executed MACs (PruneOptions::executed_macs), its refit and its fine-tuning leave the
+  /// Dirac copies as they are (PruneOptions::reconstruct_keep_dirac, TrainOptions::keep_dirac).
+  /// false: the plain form's channels are all convolutions (counted, refitted and trained as such).
+  TORCH_ARG(bool, keep_shortcuts) = true;
   /// The fine-tuning recipe (batch size, optimizer, schedule, transforms, workers, seed); epochs,
   /// output folder and teacher are set per round.
   TORCH_ARG(FitOptions, finetune) = FitOptions();
@@ -74,6 +82,8 @@ struct CompressStep {
   std::string runtime;   ///< what it was timed on
   std::string file;      ///< its model file in the output folder ("" without one)
   int64_t macs = 0, params = 0;
+  int64_t executed_macs = 0;  ///< MACs per image its runtime executes (plain: executed_macs; otherwise macs)
+  int64_t shortcuts = 0;      ///< Dirac shortcuts the runtime runs (plain networks and their INT8 form)
   double images_per_second = 0.0, latency_ms = 0.0;  ///< at bench_batch
   double top1 = 0.0;     ///< on the test set, in [0, 1]
   double target = 0.0;   ///< the round's target (MACs fraction of the input to prune, or ms)

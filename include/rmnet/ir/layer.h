@@ -63,4 +63,8 @@ struct LayerSpec {
 /// Checks that consecutive layers' channel counts agree; throws naming the first bad layer.
 void check_chain(const std::vector<LayerSpec>& layers, int64_t in_channels);
 
+/// The side of the square map each layer outputs for a square input of side `size` (convs and
+/// max-pools shrink it, the global average pool makes it 1).
+std::vector<int64_t> output_sides(const std::vector<LayerSpec>& layers, int64_t size);
+
 }  // namespace rmnet

@@ -190,6 +190,14 @@ struct PruneOptions {
   /// tap) and Dirac columns (a merge conv's shortcut input) as they are and fits the rest, so the
   /// onednn runtime still runs those channels as shortcuts (DeployOptions::dirac_shortcuts).
   TORCH_ARG(bool, reconstruct_keep_dirac) = false;
+  /// MACs (target_macs, per_cost) as the onednn runtime executes them (deploy/shortcuts.h,
+  /// executed_macs): the reserved copies of an RM block that stay whole along their chain are a
+  /// shortcut, not convolution channels, so they cost nothing and a projection costs a 1x1 conv. The
+  /// fraction is then of the original's executed MACs (for a converted ResNet or MobileNetV2: the
+  /// residual network's MACs), the measure a residual-aware pruner's MACs compare with. With
+  /// reconstruct it needs reconstruct_keep_dirac (a free refit moves the copies: the runtime would
+  /// compute them). Best with grouping Stream, which keeps every chain whole.
+  TORCH_ARG(bool, executed_macs) = false;
   /// Square input size at which MACs are counted (target_macs and the report); 0: the model's own
   /// (default_input_size).
   TORCH_ARG(int64_t, input_size) = 0;
@@ -211,7 +219,10 @@ struct PruneReport {
   int64_t channels_removed = 0;
   double threshold = 0.0;         ///< the importance threshold used (otherwise: the largest removed)
   int64_t params_before = 0, params_after = 0;
-  int64_t macs_before = 0, macs_after = 0;  ///< per image at `input_size`
+  int64_t macs_before = 0, macs_after = 0;  ///< per image at `input_size` (count_flops)
+  /// MACs per image the onednn runtime executes (deploy/shortcuts.h) before and after
+  int64_t executed_macs_before = 0, executed_macs_after = 0;
+  int64_t shortcuts_before = 0, shortcuts_after = 0;  ///< Dirac shortcuts the runtime finds
   int64_t input_size = 0;
   int64_t folded = 0;             ///< removed channels whose nonzero constant was folded into the consumer
   int64_t folds_at_border = 0;    ///< of those, folds into a padded k x k consumer (approximate on borders)
