@@ -86,9 +86,10 @@ def main():
         if a.residual_baseline:
             run([a.rmnet, "prune", "--model", a.model, "--residual-baseline", "--out", pruned, "--target-macs", f,
                  "--keep-one", "--input-size", a.size, "--bench-iters", 0] + flags)
-        else:
+        else:  # with --executed-macs the fraction is of the executed MACs: the residual network's
+            frac = f if "--executed-macs" in flags else f * res_macs / plain_macs
             run([a.rmnet, "prune", "--model", plain, "--out", pruned, "--target-macs",
-                 f"{f * res_macs / plain_macs:.6f}", "--keep-one", "--input-size", a.size, "--bench-iters", 0] + flags)
+                 f"{frac:.6f}", "--keep-one", "--input-size", a.size, "--bench-iters", 0] + flags)
         row = {"fraction": f, "macs": macs_of(a.rmnet, pruned, a.size),
                "executed_macs": executed_macs(a.rmnet, pruned, a.size),
                "before": common.rmnet_eval(a.rmnet, pruned)["top1"]}
