@@ -218,6 +218,32 @@ TEST(PruneLatency, TargetSpeedupIsMetAsMeasured) {
   EXPECT_NE(unreachable.find("cannot be reached"), std::string::npos) << unreachable;
 }
 
+// With executed MACs the latency table times the convs at the shapes the runtime executes (the
+// copies are shortcuts): at full size it reproduces the measured whole, the copies' removal from the
+// shapes is what executed_specs gives, and a speedup target is met with every shortcut kept.
+TEST(PruneLatency, ExecutedShapesKeepTheShortcuts) {
+  torch::manual_seed(6);
+  auto net = test::plain_bn_of("resnet8", torch::kFloat);
+  const auto lo = LatencyOptions().batch(16).input_size(32).iters(7).warmup(2).grid({0.5, 1.0});
+  const auto o = PruneOptions().target_speedup(1.2).latency(lo).keep_one(true).grouping(PruneGrouping::Stream)
+                     .executed_macs(true);
+  PruneResult r;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      r = prune(*net, o);
+      break;
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      if (attempt == 2 || what.find("was not met") == std::string::npos) throw;
+    }
+  }
+  const auto& rep = r.report;
+  EXPECT_LE(rep.latency_after_ms, rep.latency_target_ms * 1.05);
+  EXPECT_EQ(rep.shortcuts_after, 3);
+  EXPECT_LT(rep.executed_macs_after, rep.executed_macs_before);
+  for (const auto& n : rep.notes) EXPECT_EQ(n.find("the runtime executes"), std::string::npos) << n;
+}
+
 
 // reconstruct_keep_dirac: the reserved channels' copies and the merge convs' shortcut columns keep
 // their exact Dirac weights while the rest is refitted, so the onednn runtime still runs every block

@@ -19,7 +19,7 @@
 #include "buffer_cache.h"
 #include "executors.h"
 #include "int8_shortcuts.h"
-#include "onednn_steps.h"  // conv_as_matrix
+#include "onednn_steps.h"  // conv_as_matrix, index_of
 
 namespace rmnet {
 namespace {
@@ -403,9 +403,8 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
           sc = it->second.first;
           place = it->second.second;
           st->shortcut = sc;
-          const auto idx = [](const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); };
           if (place >= 0) {
-            rows = idx(sc->rows[place]);
+            rows = detail::index_of(sc->rows[place]);
             st->weight_s8 = st->weight_s8.index_select(0, rows);
             st->w_scale = st->w_scale.index_select(0, rows).contiguous();
             st->w_zp = torch::zeros({rows.size(0)}, torch::kLong);
@@ -416,14 +415,14 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
               st->spec.groups = rows.size(0) / og;
               st->spec.in_channels = st->spec.groups * ig;
             } else if (place > 0) {
-              const auto cols = idx(sc->rows[place - 1]);
+              const auto cols = detail::index_of(sc->rows[place - 1]);
               st->weight_s8 = st->weight_s8.index_select(1, cols);
               st->spec.in_channels = cols.size(0);
             }
             st->weight_s8 = st->weight_s8.contiguous();
             st->save_input = place == 0;
           } else {
-            const auto cols = idx(sc->b_cols);
+            const auto cols = detail::index_of(sc->b_cols);
             st->weight_s8 = st->weight_s8.index_select(1, cols).contiguous();
             st->spec.in_channels = cols.size(0);
             st->float_out = true;

@@ -1,5 +1,6 @@
 // Dirac shortcuts in the INT8 executor: see int8_shortcuts.h.
 #include "int8_shortcuts.h"
+#include "onednn_steps.h"  // index_of
 
 #include <cmath>
 
@@ -27,7 +28,6 @@ bool eligible(const QuantizedNetImpl& net, size_t i) {
   return s.kind == LayerKind::Conv && p.role[i] == QuantRole::Int8 && s.kernel % 2 == 1 && s.padding == s.kernel / 2;
 }
 
-Tensor index_of(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
 
 /// Per line of `nz` [L, n] (bool): the position of its only non-zero, or -1 (none or several).
 std::vector<int64_t> lone(const Tensor& nz) {

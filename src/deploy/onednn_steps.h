@@ -84,6 +84,9 @@ std::vector<Step> compile_chain(const PlainNetImpl& net, torch::ScalarType dtype
 /// `found`, appends what each shortcut is in the source network's layers (deploy/shortcuts.h).
 size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>* found = nullptr);
 
+/// Channel indices as a Long tensor (for index_select / index_copy_).
+inline torch::Tensor index_of(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
+
 /// " + relu", " + clamp[lo, hi]" or "" for a conv step's post-op (its name's suffix).
 std::string act_name(const Step& s);
 

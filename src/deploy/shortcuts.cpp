@@ -155,8 +155,6 @@ bool whole_groups(const ConvView& v, const std::vector<int64_t>& next) {
   return true;
 }
 
-Tensor index_of(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
-
 /// Whether steps[i]'s output is >= 0 everywhere (known from the activations alone).
 bool nonnegative_output(const std::vector<Step>& steps, size_t i) {
   for (;;) {

@@ -87,9 +87,12 @@ double measure_latency_ms(const PlainNetImpl& net, const LatencyOptions& o) {
   return time_net(net, {o.batch(), net.options().in_channels(), size, size}, o);
 }
 
-LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bool>& variable, const LatencyOptions& o) {
+LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bool>& variable, const LatencyOptions& o,
+                                  const std::vector<LayerSpec>& shapes) {
   check(o);
   TORCH_CHECK(variable.size() == net.size(), "internal: latency table flags for ", variable.size(), " of ",
+              net.size(), " layers");
+  TORCH_CHECK(shapes.empty() || shapes.size() == net.size(), "latency table shapes for ", shapes.size(), " of ",
               net.size(), " layers");
   LatencyTable table;
   table.whole_ms_ = measure_latency_ms(net, o);
@@ -97,7 +100,7 @@ LatencyTable LatencyTable::measure(const PlainNetImpl& net, const std::vector<bo
   const auto sides = output_sides(net.specs(), size);
   double sum_full = 0.0;
   for (size_t i = 0; i < net.size(); ++i) {
-    const auto& s = net.spec(i);
+    const auto& s = shapes.empty() ? net.spec(i) : shapes[i];
     const int64_t side = i == 0 ? size : sides[i - 1];  // of the layer's input
     if (!variable[i] || (s.kind != LayerKind::Conv && s.kind != LayerKind::Linear)) continue;
     Layer l;

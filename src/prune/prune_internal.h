@@ -47,6 +47,9 @@ class PruneCost {
   std::pair<int64_t, int64_t> operator()(const std::vector<std::vector<int64_t>>& kept) const;
   /// The layer shapes of the chain when each unit keeps `kept[u]`.
   std::vector<LayerSpec> specs(const std::vector<std::vector<int64_t>>& kept) const;
+  /// The same as the onednn runtime executes them: with shortcuts, a block's convs without the
+  /// copy rows and columns it does not compute (a grouped middle conv without the copies' groups).
+  std::vector<LayerSpec> executed_specs(const std::vector<std::vector<int64_t>>& kept) const;
   /// Layers whose channel counts pruning changes.
   std::vector<bool> resized() const;
 

@@ -53,6 +53,27 @@ std::vector<LayerSpec> PruneCost::specs(const std::vector<std::vector<int64_t>>&
   return out;
 }
 
+std::vector<LayerSpec> PruneCost::executed_specs(const std::vector<std::vector<int64_t>>& kept) const {
+  auto all = specs(kept);
+  if (shortcuts_.empty()) return all;
+  std::vector<int64_t> free_rows(all.size(), 0), free_cols(all.size(), 0), extra(all.size(), 0);
+  discount(kept, free_rows, free_cols, extra);
+  for (size_t i = 0; i < all.size(); ++i) {
+    auto& s = all[i];
+    if (s.kind != LayerKind::Conv || (free_rows[i] == 0 && free_cols[i] == 0)) continue;
+    if (s.groups == 1) {
+      s.out_channels -= free_rows[i];
+      s.in_channels -= free_cols[i];
+    } else {  // the copies fill whole groups: fewer groups of the same size
+      const int64_t out_g = s.out_channels / s.groups, in_g = s.in_channels / s.groups;
+      s.out_channels -= free_rows[i];
+      s.groups = s.out_channels / out_g;
+      s.in_channels = s.groups * in_g;
+    }
+  }
+  return all;
+}
+
 std::vector<bool> PruneCost::resized() const {
   std::vector<bool> r(specs_.size(), false);
   for (size_t i = 0; i < specs_.size(); ++i) r[i] = out_unit_[i] >= 0 || in_unit_[i] >= 0;
@@ -273,6 +294,45 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
     return k;
   };
 
+  // The fewest removals in the global order can overshoot a target by the last channel (group)
+  // taken: a stream group or an expensive channel saves far more than is needed. Fill: walking the
+  // removed channels back from the most important, put back each run of equal importance (a stream
+  // group is one run) that is still the most important removed of its units, while the target still
+  // holds (a run that does not fit blocks the rest of its units: kept channels stay a prefix).
+  const auto fill = [&](size_t n, const std::function<bool(const std::vector<int64_t>&)>& fits) {
+    std::vector<int64_t> counts(units.size(), 0);
+    std::vector<size_t> taken;  // positions in `order` removed, as global_counts takes them
+    for (size_t j = 0; j < order.size() && taken.size() < n; ++j)
+      if (counts[order[j].u] < plans[order[j].u].cap) {
+        ++counts[order[j].u];
+        taken.push_back(j);
+      }
+    std::vector<bool> blocked(units.size(), false);
+    constexpr int kTries = 256;
+    int tries = 0;
+    for (size_t t = taken.size(); t > 0 && tries < kTries;) {
+      size_t first = t - 1;  // the run [first, t) of equal importance
+      while (first > 0 && order[taken[first - 1]].v == order[taken[t - 1]].v) --first;
+      auto trial = counts;
+      bool free = true;
+      for (size_t k = first; k < t; ++k) {
+        free = free && !blocked[order[taken[k]].u];
+        --trial[order[taken[k]].u];
+      }
+      if (free) {
+        ++tries;
+        if (fits(trial)) {
+          counts = std::move(trial);
+          t = first;
+          continue;
+        }
+      }
+      for (size_t k = first; k < t; ++k) blocked[order[taken[k]].u] = true;
+      t = first;
+    }
+    return counts;
+  };
+
   std::vector<int64_t> r(units.size(), 0);
   if (value_target) {
     // the fewest removals whose value (the latency estimate) is at most the target; the value
@@ -283,7 +343,8 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                 "channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
                 o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ",
                 fmt::format("{:.4g}", least), " against ", fmt::format("{:.4g}", value_target->target));
-    r = global_counts(fewest(order.size(), [&](size_t n) { return value(n) <= value_target->target; }));
+    r = fill(fewest(order.size(), [&](size_t n) { return value(n) <= value_target->target; }),
+             [&](const std::vector<int64_t>& c) { return value_target->value(kept_of(choose_all(c))) <= value_target->target; });
   } else if (by_threshold) {
     rep.threshold = o.threshold();
     for (size_t u = 0; u < units.size(); ++u) {
@@ -312,7 +373,10 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                 "removable channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
                 o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ", least, " of ", full,
                 macs ? " MACs" : " parameters", fmt::format(" ({:.3f})", static_cast<double>(least) / static_cast<double>(full)));
-    r = global_counts(fewest(order.size(), [&](size_t n) { return measure(n) <= target; }));
+    r = fill(fewest(order.size(), [&](size_t n) { return measure(n) <= target; }), [&](const std::vector<int64_t>& c) {
+      const auto cost_c = cost(kept_of(choose_all(c)));
+      return (macs ? cost_c.second : cost_c.first) <= target;
+    });
   }
 
   auto choices = choose_all(r);

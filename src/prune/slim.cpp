@@ -374,7 +374,12 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     // latency: select with the per-layer table, measure the result, rescale the prediction, repeat
     auto lo = o.latency();
     if (lo.input_size() == 0) lo.input_size(rep.input_size);
-    const auto table = LatencyTable::measure(net, cost.resized(), lo);
+    // with executed MACs the table times and predicts the convs at the shapes the runtime executes
+    const auto shapes_of = [&](const std::vector<std::vector<int64_t>>& kept) {
+      return o.executed_macs() ? cost.executed_specs(kept) : cost.specs(kept);
+    };
+    const auto table = LatencyTable::measure(net, cost.resized(), lo,
+                                             o.executed_macs() ? cost.executed_specs(all) : std::vector<LayerSpec>{});
     rep.latency_table_points = table.points();
     rep.latency_before_ms = table.whole_ms();
     rep.latency_target_ms = o.target_latency_ms() >= 0 ? o.target_latency_ms() : table.whole_ms() / o.target_speedup();
@@ -387,11 +392,11 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     for (int round = 1;; ++round) {
       PruneReport rp = rep;
       auto us = units;
-      ValueTarget vt{[&](const std::vector<std::vector<int64_t>>& kept) { return scale * table.estimate(cost.specs(kept)); },
+      ValueTarget vt{[&](const std::vector<std::vector<int64_t>>& kept) { return scale * table.estimate(shapes_of(kept)); },
                      rep.latency_target_ms, what};
       select_channels(net, us, imp, o, cost, rp, &vt);
       auto candidate = apply(us, rp);
-      const double predicted = table.estimate(cost.specs(kept_lists(us)));
+      const double predicted = table.estimate(shapes_of(kept_lists(us)));
       const double measured = measure_latency_ms(*candidate, lo);
       rp.latency_rounds = round;
       rep.notes.push_back(fmt::format("latency round {}: {} channels removed, predicted {:.4g} ms, measured {:.4g} ms "

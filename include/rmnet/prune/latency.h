@@ -41,9 +41,12 @@ double measure_latency_ms(const PlainNetImpl& net, const LatencyOptions& options
 class LatencyTable {
  public:
   /// Measures layer i when variable[i] is true (the layers pruning resizes); the others go into the
-  /// constant.
+  /// constant. `shapes`: the layer shapes to time the layers at, when the runtime executes other
+  /// ones than the network's (a network with Dirac shortcuts: its convs without the copies); empty:
+  /// the network's.
   static LatencyTable measure(const PlainNetImpl& net, const std::vector<bool>& variable,
-                              const LatencyOptions& options = LatencyOptions());
+                              const LatencyOptions& options = LatencyOptions(),
+                              const std::vector<LayerSpec>& shapes = {});
   /// Predicted latency (ms) of the network with these layer shapes (the original's, some channel
   /// counts changed).
   double estimate(const std::vector<LayerSpec>& specs) const;

@@ -196,7 +196,10 @@ struct PruneOptions {
   /// fraction is then of the original's executed MACs (for a converted ResNet or MobileNetV2: the
   /// residual network's MACs), the measure a residual-aware pruner's MACs compare with. With
   /// reconstruct it needs reconstruct_keep_dirac (a free refit moves the copies: the runtime would
-  /// compute them). Best with grouping Stream, which keeps every chain whole.
+  /// compute them). Best with grouping Stream, which keeps every chain whole. Latency targets then
+  /// time and predict the convs at the shapes the runtime executes (without the copies). In every
+  /// case the first and middle conv of each block keep their most important branch channel (a conv
+  /// of copies alone is computed whole).
   TORCH_ARG(bool, executed_macs) = false;
   /// Square input size at which MACs are counted (target_macs and the report); 0: the model's own
   /// (default_input_size).
