@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "helpers.h"
+#include "rmnet/deploy/shortcuts.h"
+#include "rmnet/models/profile.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/io/model_file.h"
@@ -80,6 +82,9 @@ TEST(Train, KeepDiracKeepsTheShortcuts) {
     for (size_t i = 0; i < before.size(); ++i) changed += !before[i].equal(after[i]);
     EXPECT_GT(changed, static_cast<int64_t>(before.size()) / 2);  // it trained
     plain->eval();
+    // kept as they were: the identity block still adds its input (its merge BN did not move), so the
+    // runtime executes exactly the residual network's MACs
+    if (keep) EXPECT_EQ(executed_macs(*plain, 12), count_flops(*residual, 1, 12));
     if (!onednn_direct_available()) continue;
     const auto g = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN))->graph();
     EXPECT_EQ(g.find("; 3 Dirac shortcuts") != std::string::npos, keep) << g;

@@ -99,14 +99,22 @@ class DiracFreeze {
       const auto d = ir::dirac_pattern(w, s.groups);
       const auto& rows = d.rows;  // with their bias and BN channels
       auto mask = rows.view({-1, 1, 1, 1}).expand_as(w).clone();
-      if (s.groups == 1) mask |= d.centre_cols.view({1, -1, 1, 1}).expand_as(w);  // (none for k = 1)
+      // the outputs a lone (identity shortcut) column adds into: their BN channels stay as they are,
+      // so the folded column stays exactly 1 (a moved BN would make it a diagonal projection)
+      auto merged = torch::zeros_like(rows);
+      if (s.groups == 1) {
+        mask |= d.centre_cols.view({1, -1, 1, 1}).expand_as(w);  // (none for k = 1)
+        if (d.lone_cols.any().item<bool>())
+          merged = w.index_select(1, d.lone_cols.nonzero().flatten()).ne(0).flatten(1).any(1);
+      }
       if (!mask.any().item<bool>()) continue;
       keep(conv->weight, mask);
       if (conv->bias.defined() && conv->bias.numel() > 0) keep(conv->bias, rows);
-      if (i + 1 < net_->size() && net_->spec(i + 1).kind == LayerKind::BatchNorm && rows.any().item<bool>()) {
+      const auto bn_rows = rows | merged;
+      if (i + 1 < net_->size() && net_->spec(i + 1).kind == LayerKind::BatchNorm && bn_rows.any().item<bool>()) {
         auto bn = net_->layer_as<torch::nn::BatchNorm2dImpl>(i + 1);
-        for (auto* t : {&bn->weight, &bn->bias, &bn->running_mean, &bn->running_var}) keep(*t, rows);
-        net_->set_frozen_bn_channels(i + 1, rows.nonzero().flatten());
+        for (auto* t : {&bn->weight, &bn->bias, &bn->running_mean, &bn->running_var}) keep(*t, bn_rows);
+        net_->set_frozen_bn_channels(i + 1, bn_rows.nonzero().flatten());
         bns_.push_back(i + 1);
       }
     }
