@@ -70,6 +70,10 @@
 //   target_macs F,       remove the least important channels (global order) until the network's MACs
 //   target_params F      (at input_size) or parameters are at most F times the original's: the fewest
 //                        channels that reach it, so the result is within one channel group of F;
+//                        then the most important removed runs of equal importance (a stream group
+//                        is one) that still fit are put back, most important first, while each is
+//                        still its units' most important removed channel (a fill: the last group
+//                        taken no longer overshoots the target; the latency targets fill too);
 //   target_latency_ms L, the same order until the latency of a batch (PruneOptions::latency: batch,
 //   target_speedup X     runtime) is at most L ms, or the original's measured latency / X: the fewest
 //                        channels whose latency, predicted by a per-layer latency table measured on
