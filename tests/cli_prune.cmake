@@ -65,6 +65,9 @@ endif()
 rmnet_run(1 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/bad.rmnet --target-macs 0.6 --executed-macs --reconstruct
           --calib-dataset fashion-mnist --bench-iters 0)
 expect_contains("${out}" "--keep-dirac")
+rmnet_run(1 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/bad.rmnet --target-macs 0.6 --importance measured
+          --bench-iters 0)
+expect_contains("${out}" "--calib-dataset")
 rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/lat.rmnet --target-speedup 1.2 --batch 4 --keep-one
           --input-size 32 --bench-iters 0 --json ${WORK}/lat.json)
 file(READ ${WORK}/lat.json json)

@@ -403,6 +403,64 @@ TEST(PruneImportance, ContributionIsGammaTimesScaledConsumerNorm) {
                               g2 * fc.pow(2).sum(0).sqrt(), 1e-12, 0));
 }
 
+TEST(PruneImportance, MeasuredIsTheConsumerOutputChangeOfReplacingTheChannelByItsMean) {
+  // every unit of resnet8 (3x3 padded consumers at stride 1 and 2, the linear head), against a brute
+  // force: replace the channel the consumer reads by its calibration mean and measure the root-mean-
+  // square change of the consumer's BN-scaled output; 20 images (more than one chunk of 16), inputs
+  // large enough that ReLUs clip
+  torch::NoGradGuard no_grad;
+  auto net = plain_bn_of("resnet8", torch::kDouble);
+  auto units = prune_units(*net);
+  ASSERT_EQ(units.size(), 7u);
+  // a channel the ReLU never lets through: contribution still ranks it by its gamma, measured sees 0
+  auto dead_bn = net->layer_as<torch::nn::BatchNorm2dImpl>(units[1].importance);
+  dead_bn->bias[3].fill_(-1e3);
+  torch::manual_seed(7);
+  auto x = 2.5 * torch::randn({20, net->options().in_channels(), 12, 12}, torch::kDouble);
+  auto measured = units_importance(*net, units, PruneImportance::Measured, x);
+  ASSERT_EQ(measured.size(), units.size());
+  for (size_t k = 0; k < units.size(); ++k) {
+    const auto& u = units[k];
+    auto in = net->forward_range(x, 0, u.consumer);
+    auto y0 = net->forward_range(in, u.consumer, u.consumer + 1);
+    torch::Tensor a = torch::ones({y0.size(1)}, torch::kDouble);
+    if (net->spec(u.consumer).kind == LayerKind::Conv) {
+      auto bn = net->layer_as<torch::nn::BatchNorm2dImpl>(u.consumer + 1);
+      a = bn->weight.detach() / torch::sqrt(bn->running_var + bn->options.eps());
+    }
+    const auto shape = y0.dim() == 4 ? std::vector<int64_t>{1, -1, 1, 1} : std::vector<int64_t>{1, -1};
+    ASSERT_EQ(measured[k].size(0), u.channels);
+    for (int64_t c = 0; c < u.channels; ++c) {
+      auto r = in.clone();
+      r.select(1, c).fill_(in.select(1, c).mean().item<double>());
+      auto d = (net->forward_range(r, u.consumer, u.consumer + 1) - y0) * a.view(shape);
+      const double expected = std::sqrt(d.pow(2).sum(1).mean().item<double>());
+      EXPECT_NEAR(measured[k][c].item<double>(), expected, 1e-9 * (1.0 + expected)) << "unit " << k << " channel " << c;
+    }
+  }
+  EXPECT_EQ(measured[1][3].item<double>(), 0.0);
+  EXPECT_GT(unit_importance(*net, units[1], PruneImportance::Contribution)[3].item<double>(), 0.0);
+  // it needs calibration images, and the selection uses it
+  EXPECT_THROW(units_importance(*net, units, PruneImportance::Measured), c10::Error);
+  EXPECT_THROW(unit_importance(*net, units[0], PruneImportance::Measured), c10::Error);
+  const auto o = PruneOptions().target_macs(0.7).importance(PruneImportance::Measured).keep_one(true);
+  try {
+    prune(*net, o);
+    ADD_FAILURE() << "measured importance without calibration images";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("calibration"), std::string::npos) << e.what();
+  }
+  auto r = prune(*net, o, x);
+  EXPECT_LE(r.report.macs_after, 0.7 * r.report.macs_before);
+  EXPECT_TRUE(std::none_of(r.report.units[1].kept.begin(), r.report.units[1].kept.end(),
+                           [](int64_t c) { return c == 3; }))
+      << "the dead channel goes first";
+  // float32 measures the same
+  net->to(torch::kFloat);
+  auto m32 = units_importance(*net, units, PruneImportance::Measured, x.to(torch::kFloat));
+  for (size_t k = 0; k < units.size(); ++k) EXPECT_TRUE(torch::allclose(m32[k], measured[k], 1e-4, 1e-6)) << k;
+}
+
 TEST(PruneImportance, GlobalRatioRemovesTheLeastImportantOfAllUnits) {
   auto net = plain_bn_of("resnet8");
   for (auto rule : {PruneImportance::Contribution, PruneImportance::Gamma}) {

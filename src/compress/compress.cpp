@@ -187,7 +187,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
                     lo.batch(), latency_conv, to_string(lo.runtime())));
   }
   torch::Tensor calibration;
-  if (o.prune().reconstruct() || o.int8())
+  if (o.prune().reconstruct() || o.prune().importance() == PruneImportance::Measured || o.int8())
     calibration = calibration_images(*train, eval_t, o.calibration_images(), o.calibration_seed());
 
   ModelPtr teacher;

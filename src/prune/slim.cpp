@@ -242,8 +242,9 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   // importance (+inf where not removable) and the constant each channel leaves behind
   std::vector<std::vector<double>> imp(units.size());
   std::vector<torch::Tensor> constant(units.size());
+  const auto importances = units_importance(net, units, o.importance(), calibration);
   for (size_t u = 0; u < units.size(); ++u) {
-    auto t = unit_importance(net, units[u], o.importance()).contiguous();
+    auto t = importances[u].contiguous();
     imp[u].assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
     if (eligible) {
       auto el = eligible(units[u]).to(torch::kBool).contiguous();

@@ -8,13 +8,16 @@
 #include <torch/torch.h>
 
 #include "prune_internal.h"
+#include "rmnet/ir/chain.h"
 #include "rmnet/prune/slim.h"
 
 namespace rmnet {
 
 namespace {
 constexpr std::pair<PruneImportance, const char*> kImportanceNames[] = {
-    {PruneImportance::Gamma, "gamma"}, {PruneImportance::Contribution, "contribution"}};
+    {PruneImportance::Gamma, "gamma"},
+    {PruneImportance::Contribution, "contribution"},
+    {PruneImportance::Measured, "measured"}};
 constexpr std::pair<PruneGrouping, const char*> kGroupingNames[] = {{PruneGrouping::Stream, "stream"},
                                                                     {PruneGrouping::None, "none"}};
 constexpr std::pair<PruneScope, const char*> kScopeNames[] = {{PruneScope::Global, "global"},
@@ -218,6 +221,8 @@ torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& u, Prune
   const auto f64 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kDouble); };
   auto gamma = f64(net.layer_as<torch::nn::BatchNorm2dImpl>(u.importance)->weight).abs();
   if (rule == PruneImportance::Gamma) return gamma;
+  TORCH_CHECK(rule == PruneImportance::Contribution, "importance 'measured' needs calibration images (",
+              "units_importance; on the command line --calib-dataset)");
   // the consumer's weights reading each input channel, scaled per output by the BN after it
   const auto& cs = net.spec(u.consumer);
   torch::Tensor w;
@@ -235,6 +240,111 @@ torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& u, Prune
   // per (group, local input channel): sum over that group's outputs and the taps
   auto sq = w.pow(2).sum({2, 3}).view({g, gout, gin}).sum(1).reshape({g * gin});
   return gamma * sq.sqrt();
+}
+
+namespace {
+/// The consumer's weights per input channel, scaled per output by the BN after it: float64
+/// [channels, outputs of the channel's group, taps] (taps 1 for a linear consumer).
+torch::Tensor scaled_consumer_weights(const PlainNetImpl& net, const PruneUnit& u) {
+  const auto f64 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kDouble); };
+  const auto& cs = net.spec(u.consumer);
+  if (cs.kind == LayerKind::Linear) {
+    auto w = f64(net.layer_as<torch::nn::LinearImpl>(u.consumer)->weight);  // [out, in]
+    return w.t().unsqueeze(2).contiguous();
+  }
+  auto w = f64(net.layer_as<torch::nn::Conv2dImpl>(u.consumer)->weight);  // [out, in / g, k, k]
+  if (u.consumer + 1 < net.size() && net.spec(u.consumer + 1).kind == LayerKind::BatchNorm) {
+    auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(u.consumer + 1);
+    w = w * (f64(bn->weight) / torch::sqrt(f64(bn->running_var) + bn->options.eps())).view({-1, 1, 1, 1});
+  }
+  const int64_t g = cs.groups, gin = cs.in_channels / g, gout = cs.out_channels / g, taps = cs.kernel * cs.kernel;
+  return w.view({g, gout, gin, taps}).permute({0, 2, 1, 3}).reshape({g * gin, gout, taps}).contiguous();
+}
+}  // namespace
+
+std::vector<torch::Tensor> units_importance(const PlainNetImpl& net, const std::vector<PruneUnit>& units,
+                                            PruneImportance rule, const torch::Tensor& calibration) {
+  std::vector<torch::Tensor> out;
+  if (rule != PruneImportance::Measured) {
+    for (const auto& u : units) out.push_back(unit_importance(net, u, rule));
+    return out;
+  }
+  TORCH_CHECK(calibration.defined() && calibration.dim() == 4 && calibration.size(0) > 0,
+              "importance 'measured' needs calibration images [N, C, H, W] (got ",
+              calibration.defined() ? calibration.sizes().vec() : std::vector<int64_t>{},
+              "; on the command line --calib-dataset)");
+  TORCH_CHECK(calibration.size(1) == net.options().in_channels(), "the calibration images have ",
+              calibration.size(1), " channels, the network takes ", net.options().in_channels());
+  torch::NoGradGuard no_grad;
+  auto& chain = const_cast<PlainNetImpl&>(net);
+  const auto [dtype, device] = ir::dtype_device(net);
+  std::map<size_t, size_t> by_consumer;  // consumer layer -> unit
+  size_t last = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    by_consumer[units[u].consumer] = u;
+    last = std::max(last, units[u].consumer);
+  }
+  // Two passes over the images in chunks: the mean of every channel a consumer reads, then per
+  // channel the second moments of its centred k x k input patches, M_c [taps, taps]. The squared
+  // importance is sum_o a_o^2 W[o, c] M_c W[o, c]^T / positions.
+  constexpr int64_t kChunk = 16, kElements = int64_t{1} << 24;
+  std::vector<torch::Tensor> mean(units.size()), moment(units.size());
+  std::vector<double> positions(units.size(), 0.0), outputs(units.size(), 0.0);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int64_t n0 = 0; n0 < calibration.size(0); n0 += kChunk) {
+      auto x = calibration.narrow(0, n0, std::min(kChunk, calibration.size(0) - n0)).to(device, dtype);
+      for (size_t i = 0; i <= last; ++i) {
+        auto it = by_consumer.find(i);
+        if (it != by_consumer.end()) {
+          const size_t u = it->second;
+          const auto& cs = net.spec(i);
+          auto xd = x.to(torch::kCPU, torch::kDouble);
+          if (pass == 0) {
+            auto s = xd.dim() == 4 ? xd.sum({0, 2, 3}) : xd.sum(0);
+            mean[u] = mean[u].defined() ? mean[u] + s : s;
+            positions[u] += static_cast<double>(xd.numel() / xd.size(1));
+          } else {
+            auto d = xd - (xd.dim() == 4 ? mean[u].view({1, -1, 1, 1}) : mean[u].view({1, -1}));
+            if (cs.kind == LayerKind::Linear) {
+              auto m = d.pow(2).sum(0).view({-1, 1, 1});
+              moment[u] = moment[u].defined() ? moment[u] + m : m;
+              outputs[u] += static_cast<double>(d.size(0));
+            } else {
+              const int64_t k = cs.kernel, taps = k * k, c = d.size(1);
+              if (!moment[u].defined()) moment[u] = torch::zeros({c, taps, taps}, torch::kDouble);
+              const int64_t per_channel = d.size(0) * taps * (d.size(2) * d.size(3));
+              const int64_t block = std::max<int64_t>(1, kElements / std::max<int64_t>(per_channel, 1));
+              for (int64_t c0 = 0; c0 < c; c0 += block) {
+                const int64_t cb = std::min(block, c - c0);
+                auto p = torch::nn::functional::unfold(
+                    d.narrow(1, c0, cb),
+                    torch::nn::functional::UnfoldFuncOptions({k, k}).padding(cs.padding).stride(cs.stride));
+                // [n, cb * taps, L] -> [cb, taps, n * L]
+                auto q = p.view({p.size(0), cb, taps, p.size(2)}).permute({1, 2, 0, 3}).reshape({cb, taps, -1});
+                moment[u].narrow(0, c0, cb).add_(q.bmm(q.transpose(1, 2)));
+                if (c0 == 0) outputs[u] += static_cast<double>(q.size(2));
+              }
+            }
+          }
+        }
+        x = chain.forward_range(x, i, i + 1);
+      }
+    }
+    if (pass == 0)
+      for (size_t u = 0; u < units.size(); ++u) {
+        TORCH_CHECK(mean[u].defined() && mean[u].size(0) == units[u].channels, "internal: unit ", u,
+                    " consumer input has ", mean[u].defined() ? mean[u].size(0) : 0, " channels, expected ",
+                    units[u].channels);
+        mean[u] /= positions[u];
+      }
+  }
+  for (size_t u = 0; u < units.size(); ++u) {
+    auto w = scaled_consumer_weights(net, units[u]);          // [c, outs, taps]
+    auto gram = w.transpose(1, 2).bmm(w);                     // [c, taps, taps]
+    auto sq = (gram * moment[u]).sum({1, 2}) / outputs[u];    // mean over images and output positions
+    out.push_back(sq.clamp_min(0.0).sqrt());
+  }
+  return out;
 }
 
 }  // namespace rmnet

@@ -96,8 +96,9 @@ Command setup_compress(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   cmd->add_option("--runtime", o->runtime, "Runtime the plain networks are timed on (auto: onednn on the CPU)")
       ->check(CLI::IsMember({"auto", "onednn", "torchscript", "eager"}));
-  cmd->add_option("--importance", o->importance, "Channel ranking: contribution (default) or gamma")
-      ->check(CLI::IsMember({"gamma", "contribution"}));
+  cmd->add_option("--importance", o->importance,
+                  "Channel ranking: contribution (default), gamma or measured (on the calibration images)")
+      ->check(CLI::IsMember({"gamma", "contribution", "measured"}));
   cmd->add_option("--grouping", o->grouping, "stream (default): stream channels go together; none: every channel alone")
       ->check(CLI::IsMember({"stream", "none"}));
   cmd->add_flag("--no-shortcuts", o->no_shortcuts,

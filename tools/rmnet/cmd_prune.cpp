@@ -70,8 +70,10 @@ void run_prune(const PruneCliOptions& o) {
   TORCH_CHECK(!o.keep_dirac || o.reconstruct, "--keep-dirac applies to --reconstruct");
   TORCH_CHECK(!o.executed_macs || !o.reconstruct || o.keep_dirac, "--executed-macs with --reconstruct needs "
               "--keep-dirac: a free refit moves the Dirac copies, and the runtime then computes them as convolutions");
+  const bool measured = prune_importance_from_string(o.importance) == PruneImportance::Measured;
+  TORCH_CHECK(!measured || !o.calib_dataset.empty(), "--importance measured needs calibration images: --calib-dataset NAME");
   torch::Tensor calibration;
-  if (o.reconstruct) {
+  if (o.reconstruct || measured) {
     auto train = open_dataset_flags(o.calib_dataset, o.data, true);
     TORCH_CHECK(train->size() > 0, "--calib-dataset '", o.calib_dataset, "' is empty");
     TORCH_CHECK(train->channels() == model->options().in_channels(), "--model '", o.model, "' takes ",
@@ -205,8 +207,9 @@ Command setup_prune(CLI::App& app) {
   cmd->add_option("--round-to", o->round_to, "Pruned layers keep a multiple of this many channels (e.g. 8, 16)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--importance", o->importance,
-                  "Channel ranking: contribution (|gamma| x consumer weight norm, default) or gamma (|gamma|)")
-      ->check(CLI::IsMember({"gamma", "contribution"}));
+                  "Channel ranking: contribution (|gamma| x consumer weight norm, default), gamma (|gamma|) or "
+                  "measured (the consumer output change measured on --calib-dataset images)")
+      ->check(CLI::IsMember({"gamma", "contribution", "measured"}));
   cmd->add_option("--grouping", o->grouping,
                   "stream: the plain channels carrying one residual-stream channel are ranked and removed together "
                   "(targets); none (default): every channel on its own")
@@ -226,10 +229,10 @@ Command setup_prune(CLI::App& app) {
   cmd->add_flag("--keep-dirac", o->keep_dirac,
                 "--reconstruct leaves the reserved channels' Dirac copies and the merge convs' shortcut columns as "
                 "they are (the onednn runtime then still runs them as shortcuts) and refits the rest");
-  cmd->add_option("--calib-dataset", o->calib_dataset, "Calibration data set for --reconstruct (its training split)")
+  cmd->add_option("--calib-dataset", o->calib_dataset, "Calibration data set for --reconstruct and --importance measured (its training split)")
       ->check(CLI::IsMember(dataset_names()));
   cmd->add_option("--data", o->data, "Data set folder (optional for fashion-mnist)");
-  cmd->add_option("--calib-images", o->calib_images, "Calibration images for --reconstruct (a seeded random choice)")
+  cmd->add_option("--calib-images", o->calib_images, "Calibration images for --reconstruct and --importance measured (a seeded random choice)")
       ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
   cmd->add_option("--reconstruct-positions", o->reconstruct_positions,
                   "Output positions sampled per image and layer for --reconstruct")

@@ -23,6 +23,16 @@
 //                 block's own: a reserved channel's identity BN has gamma = the block input's standard
 //                 deviation (a statistic, not a learned scale) and feeds the merge through a Dirac
 //                 kernel, a block channel has a trained gamma and feeds the merge through a2 * W2.
+//   Measured      sqrt(E || a * (W[:, c] conv (x_c - mean x_c)) ||^2)   (needs calibration images)
+//                 the root-mean-square change of the consumer's normalised output (a as above) over the
+//                 calibration images and output positions when the channel the consumer reads, x_c (after
+//                 the activations, poolings and tied depthwise conv on the way), is replaced by its mean --
+//                 what removing it costs before a refit. Contribution estimates this from the BN
+//                 parameters alone and is right where x_c is the BN output itself; it overrates a channel
+//                 a ReLU halves (about 2x against a reserved channel, which the ReLU passes whole), and
+//                 it goes stale where BN parameters stop describing the channel: a frozen identity BN
+//                 after fine-tuning, a channel the ReLU never lets through. Computed exactly per channel
+//                 from the k x k covariance of its centred input patches (zero padding kept).
 //
 // Removal. A removed channel does not vanish: after its BN it is beta_c plus gamma_c times the
 // normalised input, so the consumer still receives about v_c = act(beta_c) (the activations, PReLU,
@@ -104,6 +114,7 @@ namespace rmnet {
 enum class PruneImportance {
   Gamma,         ///< |gamma| of the channel's BN
   Contribution,  ///< |gamma| times the norm of the (BN-scaled) consumer weights reading the channel
+  Measured,      ///< the contribution measured on calibration images (see the header comment)
 };
 PruneImportance prune_importance_from_string(const std::string& name);
 std::string to_string(PruneImportance importance);
@@ -269,8 +280,13 @@ using UnitChannel = std::pair<size_t, int64_t>;
 /// The groups of more than one channel tied by Dirac links (see the header comment), each sorted.
 std::vector<std::vector<UnitChannel>> prune_groups(const PlainNetImpl& net, const std::vector<PruneUnit>& units);
 
-/// Importance of each channel of a unit (float64 [channels]) under a rule (see the header comment).
+/// Importance of each channel of a unit (float64 [channels]) under a rule (see the header comment);
+/// Measured needs `units_importance` with calibration images.
 torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& unit, PruneImportance rule);
+/// The same for every unit, in order; `calibration` (float [N, C, H, W], preprocessed as the network
+/// expects) is used by Measured and required there.
+std::vector<torch::Tensor> units_importance(const PlainNetImpl& net, const std::vector<PruneUnit>& units,
+                                            PruneImportance rule, const torch::Tensor& calibration = {});
 
 /// Prunes a plain network with BatchNorms kept. Returns a new PlainNet (same dtype/device, the
 /// input untouched, its provenance sliced along) with metadata "pruned_ratio" (fraction of
