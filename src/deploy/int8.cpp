@@ -272,6 +272,287 @@ torch::Tensor linear_packed_for(Int8Step& st, int64_t n) {
   return packed;
 }
 
+/// Dirac shortcuts: per conv layer of a block, the block and the conv's place in it (index into its
+/// convs; -1 for the merge B).
+using ShortcutBlocks = std::map<size_t, std::pair<std::shared_ptr<const detail::Int8Shortcut>, int>>;
+
+/// Builds the INT8 executor's steps for a quantized network.
+class Int8PlanBuilder {
+ public:
+  using Step = Int8Step;
+  Int8PlanBuilder(const QuantizedNetImpl& net, bool small_map_gemm, bool direct)
+      : net(net), plan(net.plan()), n(net.size()), small_map_gemm(small_map_gemm), direct(direct) {
+    qlinear_available = c10::Dispatcher::singleton().findSchema({"onednn::qlinear_pointwise", ""}).has_value() &&
+                        c10::Dispatcher::singleton().findSchema({"onednn::qlinear_prepack", ""}).has_value();
+  }
+
+  /// The steps of the chain, with the shortcuts of `in_block` (none: every channel computed).
+  std::vector<std::shared_ptr<Step>> build(const ShortcutBlocks& in_block) {
+    steps_.clear();
+    cur_s = net.input_scale();
+    cur_zp = net.input_zero_point();
+    for (size_t i = 0; i < n; ++i) {
+      const size_t i0 = i, before = steps_.size();
+      auto mark = c10::make_scope_exit([&] {  // the layers [i0, i] of the steps this iteration made
+        for (size_t k = before; k < steps_.size(); ++k) {
+          steps_[k]->first = i0;
+          steps_[k]->last = i;
+        }
+      });
+      const auto& s = net.spec(i);
+      if (i == plan.head) {
+        auto st = std::make_shared<Step>();
+        st->kind = Step::Dequantize;
+        st->x_scale = cur_s;
+        st->x_zp = cur_zp;
+        steps_.push_back(st);
+        if (s.kind == LayerKind::AvgPool) {
+          // the head's global average pool on the codes: s * (mean(q) - zp) is the mean of the
+          // dequantized values (up to float rounding), without a float32 copy of the whole map
+          st->kind = Step::DequantizeMean;
+          st->spec = s;
+          continue;
+        }
+      }
+      if (i >= plan.head) {
+        auto st = std::make_shared<Step>();
+        st->kind = Step::Float;
+        st->spec = s;
+        st->tensors = cpu_tensors(i);
+        steps_.push_back(st);
+        continue;
+      }
+      switch (s.kind) {
+        case LayerKind::Conv:
+          i = add_conv(i, in_block);
+          break;
+        case LayerKind::ReLU: {
+          auto r = std::make_shared<Step>();
+          r->kind = Step::U8Relu;
+          r->out_zp = cur_zp;
+          steps_.push_back(r);
+          break;
+        }
+        case LayerKind::Clamp:
+          if (auto c = u8_clamp(net.tensor(i, "min"), net.tensor(i, "max"), cur_s, cur_zp, false)) steps_.push_back(c);
+          break;
+        case LayerKind::MaxPool: {
+          auto m = std::make_shared<Step>();
+          m->kind = Step::U8MaxPool;
+          m->spec = s;
+          m->direct_ok = direct;
+          steps_.push_back(m);
+          break;
+        }
+        case LayerKind::PReLU:
+        case LayerKind::SE: {
+          auto f = std::make_shared<Step>();
+          f->kind = Step::Float;  // dequantize, float32 layer, quantize
+          f->spec = s;
+          f->tensors = cpu_tensors(i);
+          f->x_scale = cur_s;
+          f->x_zp = cur_zp;
+          f->requant = true;
+          f->out_scale = net.out_scale(i);
+          f->out_zp = net.out_zero_point(i);
+          cur_s = f->out_scale;
+          cur_zp = f->out_zp;
+          steps_.push_back(f);
+          break;
+        }
+        default:
+          TORCH_CHECK(false, "INT8 runtime: unexpected layer ", i, " (", s.describe(), ")");
+      }
+    }
+    if (plan.head == n) {  // no head: dequantize the last activation
+      auto st = std::make_shared<Step>();
+      st->first = st->last = n - 1;
+      st->kind = Step::Dequantize;
+      st->x_scale = cur_s;
+      st->x_zp = cur_zp;
+      steps_.push_back(st);
+    }
+    return std::exchange(steps_, {});
+  }
+
+ private:
+  std::map<std::string, torch::Tensor> cpu_tensors(size_t i) const {
+    auto m = net.layer(i).tensors();
+    for (auto& [k, v] : m) v = v.detach().to(torch::kCPU).clone();
+    return m;
+  }
+  /// The u8 clamp of per-channel float bounds [lo, hi] under (scale, zp); nullptr if a no-op.
+  static std::shared_ptr<Step> u8_clamp(const torch::Tensor& lo, const torch::Tensor& hi, double s, int64_t zp,
+                                        bool after_relu) {
+    auto st = std::make_shared<Step>();
+    st->kind = Step::U8Clamp;
+    st->qlo = quantize_u8(lo.to(torch::kCPU, torch::kFloat), s, zp).view({1, -1, 1, 1});
+    st->qhi = quantize_u8(hi.to(torch::kCPU, torch::kFloat), s, zp).view({1, -1, 1, 1});
+    const int64_t floor = after_relu ? zp : 0;
+    const bool noop = st->qlo.le(floor).all().item<bool>() && st->qhi.eq(255).all().item<bool>();
+    return noop ? nullptr : st;
+  }
+  /// The steps of conv layer i and its activation run (up to the run's quantization point, which
+  /// it returns): a QConv with fused ReLU where it can, float32 runs where a PReLU needs them, and in
+  /// a Dirac shortcut block the sliced convs and the shortcut's steps.
+  size_t add_conv(size_t i, const ShortcutBlocks& in_block) {
+    const auto& s = net.spec(i);
+    const size_t k = plan.point_of(i);  // last layer of the conv's activation run
+    const bool has_prelu = plan.run_has_fallback(i);
+    auto st = std::make_shared<Step>();
+    st->kind = Step::QConv;
+    st->spec = s;
+    auto t = cpu_tensors(i);
+    st->w_scale = t.at("weight_scale").to(torch::kFloat).contiguous();
+    st->w_zp = torch::zeros({s.out_channels}, torch::kLong);
+    st->bias = t.at("bias").to(torch::kFloat).contiguous();
+    st->x_scale = cur_s;
+    st->x_zp = cur_zp;
+    st->weight_s8 = t.at("weight").contiguous();  // packed per input shape at the first forward of it
+    st->gemm_ok = small_map_gemm && s.groups == 1 && qlinear_available;
+    st->direct_ok = direct;
+    st->out_scale = net.out_scale(k);
+    st->out_zp = net.out_zero_point(k);
+    cur_s = st->out_scale;
+    cur_zp = st->out_zp;
+    // in a Dirac shortcut block: A and the Ms compute their branch rows (and the Ms their branch
+    // columns), B its branch columns in float32, the shortcut's term added after it
+    std::shared_ptr<const detail::Int8Shortcut> sc;
+    torch::Tensor rows;  // the kept rows, where sliced: the run's clamp bounds follow
+    int place = 0;
+    if (const auto it = in_block.find(i); it != in_block.end()) {
+      sc = it->second.first;
+      place = it->second.second;
+      st->shortcut = sc;
+      if (place >= 0) {
+        rows = detail::index_of(sc->rows[place]);
+        st->weight_s8 = st->weight_s8.index_select(0, rows);
+        st->w_scale = st->w_scale.index_select(0, rows).contiguous();
+        st->w_zp = torch::zeros({rows.size(0)}, torch::kLong);
+        st->bias = st->bias.index_select(0, rows).contiguous();
+        st->spec.out_channels = rows.size(0);
+        if (s.groups > 1) {  // a grouped M: its kept rows are whole groups, reading whole groups
+          const int64_t og = s.out_channels / s.groups, ig = s.in_channels / s.groups;
+          st->spec.groups = rows.size(0) / og;
+          st->spec.in_channels = st->spec.groups * ig;
+        } else if (place > 0) {
+          const auto cols = detail::index_of(sc->rows[place - 1]);
+          st->weight_s8 = st->weight_s8.index_select(1, cols);
+          st->spec.in_channels = cols.size(0);
+        }
+        st->weight_s8 = st->weight_s8.contiguous();
+        st->save_input = place == 0;
+      } else {
+        const auto cols = detail::index_of(sc->b_cols);
+        st->weight_s8 = st->weight_s8.index_select(1, cols).contiguous();
+        st->spec.in_channels = cols.size(0);
+        st->float_out = true;
+      }
+    }
+    const auto bound = [&](size_t j, const char* name) {
+      const auto& t = net.tensor(j, name);
+      return rows.defined() ? t.index_select(0, rows) : t;
+    };
+    // a PReLU run whose kept rows all have slope 0 is a ReLU (the RM MobileNetV2 with ReLU:
+    // slope 1 on the copies, 0 on the branch)
+    bool float_run = has_prelu;
+    if (has_prelu && rows.defined()) {
+      bool relu_only = true;
+      for (size_t j = i + 1; j <= k; ++j) {
+        const auto kj = net.spec(j).kind;
+        if (kj == LayerKind::PReLU) {
+          relu_only = relu_only && bound(j, "weight").eq(0).all().item<bool>();
+        } else if (kj != LayerKind::ReLU) {
+          relu_only = false;
+        }
+      }
+      float_run = !relu_only;
+    }
+    if (float_run) {
+      // conv -> float32, the run in float32, then quantize at the point
+      st->float_out = true;
+      steps_.push_back(st);
+      for (size_t j = i + 1; j <= k; ++j) {
+        auto f = std::make_shared<Step>();
+        f->kind = Step::Float;
+        f->spec = net.spec(j);
+        f->tensors = cpu_tensors(j);
+        if (rows.defined()) {  // the kept rows' slopes / bounds
+          for (auto& [name, t] : f->tensors) t = t.index_select(0, rows).contiguous();
+          f->spec.out_channels = rows.size(0);
+        }
+        f->requant = j == k;
+        f->out_scale = cur_s;
+        f->out_zp = cur_zp;
+        steps_.push_back(f);
+      }
+    } else {
+      const auto& first = i + 1 <= k ? net.spec(i + 1) : s;
+      if (i + 1 <= k && (first.kind == LayerKind::ReLU || first.kind == LayerKind::PReLU)) st->fused_relu = true;
+      if (i + 1 <= k && first.kind == LayerKind::Clamp && bound(i + 1, "min").ge(0).all().item<bool>())
+        st->fused_relu = true;
+      bool relu_done = st->fused_relu;
+      if (sc && place < 0) {
+        if (!sc->identity) {  // the projection: the copies' codes, then their 1x1 qconv, beside the branch
+          auto codes = std::make_shared<Step>();
+          codes->kind = Step::ShortcutCodes;
+          codes->shortcut = sc;
+          steps_.push_back(codes);
+          auto p = std::make_shared<Step>();
+          p->kind = Step::QConv;
+          p->on_aux = true;
+          p->shortcut = sc;
+          p->spec = LayerSpec::conv(sc->weight_s8.size(1), sc->weight_s8.size(0), 1, 1, 0);
+          p->weight_s8 = sc->weight_s8;
+          p->w_scale = sc->w_scale;
+          p->w_zp = torch::zeros({sc->weight_s8.size(0)}, torch::kLong);
+          p->bias = torch::zeros({sc->weight_s8.size(0)}, torch::kFloat);
+          p->x_scale = sc->code_scale;
+          p->x_zp = sc->code_zp;
+          p->float_out = true;
+          p->gemm_ok = small_map_gemm && qlinear_available;
+          p->direct_ok = direct;
+          steps_.push_back(p);
+        }
+        auto add = std::make_shared<Step>();
+        add->kind = Step::AddShortcut;
+        add->shortcut = sc;
+        add->out_scale = st->out_scale;
+        add->out_zp = st->out_zp;
+        add->fused_relu = st->fused_relu;
+        st->fused_relu = false;  // B's float32 output is the branch alone
+        steps_.push_back(st);
+        steps_.push_back(add);
+      } else {
+        steps_.push_back(st);
+      }
+      for (size_t j = i + 1; j <= k; ++j) {
+        const auto& sj = net.spec(j);
+        if (sj.kind == LayerKind::ReLU || sj.kind == LayerKind::PReLU) {  // a PReLU here has slope 0
+          if (j == i + 1 && relu_done) continue;
+          auto r = std::make_shared<Step>();
+          r->kind = Step::U8Relu;
+          r->out_zp = cur_zp;
+          steps_.push_back(r);
+          relu_done = true;
+        } else {  // Clamp
+          if (auto c = u8_clamp(bound(j, "min"), bound(j, "max"), cur_s, cur_zp, relu_done)) steps_.push_back(c);
+        }
+      }
+    }
+    return k;
+  }
+
+  const QuantizedNetImpl& net;
+  const QuantPlan& plan;
+  const size_t n;
+  const bool small_map_gemm, direct;
+  bool qlinear_available = false;
+  double cur_s = 1.0;
+  int64_t cur_zp = 0;
+  std::vector<std::shared_ptr<Step>> steps_;
+};
+
 /// The INT8 executor behind a DeployedNet made from a quantized network.
 class Int8Executor final : public detail::Executor {
  public:
@@ -302,35 +583,10 @@ class Int8Executor final : public detail::Executor {
 
 Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed)
     : direct_(direct), shortcuts_on_(shortcuts) {
-  const auto& plan = net.plan();
-  const size_t n = net.size();
   in_scale_ = net.input_scale();
   in_zp_ = net.input_zero_point();
   fallbacks_ = net.fallbacks();
-  const bool qlinear_available =
-      c10::Dispatcher::singleton().findSchema({"onednn::qlinear_pointwise", ""}).has_value() &&
-      c10::Dispatcher::singleton().findSchema({"onednn::qlinear_prepack", ""}).has_value();
-  double cur_s = in_scale_;
-  int64_t cur_zp = in_zp_;
-  const auto cpu_tensors = [&](size_t i) {
-    auto m = net.layer(i).tensors();
-    for (auto& [k, v] : m) v = v.detach().to(torch::kCPU).clone();
-    return m;
-  };
-  // The u8 clamp of per-channel float bounds [lo, hi] under (scale, zp); nullptr step if a no-op.
-  const auto u8_clamp = [&](const torch::Tensor& lo, const torch::Tensor& hi, double s, int64_t zp, bool after_relu) {
-    auto st = std::make_shared<Step>();
-    st->kind = Step::U8Clamp;
-    st->qlo = quantize_u8(lo.to(torch::kCPU, torch::kFloat), s, zp).view({1, -1, 1, 1});
-    st->qhi = quantize_u8(hi.to(torch::kCPU, torch::kFloat), s, zp).view({1, -1, 1, 1});
-    const int64_t floor = after_relu ? zp : 0;
-    const bool noop = st->qlo.le(floor).all().item<bool>() && st->qhi.eq(255).all().item<bool>();
-    return noop ? nullptr : st;
-  };
-  // Dirac shortcuts: per conv layer of a block, the block and the conv's place in it (index into
-  // its convs; -1 for the merge B)
-  using Blocks = std::map<size_t, std::pair<std::shared_ptr<const detail::Int8Shortcut>, int>>;
-  Blocks blocks;
+  ShortcutBlocks blocks;
   if (shortcuts) {
     for (const auto& sc : detail::find_int8_shortcuts(net)) {
       for (size_t t = 0; t < sc->convs.size(); ++t) blocks[sc->convs[t]] = {sc, static_cast<int>(t)};
@@ -338,240 +594,9 @@ Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, boo
       ++shortcuts_;
     }
   }
-  // the steps of the chain, with the shortcuts of `in_block` (none: every channel computed)
-  const auto build = [&](const Blocks& in_block) {
-  steps_.clear();
-  cur_s = in_scale_;
-  cur_zp = in_zp_;
-  for (size_t i = 0; i < n; ++i) {
-    const size_t i0 = i, before = steps_.size();
-    auto mark = c10::make_scope_exit([&] {  // the layers [i0, i] of the steps this iteration made
-      for (size_t k = before; k < steps_.size(); ++k) {
-        steps_[k]->first = i0;
-        steps_[k]->last = i;
-      }
-    });
-    const auto& s = net.spec(i);
-    if (i == plan.head) {
-      auto st = std::make_shared<Step>();
-      st->kind = Step::Dequantize;
-      st->x_scale = cur_s;
-      st->x_zp = cur_zp;
-      steps_.push_back(st);
-      if (s.kind == LayerKind::AvgPool) {
-        // the head's global average pool on the codes: s * (mean(q) - zp) is the mean of the
-        // dequantized values (up to float rounding), without a float32 copy of the whole map
-        st->kind = Step::DequantizeMean;
-        st->spec = s;
-        continue;
-      }
-    }
-    if (i >= plan.head) {
-      auto st = std::make_shared<Step>();
-      st->kind = Step::Float;
-      st->spec = s;
-      st->tensors = cpu_tensors(i);
-      steps_.push_back(st);
-      continue;
-    }
-    switch (s.kind) {
-      case LayerKind::Conv: {
-        const size_t k = plan.point_of(i);  // last layer of the conv's activation run
-        const bool has_prelu = plan.run_has_fallback(i);
-        auto st = std::make_shared<Step>();
-        st->kind = Step::QConv;
-        st->spec = s;
-        auto t = cpu_tensors(i);
-        st->w_scale = t.at("weight_scale").to(torch::kFloat).contiguous();
-        st->w_zp = torch::zeros({s.out_channels}, torch::kLong);
-        st->bias = t.at("bias").to(torch::kFloat).contiguous();
-        st->x_scale = cur_s;
-        st->x_zp = cur_zp;
-        st->weight_s8 = t.at("weight").contiguous();  // packed per input shape at the first forward of it
-        st->gemm_ok = small_map_gemm && s.groups == 1 && qlinear_available;
-        st->direct_ok = direct;
-        st->out_scale = net.out_scale(k);
-        st->out_zp = net.out_zero_point(k);
-        cur_s = st->out_scale;
-        cur_zp = st->out_zp;
-        // in a Dirac shortcut block: A and the Ms compute their branch rows (and the Ms their branch
-        // columns), B its branch columns in float32, the shortcut's term added after it
-        std::shared_ptr<const detail::Int8Shortcut> sc;
-        torch::Tensor rows;  // the kept rows, where sliced: the run's clamp bounds follow
-        int place = 0;
-        if (const auto it = in_block.find(i); it != in_block.end()) {
-          sc = it->second.first;
-          place = it->second.second;
-          st->shortcut = sc;
-          if (place >= 0) {
-            rows = detail::index_of(sc->rows[place]);
-            st->weight_s8 = st->weight_s8.index_select(0, rows);
-            st->w_scale = st->w_scale.index_select(0, rows).contiguous();
-            st->w_zp = torch::zeros({rows.size(0)}, torch::kLong);
-            st->bias = st->bias.index_select(0, rows).contiguous();
-            st->spec.out_channels = rows.size(0);
-            if (s.groups > 1) {  // a grouped M: its kept rows are whole groups, reading whole groups
-              const int64_t og = s.out_channels / s.groups, ig = s.in_channels / s.groups;
-              st->spec.groups = rows.size(0) / og;
-              st->spec.in_channels = st->spec.groups * ig;
-            } else if (place > 0) {
-              const auto cols = detail::index_of(sc->rows[place - 1]);
-              st->weight_s8 = st->weight_s8.index_select(1, cols);
-              st->spec.in_channels = cols.size(0);
-            }
-            st->weight_s8 = st->weight_s8.contiguous();
-            st->save_input = place == 0;
-          } else {
-            const auto cols = detail::index_of(sc->b_cols);
-            st->weight_s8 = st->weight_s8.index_select(1, cols).contiguous();
-            st->spec.in_channels = cols.size(0);
-            st->float_out = true;
-          }
-        }
-        const auto bound = [&](size_t j, const char* name) {
-          const auto& t = net.tensor(j, name);
-          return rows.defined() ? t.index_select(0, rows) : t;
-        };
-        // a PReLU run whose kept rows all have slope 0 is a ReLU (the RM MobileNetV2 with ReLU:
-        // slope 1 on the copies, 0 on the branch)
-        bool float_run = has_prelu;
-        if (has_prelu && rows.defined()) {
-          bool relu_only = true;
-          for (size_t j = i + 1; j <= k; ++j) {
-            const auto kj = net.spec(j).kind;
-            if (kj == LayerKind::PReLU) {
-              relu_only = relu_only && bound(j, "weight").eq(0).all().item<bool>();
-            } else if (kj != LayerKind::ReLU) {
-              relu_only = false;
-            }
-          }
-          float_run = !relu_only;
-        }
-        if (float_run) {
-          // conv -> float32, the run in float32, then quantize at the point
-          st->float_out = true;
-          steps_.push_back(st);
-          for (size_t j = i + 1; j <= k; ++j) {
-            auto f = std::make_shared<Step>();
-            f->kind = Step::Float;
-            f->spec = net.spec(j);
-            f->tensors = cpu_tensors(j);
-            if (rows.defined()) {  // the kept rows' slopes / bounds
-              for (auto& [name, t] : f->tensors) t = t.index_select(0, rows).contiguous();
-              f->spec.out_channels = rows.size(0);
-            }
-            f->requant = j == k;
-            f->out_scale = cur_s;
-            f->out_zp = cur_zp;
-            steps_.push_back(f);
-          }
-        } else {
-          const auto& first = i + 1 <= k ? net.spec(i + 1) : s;
-          if (i + 1 <= k && (first.kind == LayerKind::ReLU || first.kind == LayerKind::PReLU)) st->fused_relu = true;
-          if (i + 1 <= k && first.kind == LayerKind::Clamp && bound(i + 1, "min").ge(0).all().item<bool>())
-            st->fused_relu = true;
-          bool relu_done = st->fused_relu;
-          if (sc && place < 0) {
-            if (!sc->identity) {  // the projection: the copies' codes, then their 1x1 qconv, beside the branch
-              auto codes = std::make_shared<Step>();
-              codes->kind = Step::ShortcutCodes;
-              codes->shortcut = sc;
-              steps_.push_back(codes);
-              auto p = std::make_shared<Step>();
-              p->kind = Step::QConv;
-              p->on_aux = true;
-              p->shortcut = sc;
-              p->spec = LayerSpec::conv(sc->weight_s8.size(1), sc->weight_s8.size(0), 1, 1, 0);
-              p->weight_s8 = sc->weight_s8;
-              p->w_scale = sc->w_scale;
-              p->w_zp = torch::zeros({sc->weight_s8.size(0)}, torch::kLong);
-              p->bias = torch::zeros({sc->weight_s8.size(0)}, torch::kFloat);
-              p->x_scale = sc->code_scale;
-              p->x_zp = sc->code_zp;
-              p->float_out = true;
-              p->gemm_ok = small_map_gemm && qlinear_available;
-              p->direct_ok = direct;
-              steps_.push_back(p);
-            }
-            auto add = std::make_shared<Step>();
-            add->kind = Step::AddShortcut;
-            add->shortcut = sc;
-            add->out_scale = st->out_scale;
-            add->out_zp = st->out_zp;
-            add->fused_relu = st->fused_relu;
-            st->fused_relu = false;  // B's float32 output is the branch alone
-            steps_.push_back(st);
-            steps_.push_back(add);
-          } else {
-            steps_.push_back(st);
-          }
-          for (size_t j = i + 1; j <= k; ++j) {
-            const auto& sj = net.spec(j);
-            if (sj.kind == LayerKind::ReLU || sj.kind == LayerKind::PReLU) {  // a PReLU here has slope 0
-              if (j == i + 1 && relu_done) continue;
-              auto r = std::make_shared<Step>();
-              r->kind = Step::U8Relu;
-              r->out_zp = cur_zp;
-              steps_.push_back(r);
-              relu_done = true;
-            } else {  // Clamp
-              if (auto c = u8_clamp(bound(j, "min"), bound(j, "max"), cur_s, cur_zp, relu_done)) steps_.push_back(c);
-            }
-          }
-        }
-        i = k;
-        break;
-      }
-      case LayerKind::ReLU: {
-        auto r = std::make_shared<Step>();
-        r->kind = Step::U8Relu;
-        r->out_zp = cur_zp;
-        steps_.push_back(r);
-        break;
-      }
-      case LayerKind::Clamp:
-        if (auto c = u8_clamp(net.tensor(i, "min"), net.tensor(i, "max"), cur_s, cur_zp, false)) steps_.push_back(c);
-        break;
-      case LayerKind::MaxPool: {
-        auto m = std::make_shared<Step>();
-        m->kind = Step::U8MaxPool;
-        m->spec = s;
-        m->direct_ok = direct;
-        steps_.push_back(m);
-        break;
-      }
-      case LayerKind::PReLU:
-      case LayerKind::SE: {
-        auto f = std::make_shared<Step>();
-        f->kind = Step::Float;  // dequantize, float32 layer, quantize
-        f->spec = s;
-        f->tensors = cpu_tensors(i);
-        f->x_scale = cur_s;
-        f->x_zp = cur_zp;
-        f->requant = true;
-        f->out_scale = net.out_scale(i);
-        f->out_zp = net.out_zero_point(i);
-        cur_s = f->out_scale;
-        cur_zp = f->out_zp;
-        steps_.push_back(f);
-        break;
-      }
-      default:
-        TORCH_CHECK(false, "INT8 runtime: unexpected layer ", i, " (", s.describe(), ")");
-    }
-  }
-  if (plan.head == n) {  // no head: dequantize the last activation
-    auto st = std::make_shared<Step>();
-    st->first = st->last = n - 1;
-    st->kind = Step::Dequantize;
-    st->x_scale = cur_s;
-    st->x_zp = cur_zp;
-    steps_.push_back(st);
-  }
-  return std::exchange(steps_, {});
-  };
-  if (!blocks.empty() && timed) every_ = build(Blocks());
-  steps_ = build(blocks);
+  Int8PlanBuilder builder(net, small_map_gemm, direct);
+  if (!blocks.empty() && timed) every_ = builder.build(ShortcutBlocks());
+  steps_ = builder.build(blocks);
 }
 
 int64_t Int8Executor::packed_gemms() const {
