@@ -308,7 +308,8 @@ def export_onnx(model, path, input_shape, opset=17):
 
 # OpenVINO timing lives with the speed harnesses (scripts/speed_common.py); re-exported here.
 sys.path.insert(0, str(ROOT / "scripts"))
-from speed_common import OPENVINO_F32, load_average_warning, openvino_compile, openvino_speed  # noqa: E402,F401
+from speed_common import (OPENVINO_F32, load_average_warning, nncf_int8_model, openvino_compile,  # noqa: E402,F401
+                          openvino_predict, openvino_speed)
 
 
 def versions(*names):

@@ -14,6 +14,8 @@ the *residual* network, at given fractions of the residual network's MACs (proje
   4. OpenVINO f32 images/s (ONNX opset 17, 2 threads, 1 stream, LATENCY) at batch 32 and 1, best
      of --rounds, for the unpruned network and each pruned one (skip with --no-timing; run it on an
      idle machine).
+  5. With --int8: NNCF INT8 of each (nncf.quantize of its ONNX in OpenVINO, --calib-images training
+     images): top-1 on the test images in OpenVINO and images/s like 4.
 
 Run with the peers venv (scripts/peers_env.sh prints its python):
   ~/.cache/rmnet/peers-venv/bin/python experiments/prune_peers.py runs/demo/final.rmnet \\
@@ -118,6 +120,22 @@ def timing(model, shape_chw, batches, rounds, seconds, work, name, x_check):
     return out
 
 
+def int8(model, shape_chw, calib, x_test, y_test, batches, rounds, seconds, work, name, timed=True):
+    """NNCF INT8 of the network (its ONNX in OpenVINO, `nncf.quantize` on the calibration images):
+    top-1 on the test images in OpenVINO and, when timed, images/s per batch."""
+    onnx_path = common.export_onnx(model, pathlib.Path(work) / f"{name}_q.onnx", (1, *shape_chw))
+    q = common.nncf_int8_model(onnx_path, shape_chw, calib)
+    preds = common.openvino_predict(q, x_test, config=common.OPENVINO_F32)
+    out = {"top1": float((torch.from_numpy(preds) == torch.as_tensor(y_test)).float().mean())}
+    common.log(f"    NNCF INT8 in OpenVINO: top-1 {100 * out['top1']:.2f}%")
+    if timed:
+        for b in batches:
+            r = common.openvino_speed(q, b, shape_chw, rounds=rounds, seconds=seconds)
+            out[f"b{b}"] = r
+            common.log(f"    OpenVINO NNCF INT8 batch {b}: {r['images_per_second']:.0f} images/s")
+    return out
+
+
 def fmt_count(n):
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
 
@@ -149,6 +167,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (best of)")
     ap.add_argument("--round-seconds", type=float, default=1.0, help="length of one timing round")
     ap.add_argument("--timing-batches", type=int, nargs="+", default=[32, 1])
+    ap.add_argument("--int8", action="store_true",
+                    help="also NNCF INT8 (nncf.quantize in OpenVINO) of the residual and of every pruned network "
+                         "after fine-tuning: its top-1 and (unless --no-timing) images/s")
+    ap.add_argument("--calib-images", type=int, default=256,
+                    help="--int8 calibration images (training set, rmnet's test transform, seeded choice)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
 
@@ -199,6 +222,13 @@ def main():
     if not a.no_timing:
         baseline["timing"] = timing(base, shape_chw, a.timing_batches, a.rounds, a.round_seconds, work.name,
                                     "residual", x_test)
+    calib = None
+    if a.int8:
+        xtr, _ = common.read_mnist(a.data, train=True)
+        pick = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.calib_images]
+        calib = common.normalize(xtr[pick])
+        baseline["int8"] = int8(base, shape_chw, calib, x_test, y_test, a.timing_batches, a.rounds,
+                                a.round_seconds, work.name, "residual", not a.no_timing)
     report["baseline"] = baseline
 
     if a.target_macs:
@@ -241,6 +271,9 @@ def main():
             if not a.no_timing:
                 row["timing"] = timing(model, shape_chw, a.timing_batches, a.rounds, a.round_seconds, work.name,
                                        f"{imp}_{len(results)}", x_test)
+            if a.int8:
+                row["int8"] = int8(model, shape_chw, calib, x_test, y_test, a.timing_batches, a.rounds,
+                                   a.round_seconds, work.name, f"{imp}_{len(results)}", not a.no_timing)
             results.append(row)
     report["results"] = results
     work.cleanup()
@@ -259,6 +292,11 @@ def main():
         cols += [(f"top-1 after {a.epochs:g} ep %", lambda r: pct(r.get("top1_after")))]
     if not a.no_timing:
         cols += [(f"OV f32 b{b} img/s", ips(b)) for b in a.timing_batches]
+    if a.int8:
+        cols += [("NNCF INT8 top-1 %", lambda r: pct(r["int8"]["top1"]) if "int8" in r else None)]
+        if not a.no_timing:
+            cols += [(f"OV INT8 b{b} img/s", (lambda b: lambda r: f"{r['int8'][f'b{b}']['images_per_second']:.0f}"
+                      if "int8" in r else None)(b)) for b in a.timing_batches]
     rows = [{"label": f"residual {report['arch']}", **baseline}] + results
     table = common.markdown_table(rows, cols)
     report["table"] = table

@@ -356,7 +356,7 @@ def nncf_int8_runner(onnx_path, input_shape, calib, threads=2, precision="f32"):
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        q = nncf.quantize(m, nncf.Dataset(items), subset_size=len(items) * n)
+        q = nncf.quantize(m, nncf.Dataset(items), subset_size=len(items))
     finally:
         root.setLevel(level)
     compiled = core.compile_model(q, "CPU", openvino_config(precision, threads))
@@ -366,18 +366,19 @@ def nncf_int8_runner(onnx_path, input_shape, calib, threads=2, precision="f32"):
 
 
 def openvino_compile(onnx_path, batch, image_shape, config=None):
-    """An OpenVINO CPU compiled model of an ONNX file, reshaped to a static batch."""
+    """An OpenVINO CPU compiled model of an ONNX file (or of an openvino.Model, e.g. NNCF's INT8 one),
+    reshaped to a static batch."""
     import openvino as ov
     core = ov.Core()
-    m = core.read_model(str(onnx_path))
+    m = onnx_path.clone() if isinstance(onnx_path, ov.Model) else core.read_model(str(onnx_path))
     m.reshape({m.inputs[0].any_name: [batch, *image_shape]})
     return core.compile_model(m, "CPU", dict(config or OPENVINO_F32))
 
 
 def openvino_speed(onnx_path, batch, image_shape, rounds=5, seconds=1.0, warmup=0.3, config=None, check=None):
-    """Best-of-`rounds` images/s of the ONNX model in OpenVINO (synchronous requests of `batch`
-    random images, each round running for `seconds`). With check=(module, x): also the largest
-    |OpenVINO - PyTorch| logit difference on x[:batch]."""
+    """Best-of-`rounds` images/s of the ONNX model (or openvino.Model) in OpenVINO (synchronous
+    requests of `batch` random images, each round running for `seconds`). With check=(module, x):
+    also the largest |OpenVINO - PyTorch| logit difference on x[:batch]."""
     compiled = openvino_compile(onnx_path, batch, image_shape, config)
     req = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((batch, *image_shape)).astype(np.float32)
@@ -404,6 +405,42 @@ def openvino_speed(onnx_path, batch, image_shape, rounds=5, seconds=1.0, warmup=
         best = max(best, n * batch / dt)
     result["images_per_second"] = best
     return result
+
+
+def nncf_int8_model(onnx_path, image_shape, calib, batch=32):
+    """`nncf.quantize` (default preset: symmetric per-channel weights, activations per tensor) of an
+    ONNX model read into OpenVINO, calibrated on `calib` (float32 torch or numpy [N, C, H, W]) in
+    batches of `batch`: the openvino.Model (any batch: openvino_compile reshapes it)."""
+    import nncf
+    import openvino as ov
+
+    m = ov.Core().read_model(str(onnx_path))
+    m.reshape({m.inputs[0].any_name: [batch, *image_shape]})
+    calib = np.asarray(calib, dtype=np.float32)
+    items = [calib[i:i + batch] for i in range(0, calib.shape[0] - batch + 1, batch)]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return nncf.quantize(m, nncf.Dataset(items), subset_size=len(items))
+    finally:
+        root.setLevel(level)
+
+
+def openvino_predict(model, images, batch=500, config=None):
+    """Predicted classes of an ONNX file or openvino.Model on numpy/torch float32 [N, C, H, W]
+    images (N a multiple of `batch`, or the last batch run on its own compiled shape)."""
+    images = np.asarray(images, dtype=np.float32)
+    preds = []
+    compiled = {}
+    for i in range(0, images.shape[0], batch):
+        x = images[i:i + batch]
+        if x.shape[0] not in compiled:
+            c = openvino_compile(model, x.shape[0], x.shape[1:], config)
+            compiled[x.shape[0]] = (c.create_infer_request(), c.outputs[0])
+        req, out = compiled[x.shape[0]]
+        preds.append(np.asarray(req.infer({0: x})[out]).argmax(1))
+    return np.concatenate(preds)
 
 
 def load_average_warning(limit=0.5):
