@@ -11,8 +11,10 @@ For each network (--archs, each trained with and without --sparsity when --spars
      (`nncf.quantize`), top-1 and images/s at batch 32 and 1;
   3. `rmnet compress --target-macs F --finetune-epochs E --int8` at the same fractions (one round,
      the defaults: stream groups, executed MACs, keep-Dirac refit and fine-tuning, distillation from
-     the converted network), its fp32 network timed on the onednn runtime and its INT8 one on the int8
-     runtime with `rmnet bench` at batch 32 and 1;
+     the converted network);
+  4. every network timed at batch 32 and 1, interleaved, best of --timing-rounds: OpenVINO f32 (ONNX)
+     and NNCF INT8 for the original and Torch-Pruning's, rmnet's fp32 network on the onednn runtime
+     and its INT8 one on the int8 runtime (`rmnet bench`);
 then per network and precision, at batch 32: rmnet's top-1 against Torch-Pruning's Pareto front
 (the better of the two importances; linear between its points) at rmnet's measured images/s, and
 whether an rmnet point is faster than the unpruned original in OpenVINO at the same precision while
@@ -74,10 +76,10 @@ def train(a, arch, sparsity, folder):
     return final
 
 
-def bench(a, model, batch, runtime, work):
-    out = work / f"bench_{model.stem}_{runtime}_b{batch}.json"
-    run([a.rmnet, "bench", "--model", model, "--batch", batch, "--input-size", 28, "--iters", a.bench_iters,
-         "--warmup", max(5, a.bench_iters // 10), "--runtime", runtime, "--json", out], work / "bench.log")
+def bench(a, model, batch, runtime, work, iters):
+    out = work / "bench.json"
+    run([a.rmnet, "bench", "--model", model, "--batch", batch, "--input-size", 28, "--iters", iters,
+         "--warmup", max(5, iters // 10), "--runtime", runtime, "--json", out], work / "bench.log")
     return json.loads(out.read_text())["models"][0]["images_per_second"]
 
 
@@ -92,15 +94,32 @@ def compress(a, model, frac, folder):
     steps = {s["name"]: s for s in r["steps"]}
     last = [s for s in r["steps"] if s["name"].startswith("round")][-1]
     row = {"fraction": frac, "executed_macs": last["executed_macs"], "macs": last["macs"], "params": last["params"],
-           "fp32": {"top1": last["top1"], "file": last["file"]}, "int8": {"top1": steps["int8"]["top1"],
-                                                                        "file": steps["int8"]["file"]}}
-    return row, out
+           "fp32": {"top1": last["top1"], "path": str(out / last["file"])},
+           "int8": {"top1": steps["int8"]["top1"], "path": str(out / steps["int8"]["file"])}}
+    return row
 
 
-def time_rmnet(a, row, out):
-    for prec, runtime in (("fp32", "onednn"), ("int8", "int8")):
-        for b in a.batches:
-            row[prec][f"b{b}"] = bench(a, out / row[prec]["file"], b, runtime, out)
+def time_all(a, net, work):
+    """Images/s of every network of `net` at every batch, interleaved: --timing-rounds rounds, each
+    timing every network once per batch (OpenVINO in this process, rmnet by `rmnet bench`), the best
+    round kept. Separate phases minutes apart differ by more than the networks do on this machine."""
+    items = [(net["original"], "fp32", "ov", net["original"]["fp32"]["path"]),
+             (net["original"], "int8", "ov", net["original"]["int8"]["path"])]
+    for r in net["peers"]:
+        items += [(r, "fp32", "ov", r["fp32"]["path"]), (r, "int8", "ov", r["int8"]["path"])]
+    for r in net["rmnet"]:
+        items += [(r, "fp32", "onednn", r["fp32"]["path"]), (r, "int8", "int8", r["int8"]["path"])]
+    for rnd in range(a.timing_rounds):
+        common.log(f"timing round {rnd + 1}/{a.timing_rounds}")
+        for row, prec, runtime, path in items:
+            for b in a.batches:
+                if runtime == "ov":
+                    ips = common.openvino_speed(path, b, (1, 28, 28), rounds=1, seconds=a.round_seconds,
+                                                warmup=0.2)["images_per_second"]
+                else:
+                    ips = bench(a, pathlib.Path(path), b, runtime, work, iters=max(20, int(a.round_seconds * 2000 / b)))
+                key = f"b{b}"
+                row[prec][key] = max(row[prec].get(key, 0.0), ips) if rnd > 0 else ips
 
 
 def front(points):
@@ -156,11 +175,10 @@ def analyse(net):
 def peers_rows(p):
     """prune_peers.py's JSON -> rows {label, fp32: {top1, b32, b1}, int8: {...}} and the original."""
     def row(r, label):
-        t, q = r.get("timing", {}), r.get("int8", {})
+        q = r["int8"]
         return {"label": label, "fraction": r.get("fraction"), "macs_conv_fc": r.get("macs_conv_fc"),
-                "fp32": {"top1": r.get("top1_after", r.get("top1")),
-                         **{k: v["images_per_second"] for k, v in t.items()}},
-                "int8": {"top1": q.get("top1"), **{k: v["images_per_second"] for k, v in q.items() if k != "top1"}}}
+                "fp32": {"top1": r.get("top1_after", r.get("top1")), "path": q["onnx"]},
+                "int8": {"top1": q["top1"], "path": q["model"]}}
     base = row(p["baseline"], "original (residual)")
     return base, [row(r, f"TP {r['importance']}") for r in p["results"] if r.get("reached")]
 
@@ -232,7 +250,8 @@ def main():
                     help="targets, fractions of the residual network's MACs (conv + fc)")
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 1])
-    ap.add_argument("--bench-iters", type=int, default=200)
+    ap.add_argument("--timing-rounds", type=int, default=3, help="interleaved timing rounds (best of)")
+    ap.add_argument("--round-seconds", type=float, default=1.0, help="about how long one network is timed per round")
     ap.add_argument("--compress-flags", default="", help="extra rmnet compress flags (quoted)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rmnet", default=str(common.ROOT / "build" / "rmnet"))
@@ -256,18 +275,12 @@ def main():
             peers_json = folder / "peers.json"
             if not peers_json.exists():
                 run([sys.executable, HERE / "prune_peers.py", model, "--measure", "macs_conv_fc", "--fractions",
-                     *a.fractions, "--epochs", a.finetune_epochs, "--int8", "--timing-batches", *a.batches,
-                     "--rmnet", a.rmnet, "--json", peers_json], folder / "peers.log")
+                     *a.fractions, "--epochs", a.finetune_epochs, "--int8", "--no-timing", "--save",
+                     folder / "peers_models", "--rmnet", a.rmnet, "--json", peers_json], folder / "peers.log")
             original, peers = peers_rows(json.loads(peers_json.read_text()))
-            rows = []
-            for f in a.fractions:
-                row, out = compress(a, model, f, folder)
-                time_rmnet(a, row, out)
-                rows.append(row)
-                common.log(f"{name} {f}: rmnet f32 {100 * row['fp32']['top1']:.2f}% "
-                           f"{row['fp32'].get('b32', 0):.0f} img/s, INT8 {100 * row['int8']['top1']:.2f}% "
-                           f"{row['int8'].get('b32', 0):.0f} img/s")
+            rows = [compress(a, model, f, folder) for f in a.fractions]
             net = {"model": str(model), "batches": a.batches, "original": original, "peers": peers, "rmnet": rows}
+            time_all(a, net, folder)
             net["analysis"] = analyse(net)
             study["networks"][name] = net
             (work / "study.json").write_text(json.dumps(study, indent=2) + "\n")

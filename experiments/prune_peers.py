@@ -120,13 +120,19 @@ def timing(model, shape_chw, batches, rounds, seconds, work, name, x_check):
     return out
 
 
-def int8(model, shape_chw, calib, x_test, y_test, batches, rounds, seconds, work, name, timed=True):
+def int8(model, shape_chw, calib, x_test, y_test, batches, rounds, seconds, work, name, timed=True, save=None):
     """NNCF INT8 of the network (its ONNX in OpenVINO, `nncf.quantize` on the calibration images):
-    top-1 on the test images in OpenVINO and, when timed, images/s per batch."""
-    onnx_path = common.export_onnx(model, pathlib.Path(work) / f"{name}_q.onnx", (1, *shape_chw))
+    top-1 on the test images in OpenVINO and, when timed, images/s per batch; with `save` (a folder)
+    the f32 ONNX and the INT8 OpenVINO model are kept there (paths in the result)."""
+    folder = pathlib.Path(save) if save else pathlib.Path(work)
+    onnx_path = common.export_onnx(model, folder / f"{name}.onnx", (1, *shape_chw))
     q = common.nncf_int8_model(onnx_path, shape_chw, calib)
     preds = common.openvino_predict(q, x_test, config=common.OPENVINO_F32)
     out = {"top1": float((torch.from_numpy(preds) == torch.as_tensor(y_test)).float().mean())}
+    if save:
+        import openvino as ov
+        ov.save_model(q, str(folder / f"{name}_int8.xml"))
+        out["onnx"], out["model"] = str(onnx_path), str(folder / f"{name}_int8.xml")
     common.log(f"    NNCF INT8 in OpenVINO: top-1 {100 * out['top1']:.2f}%")
     if timed:
         for b in batches:
@@ -172,8 +178,12 @@ def main():
                          "after fine-tuning: its top-1 and (unless --no-timing) images/s")
     ap.add_argument("--calib-images", type=int, default=256,
                     help="--int8 calibration images (training set, rmnet's test transform, seeded choice)")
+    ap.add_argument("--save", help="with --int8: keep each network's f32 ONNX and NNCF INT8 OpenVINO model "
+                                   "in this folder (to time them later, e.g. interleaved with other runtimes)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
+    if a.save:
+        pathlib.Path(a.save).mkdir(parents=True, exist_ok=True)
 
     import torch_pruning as tp
     torch.set_num_threads(a.threads)
@@ -228,7 +238,7 @@ def main():
         pick = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.calib_images]
         calib = common.normalize(xtr[pick])
         baseline["int8"] = int8(base, shape_chw, calib, x_test, y_test, a.timing_batches, a.rounds,
-                                a.round_seconds, work.name, "residual", not a.no_timing)
+                                a.round_seconds, work.name, "residual", not a.no_timing, a.save)
     report["baseline"] = baseline
 
     if a.target_macs:
@@ -273,7 +283,7 @@ def main():
                                        f"{imp}_{len(results)}", x_test)
             if a.int8:
                 row["int8"] = int8(model, shape_chw, calib, x_test, y_test, a.timing_batches, a.rounds,
-                                   a.round_seconds, work.name, f"{imp}_{len(results)}", not a.no_timing)
+                                   a.round_seconds, work.name, f"{imp}_{len(results)}", not a.no_timing, a.save)
             results.append(row)
     report["results"] = results
     work.cleanup()
