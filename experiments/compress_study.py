@@ -267,6 +267,9 @@ def main():
     if warn:
         common.log(warn)
         study["timing_warning"] = warn
+    previous = work / "study.json"
+    if previous.exists():  # networks of earlier runs stay in the table and the plot (a network run again replaces its entry)
+        study["networks"] = json.loads(previous.read_text()).get("networks", {})
     for arch in a.archs:
         for sp in a.sparsity:
             name = net_name(arch, sp)
