@@ -106,16 +106,40 @@ RESNET_TABLE = {
 }
 
 
+def scaled_block(base):
+    """A torchvision block with rmnet's learnable per-channel shortcut scale (what `rmnet train
+    --sparsity` adds, src/models/residual_block.cpp): the shortcut reads relu(x * shortcut_scale)
+    (then the projection, where there is one); the branch reads x."""
+    class Scaled(base):
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__(inplanes, planes, stride, downsample)
+            self.shortcut_scale = nn.Parameter(torch.ones(inplanes))
+
+        def forward(self, x):
+            sc = torch.relu(x * self.shortcut_scale.view(1, -1, 1, 1))
+            identity = self.downsample(sc) if self.downsample is not None else sc
+            out = x
+            names = ("conv1", "bn1", "relu", "conv2", "bn2") if not hasattr(self, "conv3") else \
+                ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3")
+            for n in names:
+                out = getattr(self, n)(out)
+            return self.relu(out + identity)
+    Scaled.__name__ = f"Scaled{base.__name__}"
+    return Scaled
+
+
 class ResNet(nn.Module):
     """rmnet's ResNet (include/rmnet/models/resnet.h) with torchvision's blocks and state-dict names:
     the CIFAR stem is a 3x3 stride-1 conv without max-pool (any input size, e.g. 28x28x1), the
     ImageNet stem torchvision's 7x7/2 conv + 3x3/2 max-pool; stride 2 in the first block of every
     stage but the first; projection shortcuts (1x1 conv + BN) where the shape changes."""
 
-    def __init__(self, block, layers, widths, stem, stem_width, in_channels, num_classes):
+    def __init__(self, block, layers, widths, stem, stem_width, in_channels, num_classes, shortcut_scale=False):
         super().__init__()
         from torchvision.models.resnet import BasicBlock, Bottleneck
         blk = BasicBlock if block == "basic" else Bottleneck
+        if shortcut_scale:
+            blk = scaled_block(blk)
         imagenet = stem == "imagenet"
         self.conv1 = nn.Conv2d(in_channels, stem_width, 7 if imagenet else 3, 2 if imagenet else 1,
                                3 if imagenet else 1, bias=False)
@@ -171,13 +195,11 @@ def rebuild_resnet(path):
     if header.get("family") != "resnet" or arch not in RESNET_TABLE:
         raise SystemExit(f"{path}: a {header.get('family')} ({arch}) network; this rebuild covers rmnet's "
                          f"residual ResNets without SE: {', '.join(RESNET_TABLE)}")
-    if o.get("shortcut_scale"):
-        raise SystemExit(f"{path}: trained with --shortcut-scale (a learnable scale on every shortcut); "
-                         "not rebuilt here")
     if o.get("width_mult", 1.0) != 1.0:
         raise SystemExit(f"{path}: width_mult {o['width_mult']} is not supported by this rebuild")
     block, layers, widths, stem, stem_width = RESNET_TABLE[arch]
-    model = ResNet(block, layers, widths, stem, stem_width, o["in_channels"], o["num_classes"])
+    model = ResNet(block, layers, widths, stem, stem_width, o["in_channels"], o["num_classes"],
+                   bool(o.get("shortcut_scale")))
     rm_stats = ("rm_in_mean", "rm_in_var", "rm_out_mean", "rm_out_var")
     state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in rm_stats}
     own = model.state_dict()

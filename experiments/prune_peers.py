@@ -71,9 +71,13 @@ def prune_trajectory(tp, base, importance, targets, shape, steps, measure):
     network at the first step at or below each target. Returns {target: (model or None, step,
     MACs of the step before)}: the step before is still above the target."""
     model = copy.deepcopy(base).eval()
+    # rmnet's per-channel shortcut scales (--sparsity): pruned along their only dimension with the
+    # block input's channels
+    scales = [(m.shortcut_scale, 0) for m in model.modules() if isinstance(getattr(m, "shortcut_scale", None),
+                                                                          torch.nn.Parameter)]
     pruner = tp.pruner.BasePruner(
         model, torch.zeros(shape), importance=make_importance(tp, importance), global_pruning=True,
-        pruning_ratio=1.0, iterative_steps=steps, ignored_layers=[model.fc])
+        pruning_ratio=1.0, iterative_steps=steps, ignored_layers=[model.fc], unwrapped_parameters=scales or None)
     out, pending = {}, sorted(targets, reverse=True)
     prev = measure_macs(tp, model, shape, measure)
     while pending:
