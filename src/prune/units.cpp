@@ -216,32 +216,6 @@ std::vector<std::vector<UnitChannel>> prune_groups(const PlainNetImpl& net, cons
   return groups;
 }
 
-torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& u, PruneImportance rule) {
-  torch::NoGradGuard no_grad;
-  const auto f64 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kDouble); };
-  auto gamma = f64(net.layer_as<torch::nn::BatchNorm2dImpl>(u.importance)->weight).abs();
-  if (rule == PruneImportance::Gamma) return gamma;
-  TORCH_CHECK(rule == PruneImportance::Contribution, "importance 'measured' needs calibration images (",
-              "units_importance; on the command line --calib-dataset)");
-  // the consumer's weights reading each input channel, scaled per output by the BN after it
-  const auto& cs = net.spec(u.consumer);
-  torch::Tensor w;
-  if (cs.kind == LayerKind::Linear) {
-    w = f64(net.layer_as<torch::nn::LinearImpl>(u.consumer)->weight);  // [out, in]
-    return gamma * w.pow(2).sum(0).sqrt();
-  }
-  w = f64(net.layer_as<torch::nn::Conv2dImpl>(u.consumer)->weight);  // [out, in / g, k, k]
-  if (u.consumer + 1 < net.size() && net.spec(u.consumer + 1).kind == LayerKind::BatchNorm) {
-    auto bn = net.layer_as<torch::nn::BatchNorm2dImpl>(u.consumer + 1);
-    auto a = f64(bn->weight) / torch::sqrt(f64(bn->running_var) + bn->options.eps());
-    w = w * a.view({-1, 1, 1, 1});
-  }
-  const int64_t g = cs.groups, gin = cs.in_channels / g, gout = cs.out_channels / g;
-  // per (group, local input channel): sum over that group's outputs and the taps
-  auto sq = w.pow(2).sum({2, 3}).view({g, gout, gin}).sum(1).reshape({g * gin});
-  return gamma * sq.sqrt();
-}
-
 namespace {
 /// The consumer's weights per input channel, scaled per output by the BN after it: float64
 /// [channels, outputs of the channel's group, taps] (taps 1 for a linear consumer).
@@ -261,6 +235,19 @@ torch::Tensor scaled_consumer_weights(const PlainNetImpl& net, const PruneUnit& 
   return w.view({g, gout, gin, taps}).permute({0, 2, 1, 3}).reshape({g * gin, gout, taps}).contiguous();
 }
 }  // namespace
+
+torch::Tensor unit_importance(const PlainNetImpl& net, const PruneUnit& u, PruneImportance rule) {
+  torch::NoGradGuard no_grad;
+  const auto f64 = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kDouble); };
+  auto gamma = f64(net.layer_as<torch::nn::BatchNorm2dImpl>(u.importance)->weight).abs();
+  if (rule == PruneImportance::Gamma) return gamma;
+  TORCH_CHECK(rule == PruneImportance::Contribution, "importance 'measured' needs calibration images (",
+              "units_importance; on the command line --calib-dataset)");
+  // per input channel: the norm of the consumer's weights reading it (its group's outputs, all taps),
+  // scaled per output by the BN after the consumer
+  return gamma * scaled_consumer_weights(net, u).pow(2).sum({1, 2}).sqrt();
+}
+
 
 std::vector<torch::Tensor> units_importance(const PlainNetImpl& net, const std::vector<PruneUnit>& units,
                                             PruneImportance rule, const torch::Tensor& calibration) {
