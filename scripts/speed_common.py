@@ -344,22 +344,8 @@ def nncf_int8_runner(onnx_path, input_shape, calib, threads=2, precision="f32"):
     `calib` (float32 torch [N, C, H, W], fed in batches of the static batch), compiled with the
     precision hint `precision` for the layers NNCF leaves in float. Returns a runner like
     openvino_runner."""
-    import nncf
-    import openvino as ov
-
-    core = ov.Core()
-    m = core.read_model(str(onnx_path))
-    m.reshape({m.inputs[0].any_name: list(input_shape)})
-    n = input_shape[0]
-    items = [calib[i:i + n].numpy() for i in range(0, calib.shape[0] - n + 1, n)]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        q = nncf.quantize(m, nncf.Dataset(items), subset_size=len(items))
-    finally:
-        root.setLevel(level)
-    compiled = core.compile_model(q, "CPU", openvino_config(precision, threads))
+    q = nncf_int8_model(onnx_path, input_shape[1:], calib, batch=input_shape[0])
+    compiled = openvino_compile(q, input_shape[0], input_shape[1:], openvino_config(precision, threads))
     req = compiled.create_infer_request()
     out = compiled.outputs[0]
     return lambda x: req.infer({0: x})[out]
