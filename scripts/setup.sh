@@ -3,7 +3,9 @@
 #   Debian packages: compilers/tools, OpenCV 4.6, fmt, CLI11, GoogleTest, nlohmann-json, ccache,
 #                    the Fashion-MNIST data set, and clang 14 with its sanitizer/libFuzzer runtimes
 #                    (libclang-rt-14-dev) for the fuzz and sanitizer builds, oneDNN (libdnnl-dev)
-#                    for the onednn runtime's direct path.
+#                    for the onednn runtime's direct path, and the OpenCL development files its
+#                    CMake package requires (Debian's libdnnl is built with the OpenCL GPU runtime;
+#                    only recommended by libdnnl-dev, so not installed with --no-install-recommends).
 #   Python virtual environment ($RMNET_VENV, default ~/.cache/rmnet/venv): the pinned torch wheel
 #                    (LibTorch for the C++ build) plus torchvision/onnx/onnxruntime for interop tests.
 set -euo pipefail
@@ -14,7 +16,7 @@ APT_PACKAGES=(
   libopencv-dev zlib1g-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   dataset-fashion-mnist python3-venv
   clang-14 libclang-rt-14-dev
-  libdnnl-dev
+  libdnnl-dev ocl-icd-opencl-dev
 )
 
 missing=()

@@ -19,6 +19,7 @@
 #include "rmnet/bench/bench.h"
 #include "rmnet/convert/rm.h"
 #include "rmnet/deploy/runtime.h"
+#include "rmnet/deploy/shortcuts.h"
 #include "rmnet/models/profile.h"
 
 using namespace rmnet;
@@ -392,8 +393,10 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
   }
 
   // A block input that can be negative (no ReLU before it): the copies pass A's ReLU, so the
-  // shortcut adds relu(x). And a near-Dirac weight (1 + 1e-3) is a convolution, not a shortcut.
-  for (const double one : {1.0, 1.001}) {
+  // shortcut adds relu(x). A copy weight f > 0 other than 1 is a factor (relu(f x) = f relu(x)): a
+  // shortcut scaled per channel. A negative one is a convolution, not a shortcut (relu(-x) is not
+  // a function of relu(x)).
+  for (const double one : {1.0, 1.001, -1.0}) {
     SCOPED_TRACE(one);
     torch::manual_seed(5);
     PlainNet net(std::vector<LayerSpec>{LayerSpec::conv(3, 4, 3, 1, 1), LayerSpec::conv(4, 8, 3, 1, 1),
@@ -403,9 +406,14 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
     make_dirac_block(*net, 1, 3, 4, one);
     net->eval();
     auto d = deploy(*net, DeployOptions().runtime(Runtime::OneDNN));
-    const bool dirac = one == 1.0;
+    const bool dirac = one > 0;
     EXPECT_EQ(d->graph().find("; 1 Dirac shortcut") != std::string::npos, dirac) << d->graph();
     EXPECT_EQ(d->graph().find("ReLU on it first") != std::string::npos, dirac) << d->graph();
+    EXPECT_EQ(d->graph().find("scaled per channel") != std::string::npos, one == 1.001) << d->graph();
+    const auto found = dirac_shortcuts(*net);
+    ASSERT_EQ(found.size(), dirac ? 1u : 0u);
+    if (one == 1.001) EXPECT_EQ(found[0].scale, std::vector<double>(4, static_cast<double>(static_cast<float>(one))));
+    if (one == 1.0) EXPECT_TRUE(found[0].scale.empty());
     const auto x = 10 * torch::randn({2, 3, 9, 9});
     const auto ref = net->forward(x);
     EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-5);
@@ -423,6 +431,71 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
   const auto ref = first->forward(x);
   EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-5);
   EXPECT_TRUE(x.equal(saved));
+}
+
+// A ResNet trained with shortcut scales (ModelOptions::shortcut_scale: the shortcut is relu(s * x))
+// reserves relu(s * x): after the BN fold its copy rows have weight s. Those with s > 0 still run as
+// shortcuts (an identity merge scales the added input per channel; a projection takes the factors
+// into its weights) and the network then executes exactly the residual network's MACs; s <= 0 leaves
+// that channel a computed one (a zero or a relu(-x) row) and the rest of the block a shortcut.
+// The same function as the residual network, in float64 and float32, at large activations.
+TEST(OneDnn, ScaledShortcutsRunAsShortcuts) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  torch::NoGradGuard g;
+  for (const std::string arch : {"resnet20", "resnet50"})
+    for (const bool signed_scales : {false, true})
+      for (const auto dtype : {torch::kDouble, torch::kFloat}) {
+        SCOPED_TRACE(arch + (signed_scales ? " zero and negative scales " : " positive scales ") + c10::toString(dtype));
+        torch::manual_seed(11);
+        auto m = create_model(ModelOptions(arch).num_classes(10).track_block_stats(true).shortcut_scale(true));
+        randomize_batchnorm(*m, 12);
+        int64_t blocks = 0;
+        for (auto& p : m->named_parameters())
+          if (p.key().ends_with("shortcut_scale")) {
+            auto s = p.value();
+            s.uniform_(0.25, 1.75);
+            if (signed_scales) {
+              s[0] = 0.0;
+              s[1] = -0.5;
+            }
+            ++blocks;
+          }
+        m->to(dtype);
+        m->eval();
+        auto r = convert(*m, ConvertOptions().keep_bn(dtype == torch::kFloat));
+        ASSERT_TRUE(r.report.passed) << r.report.to_string();
+        auto plain = r.plain;
+        plain->eval();
+        const auto found = dirac_shortcuts(*plain);
+        EXPECT_EQ(static_cast<int64_t>(found.size()), blocks);
+        int64_t scaled = 0;
+        for (const auto& sc : found) {
+          scaled += !sc.scale.empty();
+          if (!sc.projection) EXPECT_FALSE(sc.scale.empty());
+          if (!sc.projection && signed_scales) {  // channels 0 and 1 are not added: factor 0
+            EXPECT_EQ(sc.scale[0], 0.0);
+            EXPECT_EQ(sc.scale[1], 0.0);
+            EXPECT_GT(sc.scale[2], 0.2);
+          }
+        }
+        EXPECT_GT(scaled, 0);
+        auto on = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN));
+        auto off = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).dirac_shortcuts(false));
+        EXPECT_NE(on->graph().find("scaled per channel, sum post-op"), std::string::npos) << on->graph();
+        const auto x = 20 * torch::randn({3, 3, 32, 32});
+        const auto ref = m->forward(x.to(dtype)).to(torch::kDouble);
+        const auto a = on->forward(x).to(torch::kDouble), b = off->forward(x).to(torch::kDouble);
+        const double scale = ref.abs().max().item<double>();
+        EXPECT_LE((a - ref).abs().max().item<double>() / scale, 2e-5);
+        EXPECT_LE((a - b).abs().max().item<double>() / scale, 2e-5);
+        int64_t macs_on = 0, macs_off = 0;
+        for (const auto& s : on->profile(x.slice(0, 0, 2), 0, 1)) macs_on += s.macs;
+        for (const auto& s : off->profile(x.slice(0, 0, 2), 0, 1)) macs_off += s.macs;
+        EXPECT_EQ(macs_on, 2 * executed_macs(*plain, 32));
+        if (!signed_scales) EXPECT_EQ(macs_on, 2 * count_flops(*m, 3, 32));
+        else EXPECT_GT(macs_on, 2 * count_flops(*m, 3, 32));  // the s <= 0 rows are computed
+        EXPECT_LT(macs_on, macs_off);
+      }
 }
 
 // Debian's libdnnl and the torch wheel both need libgomp.so.1: the process must map one OpenMP

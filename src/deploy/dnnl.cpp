@@ -301,6 +301,7 @@ class DnnlExecutor : public Executor {
             dst = kept.contiguous(torch::MemoryFormat::ChannelsLast);
             if (!kept_owned && dst.data_ptr() == kept.data_ptr()) dst = dst.clone(torch::MemoryFormat::ChannelsLast);
             if (s.shortcut_act == "relu") dst.relu_();
+            if (s.shortcut_scale.defined()) dst.mul_(s.shortcut_scale);
           }
           kept = Tensor();
           execute(node, x, &dst);

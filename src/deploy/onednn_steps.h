@@ -49,6 +49,7 @@ struct Step {
   int64_t copies = 0;
   int64_t shortcut_from = -1;
   std::string shortcut_act = "none";
+  torch::Tensor shortcut_scale;  // an identity merge's factor per channel of the added input [1, C, 1, 1] (undefined: 1)
 };
 
 /// One conv's weights as packed for an input shape: oneDNN's blocked layout for the convolution,

@@ -23,10 +23,16 @@
 // (act(act(x)) = act(x) for ReLU) and enters B with weight 1. So B's output is the same sum with
 // the same terms; only the order of the float additions differs (the x term is added after the
 // branch's products instead of among them). Where x may be negative and a ReLU was on the copy's
-// path, the executor applies it to x first (shortcut_act). The weights must be exactly 1 and 0 after
-// the BN fold, within a few units in the last place of the compute dtype (the identity BN
-// of a converted block folds to 1 +- 1 ulp in float32; replacing w * x + b by x then moves the
-// result by less than the float32 rounding the conv itself makes): tolerances below.
+// path, the executor applies it to x first (shortcut_act). A copy weight f > 0 other than 1 (a
+// ResNet trained with shortcut scales, ModelOptions::shortcut_scale, reserves relu(s * x); B's
+// copy column may carry a weight too) is a factor: relu(f * x) = f * relu(x), so the copy is the
+// product of the factors on its path times x, and the merge adds x scaled per channel (an identity
+// merge: one multiply per element before the sum post-op) or folds the factors into the projection's
+// weights. Biases must be 0 and "exactly 1" (no scaling) means within a few units in the last place
+// of the compute dtype (the identity BN of a converted block folds to 1 +- 1 ulp in float32;
+// replacing w * x + b by x then moves the result by less than the float32 rounding the conv itself
+// makes): tolerances below. A copy weight <= 0 is not a copy (relu(-x) is not a function of relu(x)):
+// its row stays a computed channel.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -86,10 +92,18 @@ ConvView view_of(const Step& s) {
   return v;
 }
 
-/// For each line of `m` [L, n * k*k] (n channels of k*k taps) whose only non-zero entry is ~1 at a
-/// centre tap: that entry's channel; -1 for the other lines. One pass over the weights (a
-/// per-line loop of tensor ops took seconds on the RM resnet50's thousands of reserved channels).
-std::vector<int64_t> lone_centre_ones(const Tensor& m, const ConvView& v) {
+/// Per line of a weight matrix: the channel its lone weight reads and that weight (a copy's factor),
+/// or channel -1.
+struct Lone {
+  std::vector<int64_t> at;
+  std::vector<double> factor;
+};
+
+/// For each line of `m` [L, n * k*k] (n channels of k*k taps) whose only non-zero entry is positive
+/// (above the dtype's tolerance) at a centre tap: that entry's channel and value; -1 for the other
+/// lines. One pass over the weights (a per-line loop of tensor ops took seconds on the RM resnet50's
+/// thousands of reserved channels).
+Lone lone_centre_positives(const Tensor& m, const ConvView& v) {
   const Tensor nz = m.ne(0);
   const Tensor count = nz.sum(1);
   const Tensor at = nz.to(torch::kInt).argmax(1);
@@ -98,30 +112,33 @@ std::vector<int64_t> lone_centre_ones(const Tensor& m, const ConvView& v) {
   const auto a = at.accessor<int64_t, 1>();
   const auto x = val.accessor<double, 1>();
   const int64_t kk = v.w.size(2);
-  std::vector<int64_t> out(m.size(0), -1);
+  Lone out{std::vector<int64_t>(m.size(0), -1), std::vector<double>(m.size(0), 0.0)};
   for (int64_t l = 0; l < m.size(0); ++l)
-    if (c[l] == 1 && a[l] % kk == v.center && std::abs(x[l] - 1.0) <= v.tol) out[l] = a[l] / kk;
+    if (c[l] == 1 && a[l] % kk == v.center && x[l] > v.tol) {
+      out.at[l] = a[l] / kk;
+      out.factor[l] = x[l];
+    }
   return out;
 }
 
-/// For each output row of a dense conv: the input channel it copies (its only non-zero weight is ~1
-/// at the centre tap of that channel, and its bias is ~0), or -1.
-std::vector<int64_t> copy_rows(const ConvView& v) {
-  auto src = lone_centre_ones(v.w.reshape({v.w.size(0), -1}), v);
+/// For each output row of a dense conv: the input channel it copies times a positive factor (its
+/// only non-zero weight, at the centre tap of that channel; its bias ~0), or -1.
+Lone copy_rows(const ConvView& v) {
+  auto src = lone_centre_positives(v.w.reshape({v.w.size(0), -1}), v);
   const auto b = v.bias.accessor<double, 1>();
-  for (size_t r = 0; r < src.size(); ++r)
-    if (std::abs(b[r]) > v.tol) src[r] = -1;
+  for (size_t r = 0; r < src.at.size(); ++r)
+    if (std::abs(b[r]) > v.tol) src.at[r] = -1;
   return src;
 }
 
-/// For each input channel j: the row that reads it (its only non-zero weight in the column, ~1 at
-/// the centre tap; in a grouped conv, among the rows of j's group), or -1.
-std::vector<int64_t> column_targets(const ConvView& v) {
+/// For each input channel j: the row that reads it (its only non-zero weight in the column, positive,
+/// at the centre tap; in a grouped conv, among the rows of j's group) and that weight, or -1.
+Lone column_targets(const ConvView& v) {
   const int64_t g = v.groups, og = v.out_g(), ig = v.in_g();
   const Tensor cols = v.w.reshape({g, og, ig, v.w.size(2)}).permute({0, 2, 1, 3}).reshape({g * ig, -1});
-  auto target = lone_centre_ones(cols, v);
-  for (size_t j = 0; j < target.size(); ++j)
-    if (target[j] >= 0) target[j] += static_cast<int64_t>(j) / ig * og;
+  auto target = lone_centre_positives(cols, v);
+  for (size_t j = 0; j < target.at.size(); ++j)
+    if (target.at[j] >= 0) target.at[j] += static_cast<int64_t>(j) / ig * og;
   return target;
 }
 
@@ -223,9 +240,12 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
   for (size_t a = 0; a + 1 < steps.size(); ++a) {
     if (!eligible(steps[a]) || steps[a].groups != 1) continue;
     const ConvView va = view_of(steps[a]);
-    const auto src_a = copy_rows(va);
-    // cur[j]: the x channel that channel j of the current output copies (-1: a branch channel)
+    const auto lone_a = copy_rows(va);
+    const auto& src_a = lone_a.at;
+    // cur[j]: the x channel that channel j of the current output copies (-1: a branch channel), and
+    // fac[j] the positive factor it carries (the product of the copy weights on its path)
     std::vector<int64_t> cur = src_a;
+    std::vector<double> fac = lone_a.factor;
     std::vector<bool> seen(steps[a].in, false);
     bool distinct = true;
     int64_t copies = 0;
@@ -246,20 +266,23 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
     size_t prev = a, b = after(steps, a);
     bool merged = false;
     Tensor projection;  // a projection merge: [B.out, A.in] weights of the copies' x channels
+    Tensor scale;       // an identity merge whose factors are not all 1: [B.out] per output
     while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[prev].out) {
       const ConvView vb = view_of(steps[b]);
       const auto target = column_targets(vb);
       const auto single = single_weight_rows(vb);
       std::vector<int64_t> next(steps[b].out, -1);
+      std::vector<double> next_fac(steps[b].out, 0.0);
       bool ok = true, all_pure = true;
       for (int64_t j = 0; j < steps[b].in; ++j) {
         if (cur[j] < 0) continue;
-        const int64_t r = target[j];
+        const int64_t r = target.at[j];
         if (r < 0 || next[r] >= 0) {
           ok = false;
           break;
         }
         next[r] = cur[j];
+        next_fac[r] = fac[j] * target.factor[j];
         all_pure = all_pure && single[r];
       }
       const auto keep_b = branch_rows(next);
@@ -274,15 +297,20 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
         relu_on_path = relu_on_path || steps[b].attr == "relu" || act_b == 1;
         stride *= steps[b].stride;
         cur = next;
+        fac = next_fac;
         prev = b;
         b = after_b;
         continue;
       }
       if (steps[b].groups != 1 || steps[b].stride != 1) break;
-      // an identity merge: every output adds x's channel of the same index, at x's resolution
+      // an identity merge: every output adds x's channel of the same index (times its factor) or
+      // nothing (factor 0: a copy the pruning or a zero shortcut scale removed), at x's resolution
       bool identity = ok && stride == 1 && steps[b].out == steps[a].in;
-      for (int64_t r = 0; r < steps[b].out && identity; ++r) identity = next[r] == r;
+      for (int64_t r = 0; r < steps[b].out && identity; ++r) identity = next[r] == r || next[r] < 0;
       if (identity) {
+        bool unit = true;
+        for (int64_t r = 0; r < steps[b].out; ++r) unit = unit && next[r] == r && std::abs(next_fac[r] - 1.0) <= vb.tol;
+        if (!unit) scale = torch::tensor(next_fac, torch::kDouble);
         merged = true;
         break;
       }
@@ -294,7 +322,10 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
           js.push_back(j);
           xs.push_back(cur[j]);
         }
-      const Tensor wc = vb.w.index_select(1, index_of(js));  // [O, copies, k*k]
+      std::vector<double> fs;  // their factors
+      for (int64_t j : js) fs.push_back(fac[j]);
+      // [O, copies, k*k], each column times its copy's factor
+      const Tensor wc = vb.w.index_select(1, index_of(js)) * torch::tensor(fs, torch::kDouble).view({1, -1, 1});
       Tensor off_centre = wc.clone();
       off_centre.select(2, vb.center).zero_();
       if (off_centre.ne(0).any().item<bool>()) break;
@@ -312,6 +343,7 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
       rec.copies = copy_maps;
       rec.merged = cur;
       rec.projection = projection.defined();
+      if (scale.defined()) rec.scale = std::vector<double>(scale.data_ptr<double>(), scale.data_ptr<double>() + scale.numel());
       found_out->push_back(std::move(rec));
     }
     // rewrite: A and the Ms keep their branch rows, the Ms and B their branch columns
@@ -365,8 +397,10 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
       sb.copies = out_channels;
       sb.shortcut_from = static_cast<int64_t>(a);
       sb.shortcut_act = act;
+      if (scale.defined()) sb.shortcut_scale = scale.to(sb.weight.scalar_type()).view({1, -1, 1, 1}).contiguous();
       sb.name = fmt::format("conv {}x{} s{} {}->{} + the shortcut from layer {} ({}sum post-op{}){}", sb.kernel,
-                            sb.kernel, sb.stride, sb.in, sb.out, a_first, projection.defined() ? "projected, " : "",
+                            sb.kernel, sb.stride, sb.in, sb.out, a_first,
+                            projection.defined() ? "projected, " : scale.defined() ? "scaled per channel, " : "",
                             act == "relu" && !projection.defined() ? ", ReLU on it first" : "", act_name(sb));
     }
     if (projection.defined()) {  // its 1x1 conv on the kept input, just before B (last: steps may move)

@@ -30,6 +30,11 @@ struct DiracShortcut {
   /// B adds a 1x1 convolution of A's input (all of its channels, at the copies' stride) rather than
   /// the input itself.
   bool projection = false;
+  /// An identity merge whose copies carry factors (a copy row of weight f > 0 is f * x, and f * relu(x)
+  /// after a ReLU: a ResNet's shortcut scale, ModelOptions::shortcut_scale): per output of B, the factor
+  /// of the input channel of the same index it adds (0: none). Empty where every output adds its
+  /// channel unscaled.
+  std::vector<double> scale;
 };
 
 /// The Dirac shortcuts the onednn runtime finds in `net` (float32 weights, or float64 for a float64
