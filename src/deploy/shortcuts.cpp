@@ -240,101 +240,130 @@ size_t find_dirac_shortcuts(std::vector<Step>& steps, std::vector<DiracShortcut>
   for (size_t a = 0; a + 1 < steps.size(); ++a) {
     if (!eligible(steps[a]) || steps[a].groups != 1) continue;
     const ConvView va = view_of(steps[a]);
-    const auto lone_a = copy_rows(va);
-    const auto& src_a = lone_a.at;
-    // cur[j]: the x channel that channel j of the current output copies (-1: a branch channel), and
-    // fac[j] the positive factor it carries (the product of the copy weights on its path)
-    std::vector<int64_t> cur = src_a;
-    std::vector<double> fac = lone_a.factor;
-    std::vector<bool> seen(steps[a].in, false);
-    bool distinct = true;
-    int64_t copies = 0;
-    for (int64_t s : src_a)
-      if (s >= 0) {
-        distinct = distinct && !seen[s];
-        seen[s] = true;
-        ++copies;
-      }
-    const int act_a = copy_activation(clamp_after(steps, a), src_a);
-    if (copies == 0 || copies == steps[a].out || !distinct || act_a < 0) continue;
+    // The run from A, with the x channels in `excluded` left computed (their copy rows in A as branch
+    // rows): Found, None, or Retry where a grouped M has a group only partly made of copies (a copy
+    // whose shortcut scale is <= 0, or one pruning kept while its group's others went: slicing the
+    // conv drops whole groups), after adding that group's x channels to `excluded`.
+    enum class Outcome { None, Found, Retry };
+    std::vector<bool> excluded(steps[a].in, false);
     std::vector<size_t> middle;             // M steps
     std::vector<std::vector<int64_t>> keeps;  // per conv from A on: its kept (branch) output rows
-    keeps.push_back(branch_rows(src_a));
-    std::vector<std::vector<int64_t>> copy_maps{src_a};  // per conv from A on: its rows' x channels
-    bool relu_on_path = steps[a].attr == "relu" || act_a == 1;
-    int64_t stride = steps[a].stride;  // of the copies so far: channel j at (i, k) is x[c][stride * i][stride * k]
-    size_t prev = a, b = after(steps, a);
-    bool merged = false;
+    std::vector<std::vector<int64_t>> copy_maps;  // per conv from A on: its rows' x channels
+    std::vector<int64_t> cur;
+    bool relu_on_path = false;
+    int64_t stride = 1;
+    size_t b = 0;
     Tensor projection;  // a projection merge: [B.out, A.in] weights of the copies' x channels
     Tensor scale;       // an identity merge whose factors are not all 1: [B.out] per output
-    while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[prev].out) {
-      const ConvView vb = view_of(steps[b]);
-      const auto target = column_targets(vb);
-      const auto single = single_weight_rows(vb);
-      std::vector<int64_t> next(steps[b].out, -1);
-      std::vector<double> next_fac(steps[b].out, 0.0);
-      bool ok = true, all_pure = true;
-      for (int64_t j = 0; j < steps[b].in; ++j) {
-        if (cur[j] < 0) continue;
-        const int64_t r = target.at[j];
-        if (r < 0 || next[r] >= 0) {
-          ok = false;
-          break;
+    const auto analyse = [&]() -> Outcome {
+      auto lone_a = copy_rows(va);
+      for (auto& c : lone_a.at)
+        if (c >= 0 && excluded[c]) c = -1;
+      const auto& src_a = lone_a.at;
+      // cur[j]: the x channel that channel j of the current output copies (-1: a branch channel), and
+      // fac[j] the positive factor it carries (the product of the copy weights on its path)
+      cur = src_a;
+      std::vector<double> fac = lone_a.factor;
+      std::vector<bool> seen(steps[a].in, false);
+      bool distinct = true;
+      int64_t copies = 0;
+      for (int64_t s : src_a)
+        if (s >= 0) {
+          distinct = distinct && !seen[s];
+          seen[s] = true;
+          ++copies;
         }
-        next[r] = cur[j];
-        next_fac[r] = fac[j] * target.factor[j];
-        all_pure = all_pure && single[r];
-      }
-      const auto keep_b = branch_rows(next);
-      const size_t after_b = after(steps, b);
-      const bool more = after_b < steps.size() && eligible(steps[after_b]);
-      const int act_b = ok ? copy_activation(clamp_after(steps, b), next) : -1;
-      if (ok && all_pure && act_b >= 0 && !keep_b.empty() && more && whole_groups(vb, next)) {
-        // an M: copies pass, the branch goes on
-        middle.push_back(b);
-        keeps.push_back(keep_b);
-        copy_maps.push_back(next);
-        relu_on_path = relu_on_path || steps[b].attr == "relu" || act_b == 1;
-        stride *= steps[b].stride;
-        cur = next;
-        fac = next_fac;
-        prev = b;
-        b = after_b;
-        continue;
-      }
-      if (steps[b].groups != 1 || steps[b].stride != 1) break;
-      // an identity merge: every output adds x's channel of the same index (times its factor) or
-      // nothing (factor 0: a copy the pruning or a zero shortcut scale removed), at x's resolution
-      bool identity = ok && stride == 1 && steps[b].out == steps[a].in;
-      for (int64_t r = 0; r < steps[b].out && identity; ++r) identity = next[r] == r || next[r] < 0;
-      if (identity) {
-        bool unit = true;
-        for (int64_t r = 0; r < steps[b].out; ++r) unit = unit && next[r] == r && std::abs(next_fac[r] - 1.0) <= vb.tol;
-        if (!unit) scale = torch::tensor(next_fac, torch::kDouble);
-        merged = true;
-        break;
-      }
-      // a projection merge: the copies' columns have weights at the centre tap only, a 1x1 conv
-      // of x at the copies' stride (an RM downsample block: [W2 | P padded to k x k])
-      std::vector<int64_t> js, xs;  // the copy columns and the x channels they carry
-      for (int64_t j = 0; j < steps[b].in; ++j)
-        if (cur[j] >= 0) {
-          js.push_back(j);
-          xs.push_back(cur[j]);
+      const int act_a = copy_activation(clamp_after(steps, a), src_a);
+      if (copies == 0 || copies == steps[a].out || !distinct || act_a < 0) return Outcome::None;
+      middle.clear();
+      keeps = {branch_rows(src_a)};
+      copy_maps = {src_a};
+      relu_on_path = steps[a].attr == "relu" || act_a == 1;
+      stride = steps[a].stride;  // of the copies so far: channel j at (i, k) is x[c][stride * i][stride * k]
+      size_t prev = a;
+      b = after(steps, a);
+      while (b < steps.size() && eligible(steps[b]) && steps[b].in == steps[prev].out) {
+        const ConvView vb = view_of(steps[b]);
+        const auto target = column_targets(vb);
+        const auto single = single_weight_rows(vb);
+        std::vector<int64_t> next(steps[b].out, -1);
+        std::vector<double> next_fac(steps[b].out, 0.0);
+        bool ok = true, all_pure = true;
+        for (int64_t j = 0; j < steps[b].in; ++j) {
+          if (cur[j] < 0) continue;
+          const int64_t r = target.at[j];
+          if (r < 0 || next[r] >= 0) {
+            ok = false;
+            break;
+          }
+          next[r] = cur[j];
+          next_fac[r] = fac[j] * target.factor[j];
+          all_pure = all_pure && single[r];
         }
-      std::vector<double> fs;  // their factors
-      for (int64_t j : js) fs.push_back(fac[j]);
-      // [O, copies, k*k], each column times its copy's factor
-      const Tensor wc = vb.w.index_select(1, index_of(js)) * torch::tensor(fs, torch::kDouble).view({1, -1, 1});
-      Tensor off_centre = wc.clone();
-      off_centre.select(2, vb.center).zero_();
-      if (off_centre.ne(0).any().item<bool>()) break;
-      projection = torch::zeros({steps[b].out, steps[a].in}, torch::kDouble);
-      projection.index_copy_(1, index_of(xs), wc.select(2, vb.center));
-      merged = true;
-      break;
-    }
-    if (!merged) continue;
+        const auto keep_b = branch_rows(next);
+        const size_t after_b = after(steps, b);
+        const bool more = after_b < steps.size() && eligible(steps[after_b]);
+        const int act_b = ok ? copy_activation(clamp_after(steps, b), next) : -1;
+        const bool passes = ok && all_pure && act_b >= 0 && !keep_b.empty() && more;
+        if (passes && !whole_groups(vb, next)) {  // the copies of partly-copy groups stay computed
+          bool added = false;
+          for (int64_t g = 0; g < vb.groups; ++g) {
+            int64_t in_group = 0;
+            for (int64_t r = g * vb.out_g(); r < (g + 1) * vb.out_g(); ++r) in_group += next[r] >= 0;
+            if (in_group == 0 || (in_group == vb.out_g() && vb.in_g() == vb.out_g())) continue;
+            for (int64_t r = g * vb.out_g(); r < (g + 1) * vb.out_g(); ++r)
+              if (next[r] >= 0 && !excluded[next[r]]) excluded[next[r]] = added = true;
+          }
+          return added ? Outcome::Retry : Outcome::None;
+        }
+        if (passes) {
+          // an M: copies pass, the branch goes on
+          middle.push_back(b);
+          keeps.push_back(keep_b);
+          copy_maps.push_back(next);
+          relu_on_path = relu_on_path || steps[b].attr == "relu" || act_b == 1;
+          stride *= steps[b].stride;
+          cur = next;
+          fac = next_fac;
+          prev = b;
+          b = after_b;
+          continue;
+        }
+        if (steps[b].groups != 1 || steps[b].stride != 1) break;
+        // an identity merge: every output adds x's channel of the same index (times its factor) or
+        // nothing (factor 0: a copy the pruning or a zero shortcut scale removed), at x's resolution
+        bool identity = ok && stride == 1 && steps[b].out == steps[a].in;
+        for (int64_t r = 0; r < steps[b].out && identity; ++r) identity = next[r] == r || next[r] < 0;
+        if (identity) {
+          bool unit = true;
+          for (int64_t r = 0; r < steps[b].out; ++r) unit = unit && next[r] == r && std::abs(next_fac[r] - 1.0) <= vb.tol;
+          if (!unit) scale = torch::tensor(next_fac, torch::kDouble);
+          return Outcome::Found;
+        }
+        // a projection merge: the copies' columns have weights at the centre tap only, a 1x1 conv
+        // of x at the copies' stride (an RM downsample block: [W2 | P padded to k x k])
+        std::vector<int64_t> js, xs;  // the copy columns and the x channels they carry
+        for (int64_t j = 0; j < steps[b].in; ++j)
+          if (cur[j] >= 0) {
+            js.push_back(j);
+            xs.push_back(cur[j]);
+          }
+        std::vector<double> fs;  // their factors
+        for (int64_t j : js) fs.push_back(fac[j]);
+        // [O, copies, k*k], each column times its copy's factor
+        const Tensor wc = vb.w.index_select(1, index_of(js)) * torch::tensor(fs, torch::kDouble).view({1, -1, 1});
+        Tensor off_centre = wc.clone();
+        off_centre.select(2, vb.center).zero_();
+        if (off_centre.ne(0).any().item<bool>()) break;
+        projection = torch::zeros({steps[b].out, steps[a].in}, torch::kDouble);
+        projection.index_copy_(1, index_of(xs), wc.select(2, vb.center));
+        return Outcome::Found;
+      }
+      return Outcome::None;
+    };
+    Outcome outcome = analyse();
+    while (outcome == Outcome::Retry) outcome = analyse();
+    if (outcome != Outcome::Found) continue;
     if (found_out) {
       DiracShortcut rec;
       rec.convs.push_back(steps[a].first);
