@@ -98,6 +98,9 @@ struct DeployOptions {
   /// projection), that projection runs as a 1x1 strided conv of the block input and the merge conv
   /// sums into its output. The same function (the copies' products are x * 1 and + 0 * h), up to
   /// the summation order, at exactly the residual network's MACs instead of the plain form's.
+  /// A copy weight f > 0 other than 1 (a ResNet trained with shortcut scales reserves relu(s * x)) is a
+  /// factor, relu(f * x) = f * relu(x): the merge adds the input scaled per channel (one multiply per
+  /// element before the sum) or the projection takes the factors; f <= 0 leaves that channel computed.
   /// The INT8 executor does the same on quantized chains (src/deploy/int8_shortcuts.h: a copy's
   /// requantized codes are tabulated per block-input code, and the merge conv's float32 sum gets
   /// their term before it is quantized once). false: every channel is a convolution.
