@@ -109,6 +109,11 @@ def time_all(a, net, work):
         items += [(r, "fp32", "ov", r["fp32"]["path"]), (r, "int8", "ov", r["int8"]["path"])]
     for r in net["rmnet"]:
         items += [(r, "fp32", "onednn", r["fp32"]["path"]), (r, "int8", "int8", r["int8"]["path"])]
+    load, warn = common.load_average_warning()  # as the timing starts (training and pruning came before)
+    net["timing_load_average_1min"] = load
+    if warn:
+        common.log(warn)
+        net["timing_warning"] = warn
     for rnd in range(a.timing_rounds):
         common.log(f"timing round {rnd + 1}/{a.timing_rounds}")
         for row, prec, runtime, path in items:

@@ -360,5 +360,35 @@ TEST(PruneGroups, ExecutedMacsTargetIsMetAsTheRuntimeRunsIt) {
   EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-4);
 }
 
+// A ResNet trained with shortcut scales (its copies carry the factor s: rmnet train --sparsity) is
+// pruned to executed MACs the same way: its shortcuts are found (scaled), the original's executed MACs
+// are the residual network's, and the target is met with every shortcut kept.
+TEST(PruneGroups, ShortcutScaledNetworksPruneToExecutedMacs) {
+  torch::manual_seed(21);
+  auto residual = create_model(ModelOptions("resnet20").num_classes(10).track_block_stats(true).shortcut_scale(true));
+  randomize_batchnorm(*residual, 22);
+  {
+    torch::NoGradGuard g;
+    for (auto& p : residual->named_parameters())
+      if (p.key().ends_with("shortcut_scale")) p.value().uniform_(0.25, 1.75);
+  }
+  residual->to(torch::kDouble);
+  residual->eval();
+  auto net = convert(*residual, ConvertOptions().keep_bn(true)).plain;
+  net->eval();
+  const int64_t size = 32;
+  EXPECT_EQ(executed_macs(*net, size), count_flops(*residual, 3, size));
+  auto r = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::Stream).executed_macs(true));
+  EXPECT_EQ(r.report.shortcuts_before, 9);
+  EXPECT_EQ(r.report.shortcuts_after, 9);
+  EXPECT_EQ(r.report.executed_macs_after, executed_macs(*r.net, size));
+  EXPECT_LE(r.report.executed_macs_after, static_cast<int64_t>(0.5 * static_cast<double>(r.report.executed_macs_before)));
+  EXPECT_GE(r.report.executed_macs_after, static_cast<int64_t>(0.4 * static_cast<double>(r.report.executed_macs_before)));
+  for (const auto& n : r.report.notes) EXPECT_EQ(n.find("the runtime executes"), std::string::npos) << n;
+  int64_t scaled = 0;
+  for (const auto& sc : dirac_shortcuts(*r.net)) scaled += !sc.scale.empty();
+  EXPECT_GT(scaled, 0);
+}
+
 }  // namespace
 }  // namespace rmnet
