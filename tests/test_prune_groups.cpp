@@ -3,6 +3,7 @@
 // consumers refitted on calibration images reproduce the original network.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -358,6 +359,21 @@ TEST(PruneGroups, ExecutedMacsTargetIsMetAsTheRuntimeRunsIt) {
   EXPECT_EQ(macs, 2 * r.report.executed_macs_after);
   const auto ref = pruned->forward(x);
   EXPECT_LE((d->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-4);
+  // pruned by the plain form's MACs, every channel on its own: copies go while their channel stays,
+  // and such an identity block adds the others (factor 0 for the gone ones) rather than running a
+  // dense projection; the runtime still computes the same function at executed_macs
+  auto broken = prune(*net, PruneOptions().target_macs(0.6).keep_one(true)).net;
+  broken->to(torch::kFloat);
+  int64_t partial = 0;
+  for (const auto& sc : dirac_shortcuts(*broken))
+    if (!sc.projection && std::count(sc.scale.begin(), sc.scale.end(), 0.0) > 0) ++partial;
+  EXPECT_GT(partial, 0);
+  auto db = deploy(*broken, DeployOptions().runtime(Runtime::OneDNN));
+  int64_t macs_b = 0;
+  for (const auto& t : db->profile(x, 0, 1)) macs_b += t.macs;
+  EXPECT_EQ(macs_b, 2 * executed_macs(*broken, size));
+  const auto ref_b = broken->forward(x);
+  EXPECT_LE((db->forward(x) - ref_b).abs().max().item<double>() / ref_b.abs().max().item<double>(), 1e-4);
 }
 
 // A ResNet trained with shortcut scales (its copies carry the factor s: rmnet train --sparsity) is
