@@ -32,6 +32,25 @@ string(JSON nsteps LENGTH "${json}" models 0 steps)
 if(NOT nsteps GREATER 5)
   message(FATAL_ERROR "expected per-step timings in prof.json, got ${nsteps}")
 endif()
+# --shortcuts: the RM blocks' Dirac copies as shortcuts (on: always) or every channel a convolution
+# (off), named in the profile and the JSON; anything else refused by name
+rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --batch 2 --warmup 0 --iters 1 --profile --shortcuts on
+          --json ${WORK}/sc.json)
+if(RMNET_DNNL_DIRECT)
+  expect_contains("${out}" "the shortcut from layer")
+endif()
+file(READ ${WORK}/sc.json json)
+string(JSON sc GET "${json}" options shortcuts)
+if(NOT sc STREQUAL "on")
+  message(FATAL_ERROR "expected options.shortcuts on: ${json}")
+endif()
+rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --batch 2 --warmup 0 --iters 1 --profile --shortcuts off)
+string(FIND "${out}" "the shortcut from layer" at)
+if(NOT at EQUAL -1)
+  message(FATAL_ERROR "--shortcuts off still ran a shortcut:\n${out}")
+endif()
+rmnet_run(1 out bench --model ${WORK}/r8_plain.rmnet --shortcuts maybe --batch 2 --warmup 0 --iters 1)
+expect_contains("${out}" "--shortcuts")
 # --dtype auto: the choice per model in the output and in the JSON
 rmnet_run(0 out bench --model ${WORK}/r8_plain.rmnet --model ${WORK}/r8.rmnet --dtype auto --check-images 8 --batch 2
           --warmup 0 --iters 1 --json ${WORK}/auto.json)

@@ -200,7 +200,8 @@ std::string bench_json(const std::vector<BenchResult>& results, const BenchOptio
   j["version"] = 1;
   j["options"] = {{"batch", o.batch()},      {"input_size", o.input_size()}, {"warmup", o.warmup()},
                   {"iters", o.iters()},      {"device", o.device().str()},   {"dtype", o.auto_precision() ? "auto" : dtype_name(o.dtype())},
-                  {"channels_last", o.channels_last()}, {"runtime", to_string(o.runtime())}};
+                  {"channels_last", o.channels_last()}, {"runtime", to_string(o.runtime())},
+                  {"shortcuts", !o.deploy().dirac_shortcuts() ? "off" : o.deploy().dirac_shortcuts_timed() ? "auto" : "on"}};
   j["machine"] = {{"cpu", cpu_name()},
                   {"threads", at::get_num_threads()},
                   {"libtorch", TORCH_VERSION},

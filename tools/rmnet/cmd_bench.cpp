@@ -22,7 +22,7 @@ struct BenchCliOptions {
   std::vector<std::pair<bool, std::string>> order;  // (is_arch, value) in command-line order
   int64_t num_classes = 1000, in_channels = 3;
   int64_t batch = 128, input_size = 0, warmup = 50, iters = 50, buffer_cache_mb = 1024, check_images = 256;
-  std::string device = "cpu", dtype = "fp32", runtime = "auto", json;
+  std::string device = "cpu", dtype = "fp32", runtime = "auto", shortcuts = "auto", json;
   bool channels_last = false, convert = false, profile = false;
 };
 
@@ -40,6 +40,13 @@ void run_bench(const BenchCliOptions& o) {
   bo.dtype(auto_dtype ? torch::kFloat : parse_dtype(o.dtype)).auto_precision(auto_dtype).check_images(o.check_images);
   bo.channels_last(o.channels_last).runtime(runtime_from_string(o.runtime)).profile(o.profile);
   bo.buffer_cache_mb(o.buffer_cache_mb);
+  // Dirac shortcuts: the runtimes' default (auto: on, the INT8 executor timing them against every
+  // channel per input shape), always (on), or every channel a convolution (off)
+  if (o.shortcuts != "auto") {
+    auto d = bo.deploy();
+    d.dirac_shortcuts(o.shortcuts == "on").dirac_shortcuts_timed(false);
+    bo.deploy(d);
+  }
   bo.device(torch::Device(o.device == "cuda" ? torch::kCUDA : torch::kCPU));
   TORCH_CHECK(!bo.device().is_cuda() || torch::cuda::is_available(), "--device cuda: CUDA is not available here");
 
@@ -151,6 +158,11 @@ Command setup_bench(CLI::App& app) {
                   "auto (onednn for plain networks on the CPU, torchscript on CUDA, int8 for quantized networks, eager for residual "
                   "models), onednn, torchscript (old name: deploy), cudagraph (--device cuda), int8 or eager")
       ->check(CLI::IsMember(runtime_names()));
+  cmd->add_option("--shortcuts", o->shortcuts,
+                  "Dirac shortcuts of RM blocks (onednn direct path and int8 runtime): auto (on; the int8 runtime "
+                  "times them against computing every channel and runs the faster), on (always), off (every channel "
+                  "a convolution)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_flag("--profile", o->profile,
                 "Also time every step of deployed networks and print where the time goes (with the measured conv peak)");
   cmd->add_option("--buffer-cache-mb", o->buffer_cache_mb,
