@@ -194,6 +194,17 @@ TEST(Pickle, EveryRegressionInputIsAClearError) {
   EXPECT_GE(n, 15);
 }
 
+// LibTorch's archive reader fills a storage of the stated numel from its data record whatever the
+// record's size; a checkpoint whose record is shorter (found by fuzz_checkpoint: a 5,734-byte model
+// blob over an 8-byte record) is refused before LibTorch reads it, naming the record.
+TEST(Pickle, ShortStorageRecordsAreRefused) {
+  const fs::path f = fs::path(RMNET_TEST_SOURCE_DIR) / ".." / "fuzz" / "regressions" / "checkpoint" /
+                     "short_storage_record.ckpt";
+  const auto msg = test::error_of([&] { load_checkpoint(f.string()); });
+  EXPECT_NE(msg.find("storage record"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("elements of 1 bytes stated"), std::string::npos) << msg;
+}
+
 TEST(Pickle, ViewsOutsideTheirStorageAreRefused) {
   const fs::path dir = fs::path(RMNET_TEST_SOURCE_DIR) / ".." / "fuzz" / "regressions";
   EXPECT_NE(unpickle_error(read_file(dir / "pickle" / "view-past-storage")).find("exceeds its storage of 2"),

@@ -5,9 +5,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
@@ -37,6 +39,122 @@ std::tuple<at::DataPtr, size_t> record(caffe2::serialize::PyTorchStreamReader& z
   return zip.getRecord(name);
 }
 
+/// LibTorch's archive reader makes each storage of the persistent id ('storage', torch.<T>Storage, key,
+/// device, numel) hold numel elements but reads only the record data/<key> into it, whatever its size:
+/// a short record would be read past its end. Walks the pickle (after check_pickle_for_libtorch),
+/// resolving the memo, and checks every persistent id against its record; a persistent id of another
+/// form is refused (LibTorch writes only this one).
+void check_storage_records(std::string_view p, caffe2::serialize::PyTorchStreamReader& zip, const std::string& prefix,
+                           const std::string& what) {
+  struct Val {
+    char kind = 'o';  // 's' string, 'g' global ("module name"), 'i' integer, 't' tuple, 'o' other
+    std::string s;
+    int64_t n = 0;
+    std::vector<Val> items;
+  };
+  std::map<uint64_t, Val> memo;
+  std::vector<Val> window;  // the values pushed since the last MARK
+  Val last;                 // the value the last op pushed
+  size_t i = 0;
+  const auto fail = [&](const std::string& why) { TORCH_CHECK(false, what, ": ", why); };
+  const auto need = [&](uint64_t n) {
+    if (n > p.size() - i) fail("corrupt pickle at byte " + std::to_string(i));
+  };
+  const auto uint_le = [&](size_t n) {
+    need(n);
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; ++k) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i + k])) << (8 * k);
+    i += n;
+    return v;
+  };
+  const auto bytes = [&](size_t width) {
+    const uint64_t n = uint_le(width);
+    need(n);
+    std::string v(p.substr(i, static_cast<size_t>(n)));
+    i += static_cast<size_t>(n);
+    return v;
+  };
+  const auto line = [&] {
+    const size_t nl = p.find('\n', i);
+    if (nl == std::string_view::npos) fail("corrupt pickle at byte " + std::to_string(i));
+    std::string v(p.substr(i, nl - i));
+    i = nl + 1;
+    return v;
+  };
+  const auto push = [&](Val v) {
+    last = v;
+    window.push_back(std::move(v));
+  };
+  const auto str = [&](std::string v) { Val x; x.kind = 's'; x.s = std::move(v); push(std::move(x)); };
+  const auto num = [&](int64_t v) { Val x; x.kind = 'i'; x.n = v; push(std::move(x)); };
+  while (i < p.size()) {
+    const uint8_t op = static_cast<uint8_t>(p[i++]);
+    switch (op) {
+      case '.': return;
+      case '(': window.clear(); last = Val(); break;
+      case 't': {
+        Val x;
+        x.kind = 't';
+        x.items = std::move(window);
+        window.clear();
+        push(std::move(x));
+        break;
+      }
+      case 'Q': {  // BINPERSID: the tuple just built
+        const auto& t = last;
+        const bool form = t.kind == 't' && t.items.size() == 5 && t.items[0].kind == 's' && t.items[0].s == "storage" &&
+                          t.items[1].kind == 'g' && t.items[2].kind == 's' && t.items[3].kind == 's' &&
+                          t.items[4].kind == 'i' && t.items[4].n >= 0;
+        if (!form) fail("a persistent id that is not a ('storage', type, key, device, numel) tuple");
+        const std::string& g = t.items[1].s;
+        TORCH_CHECK(g.rfind("torch ", 0) == 0, what, ": unsupported storage type ", g);
+        const auto elem = static_cast<uint64_t>(c10::elementSize(storage_dtype(g.substr(6))));
+        const auto numel = static_cast<uint64_t>(t.items[4].n);
+        if (numel > 0) {
+          const std::string name = prefix + "data/" + t.items[2].s;
+          TORCH_CHECK(zip.hasRecord(name), what, ": no record '", name, "' for a storage");
+          const uint64_t size = zip.getRecordSize(name);
+          TORCH_CHECK(numel <= size / elem, what, ": storage record '", name, "' has ", size, " bytes, ", numel,
+                      " elements of ", elem, " bytes stated");
+        }
+        window.clear();
+        push(Val());
+        break;
+      }
+      case 'h': { auto it = memo.find(uint_le(1)); push(it == memo.end() ? Val() : it->second); break; }
+      case 'j': { auto it = memo.find(uint_le(4)); push(it == memo.end() ? Val() : it->second); break; }
+      case 'q': memo[uint_le(1)] = last; break;
+      case 'r': memo[uint_le(4)] = last; break;
+      case 0x94: memo[memo.size()] = last; break;
+      case 'X': str(bytes(4)); break;
+      case 0x8c: str(bytes(1)); break;
+      case 0x8d: str(bytes(8)); break;
+      case 'K': num(static_cast<int64_t>(uint_le(1))); break;
+      case 'M': num(static_cast<int64_t>(uint_le(2))); break;
+      case 'J': num(static_cast<int64_t>(static_cast<int32_t>(uint_le(4)))); break;
+      case 'c': {
+        auto m = line();
+        auto n = line();
+        Val x;
+        x.kind = 'g';
+        x.s = m + " " + n;
+        push(std::move(x));
+        break;
+      }
+      // everything else: its argument skipped, an opaque value
+      case 0x80: uint_le(1); break;  // PROTO
+      case 'G': case 0x95: uint_le(8); push(Val()); break;
+      case 'U': case 'C': case 0x8a: bytes(1); push(Val()); break;
+      case 'T': case 'B': case 0x8b: bytes(4); push(Val()); break;
+      case 0x8e: case 0x96: bytes(8); push(Val()); break;
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': line(); push(Val()); break;
+      case 'p': line(); break;
+      case 'i': line(); line(); push(Val()); break;
+      default: push(Val()); break;  // no argument (check_pickle_for_libtorch refused unknown opcodes)
+    }
+  }
+}
+
 }  // namespace
 
 torch::ScalarType storage_dtype(const std::string& name) {
@@ -56,7 +174,13 @@ void check_archive_pickles(caffe2::serialize::PyTorchStreamReader& zip, size_t a
   for (const auto& name : zip.getAllRecords()) {
     if (name.size() < 4 || name.compare(name.size() - 4, 4, ".pkl") != 0) continue;
     auto [ptr, size] = record(zip, name, archive_size);
-    check_pickle_for_libtorch(std::string_view(static_cast<const char*>(ptr.get()), size), what + " (" + name + ")");
+    const std::string_view pickle(static_cast<const char*>(ptr.get()), size);
+    check_pickle_for_libtorch(pickle, what + " (" + name + ")");
+    // data.pkl's storages (LibTorch reads them from <folder>/data/<key>); constants.pkl's from .data/
+    const std::string folder = name.substr(0, name.size() - std::string("data.pkl").size());
+    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0 &&
+        (folder.empty() || folder.back() == '/'))
+      check_storage_records(pickle, zip, folder, what + " (" + name + ")");
   }
 }
 
