@@ -40,7 +40,7 @@ std::tuple<at::DataPtr, size_t> record(caffe2::serialize::PyTorchStreamReader& z
 }
 
 /// LibTorch's archive reader makes each storage of the persistent id ('storage', torch.<T>Storage, key,
-/// device, numel) hold numel elements but reads only the record data/<key> into it, whatever its size:
+/// device, numel) hold numel elements but reads only the record <prefix><key> into it, whatever its size:
 /// a short record would be read past its end. Walks the pickle (after check_pickle_for_libtorch),
 /// resolving the memo, and checks every persistent id against its record; a persistent id of another
 /// form is refused (LibTorch writes only this one).
@@ -111,7 +111,7 @@ void check_storage_records(std::string_view p, caffe2::serialize::PyTorchStreamR
         const auto elem = static_cast<uint64_t>(c10::elementSize(storage_dtype(g.substr(6))));
         const auto numel = static_cast<uint64_t>(t.items[4].n);
         if (numel > 0) {
-          const std::string name = prefix + "data/" + t.items[2].s;
+          const std::string name = prefix + t.items[2].s;
           TORCH_CHECK(zip.hasRecord(name), what, ": no record '", name, "' for a storage");
           const uint64_t size = zip.getRecordSize(name);
           TORCH_CHECK(numel <= size / elem, what, ": storage record '", name, "' has ", size, " bytes, ", numel,
@@ -176,11 +176,12 @@ void check_archive_pickles(caffe2::serialize::PyTorchStreamReader& zip, size_t a
     auto [ptr, size] = record(zip, name, archive_size);
     const std::string_view pickle(static_cast<const char*>(ptr.get()), size);
     check_pickle_for_libtorch(pickle, what + " (" + name + ")");
-    // data.pkl's storages (LibTorch reads them from <folder>/data/<key>); constants.pkl's from .data/
-    const std::string folder = name.substr(0, name.size() - std::string("data.pkl").size());
-    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0 &&
-        (folder.empty() || folder.back() == '/'))
-      check_storage_records(pickle, zip, folder, what + " (" + name + ")");
+    // the storages LibTorch reads: data.pkl's from <folder>data/<key>, constants.pkl's from <folder>.data/<key>
+    const auto slash = name.rfind('/');
+    const std::string folder = slash == std::string::npos ? "" : name.substr(0, slash + 1);
+    const std::string base = name.substr(folder.size());
+    if (base == "data.pkl" || base == "constants.pkl")
+      check_storage_records(pickle, zip, folder + (base == "data.pkl" ? "data/" : ".data/"), what + " (" + name + ")");
   }
 }
 
