@@ -13,6 +13,7 @@
 #include "rmnet/data/dataset.h"
 #include "rmnet/deploy/int8.h"
 #include "rmnet/deploy/runtime.h"
+#include "rmnet/deploy/shortcuts.h"
 #include "rmnet/io/model_file.h"
 #include "rmnet/quant/equalize.h"
 #include "rmnet/quant/quantize.h"
@@ -412,13 +413,16 @@ TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
     size_t shortcuts;
     bool projections;
     std::vector<bool> equalize;
+    bool exact;  // QuantizeOptions::exact_copies: the ResNets' copies pass their codes unchanged
   };
   // bottlenecks (A, grouped M, B); MobileNetV2 with ReLU6 (its copies pass a per-channel clamp) and
-  // with ReLU (a PReLU of slopes 1 and 0: a ReLU on the branch once the copies go)
-  for (const auto& c : std::vector<Case>{{"resnet8", true, 3, true, {false, true}},
-                                         {"resnet50", true, 16, true, {true}},
-                                         {"mobilenet_v2_cifar", true, 10, false, {true}},
-                                         {"mobilenet_v2_cifar", false, 10, false, {false, true}}}) {
+  // with ReLU (a PReLU of slopes 1 and 0: a ReLU on the branch once the copies go), whose block
+  // inputs are signed: no exact copies there. resnet8 both ways: the tables and the fused adds.
+  for (const auto& c : std::vector<Case>{{"resnet8", true, 3, true, {false, true}, true},
+                                         {"resnet8", true, 3, true, {true}, false},
+                                         {"resnet50", true, 16, true, {true}, true},
+                                         {"mobilenet_v2_cifar", true, 10, false, {true}, true},
+                                         {"mobilenet_v2_cifar", false, 10, false, {false, true}, true}}) {
     auto m = rmnet::test::random_model(c.arch, torch::kFloat, true, 10, c.relu6);
     auto conv = convert(*m, ConvertOptions());
     ASSERT_TRUE(conv.report.passed) << conv.report.to_string();
@@ -427,13 +431,25 @@ TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
     torch::manual_seed(7);
     const auto data = 10 * torch::randn({16, 3, 32, 32});
     for (const bool eqz : c.equalize) {
-      SCOPED_TRACE(c.arch + (c.relu6 ? "" : " relu") + (eqz ? " equalized" : ""));
-      auto q = quantize(*plain, data, QuantizeOptions().equalize(eqz).observer(Observer::MinMax));
+      SCOPED_TRACE(c.arch + (c.relu6 ? "" : " relu") + (eqz ? " equalized" : "") + (c.exact ? "" : " tables"));
+      auto q = quantize(*plain, data, QuantizeOptions().equalize(eqz).observer(Observer::MinMax).exact_copies(c.exact));
+      const bool resnet = c.arch.rfind("resnet", 0) == 0;
+      EXPECT_EQ(q.exact_copy_blocks, c.exact && resnet ? static_cast<int64_t>(c.shortcuts) : 0);
       Int8Net on(*q.net, DeployOptions().dirac_shortcuts_timed(false)), off(*q.net, DeployOptions().dirac_shortcuts(false));
-      EXPECT_NE(on->graph().find(std::to_string(c.shortcuts) + " INT8 Dirac shortcuts\n"), std::string::npos)
-          << on->graph();
+      const std::string graph = on->graph();
+      EXPECT_NE(graph.find(std::to_string(c.shortcuts) + " INT8 Dirac shortcuts\n"), std::string::npos) << graph;
       EXPECT_NE(off->graph().find("0 INT8 Dirac shortcuts (off)"), std::string::npos) << off->graph();
-      EXPECT_EQ(on->graph().find("(the shortcut's projection)") != std::string::npos, c.projections) << on->graph();
+      EXPECT_EQ(graph.find("the shortcut's projection") != std::string::npos, c.projections) << graph;
+      // exact copies: every merge conv adds its shortcut itself (direct path), no table step left;
+      // otherwise tables where the copies are requantized (a block whose copies set their points'
+      // ranges can pass its codes unchanged by itself: min/max makes s_A = f s_x, and is fused too)
+      if (c.exact && resnet && onednn_direct_available()) {
+        EXPECT_EQ(graph.find("per-channel tables"), std::string::npos) << graph;
+        EXPECT_NE(graph.find("its codes added in the conv"), std::string::npos) << graph;
+        EXPECT_EQ(graph.find("its projection added in the conv") != std::string::npos, c.projections) << graph;
+      } else {
+        EXPECT_NE(graph.find("per-channel tables"), std::string::npos) << graph;
+      }
       torch::NoGradGuard g;
       for (const auto& shape : std::vector<std::vector<int64_t>>{{3, 3, 32, 32}, {1, 3, 20, 12}}) {
         const auto x = 10 * torch::randn(shape);
@@ -489,6 +505,94 @@ TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
         EXPECT_TRUE(torch::equal(y, on->forward(x)) || torch::equal(y, off->forward(x)));
       }
     }
+  }
+}
+
+// Exact copies (QuantizeOptions::exact_copies, the default): in an RM block whose input is after a
+// ReLU, each reserved channel is rescaled so that every conv on its way maps the block input's u8
+// code to the same code (weight s_out / s_in at the centre tap: s8 127), the conv reading it
+// compensating; the points the copies pass are calibrated on the branch channels. The float
+// function is unchanged, the copies' tables are the identity on codes (so the INT8 executor adds
+// them inside the merge conv), and the executor's codes are the every-channel plan's up to ties.
+TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  for (const std::string arch : {"resnet8", "resnet50"}) {
+    SCOPED_TRACE(arch);
+    auto m = rmnet::test::random_model(arch, torch::kFloat, true, 10, true);
+    auto plain = convert(*m, ConvertOptions()).plain;
+    plain->eval();
+    torch::manual_seed(11);
+    const auto data = 20 * torch::randn({12, 3, 32, 32});
+    auto q = quantize(*plain, data, QuantizeOptions().observer(Observer::MinMax));
+    const auto sc = dirac_shortcuts(*q.float_net);
+    ASSERT_EQ(q.exact_copy_blocks, static_cast<int64_t>(sc.size()));
+    ASSERT_GE(sc.size(), 3u);
+    EXPECT_EQ(q.net->metadata().at("quant.exact_copies"), std::to_string(sc.size()));
+    torch::NoGradGuard g;
+    // the float function is the converted network's (rescaling is exact up to float rounding)
+    const auto y0 = plain->forward(data), y1 = q.float_net->forward(data);
+    EXPECT_LE((y0 - y1).abs().max().item<double>(), 1e-4 * y0.abs().max().item<double>());
+    const auto& plan = q.net->plan();
+    const auto point_before = [&](size_t a) {  // the scale entering layer a
+      double s = q.net->input_scale();
+      for (size_t k = 0; k < a; ++k)
+        if (plan.point[k]) s = q.net->out_scale(k);
+      return s;
+    };
+    // every copy row: s8 127 at the centre tap, s_in * weight == s_out; the point calibrated on the
+    // branch rows alone (min/max: their largest value / 255)
+    auto h = data;
+    std::vector<torch::Tensor> outs;  // the float network's output of every layer
+    for (size_t i = 0; i < q.float_net->size(); ++i) outs.push_back(h = q.float_net->forward_range(h, i, i + 1));
+    for (const auto& blk : sc) {
+      for (size_t t = 0; t + 1 < blk.convs.size(); ++t) {
+        const size_t c = blk.convs[t];
+        const auto& spec = q.net->spec(c);
+        const auto w = q.net->tensor(c, "weight"), ws = q.net->tensor(c, "weight_scale");
+        const size_t point = plan.point_of(c);
+        const double s_in = point_before(c), s_out = q.net->out_scale(point);
+        std::vector<int64_t> branch;
+        for (int64_t r = 0; r < spec.out_channels; ++r) {
+          if (blk.copies[t][r] < 0) {
+            branch.push_back(r);
+            continue;
+          }
+          EXPECT_EQ(w[r].abs().sum().item<int64_t>(), 127);
+          EXPECT_EQ(w[r].select(1, spec.kernel / 2).select(1, spec.kernel / 2).max().item<int64_t>(), 127);
+          EXPECT_NEAR(s_in * ws[r].item<double>() * 127 / s_out, 1.0, 1e-6);
+        }
+        const double branch_max = outs[point].index_select(1, torch::tensor(branch)).max().item<double>();
+        EXPECT_NEAR(q.net->out_scale(point), branch_max / 255, 1e-6 * branch_max) << "layer " << c;
+      }
+    }
+    // the executor's view: identity tables linear in the code, projections reading the codes as they are
+    const auto blocks = rmnet::detail::find_int8_shortcuts(*q.net);
+    ASSERT_EQ(blocks.size(), sc.size());
+    for (const auto& b : blocks) {
+      if (b->identity) {
+        ASSERT_TRUE(b->add_factor.defined());
+        const auto codes = torch::arange(256, torch::kFloat).view({1, -1}) - static_cast<double>(b->add_zp);
+        EXPECT_TRUE(torch::allclose(b->table, b->add_factor.view({-1, 1}) * codes, 1e-5, 1e-6));
+      } else {
+        EXPECT_TRUE(b->codes_pass);
+      }
+    }
+    // with exact copies off, the copies are requantized at their points' scales (percentile: not
+    // the copies' own range): tables, not linear
+    auto q_off = quantize(*plain, data, QuantizeOptions().exact_copies(false));
+    EXPECT_EQ(q_off.exact_copy_blocks, 0);
+    EXPECT_EQ(q_off.net->metadata().at("quant.exact_copies"), "off");
+    int64_t linear = 0;
+    for (const auto& b : rmnet::detail::find_int8_shortcuts(*q_off.net)) linear += b->add_factor.defined() || b->codes_pass;
+    EXPECT_LT(linear, static_cast<int64_t>(sc.size()));
+    // the fused plan against computing every channel: the same outputs up to ties, at 20x inputs
+    Int8Net on(*q.net, DeployOptions().dirac_shortcuts_timed(false)), off(*q.net, DeployOptions().dirac_shortcuts(false));
+    const auto x = 20 * torch::randn({4, 3, 32, 32});
+    const auto a = on->forward(x), b = off->forward(x), ref = q.net->forward(x);
+    const double range = ref.abs().max().item<double>();
+    EXPECT_LE((a - b).abs().max().item<double>() / range, 0.02);
+    EXPECT_TRUE(a.argmax(1).equal(b.argmax(1)));
+    EXPECT_TRUE(a.argmax(1).equal(ref.argmax(1)));
   }
 }
 

@@ -41,7 +41,10 @@ run("train", "--arch", "resnet8", "--dataset", "fashion-mnist", "--epochs", "1",
     "--batch-size", "64", "--lr", "0.05", "--workers", "1", "--seed", "0", "--out", work / "train")
 r8.write_bytes((work / "train" / "final.rmnet").read_bytes())
 run("convert", "--model", r8, "--out", plain, "--verify-size", "28", "--onnx", fonnx)
-run("quantize", "--model", plain, "--calib-dataset", "fashion-mnist", "--calib-images", "256", "--out", q)
+run("quantize", "--model", plain, "--calib-dataset", "fashion-mnist", "--calib-images", "256", "--out", q,
+    "--json", work / "quant.json")
+# resnet8: three RM blocks, each with a non-negative input (after a ReLU): all pass their codes unchanged
+check(json.loads((work / "quant.json").read_text())["exact_copy_blocks"] == 3, "3 RM blocks with exact copies")
 run("export", "--model", q, "--onnx", qonnx)
 run("eval", "--model", q, "--dataset", "fashion-mnist", "--predictions", work / "pred.txt", "--json",
     work / "eval.json")

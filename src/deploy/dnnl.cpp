@@ -54,6 +54,10 @@ bool dnnl_native_bf16() {
   return false;
 #endif
 }
+
+torch::Tensor U8Primitive::run_add(const torch::Tensor&, const torch::Tensor&) const {
+  TORCH_CHECK(false, "internal: INT8 runtime: run_add on a primitive without a shortcut add");
+}
 }  // namespace detail
 
 bool onednn_direct_default() {
@@ -594,7 +598,8 @@ class DnnlExecutor : public Executor {
 /// accumulator's units, bias / (x_scale * w_scale).
 class DnnlQConv final : public U8Primitive {
  public:
-  DnnlQConv(const QConvParams& p, at::IntArrayRef sizes) : float_out_(p.float_out) {
+  DnnlQConv(const QConvParams& p, at::IntArrayRef sizes)
+      : float_out_(p.float_out), add_(p.add_factor.defined() || p.add_float), add_dtype_(p.add_float ? torch::kFloat : torch::kByte) {
     const int64_t n = sizes[0], c = sizes[1], h = sizes[2], w = sizes[3];
     const int64_t oc = p.weight_s8.size(0), k = p.weight_s8.size(2);
     const int64_t ho = (h + 2 * p.padding - k) / p.stride + 1, wo = (w + 2 * p.padding - k) / p.stride + 1;
@@ -604,30 +609,72 @@ class DnnlQConv final : public U8Primitive {
                                                : dnnl::memory::dims{oc, c, k, k};
     const dnnl::memory::desc wany(wd, dt::s8, tag::any), bias_md({oc}, dt::f32, tag::x);
     const Tensor acc_scale = p.w_scale.to(torch::kDouble) * p.x_scale;  // one accumulator unit, per channel
-    const Tensor oscale = (p.float_out ? acc_scale : acc_scale / p.out_scale).to(torch::kFloat).contiguous();
+    Tensor oscale = p.float_out ? acc_scale : acc_scale / p.out_scale;
+    Tensor bias_acc = p.bias.to(torch::kDouble) / acc_scale;
+    dnnl::post_ops po;
+    if (p.add_float) {  // the operand is already in output code units
+      add_md_ = dnnl::memory::desc({n, oc, ho, wo}, dt::f32, tag::nhwc);
+      po.append_binary(dnnl::algorithm::binary_add, add_md_);
+    } else if (add_) {
+      // out code = h (y / (s_out h) + a) with h = add_factor / s_out, i.e. y / s_out + h (a - add_zp)
+      // with add_zp folded into the bias: a binary add of the u8 tensor, a per-channel binary mul
+      const Tensor hf = p.add_factor.to(torch::kDouble) / p.out_scale;
+      oscale = oscale / hf;
+      bias_acc = bias_acc - hf * static_cast<double>(p.add_zp) * p.out_scale / acc_scale;
+      add_md_ = dnnl::memory::desc({n, oc, ho, wo}, dt::u8, tag::nhwc);
+      po.append_binary(dnnl::algorithm::binary_add, add_md_);
+      const dnnl::memory::desc h_md({1, oc, 1, 1}, dt::f32, tag::abcd);
+      po.append_binary(dnnl::algorithm::binary_mul, h_md);
+      h_ = dnnl::memory(h_md, cpu_engine());
+      const Tensor hc = hf.to(torch::kFloat).contiguous();
+      std::memcpy(h_.get_data_handle(), hc.data_ptr(), oc * sizeof(float));
+    }
+    oscale = oscale.to(torch::kFloat).contiguous();
     dnnl::primitive_attr attr;
     attr.set_output_scales(1 << 1, std::vector<float>(oscale.data_ptr<float>(), oscale.data_ptr<float>() + oc));
     if (p.x_zp != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {static_cast<int32_t>(p.x_zp)});
     if (!p.float_out && p.out_zp != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {static_cast<int32_t>(p.out_zp)});
-    if (p.relu) {
-      dnnl::post_ops po;
-      po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-      attr.set_post_ops(po);
-    }
+    if (p.relu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (po.len() > 0) attr.set_post_ops(po);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::memory::dims strides{p.stride, p.stride}, pad{p.padding, p.padding};
     dnnl::convolution_forward::primitive_desc pd(
         dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                         src_md_, wany, bias_md, dst_md_, strides, pad, pad),
         attr, cpu_engine());
-    prim_ = first_runnable<dnnl::convolution_forward>(pd, {});
+    std::vector<std::pair<int, dnnl::memory>> extra;
+    if (add_) {
+      add_zeros_ = dnnl::memory(add_md_, cpu_engine());
+      std::memset(add_zeros_.get_data_handle(), 0, add_md_.get_size());
+      extra = {{DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, add_zeros_}};
+      if (!p.add_float) extra.emplace_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, h_);
+    }
+    prim_ = first_runnable<dnnl::convolution_forward>(pd, extra);
+    add_zeros_ = dnnl::memory();
+    impl_ = pd.impl_info_str();
     scratch_md_ = pd.scratchpad_desc();
     weights_ = reordered(p.weight_s8, wd, p.groups > 1 ? tag::goihw : tag::oihw, pd.weights_desc());
-    bias_ = reordered((p.bias.to(torch::kDouble) / acc_scale).to(torch::kFloat), {oc}, tag::x, bias_md);
+    bias_ = reordered(bias_acc.to(torch::kFloat), {oc}, tag::x, bias_md);
     out_ = {n, oc, ho, wo};
   }
 
   Tensor run(const Tensor& x) const override {
+    TORCH_CHECK(!add_, "internal: INT8 runtime (direct): a qconv with a shortcut add run without its operand");
+    return execute(x, Tensor());
+  }
+
+  Tensor run_add(const Tensor& x, const Tensor& a) const override {
+    TORCH_CHECK(add_, "internal: INT8 runtime (direct): run_add on a qconv without a shortcut add");
+    TORCH_CHECK(a.scalar_type() == add_dtype_ && a.sizes() == at::IntArrayRef(out_),
+                "internal: INT8 runtime (direct): the shortcut operand is ", a.sizes(), " ", a.scalar_type(),
+                ", the qconv's output ", at::IntArrayRef(out_), " ", add_dtype_);
+    return execute(x, a.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+
+  const std::string& impl() const { return impl_; }
+
+ private:
+  Tensor execute(const Tensor& x, const Tensor& a) const {
     const Tensor src = x.contiguous(torch::MemoryFormat::ChannelsLast);
     Tensor y = at::empty(out_, src.options()
                                    .dtype(float_out_ ? torch::kFloat : torch::kByte)
@@ -636,16 +683,21 @@ class DnnlQConv final : public U8Primitive {
                                                {DNNL_ARG_WEIGHTS, weights_},
                                                {DNNL_ARG_BIAS, bias_},
                                                {DNNL_ARG_DST, wrap(dst_md_, y)}};
+    if (add_) {
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, wrap(add_md_, a));
+      if (add_dtype_ == torch::kByte) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, h_);
+    }
     execute_primitive(prim_, args, scratch_md_, [&] { return c10::str("INT8 runtime (direct): a qconv on input ", x.sizes()); });
     return y;
   }
 
- private:
-  bool float_out_;
+  bool float_out_, add_;
+  torch::ScalarType add_dtype_;
   dnnl::convolution_forward prim_;
-  dnnl::memory::desc src_md_, dst_md_, scratch_md_;
-  dnnl::memory weights_, bias_;
+  dnnl::memory::desc src_md_, dst_md_, scratch_md_, add_md_;
+  dnnl::memory weights_, bias_, h_, add_zeros_;
   std::vector<int64_t> out_;
+  std::string impl_;
 };
 
 /// A u8 max-pool as a oneDNN pooling primitive (see make_dnnl_u8_maxpool).
@@ -692,6 +744,10 @@ std::shared_ptr<const U8Primitive> make_dnnl_u8_maxpool(int64_t kernel, int64_t 
 
 std::shared_ptr<const U8Primitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes) {
   if (!(p.w_scale > 0).all().item<bool>() || !(p.x_scale > 0) || (!p.float_out && !(p.out_scale > 0))) return nullptr;
+  if (p.add_factor.defined() && (p.float_out || p.add_float || p.add_factor.numel() != p.weight_s8.size(0) ||
+                                 !(p.add_factor > 0).all().item<bool>()))
+    return nullptr;
+  if (p.add_float && p.float_out) return nullptr;
   return std::make_shared<DnnlQConv>(p, sizes);
 }
 

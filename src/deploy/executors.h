@@ -38,6 +38,16 @@ struct QConvParams {
   double x_scale = 1, out_scale = 1;
   int64_t x_zp = 0, out_zp = 0, stride = 1, padding = 0, groups = 1;
   bool relu = false, float_out = false;
+  /// Defined: the conv also adds a u8 tensor `a` of its output's shape (run_add's second argument),
+  /// per output channel o as add_factor[o] * (a - add_zp), before the ReLU and the quantization
+  /// (a Dirac shortcut's identity merge whose copies reached it as the block input's codes).
+  /// [Cout] float32, every factor > 0; u8 output only.
+  torch::Tensor add_factor;
+  int64_t add_zp = 0;
+  /// The conv also adds a float32 tensor of its output's shape, in output code units (run_add's
+  /// second argument), before the ReLU and the quantization (a projection shortcut's 1x1 conv). u8
+  /// output only; not with add_factor.
+  bool add_float = false;
 };
 /// A oneDNN primitive of the INT8 executor made for one input shape (a QConv, a u8 max-pool).
 class U8Primitive {
@@ -45,9 +55,12 @@ class U8Primitive {
   virtual ~U8Primitive() = default;
   /// The op on `x` (u8 [N, C, H, W] of the shape it was made for, any layout), channels-last out.
   virtual torch::Tensor run(const torch::Tensor& x) const = 0;
+  /// A QConv made with QConvParams::add_factor or add_float: the op on `x` with `a` (u8 or float32,
+  /// the output's shape) added.
+  virtual torch::Tensor run_add(const torch::Tensor& x, const torch::Tensor& a) const;
 };
 /// The primitive for input `sizes`, or null where the direct path cannot express the conv exactly
-/// (a zero weight scale) or this build has no direct path.
+/// (a zero weight scale, an add factor <= 0) or this build has no direct path.
 std::shared_ptr<const U8Primitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes);
 /// A u8 max-pool (kernel, stride, padding; dilation 1, floor mode) for input `sizes` as a oneDNN
 /// pooling primitive (u8 channels-last in and out: the max of codes is the code of the max), or

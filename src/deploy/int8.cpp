@@ -83,6 +83,11 @@ struct Int8Step {
   // term added and is quantized (AddShortcut, ReLU floor: fused_relu)
   bool save_input = false, on_aux = false;
   std::shared_ptr<const detail::Int8Shortcut> shortcut;
+  // B of an identity shortcut whose term is linear in the kept codes (Int8Shortcut::add_factor):
+  // the conv adds it itself (a binary post-op on the direct path), no AddShortcut step
+  bool adds_shortcut = false;
+  // a projection's 1x1 qconv reading the kept block input itself (Int8Shortcut::codes_pass)
+  bool reads_kept = false;
   // QConv on a tiny map (small_map_gemm): per input shape [N, H, W] the dense
   // input-to-output matrix prepacked for onednn::qlinear_pointwise (rows (a, b, co), per-row
   // weight scale and bias repeated per output position)
@@ -137,7 +142,10 @@ std::string step_name(const Int8Step& st, bool as_gemm) {
       return fmt::format("qconv {}x{} s{} {}->{}{}{}{}{}{}", s.kernel, s.kernel, s.stride, s.in_channels, s.out_channels,
                          s.groups > 1 ? fmt::format(" g{}", s.groups) : "", st.fused_relu ? " + relu" : "",
                          st.float_out ? " -> float32" : "", as_gemm ? " (as one INT8 GEMM)" : "",
-                         st.on_aux                ? " (the shortcut's projection)"
+                         st.adds_shortcut ? fmt::format(" + the shortcut from layer {} ({} added in the conv)",
+                                                        st.shortcut->a, st.shortcut->identity ? "its codes" : "its projection")
+                         : st.reads_kept ? fmt::format(" (the shortcut's projection, of the kept input of layer {})", st.shortcut->a)
+                         : st.on_aux                ? " (the shortcut's projection)"
                          : st.save_input          ? fmt::format(" (its {} Dirac copies of the input kept as a shortcut)",
                                                                 st.shortcut->copies)
                          : st.shortcut && !st.float_out ? " (Dirac copies skipped)"
@@ -223,13 +231,19 @@ std::shared_ptr<const detail::U8Primitive> direct_for(Int8Step& st, const torch:
   p.groups = st.spec.groups;
   p.relu = st.fused_relu;
   p.float_out = st.float_out;
+  if (st.adds_shortcut && st.shortcut->identity) {
+    p.add_factor = st.shortcut->add_factor;
+    p.add_zp = st.shortcut->add_zp;
+  } else if (st.adds_shortcut) {
+    p.add_float = true;
+  }
   auto prim = detail::make_dnnl_qconv(p, key);
   if (!prim) {  // not expressible on the direct path (a zero scale): LibTorch's operator, for good
     std::lock_guard<std::mutex> lock(st.pack_mutex);
     st.direct_ok = false;
     return nullptr;
   }
-  if (macs >= detail::kTimedConvMacs) {  // decided once per shape (timed outside the lock)
+  if (macs >= detail::kTimedConvMacs && !st.adds_shortcut) {  // decided once per shape (timed outside the lock)
     bool known = false;
     {
       std::lock_guard<std::mutex> lock(st.pack_mutex);
@@ -492,7 +506,32 @@ class Int8PlanBuilder {
       if (i + 1 <= k && first.kind == LayerKind::Clamp && bound(i + 1, "min").ge(0).all().item<bool>())
         st->fused_relu = true;
       bool relu_done = st->fused_relu;
-      if (sc && place < 0) {
+      const bool b_adds = sc && place < 0 && (sc->identity ? sc->add_factor.defined() : sc->codes_pass) && direct &&
+                          (st->w_scale > 0).all().item<bool>() && st->x_scale > 0 && st->out_scale > 0;
+      if (b_adds) {
+        if (!sc->identity) {  // the projection: a 1x1 qconv of the kept input, in B's output code units
+          auto p = std::make_shared<Step>();
+          p->kind = Step::QConv;
+          p->on_aux = true;
+          p->reads_kept = true;
+          p->shortcut = sc;
+          p->spec = LayerSpec::conv(sc->weight_s8.size(1), sc->weight_s8.size(0), 1, sc->stride, 0);
+          p->weight_s8 = sc->weight_s8;
+          p->w_scale = (sc->w_scale.to(torch::kDouble) / st->out_scale).to(torch::kFloat).contiguous();
+          p->w_zp = torch::zeros({sc->weight_s8.size(0)}, torch::kLong);
+          p->bias = torch::zeros({sc->weight_s8.size(0)}, torch::kFloat);
+          p->x_scale = sc->code_scale;
+          p->x_zp = sc->code_zp;
+          p->float_out = true;
+          p->gemm_ok = small_map_gemm && qlinear_available;
+          p->direct_ok = direct;
+          steps_.push_back(p);
+        }
+        st->float_out = false;  // B's conv adds the shortcut and quantizes itself (ReLU fused)
+        st->adds_shortcut = true;
+        st->gemm_ok = false;
+        steps_.push_back(st);
+      } else if (sc && place < 0) {
         if (!sc->identity) {  // the projection: the copies' codes, then their 1x1 qconv, beside the branch
           auto codes = std::make_shared<Step>();
           codes->kind = Step::ShortcutCodes;
@@ -651,6 +690,7 @@ torch::Tensor Int8Executor::run_steps(const std::vector<std::shared_ptr<Step>>& 
     const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     bool as_gemm = false;
     if (st.save_input) kept = flow;
+    if (st.reads_kept) aux = kept;
     torch::Tensor& x = st.on_aux ? aux : flow;  // what the step reads and writes
     switch (st.kind) {
       case Step::ShortcutCodes: aux = detail::int8_shortcut_codes(*st.shortcut, kept); break;
@@ -660,6 +700,13 @@ torch::Tensor Int8Executor::run_steps(const std::vector<std::shared_ptr<Step>>& 
         kept = aux = torch::Tensor();
         break;
       case Step::QConv:
+        if (st.adds_shortcut) {
+          const auto p = direct_for(*sp, x);
+          TORCH_CHECK(p, "internal: INT8 runtime: no direct primitive for a merge conv that adds its shortcut");
+          x = p->run_add(x, st.shortcut->identity ? kept : aux);
+          kept = aux = torch::Tensor();
+          break;
+        }
         if (auto g = gemm_for(*sp, x)) {
           as_gemm = true;  // the whole map as one row per image: [N, H*W*Cin] x T^T
           const int64_t n = x.size(0);

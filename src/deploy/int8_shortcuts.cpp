@@ -241,12 +241,22 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         sc->src.assign(sb.out_channels, -1);
         for (int64_t o = 0; o < sb.out_channels; ++o)
           if (ha[o]) sc->src[o] = xs[ja[o]];
+        // the linear case B adds itself: codes unchanged along the copies, row o adds channel o
+        bool linear = sb.out_channels == sa.in_channels && wj.gt(0).all().item<bool>() &&
+                      lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
+        for (int64_t o = 0; o < sb.out_channels && linear; ++o) linear = sc->src[o] == o;
+        if (linear) {
+          sc->add_factor = (wj.view({-1}) * sc->code_scale).to(torch::kFloat).contiguous();
+          sc->add_zp = sc->code_zp;
+        }
       } else {
         sc->xs = xs;
         sc->lut = lut.contiguous();
         sc->lut32 = lut.to(torch::kInt).contiguous();
         sc->straight = true;
         for (size_t t = 0; t < xs.size(); ++t) sc->straight = sc->straight && xs[t] == static_cast<int64_t>(t);
+        sc->codes_pass = sc->straight && static_cast<int64_t>(xs.size()) == sa.in_channels &&
+                         lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
         const auto k = sb.kernel;
         sc->weight_s8 = net.tensor(b, "weight").index_select(1, ci).narrow(2, k / 2, 1).narrow(3, k / 2, 1).contiguous();
         sc->w_scale = net.tensor(b, "weight_scale").to(torch::kFloat).contiguous();

@@ -39,6 +39,12 @@ struct Int8Shortcut {
   // float32 for each of the 256 codes [B.out, 256]
   std::vector<int64_t> src;
   torch::Tensor table;
+  // identity whose copies reach B as the block input's codes unchanged (every copy's table is the
+  // identity on codes: the quantizer's exact copies), every row o adding channel o with a weight
+  // > 0: term[o] = add_factor[o] * (code - add_zp), which B's conv adds itself (a oneDNN binary
+  // post-op on the kept input, QConvParams::add_factor). Undefined otherwise.
+  torch::Tensor add_factor;
+  int64_t add_zp = 0;
   // projection: per copy column of B, the block-input channel it carries and its code for each
   // block-input code [copies, 256] u8; B's weights of those columns at the centre tap [B.out,
   // copies, 1, 1] s8 (B's per-row weight scales); the scale and zero point of the codes
@@ -46,6 +52,10 @@ struct Int8Shortcut {
   torch::Tensor lut, weight_s8, w_scale;
   torch::Tensor lut32;    ///< lut as int32 (the AVX-512 kernel's gather table)
   bool straight = false;  ///< xs[t] == t: copy t carries block-input channel t
+  /// Projection whose copies reach B as the block input's codes unchanged (identity tables), one
+  /// copy per block-input channel, straight: the projection is a 1x1 conv of the kept input at the
+  /// stride, and B adds its float32 result itself (QConvParams::add_float).
+  bool codes_pass = false;
   double code_scale = 1;
   int64_t code_zp = 0;
 };

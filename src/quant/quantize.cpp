@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "rmnet/convert/fuse.h"
+#include "rmnet/deploy/shortcuts.h"
 
 namespace rmnet {
 
@@ -99,6 +100,100 @@ struct PointStats {
   torch::Tensor hist;
 };
 
+/// An RM block whose copies can pass the block input's codes unchanged (QuantizeOptions::exact_copies).
+struct CopyBlock {
+  size_t x_point = 0;  ///< the quantization point of the block input (n: the network input)
+  struct Run {
+    size_t conv = 0, point = 0;           ///< A or a middle conv, and its quantization point
+    std::vector<int64_t> rows, branch;    ///< its copy rows; its other rows
+  };
+  std::vector<Run> runs;  ///< A, then the middle convs
+  size_t b = 0;           ///< the merge conv
+};
+
+/// The RM blocks of the BN-free chain `f` whose copy rows are lone positive centre taps with zero
+/// bias, through activation runs that commute with a positive per-channel scale (ReLU, PReLU, a
+/// clamp whose copy rows are [<= 0, inf)), each conv reading the previous one's point directly.
+std::vector<CopyBlock> copy_blocks(const PlainNetImpl& f, const QuantPlan& plan) {
+  std::vector<CopyBlock> out;
+  const size_t n = f.size();
+  for (const auto& sc : dirac_shortcuts(f)) {
+    if (sc.convs.size() < 2 || sc.convs.back() >= plan.head) continue;
+    CopyBlock blk;
+    blk.b = sc.convs.back();
+    blk.x_point = n;
+    for (size_t k = sc.convs.front(); k-- > 0;)
+      if (plan.point[k]) {
+        blk.x_point = k;
+        break;
+      }
+    bool ok = true;
+    for (size_t t = 0; t + 1 < sc.convs.size() && ok; ++t) {
+      const size_t c = sc.convs[t];
+      const auto& spec = f.spec(c);
+      ok = plan.role[c] == QuantRole::Int8 && spec.kernel % 2 == 1;
+      const size_t point = ok ? plan.point_of(c) : 0;
+      ok = ok && sc.convs[t + 1] == point + 1 && !plan.run_has_fallback(c);
+      CopyBlock::Run run;
+      run.conv = c;
+      run.point = point;
+      for (int64_t r = 0; r < static_cast<int64_t>(sc.copies[t].size()); ++r)
+        (sc.copies[t][r] >= 0 ? run.rows : run.branch).push_back(r);
+      ok = ok && !run.rows.empty() && !run.branch.empty();
+      if (!ok) break;
+      const auto idx = torch::tensor(run.rows, torch::kLong);
+      auto conv = f.layer_as<torch::nn::Conv2dImpl>(c);
+      const auto w = conv->weight.detach().index_select(0, idx).flatten(1);
+      const int64_t centre = (spec.kernel / 2) * spec.kernel + spec.kernel / 2, kk = spec.kernel * spec.kernel;
+      const auto nz = w.ne(0);
+      ok = nz.sum(1).eq(1).all().item<bool>() && w.gt(0).sum(1).eq(1).all().item<bool>() &&
+           (nz.to(torch::kInt).argmax(1) % kk).eq(centre).all().item<bool>() &&
+           (!conv->bias.defined() || conv->bias.detach().index_select(0, idx).eq(0).all().item<bool>());
+      for (size_t j = c + 1; j <= point && ok; ++j) {
+        const auto kind = f.spec(j).kind;
+        if (kind == LayerKind::Clamp) {
+          auto cl = f.layer_as<ChannelClampImpl>(j);
+          ok = cl->min.detach().index_select(0, idx).le(0).all().item<bool>() &&
+               cl->max.detach().index_select(0, idx).isposinf().all().item<bool>();
+        } else {
+          ok = kind == LayerKind::ReLU || kind == LayerKind::PReLU;
+        }
+      }
+      blk.runs.push_back(std::move(run));
+    }
+    if (ok) out.push_back(std::move(blk));
+  }
+  return out;
+}
+
+/// Rescales block `blk`'s copy rows so that each conv maps its input codes to the same output codes
+/// (weight s_out / s_in at the centre tap), the conv reading them divided by the same factor: the
+/// float function is unchanged (the runs commute with positive per-channel scales).
+void make_copies_exact(PlainNetImpl& f, const CopyBlock& blk, const std::vector<std::pair<double, int64_t>>& qp) {
+  double s_in = qp[blk.x_point].first;
+  for (size_t t = 0; t < blk.runs.size(); ++t) {
+    const auto& run = blk.runs[t];
+    const double s_out = qp[run.point].first;
+    auto conv = f.layer_as<torch::nn::Conv2dImpl>(run.conv);
+    const size_t next = t + 1 < blk.runs.size() ? blk.runs[t + 1].conv : blk.b;
+    auto consumer = f.layer_as<torch::nn::Conv2dImpl>(next);
+    const auto& cs = f.spec(next);
+    const int64_t ig = cs.in_channels / cs.groups, og = cs.out_channels / cs.groups;
+    auto w = conv->weight.detach();
+    auto wc = consumer->weight.detach();
+    const float target = static_cast<float>(s_out / s_in);
+    for (int64_t r : run.rows) {
+      auto row = w[r];
+      const float cur = row.sum().item<float>();  // the lone non-zero
+      const float k = target / cur;
+      row.mul_(k);
+      auto cols = wc.narrow(0, r / ig * og, og).select(1, r % ig);
+      cols.div_(k);
+    }
+    s_in = s_out;
+  }
+}
+
 }  // namespace
 
 std::vector<int64_t> calibration_indices(int64_t size, int64_t n, uint64_t seed) {
@@ -157,6 +252,14 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
     r.activation_spread.push_back({producer, range.numel(), spread(range), spread(after.at(producer))});
   const auto plan = quant_plan(f->specs());
   const size_t n = f->size();
+  std::vector<CopyBlock> blocks;
+  if (o.exact_copies()) blocks = copy_blocks(*f, plan);
+  // per point of a candidate block's A or middle conv: its branch channels (what calibration sees
+  // of it once the block is kept) and their min / max
+  std::map<size_t, torch::Tensor> branch_of;
+  std::map<size_t, PointStats> branch_stats;
+  for (const auto& blk : blocks)
+    for (const auto& run : blk.runs) branch_of[run.point] = torch::tensor(run.branch, torch::kLong);
 
   // Calibration: the float network, layer by layer; statistics of the input (slot n) and of every point.
   std::vector<PointStats> stats(n + 1);
@@ -175,11 +278,36 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   run([&](size_t k, const torch::Tensor& x) {
     stats[k].lo = std::min(stats[k].lo, x.min().item<double>());
     stats[k].hi = std::max(stats[k].hi, x.max().item<double>());
+    if (const auto it = branch_of.find(k); it != branch_of.end()) {
+      const auto xb = x.index_select(1, it->second);
+      auto& b = branch_stats[k];
+      b.lo = std::min(b.lo, xb.min().item<double>());
+      b.hi = std::max(b.hi, xb.max().item<double>());
+    }
   });
+  // exact copies where the block input and every point the copies pass are non-negative (zero
+  // point 0 at each: a code passes as itself); those points calibrated on their branch channels
+  {
+    std::vector<CopyBlock> kept;
+    for (auto& blk : blocks) {
+      bool ok = stats[blk.x_point].lo >= 0;
+      for (const auto& run : blk.runs) ok = ok && branch_stats[run.point].lo >= 0;
+      if (ok) kept.push_back(std::move(blk));
+    }
+    blocks = std::move(kept);
+    branch_of.clear();
+    for (const auto& blk : blocks)
+      for (const auto& run : blk.runs) {
+        branch_of[run.point] = torch::tensor(run.branch, torch::kLong);
+        stats[run.point] = branch_stats[run.point];
+      }
+  }
   if (o.observer() != Observer::MinMax) {
-    run([&](size_t k, const torch::Tensor& x) {
+    run([&](size_t k, const torch::Tensor& x0) {
       auto& s = stats[k];
       if (!(s.hi > s.lo)) return;
+      const auto it = branch_of.find(k);
+      const auto x = it == branch_of.end() ? x0 : x0.index_select(1, it->second);
       auto h = torch::histc(x, o.bins(), s.lo, s.hi).to(torch::kDouble);
       s.hist = s.hist.defined() ? s.hist + h : h;
     });
@@ -193,6 +321,11 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
     qp[k] = scale_zero_point(lo, hi);
   }
   log.lap("calibrate");
+  if (!blocks.empty()) {
+    torch::NoGradGuard ng;
+    for (const auto& blk : blocks) make_copies_exact(*f, blk, qp);
+    lap("exact_copies");
+  }
 
   // The quantized network.
   auto q = QuantizedNet(f->specs(), plain->options());
@@ -255,6 +388,7 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   md["quant.calibration_images"] = std::to_string(N);
   md["quant.weights"] = "s8 symmetric per output channel";
   md["quant.activations"] = "u8 per tensor";
+  md["quant.exact_copies"] = o.exact_copies() ? std::to_string(blocks.size()) : "off";
   const auto fb = q->fallbacks();
   md["quant.fallbacks"] = fb.empty() ? "none" : fmt::format("{}", fmt::join(fb, "; "));
   r.passes = log.records();
@@ -265,6 +399,7 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
   r.net = q;
   r.float_net = f;
   r.calibration_images = N;
+  r.exact_copy_blocks = static_cast<int64_t>(blocks.size());
   return r;
 }
 

@@ -14,7 +14,7 @@ struct QuantizeCliOptions {
   double alpha = 0.5;
   int64_t calib_images = 512, image_size = 224, seed = 0;
   double percentile = 99.99;
-  bool no_equalize = false;
+  bool no_equalize = false, no_exact_copies = false;
 };
 
 static void run_quantize(const QuantizeCliOptions& o) {
@@ -39,12 +39,16 @@ static void run_quantize(const QuantizeCliOptions& o) {
   qo.equalize(!o.no_equalize).observer(observer_from_string(o.observer)).percentile(o.percentile);
   qo.equalize_by(equalize_by_from_string(o.equalize_by));
   qo.equalize_options().alpha(o.alpha);
+  qo.exact_copies(!o.no_exact_copies);
   auto r = quantize(*model, images, qo);
   std::string timing;
   for (const auto& p : r.passes) timing += fmt::format("{}{} {:.3f} s", timing.empty() ? "" : ", ", p.name, p.seconds);
   say(fmt::format("{} -> INT8 ({} calibration images of {}, observer {}, equalization {}); passes: {}", o.model,
                   r.calibration_images, o.dataset, o.observer, o.no_equalize ? "off" : "by " + o.equalize_by, timing));
   r.net->metadata()["quant.calibration_set"] = o.dataset;
+  if (!o.no_exact_copies && r.exact_copy_blocks > 0)
+    say(fmt::format("{} RM block{} pass the block input's codes unchanged through the reserved channels (exact copies)",
+                    r.exact_copy_blocks, r.exact_copy_blocks == 1 ? "" : "s"));
   const auto fb = r.net->fallbacks();
   say(fb.empty() ? "every layer before the head runs in INT8"
                  : fmt::format("float32 fallbacks: {}", r.net->metadata().at("quant.fallbacks")));
@@ -62,6 +66,8 @@ static void run_quantize(const QuantizeCliOptions& o) {
     j["observer"] = o.observer;
     j["equalize"] = o.no_equalize ? "no" : o.equalize_by;
     j["equalize_alpha"] = o.alpha;
+    j["exact_copy_blocks"] = r.exact_copy_blocks;
+    j["exact_copies"] = !o.no_exact_copies;
     j["fallbacks"] = fb;
     for (const auto& p : r.passes) j["pass_seconds"][p.name] = p.seconds;
     j["activation_spread"] = nlohmann::json::array();
@@ -86,6 +92,10 @@ Command setup_quantize(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
   cmd->add_option("--out", o->out, "Output model file (quantized)")->required();
   cmd->add_flag("--no-equalize", o->no_equalize, "Switch cross-layer equalization off");
+  cmd->add_flag("--no-exact-copies", o->no_exact_copies,
+                "Requantize the RM blocks' reserved (Dirac) channels at every conv like any channel, instead of "
+                "passing the block input's codes unchanged to the merge conv (the default where the block input is "
+                "non-negative; the INT8 runtime then adds them inside the merge conv)");
   cmd->add_option("--equalize-by", o->equalize_by,
                   "What equalization balances: activations (per-channel ranges on the calibration images, default) "
                   "or weights (DFQ)")
