@@ -141,14 +141,14 @@ std::vector<CopyBlock> copy_blocks(const PlainNetImpl& f, const QuantPlan& plan)
         (sc.copies[t][r] >= 0 ? run.rows : run.branch).push_back(r);
       ok = ok && !run.rows.empty() && !run.branch.empty();
       if (!ok) break;
+      // the copy rows are the runtime's (dirac_shortcuts): one positive weight at a centre tap, the
+      // rest and the bias zero within the float runtime's tolerance (a BN fold's rounding)
       const auto idx = torch::tensor(run.rows, torch::kLong);
       auto conv = f.layer_as<torch::nn::Conv2dImpl>(c);
       const auto w = conv->weight.detach().index_select(0, idx).flatten(1);
       const int64_t centre = (spec.kernel / 2) * spec.kernel + spec.kernel / 2, kk = spec.kernel * spec.kernel;
-      const auto nz = w.ne(0);
-      ok = nz.sum(1).eq(1).all().item<bool>() && w.gt(0).sum(1).eq(1).all().item<bool>() &&
-           (nz.to(torch::kInt).argmax(1) % kk).eq(centre).all().item<bool>() &&
-           (!conv->bias.defined() || conv->bias.detach().index_select(0, idx).eq(0).all().item<bool>());
+      const auto at = w.abs().argmax(1);
+      ok = (at % kk).eq(centre).all().item<bool>() && w.gather(1, at.view({-1, 1})).gt(0).all().item<bool>();
       for (size_t j = c + 1; j <= point && ok; ++j) {
         const auto kind = f.spec(j).kind;
         if (kind == LayerKind::Clamp) {
@@ -168,7 +168,9 @@ std::vector<CopyBlock> copy_blocks(const PlainNetImpl& f, const QuantPlan& plan)
 
 /// Rescales block `blk`'s copy rows so that each conv maps its input codes to the same output codes
 /// (weight s_out / s_in at the centre tap), the conv reading them divided by the same factor: the
-/// float function is unchanged (the runs commute with positive per-channel scales).
+/// float function is unchanged (the runs commute with positive per-channel scales). A copy row's
+/// other weights and its bias, zero within the float runtime's tolerance, become exactly zero (its
+/// other weights would quantize to s8 0 beside the copy weight anyway).
 void make_copies_exact(PlainNetImpl& f, const CopyBlock& blk, const std::vector<std::pair<double, int64_t>>& qp) {
   double s_in = qp[blk.x_point].first;
   for (size_t t = 0; t < blk.runs.size(); ++t) {
@@ -183,10 +185,12 @@ void make_copies_exact(PlainNetImpl& f, const CopyBlock& blk, const std::vector<
     auto wc = consumer->weight.detach();
     const float target = static_cast<float>(s_out / s_in);
     for (int64_t r : run.rows) {
-      auto row = w[r];
-      const float cur = row.sum().item<float>();  // the lone non-zero
-      const float k = target / cur;
-      row.mul_(k);
+      auto row = w[r].view({-1});
+      const int64_t at = row.abs().argmax().item<int64_t>();
+      const float k = target / row[at].item<float>();
+      row.zero_();
+      row[at] = target;
+      if (conv->bias.defined()) conv->bias.detach()[r] = 0;
       auto cols = wc.narrow(0, r / ig * og, og).select(1, r % ig);
       cols.div_(k);
     }
