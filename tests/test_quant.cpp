@@ -2,6 +2,7 @@
 // the INT8 executor against float references, model-file round trip, errors.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <limits>
 
 #include "deploy/executors.h"
@@ -593,6 +594,19 @@ TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
     EXPECT_LE((a - b).abs().max().item<double>() / range, 0.02);
     EXPECT_TRUE(a.argmax(1).equal(b.argmax(1)));
     EXPECT_TRUE(a.argmax(1).equal(ref.argmax(1)));
+    // where oneDNN cannot make a fused merge conv (forced by RMNET_INT8_FUSED_ADD=0), B runs to float32
+    // and the shortcut's table (identity) or term (projection) is added: the same outputs
+    if (onednn_direct_available()) {
+      ASSERT_EQ(setenv("RMNET_INT8_FUSED_ADD", "0", 1), 0);
+      Int8Net fallback(*q.net, DeployOptions().dirac_shortcuts_timed(false));
+      const auto c = fallback->forward(x);
+      unsetenv("RMNET_INT8_FUSED_ADD");
+      EXPECT_NE(fallback->graph().find("its codes added in the conv"), std::string::npos);
+      EXPECT_LE((a - c).abs().max().item<double>() / range, 0.02);
+      EXPECT_TRUE(a.argmax(1).equal(c.argmax(1)));
+      // and the fused plan with the variable unset again
+      EXPECT_TRUE(torch::equal(on->forward(x), a));
+    }
   }
 }
 

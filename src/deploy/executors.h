@@ -60,7 +60,8 @@ class U8Primitive {
   virtual torch::Tensor run_add(const torch::Tensor& x, const torch::Tensor& a) const;
 };
 /// The primitive for input `sizes`, or null where the direct path cannot express the conv exactly
-/// (a zero weight scale, an add factor <= 0) or this build has no direct path.
+/// (a zero weight scale, an add factor <= 0), oneDNN has no implementation for it, or this build has
+/// no direct path.
 std::shared_ptr<const U8Primitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes);
 /// A u8 max-pool (kernel, stride, padding; dilation 1, floor mode) for input `sizes` as a oneDNN
 /// pooling primitive (u8 channels-last in and out: the max of codes is the code of the max), or

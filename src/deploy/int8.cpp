@@ -2,6 +2,7 @@
 #include "rmnet/deploy/int8.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <list>
@@ -184,13 +185,15 @@ torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x) {
 torch::Tensor packed_for(Int8Step& st, const torch::Tensor& x);
 
 /// A QConv step on LibTorch's operator (onednn::qconv2d_pointwise) with its weights packed for x.
-torch::Tensor libtorch_qconv(Int8Step& st, const torch::Tensor& x_in) {
+/// (float_out: float32 out, no activation, whatever the step's flags say)
+torch::Tensor libtorch_qconv(Int8Step& st, const torch::Tensor& x_in, bool float_out = false) {
   static const auto qconv = onednn_op("onednn::qconv2d_pointwise");
   const auto x = x_in.contiguous(torch::MemoryFormat::ChannelsLast);
+  const bool f = float_out || st.float_out;
   return call(qconv, {x, st.x_scale, st.x_zp, packed_for(st, x), st.w_scale, st.w_zp, st.bias, pair(st.spec.stride),
-                      pair(st.spec.padding), pair(1), st.spec.groups, st.float_out ? 1.0 : st.out_scale,
-                      st.float_out ? int64_t{0} : st.out_zp, st.float_out ? c10::IValue(torch::kFloat) : c10::IValue(),
-                      std::string(st.fused_relu ? "relu" : "none"), c10::List<std::optional<at::Scalar>>(),
+                      pair(st.spec.padding), pair(1), st.spec.groups, f ? 1.0 : st.out_scale,
+                      f ? int64_t{0} : st.out_zp, f ? c10::IValue(torch::kFloat) : c10::IValue(),
+                      std::string(st.fused_relu && !float_out ? "relu" : "none"), c10::List<std::optional<at::Scalar>>(),
                       std::string("")});
 }
 
@@ -209,6 +212,12 @@ bool libtorch_qconv_faster(Int8Step& st, const detail::U8Primitive& prim, const 
 /// for this shape: decided once, kept for the executor's life).
 std::shared_ptr<const detail::U8Primitive> direct_for(Int8Step& st, const torch::Tensor& x) {
   if (!st.direct_ok) return nullptr;
+  // RMNET_INT8_FUSED_ADD=0: a merge conv that adds its shortcut runs as where oneDNN cannot make it
+  // (LibTorch's operator to float32, then the shortcut's table or term): a diagnostic switch
+  if (st.adds_shortcut) {
+    const char* off = std::getenv("RMNET_INT8_FUSED_ADD");
+    if (off && std::string(off) == "0") return nullptr;
+  }
   const auto key = x.sizes().vec();
   {
     std::lock_guard<std::mutex> lock(st.pack_mutex);
@@ -701,9 +710,13 @@ torch::Tensor Int8Executor::run_steps(const std::vector<std::shared_ptr<Step>>& 
         break;
       case Step::QConv:
         if (st.adds_shortcut) {
-          const auto p = direct_for(*sp, x);
-          TORCH_CHECK(p, "internal: INT8 runtime: no direct primitive for a merge conv that adds its shortcut");
-          x = p->run_add(x, st.shortcut->identity ? kept : aux);
+          if (const auto p = direct_for(*sp, x)) {
+            x = p->run_add(x, st.shortcut->identity ? kept : aux);
+          } else {  // oneDNN could not make the fused conv: B in float32, then the shortcut's table / term
+            const auto& sc = *st.shortcut;
+            x = detail::add_int8_shortcut(sc, libtorch_qconv(*sp, x, true), sc.identity ? kept : aux * st.out_scale,
+                                          st.out_scale, st.out_zp, st.fused_relu);
+          }
           kept = aux = torch::Tensor();
           break;
         }

@@ -242,7 +242,7 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         for (int64_t o = 0; o < sb.out_channels; ++o)
           if (ha[o]) sc->src[o] = xs[ja[o]];
         // the linear case B adds itself: codes unchanged along the copies, row o adds channel o
-        bool linear = sb.out_channels == sa.in_channels && wj.gt(0).all().item<bool>() &&
+        bool linear = sc->stride == 1 && sb.out_channels == sa.in_channels && wj.gt(0).all().item<bool>() &&
                       lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
         for (int64_t o = 0; o < sb.out_channels && linear; ++o) linear = sc->src[o] == o;
         if (linear) {

@@ -113,7 +113,7 @@ struct CopyBlock {
 
 /// The RM blocks of the BN-free chain `f` whose copy rows are lone positive centre taps with zero
 /// bias, through activation runs that commute with a positive per-channel scale (ReLU, PReLU, a
-/// clamp whose copy rows are [<= 0, inf)), each conv reading the previous one's point directly.
+/// clamp whose copy rows are [0 or -inf, inf)), each conv reading the previous one's point directly.
 std::vector<CopyBlock> copy_blocks(const PlainNetImpl& f, const QuantPlan& plan) {
   std::vector<CopyBlock> out;
   const size_t n = f.size();
@@ -153,7 +153,8 @@ std::vector<CopyBlock> copy_blocks(const PlainNetImpl& f, const QuantPlan& plan)
         const auto kind = f.spec(j).kind;
         if (kind == LayerKind::Clamp) {
           auto cl = f.layer_as<ChannelClampImpl>(j);
-          ok = cl->min.detach().index_select(0, idx).le(0).all().item<bool>() &&
+          const auto lo = cl->min.detach().index_select(0, idx);
+          ok = (lo.eq(0) | lo.isneginf()).all().item<bool>() &&
                cl->max.detach().index_select(0, idx).isposinf().all().item<bool>();
         } else {
           ok = kind == LayerKind::ReLU || kind == LayerKind::PReLU;
