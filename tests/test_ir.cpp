@@ -133,6 +133,12 @@ TEST(Results, ConvertPruneQuantizeCarryTypedPassRecords) {
   auto q = quantize(*c.net, torch::randn({8, 3, 16, 16}), QuantizeOptions());
   std::vector<std::string> qnames;
   for (const auto& r : q.passes) qnames.push_back(r.name);
+  // exact_copies: resnet8's three blocks have non-negative inputs (after a ReLU)
+  EXPECT_EQ(qnames, (std::vector<std::string>{"fold_batchnorm", "equalize", "calibrate", "exact_copies", "quantize"}));
+  EXPECT_EQ(q.exact_copy_blocks, 3);
+  auto q_off = quantize(*c.net, torch::randn({8, 3, 16, 16}), QuantizeOptions().exact_copies(false));
+  qnames.clear();
+  for (const auto& r : q_off.passes) qnames.push_back(r.name);
   EXPECT_EQ(qnames, (std::vector<std::string>{"fold_batchnorm", "equalize", "calibrate", "quantize"}));
 }
 
