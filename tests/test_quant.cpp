@@ -434,8 +434,10 @@ TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
     for (const bool eqz : c.equalize) {
       SCOPED_TRACE(c.arch + (c.relu6 ? "" : " relu") + (eqz ? " equalized" : "") + (c.exact ? "" : " tables"));
       auto q = quantize(*plain, data, QuantizeOptions().equalize(eqz).observer(Observer::MinMax).exact_copies(c.exact));
-      const bool resnet = c.arch.rfind("resnet", 0) == 0;
-      EXPECT_EQ(q.exact_copy_blocks, c.exact && resnet ? static_cast<int64_t>(c.shortcuts) : 0);
+      // exact copies everywhere but through a PReLU run (the ReLU MobileNetV2's: a float32 fallback
+      // in the plan); MobileNetV2's signed block inputs at their zero point
+      const bool exact = c.exact && (c.arch.rfind("resnet", 0) == 0 || c.relu6);
+      EXPECT_EQ(q.exact_copy_blocks, exact ? static_cast<int64_t>(c.shortcuts) : 0);
       Int8Net on(*q.net, DeployOptions().dirac_shortcuts_timed(false)), off(*q.net, DeployOptions().dirac_shortcuts(false));
       const std::string graph = on->graph();
       EXPECT_NE(graph.find(std::to_string(c.shortcuts) + " INT8 Dirac shortcuts\n"), std::string::npos) << graph;
@@ -444,7 +446,7 @@ TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
       // exact copies: every merge conv adds its shortcut itself (direct path), no table step left;
       // otherwise tables where the copies are requantized (a block whose copies set their points'
       // ranges can pass its codes unchanged by itself: min/max makes s_A = f s_x, and is fused too)
-      if (c.exact && resnet && onednn_direct_available()) {
+      if (exact && onednn_direct_available()) {
         EXPECT_EQ(graph.find("per-channel tables"), std::string::npos) << graph;
         EXPECT_NE(graph.find("its codes added in the conv"), std::string::npos) << graph;
         EXPECT_EQ(graph.find("its projection added in the conv") != std::string::npos, c.projections) << graph;
@@ -517,7 +519,8 @@ TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
 // them inside the merge conv), and the executor's codes are the every-channel plan's up to ties.
 TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
   if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
-  for (const std::string arch : {"resnet8", "resnet50"}) {
+  // MobileNetV2 (ReLU6): signed block inputs, their points at the block input's zero point
+  for (const std::string arch : {"resnet8", "resnet50", "mobilenet_v2_cifar"}) {
     SCOPED_TRACE(arch);
     auto m = rmnet::test::random_model(arch, torch::kFloat, true, 10, true);
     auto plain = convert(*m, ConvertOptions()).plain;
@@ -534,12 +537,13 @@ TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
     const auto y0 = plain->forward(data), y1 = q.float_net->forward(data);
     EXPECT_LE((y0 - y1).abs().max().item<double>(), 1e-4 * y0.abs().max().item<double>());
     const auto& plan = q.net->plan();
-    const auto point_before = [&](size_t a) {  // the scale entering layer a
-      double s = q.net->input_scale();
+    const auto point_before = [&](size_t a) {  // the scale and zero point entering layer a
+      std::pair<double, int64_t> s{q.net->input_scale(), q.net->input_zero_point()};
       for (size_t k = 0; k < a; ++k)
-        if (plan.point[k]) s = q.net->out_scale(k);
+        if (plan.point[k]) s = {q.net->out_scale(k), q.net->out_zero_point(k)};
       return s;
     };
+    bool signed_input = false;
     // every copy row: s8 127 at the centre tap, s_in * weight == s_out; the point calibrated on the
     // branch rows alone (min/max: their largest value / 255)
     auto h = data;
@@ -551,7 +555,10 @@ TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
         const auto& spec = q.net->spec(c);
         const auto w = q.net->tensor(c, "weight"), ws = q.net->tensor(c, "weight_scale");
         const size_t point = plan.point_of(c);
-        const double s_in = point_before(c), s_out = q.net->out_scale(point);
+        const auto [s_in, z] = point_before(blk.convs[0]);
+        const double s_out = q.net->out_scale(point);
+        EXPECT_EQ(q.net->out_zero_point(point), z);  // the block input's zero point all the way
+        signed_input = signed_input || z > 0;
         std::vector<int64_t> branch;
         for (int64_t r = 0; r < spec.out_channels; ++r) {
           if (blk.copies[t][r] < 0) {
@@ -560,12 +567,16 @@ TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
           }
           EXPECT_EQ(w[r].abs().sum().item<int64_t>(), 127);
           EXPECT_EQ(w[r].select(1, spec.kernel / 2).select(1, spec.kernel / 2).max().item<int64_t>(), 127);
-          EXPECT_NEAR(s_in * ws[r].item<double>() * 127 / s_out, 1.0, 1e-6);
+          EXPECT_NEAR(point_before(c).first * ws[r].item<double>() * 127 / s_out, 1.0, 1e-6);
         }
-        const double branch_max = outs[point].index_select(1, torch::tensor(branch)).max().item<double>();
-        EXPECT_NEAR(q.net->out_scale(point), branch_max / 255, 1e-6 * branch_max) << "layer " << c;
+        // min/max on the branch rows alone, at zero point z: the smallest scale holding them
+        const auto bv = outs[point].index_select(1, torch::tensor(branch));
+        const double hi = std::max(0.0, bv.max().item<double>()), lo = std::min(0.0, bv.min().item<double>());
+        const double want = std::max(z < 255 ? hi / (255 - z) : 0.0, z > 0 ? -lo / z : 0.0);
+        EXPECT_NEAR(q.net->out_scale(point), want, 1e-6 * want) << "layer " << c;
       }
     }
+    EXPECT_EQ(signed_input, arch == "mobilenet_v2_cifar");
     // the executor's view: identity tables linear in the code, projections reading the codes as they are
     const auto blocks = rmnet::detail::find_int8_shortcuts(*q.net);
     ASSERT_EQ(blocks.size(), sc.size());

@@ -290,40 +290,52 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
       b.hi = std::max(b.hi, xb.max().item<double>());
     }
   });
-  // exact copies where the block input and every point the copies pass are non-negative (zero
-  // point 0 at each: a code passes as itself); those points calibrated on their branch channels
-  {
-    std::vector<CopyBlock> kept;
-    for (auto& blk : blocks) {
-      bool ok = stats[blk.x_point].lo >= 0;
-      for (const auto& run : blk.runs) ok = ok && branch_stats[run.point].lo >= 0;
-      if (ok) kept.push_back(std::move(blk));
-    }
-    blocks = std::move(kept);
-    branch_of.clear();
-    for (const auto& blk : blocks)
-      for (const auto& run : blk.runs) {
-        branch_of[run.point] = torch::tensor(run.branch, torch::kLong);
-        stats[run.point] = branch_stats[run.point];
-      }
-  }
   if (o.observer() != Observer::MinMax) {
-    run([&](size_t k, const torch::Tensor& x0) {
-      auto& s = stats[k];
-      if (!(s.hi > s.lo)) return;
-      const auto it = branch_of.find(k);
-      const auto x = it == branch_of.end() ? x0 : x0.index_select(1, it->second);
-      auto h = torch::histc(x, o.bins(), s.lo, s.hi).to(torch::kDouble);
-      s.hist = s.hist.defined() ? s.hist + h : h;
+    run([&](size_t k, const torch::Tensor& x) {
+      const auto add = [&](PointStats& s, const torch::Tensor& v) {
+        if (!(s.hi > s.lo)) return;
+        auto h = torch::histc(v, o.bins(), s.lo, s.hi).to(torch::kDouble);
+        s.hist = s.hist.defined() ? s.hist + h : h;
+      };
+      add(stats[k], x);
+      if (const auto it = branch_of.find(k); it != branch_of.end()) add(branch_stats[k], x.index_select(1, it->second));
     });
   }
+  const auto range_of = [&](const PointStats& s) {
+    return s.hist.defined() ? observe_range(s.hist, s.lo, s.hi, o.observer(), o.percentile()) : std::make_pair(s.lo, s.hi);
+  };
   std::vector<std::pair<double, int64_t>> qp(n + 1);
   for (size_t k = 0; k <= n; ++k) {
     if (k < n && !plan.point[k]) continue;
-    const auto& s = stats[k];
-    auto [lo, hi] = s.hist.defined() ? observe_range(s.hist, s.lo, s.hi, o.observer(), o.percentile())
-                                     : std::make_pair(s.lo, s.hi);
+    const auto [lo, hi] = range_of(stats[k]);
     qp[k] = scale_zero_point(lo, hi);
+  }
+  // exact copies: a code passes as itself where every point the copies pass has the block input's
+  // zero point z (and the copy weight s_out / s_in); each such point's scale is then set by its branch
+  // channels alone, the smallest that holds their range at zero point z. A block whose branch range
+  // no scale can hold at z (z = 255 with positive values, z = 0 with negative ones) keeps its
+  // copies requantized, its points calibrated on every channel.
+  {
+    std::vector<CopyBlock> kept;
+    for (auto& blk : blocks) {
+      const int64_t z = qp[blk.x_point].second;
+      std::vector<std::pair<double, int64_t>> forced;
+      bool ok = true;
+      for (const auto& run : blk.runs) {
+        auto [lo, hi] = range_of(branch_stats[run.point]);
+        lo = std::min(lo, 0.0);
+        hi = std::max(hi, 0.0);
+        ok = ok && (hi <= 0 || z < 255) && (lo >= 0 || z > 0);
+        double scale = 0;
+        if (hi > 0 && z < 255) scale = std::max(scale, hi / static_cast<double>(255 - z));
+        if (lo < 0 && z > 0) scale = std::max(scale, -lo / static_cast<double>(z));
+        forced.emplace_back(scale > 1e-12 ? scale : 1.0, z);
+      }
+      if (!ok) continue;
+      for (size_t t = 0; t < blk.runs.size(); ++t) qp[blk.runs[t].point] = forced[t];
+      kept.push_back(std::move(blk));
+    }
+    blocks = std::move(kept);
   }
   log.lap("calibrate");
   if (!blocks.empty()) {
