@@ -94,8 +94,8 @@ Command setup_quantize(CLI::App& app) {
   cmd->add_flag("--no-equalize", o->no_equalize, "Switch cross-layer equalization off");
   cmd->add_flag("--no-exact-copies", o->no_exact_copies,
                 "Requantize the RM blocks' reserved (Dirac) channels at every conv like any channel, instead of "
-                "passing the block input's codes unchanged to the merge conv (the default where the block input is "
-                "non-negative; the INT8 runtime then adds them inside the merge conv)");
+                "passing the block input's codes unchanged to the merge conv (the default: the INT8 runtime then adds "
+                "them inside the merge conv)");
   cmd->add_option("--equalize-by", o->equalize_by,
                   "What equalization balances: activations (per-channel ranges on the calibration images, default) "
                   "or weights (DFQ)")

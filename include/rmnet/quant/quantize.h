@@ -49,11 +49,11 @@ struct QuantizeOptions {
   TORCH_ARG(int64_t, bins) = 2048;
   /// Calibration images per forward.
   TORCH_ARG(int64_t, batch_size) = 64;
-  /// Exact copies: in an RM block whose input is non-negative (after a ReLU), the reserved Dirac
-  /// channels pass the block input's u8 codes unchanged to the merge conv: each copy row is
-  /// rescaled (a function-preserving change, compensated in the conv that reads it) so that its
-  /// requantization is the identity on codes, and the ranges of the points they pass through are
-  /// calibrated on the branch channels alone. The quantized network then computes the residual
+  /// Exact copies: in an RM block whose activation runs are ReLU / clamps (ResNets, the ReLU6
+  /// MobileNetV2), the reserved Dirac channels pass the block input's u8 codes unchanged to the merge
+  /// conv: each copy row is rescaled (a function-preserving change, compensated in the conv that reads
+  /// it) so that its requantization is the identity on codes, and the points they pass through take
+  /// the block input's zero point and a scale set by the branch channels alone. The quantized network then computes the residual
   /// network's INT8 arithmetic (the block input added once, at the merge conv's quantization), and
   /// the INT8 executor adds the copies inside the merge conv (a oneDNN post-op) instead of computing
   /// them. Off: the copies are requantized at every conv on their way like any channel.
