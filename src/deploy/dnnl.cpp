@@ -644,14 +644,12 @@ class DnnlQConv final : public U8Primitive {
         attr, cpu_engine());
     std::vector<std::pair<int, dnnl::memory>> extra;
     if (add_) {
-      add_zeros_ = dnnl::memory(add_md_, cpu_engine());
-      std::memset(add_zeros_.get_data_handle(), 0, add_md_.get_size());
-      extra = {{DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, add_zeros_}};
+      dnnl::memory zeros(add_md_, cpu_engine());  // the operand of first_runnable's trial run
+      std::memset(zeros.get_data_handle(), 0, add_md_.get_size());
+      extra = {{DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, zeros}};
       if (!p.add_float) extra.emplace_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, h_);
     }
     prim_ = first_runnable<dnnl::convolution_forward>(pd, extra);
-    add_zeros_ = dnnl::memory();
-    impl_ = pd.impl_info_str();
     scratch_md_ = pd.scratchpad_desc();
     weights_ = reordered(p.weight_s8, wd, p.groups > 1 ? tag::goihw : tag::oihw, pd.weights_desc());
     bias_ = reordered(bias_acc.to(torch::kFloat), {oc}, tag::x, bias_md);
@@ -670,8 +668,6 @@ class DnnlQConv final : public U8Primitive {
                 ", the qconv's output ", at::IntArrayRef(out_), " ", add_dtype_);
     return execute(x, a.contiguous(torch::MemoryFormat::ChannelsLast));
   }
-
-  const std::string& impl() const { return impl_; }
 
  private:
   Tensor execute(const Tensor& x, const Tensor& a) const {
@@ -695,9 +691,8 @@ class DnnlQConv final : public U8Primitive {
   torch::ScalarType add_dtype_;
   dnnl::convolution_forward prim_;
   dnnl::memory::desc src_md_, dst_md_, scratch_md_, add_md_;
-  dnnl::memory weights_, bias_, h_, add_zeros_;
+  dnnl::memory weights_, bias_, h_;
   std::vector<int64_t> out_;
-  std::string impl_;
 };
 
 /// A u8 max-pool as a oneDNN pooling primitive (see make_dnnl_u8_maxpool).

@@ -415,6 +415,31 @@ class Int8PlanBuilder {
     const bool noop = st->qlo.le(floor).all().item<bool>() && st->qhi.eq(255).all().item<bool>();
     return noop ? nullptr : st;
   }
+  /// A projection shortcut's 1x1 qconv (float32 out, beside the branch on the aux flow, B's copy-column
+  /// weights): of the copies' codes (ShortcutCodes, stride 1), or with `reads_kept` of the kept block
+  /// input itself at the block's stride. Its float32 output is divided by `unit` (1: float units; B's
+  /// output scale: B's output code units, for B to add as it is).
+  std::shared_ptr<Step> projection_step(const std::shared_ptr<const detail::Int8Shortcut>& sc, bool reads_kept,
+                                        double unit) const {
+    auto p = std::make_shared<Step>();
+    p->kind = Step::QConv;
+    p->on_aux = true;
+    p->reads_kept = reads_kept;
+    p->shortcut = sc;
+    const int64_t out = sc->weight_s8.size(0);
+    p->spec = LayerSpec::conv(sc->weight_s8.size(1), out, 1, reads_kept ? sc->stride : 1, 0);
+    p->weight_s8 = sc->weight_s8;
+    p->w_scale = unit == 1.0 ? sc->w_scale : (sc->w_scale.to(torch::kDouble) / unit).to(torch::kFloat).contiguous();
+    p->w_zp = torch::zeros({out}, torch::kLong);
+    p->bias = torch::zeros({out}, torch::kFloat);
+    p->x_scale = sc->code_scale;
+    p->x_zp = sc->code_zp;
+    p->float_out = true;
+    p->gemm_ok = small_map_gemm && qlinear_available;
+    p->direct_ok = direct;
+    return p;
+  }
+
   /// The steps of conv layer i and its activation run (up to the run's quantization point, which
   /// it returns): a QConv with fused ReLU where it can, float32 runs where a PReLU needs them, and in
   /// a Dirac shortcut block the sliced convs and the shortcut's steps.
@@ -518,24 +543,8 @@ class Int8PlanBuilder {
       const bool b_adds = sc && place < 0 && (sc->identity ? sc->add_factor.defined() : sc->codes_pass) && direct &&
                           (st->w_scale > 0).all().item<bool>() && st->x_scale > 0 && st->out_scale > 0;
       if (b_adds) {
-        if (!sc->identity) {  // the projection: a 1x1 qconv of the kept input, in B's output code units
-          auto p = std::make_shared<Step>();
-          p->kind = Step::QConv;
-          p->on_aux = true;
-          p->reads_kept = true;
-          p->shortcut = sc;
-          p->spec = LayerSpec::conv(sc->weight_s8.size(1), sc->weight_s8.size(0), 1, sc->stride, 0);
-          p->weight_s8 = sc->weight_s8;
-          p->w_scale = (sc->w_scale.to(torch::kDouble) / st->out_scale).to(torch::kFloat).contiguous();
-          p->w_zp = torch::zeros({sc->weight_s8.size(0)}, torch::kLong);
-          p->bias = torch::zeros({sc->weight_s8.size(0)}, torch::kFloat);
-          p->x_scale = sc->code_scale;
-          p->x_zp = sc->code_zp;
-          p->float_out = true;
-          p->gemm_ok = small_map_gemm && qlinear_available;
-          p->direct_ok = direct;
-          steps_.push_back(p);
-        }
+        if (!sc->identity)  // the projection: a 1x1 qconv of the kept input, in B's output code units
+          steps_.push_back(projection_step(sc, true, st->out_scale));
         st->float_out = false;  // B's conv adds the shortcut and quantizes itself (ReLU fused)
         st->adds_shortcut = true;
         st->gemm_ok = false;
@@ -546,21 +555,7 @@ class Int8PlanBuilder {
           codes->kind = Step::ShortcutCodes;
           codes->shortcut = sc;
           steps_.push_back(codes);
-          auto p = std::make_shared<Step>();
-          p->kind = Step::QConv;
-          p->on_aux = true;
-          p->shortcut = sc;
-          p->spec = LayerSpec::conv(sc->weight_s8.size(1), sc->weight_s8.size(0), 1, 1, 0);
-          p->weight_s8 = sc->weight_s8;
-          p->w_scale = sc->w_scale;
-          p->w_zp = torch::zeros({sc->weight_s8.size(0)}, torch::kLong);
-          p->bias = torch::zeros({sc->weight_s8.size(0)}, torch::kFloat);
-          p->x_scale = sc->code_scale;
-          p->x_zp = sc->code_zp;
-          p->float_out = true;
-          p->gemm_ok = small_map_gemm && qlinear_available;
-          p->direct_ok = direct;
-          steps_.push_back(p);
+          steps_.push_back(projection_step(sc, false, 1.0));
         }
         auto add = std::make_shared<Step>();
         add->kind = Step::AddShortcut;

@@ -227,6 +227,9 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
       sc->code_scale = s_in[b];
       sc->code_zp = zp_in[b];
       const Tensor lut = codes.index_select(0, ci);  // [copies, 256]
+      // every copy reaches B as the block input's code itself (the quantizer's exact copies)
+      const bool codes_unchanged =
+          lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
       if (sc->identity) {
         // term[o][q] = w[o, j] * dequantize(code of copy j for block-input code q), j: row o's copy
         const Tensor w = vb.wdeq.index_select(1, ci).select(2, vb.centre);  // [O, copies]
@@ -242,8 +245,7 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         for (int64_t o = 0; o < sb.out_channels; ++o)
           if (ha[o]) sc->src[o] = xs[ja[o]];
         // the linear case B adds itself: codes unchanged along the copies, row o adds channel o
-        bool linear = sc->stride == 1 && sb.out_channels == sa.in_channels && wj.gt(0).all().item<bool>() &&
-                      lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
+        bool linear = sc->stride == 1 && sb.out_channels == sa.in_channels && wj.gt(0).all().item<bool>() && codes_unchanged;
         for (int64_t o = 0; o < sb.out_channels && linear; ++o) linear = sc->src[o] == o;
         if (linear) {
           sc->add_factor = (wj.view({-1}) * sc->code_scale).to(torch::kFloat).contiguous();
@@ -255,8 +257,7 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         sc->lut32 = lut.to(torch::kInt).contiguous();
         sc->straight = true;
         for (size_t t = 0; t < xs.size(); ++t) sc->straight = sc->straight && xs[t] == static_cast<int64_t>(t);
-        sc->codes_pass = sc->straight && static_cast<int64_t>(xs.size()) == sa.in_channels &&
-                         lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
+        sc->codes_pass = sc->straight && static_cast<int64_t>(xs.size()) == sa.in_channels && codes_unchanged;
         const auto k = sb.kernel;
         sc->weight_s8 = net.tensor(b, "weight").index_select(1, ci).narrow(2, k / 2, 1).narrow(3, k / 2, 1).contiguous();
         sc->w_scale = net.tensor(b, "weight_scale").to(torch::kFloat).contiguous();

@@ -281,14 +281,12 @@ QuantizeResult quantize(const ModelImpl& model, const torch::Tensor& calibration
     }
   };
   run([&](size_t k, const torch::Tensor& x) {
-    stats[k].lo = std::min(stats[k].lo, x.min().item<double>());
-    stats[k].hi = std::max(stats[k].hi, x.max().item<double>());
-    if (const auto it = branch_of.find(k); it != branch_of.end()) {
-      const auto xb = x.index_select(1, it->second);
-      auto& b = branch_stats[k];
-      b.lo = std::min(b.lo, xb.min().item<double>());
-      b.hi = std::max(b.hi, xb.max().item<double>());
-    }
+    const auto widen = [](PointStats& s, const torch::Tensor& v) {
+      s.lo = std::min(s.lo, v.min().item<double>());
+      s.hi = std::max(s.hi, v.max().item<double>());
+    };
+    widen(stats[k], x);
+    if (const auto it = branch_of.find(k); it != branch_of.end()) widen(branch_stats[k], x.index_select(1, it->second));
   });
   if (o.observer() != Observer::MinMax) {
     run([&](size_t k, const torch::Tensor& x) {
