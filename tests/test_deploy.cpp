@@ -433,6 +433,66 @@ TEST(OneDnn, DiracShortcutsComputeTheSameFunction) {
   EXPECT_TRUE(x.equal(saved));
 }
 
+// Batch tiling (DeployOptions::batch_tiling): the layers on maps run one image at a time and the
+// rest on the whole batch; cut only where no Dirac shortcut is live (identity and projection blocks,
+// bottlenecks, MobileNetV2's fused clamps, SE, a max-pool stem). The same function as the whole batch
+// throughout and as the residual network, at large activations; the caller's input untouched; the
+// profile names the tiled steps and counts the same MACs. Timed, on maps big enough to be
+// candidates, whatever the timing decides computes the same function.
+TEST(OneDnn, BatchTilingComputesTheSameFunction) {
+  if (!onednn_direct_available()) GTEST_SKIP() << "this build has no direct oneDNN path";
+  EXPECT_TRUE(DeployOptions().batch_tiling() || std::getenv("RMNET_BATCH_TILING"));
+  torch::NoGradGuard g;
+  for (const std::string arch : {"resnet8", "resnet50", "mobilenet_v2_cifar", "se_resnet20", "resnet18"}) {
+    SCOPED_TRACE(arch);
+    auto m = random_model(arch, torch::kFloat, true, 10, true);
+    auto r = convert(*m, ConvertOptions());
+    ASSERT_TRUE(r.report.passed) << r.report.to_string();
+    auto plain = r.plain;
+    plain->eval();
+    auto tiled = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).batch_tiling(true).batch_tiling_timed(false));
+    auto whole = deploy(*plain, DeployOptions().runtime(Runtime::OneDNN).batch_tiling(false));
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{3, 3, 32, 32}, {2, 3, 20, 12}, {1, 3, 32, 32}}) {
+      const auto x = (20 * torch::randn(shape)).contiguous(torch::MemoryFormat::ChannelsLast), saved = x.clone();
+      const auto ref = m->forward(x).to(torch::kDouble);
+      const auto a = tiled->forward(x).to(torch::kDouble), b = whole->forward(x).to(torch::kDouble);
+      const double scale = ref.abs().max().item<double>();
+      EXPECT_LE((a - ref).abs().max().item<double>() / scale, 2e-5) << x.sizes();
+      EXPECT_LE((a - b).abs().max().item<double>() / scale, 2e-5) << x.sizes();
+      EXPECT_TRUE(x.equal(saved));
+      const auto pt = tiled->profile(x, 0, 1), pw = whole->profile(x, 0, 1);
+      ASSERT_EQ(pt.size(), pw.size());
+      size_t named = 0;
+      for (size_t k = 0; k < pt.size(); ++k) {
+        EXPECT_EQ(pt[k].macs, pw[k].macs) << pt[k].name;
+        EXPECT_EQ(pt[k].output_shape, pw[k].output_shape) << pt[k].name;
+        named += pt[k].name.find("(the batch 1 image at a time)") != std::string::npos;
+      }
+      if (shape[0] == 1) {
+        EXPECT_EQ(named, 0u);
+      } else {  // every step before the pooling
+        EXPECT_GE(named, pt.size() - 3) << pt.size();
+        EXPECT_LT(named, pt.size());
+      }
+    }
+  }
+  // timed: a map of 16 channels at 64x64 holds 256 KiB per image in float32, a candidate
+  torch::manual_seed(3);
+  PlainNet net(std::vector<LayerSpec>{LayerSpec::conv(3, 16, 3, 1, 1), LayerSpec::relu(), LayerSpec::conv(16, 32, 3, 1, 1),
+                                      LayerSpec::relu(), LayerSpec::conv(32, 16, 3, 1, 1), LayerSpec::relu(),
+                                      LayerSpec::conv(16, 16, 3, 2, 1), LayerSpec::relu(), LayerSpec::avgpool(),
+                                      LayerSpec::flatten(), LayerSpec::linear(16, 3)},
+               ModelOptions("plain").num_classes(3));
+  make_dirac_block(*net, 2, 4, 16, 1.0);
+  net->eval();
+  auto timed = deploy(*net, DeployOptions().runtime(Runtime::OneDNN).batch_tiling(true));
+  EXPECT_NE(timed->graph().find("one image at a time"), std::string::npos) << timed->graph();
+  const auto x = 10 * torch::randn({4, 3, 64, 64});
+  const auto ref = net->forward(x);
+  for (int k = 0; k < 2; ++k)
+    EXPECT_LE((timed->forward(x) - ref).abs().max().item<double>() / ref.abs().max().item<double>(), 1e-5);
+}
+
 // A ResNet trained with shortcut scales (ModelOptions::shortcut_scale: the shortcut is relu(s * x))
 // reserves relu(s * x): after the BN fold its copy rows have weight s. Those with s > 0 still run as
 // shortcuts (an identity merge scales the added input per channel; a projection takes the factors

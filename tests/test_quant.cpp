@@ -406,6 +406,47 @@ TEST(Quantize, TinyMapsRunAsOneInt8Gemm) {
 // function as the executor without shortcuts and as the float reference of the INT8 computation
 // (QuantizedNet::forward), up to rounding ties, with and without equalization, at large
 // activations; the MACs executed are the residual network's convolutions'.
+// Batch tiling on the INT8 runtime (DeployOptions::batch_tiling, untimed: every step on maps one
+// image at a time): cut only where no shortcut is live (fused identity adds and projections,
+// bottlenecks, MobileNetV2's clamps); the same outputs as the whole batch throughout (each image's
+// integer arithmetic does not depend on the batch) and the same MACs per step in the profile.
+TEST(Quantize, BatchTilingComputesTheSameInt8Function) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  torch::NoGradGuard g;
+  for (const std::string arch : {"resnet8", "resnet50", "mobilenet_v2_cifar"}) {
+    SCOPED_TRACE(arch);
+    auto m = rmnet::test::random_model(arch, torch::kFloat, true, 10, true);
+    auto conv = convert(*m, ConvertOptions());
+    ASSERT_TRUE(conv.report.passed) << conv.report.to_string();
+    conv.plain->eval();
+    torch::manual_seed(7);
+    auto q = quantize(*conv.plain, 10 * torch::randn({16, 3, 32, 32}), QuantizeOptions().observer(Observer::MinMax));
+    for (const bool shortcuts : {true, false}) {
+      SCOPED_TRACE(shortcuts ? "shortcuts" : "every channel");
+      const auto o = DeployOptions().dirac_shortcuts(shortcuts).dirac_shortcuts_timed(false);
+      Int8Net tiled(*q.net, DeployOptions(o).batch_tiling(true).batch_tiling_timed(false));
+      Int8Net whole(*q.net, DeployOptions(o).batch_tiling(false));
+      const auto x = 10 * torch::randn({3, 3, 32, 32}), saved = x.clone();
+      const auto a = tiled->forward(x), b = whole->forward(x);
+      const double range = b.abs().max().item<double>();
+      EXPECT_LE((a - b).abs().max().item<double>() / range, 1e-6);
+      EXPECT_TRUE(x.equal(saved));
+      const auto pt = tiled->profile(x, 0, 1), pw = whole->profile(x, 0, 1);
+      ASSERT_EQ(pt.size(), pw.size());
+      size_t named = 0;
+      for (size_t k = 0; k < pt.size(); ++k) {
+        EXPECT_EQ(pt[k].macs, pw[k].macs) << pt[k].name;
+        EXPECT_EQ(pt[k].output_shape, pw[k].output_shape) << pt[k].name;
+        named += pt[k].name.find("(the batch 1 image at a time)") != std::string::npos;
+      }
+      EXPECT_GE(named, pt.size() - 4) << pt.size();
+      EXPECT_LT(named, pt.size());
+      const auto one = x.narrow(0, 0, 1);  // batch 1: nothing to tile
+      for (const auto& s : tiled->profile(one, 0, 1)) EXPECT_EQ(s.name.find("image at a time"), std::string::npos);
+    }
+  }
+}
+
 TEST(Quantize, DiracShortcutsComputeTheSameInt8Function) {
   if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
   struct Case {

@@ -1,5 +1,6 @@
 #pragma once
 // Internal: the executors behind DeployedNet (one file each).
+#include <cstdlib>
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -110,6 +111,20 @@ void lru_put(std::list<std::pair<std::vector<int64_t>, V>>& cache, std::vector<i
 /// operator on the direct oneDNN path (float and INT8), the faster kept: oneDNN 2.6's kernels can
 /// lose to LibTorch's oneDNN 3 on big convs; below it, LibTorch's per-call set-up decides.
 constexpr int64_t kTimedConvMacs = int64_t{50} << 20;
+
+/// Batch tiling (DeployOptions::batch_tiling): its candidate cuts end after the last step whose
+/// input map holds this much per image (smaller maps fit the caches at any batch on the reference
+/// machine).
+constexpr int64_t kTileBytes = int64_t{256} << 10;
+
+/// RMNET_DEBUG_TILING=1: batch tiling prints its timings per input shape to stderr.
+inline bool debug_tiling() {
+  static const bool on = [] {
+    const char* v = std::getenv("RMNET_DEBUG_TILING");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
 
 /// The best wall time in ms of `reps` calls of `f` after one untimed call.
 inline double best_ms(const std::function<void()>& f, int reps = 2) {

@@ -15,6 +15,7 @@
 #include <ATen/core/stack.h>
 #include <c10/util/ScopeExit.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "buffer_cache.h"
@@ -600,22 +601,34 @@ class Int8PlanBuilder {
 class Int8Executor final : public detail::Executor {
  public:
   using Step = Int8Step;
-  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed);
+  Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed, bool tiling,
+               bool tiling_timed);
   torch::Tensor run(const torch::Tensor& x, std::vector<StepTiming>* timings) override;
   std::string plan() const override;
   std::vector<std::string> fallbacks() const override { return fallbacks_; }
   int64_t packed_gemms() const override;
 
  private:
-  torch::Tensor run_steps(const std::vector<std::shared_ptr<Step>>& steps, const torch::Tensor& x,
-                          std::vector<StepTiming>* timings);
+  using Plan = std::vector<std::shared_ptr<Step>>;
+  /// The input quantized, steps [0, cut) one image at a time (cut 0: none), the rest on the batch.
+  torch::Tensor run_plan(const Plan& steps, const torch::Tensor& x, size_t cut, std::vector<StepTiming>* timings);
+  /// Steps [begin, end) on `flow` (u8 before the head), no shortcut live at `begin` or `end`.
+  void run_range(const Plan& steps, torch::Tensor& flow, size_t begin, size_t end, std::vector<StepTiming>* timings);
+  /// Batch tiling's cut for `steps` on `input` (DeployOptions::batch_tiling; as the float runtime's:
+  /// src/deploy/dnnl.cpp, make_schedule), 0 for none.
+  size_t choose_cut(const Plan& steps, const torch::Tensor& input);
   std::vector<std::shared_ptr<Step>> steps_;
   // with timed shortcuts: the plan computing every channel, and per input shape whether it measured
   // faster than steps_ (at a few channels and tiny maps the shortcut's extra steps can cost more
   // than the arithmetic they save: the 16-64 channel resnet8 at 28x28)
   std::vector<std::shared_ptr<Step>> every_;
   std::mutex choice_mutex_;
-  std::map<std::vector<int64_t>, bool> use_every_;
+  struct Choice {
+    bool every = false;  // every_ measured faster than steps_
+    size_t cut = 0;      // batch tiling: steps before it one image at a time
+  };
+  std::map<std::vector<int64_t>, Choice> choices_;  // per input shape
+  bool tiling_ = false, tiling_timed_ = true;
   std::vector<std::string> fallbacks_;
   double in_scale_ = 1.0;
   int64_t in_zp_ = 0;
@@ -624,8 +637,9 @@ class Int8Executor final : public detail::Executor {
   size_t shortcuts_ = 0;  // Dirac shortcuts found (find_int8_shortcuts)
 };
 
-Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed)
-    : direct_(direct), shortcuts_on_(shortcuts) {
+Int8Executor::Int8Executor(const QuantizedNetImpl& net, bool small_map_gemm, bool direct, bool shortcuts, bool timed,
+                           bool tiling, bool tiling_timed)
+    : tiling_(tiling), tiling_timed_(tiling_timed), direct_(direct), shortcuts_on_(shortcuts) {
   in_scale_ = net.input_scale();
   in_zp_ = net.input_zero_point();
   fallbacks_ = net.fallbacks();
@@ -667,29 +681,127 @@ std::string Int8Executor::plan() const {
 }
 
 torch::Tensor Int8Executor::run(const torch::Tensor& input, std::vector<StepTiming>* timings) {
-  if (every_.empty()) return run_steps(steps_, input, timings);
+  const bool tiling = tiling_ && input.size(0) > 1;
+  if (every_.empty() && !tiling) return run_plan(steps_, input, 0, timings);
   const auto key = input.sizes().vec();
-  std::optional<bool> every;
+  std::optional<Choice> choice;
   {
     std::lock_guard<std::mutex> lock(choice_mutex_);
-    if (const auto it = use_every_.find(key); it != use_every_.end()) every = it->second;
+    if (const auto it = choices_.find(key); it != choices_.end()) choice = it->second;
   }
-  if (!every) {  // decided once per shape: best of 2 after a warm-up each
-    const double with = detail::best_ms([&] { run_steps(steps_, input, nullptr); });
-    const double without = detail::best_ms([&] { run_steps(every_, input, nullptr); });
+  if (!choice) {  // decided once per shape
+    Choice c;
+    if (!every_.empty()) {  // best of 2 after a warm-up each
+      const double with = detail::best_ms([&] { run_plan(steps_, input, 0, nullptr); });
+      const double without = detail::best_ms([&] { run_plan(every_, input, 0, nullptr); });
+      c.every = without < with;
+    }
+    if (tiling) c.cut = choose_cut(c.every ? every_ : steps_, input);
     std::lock_guard<std::mutex> lock(choice_mutex_);
-    every = use_every_.emplace(key, without < with).first->second;
+    choice = choices_.emplace(key, c).first->second;
   }
-  return run_steps(*every ? every_ : steps_, input, timings);
+  return run_plan(choice->every ? every_ : steps_, input, choice->cut, timings);
 }
 
-torch::Tensor Int8Executor::run_steps(const std::vector<std::shared_ptr<Step>>& steps, const torch::Tensor& input,
-                                      std::vector<StepTiming>* timings) {
-  static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
+size_t Int8Executor::choose_cut(const Plan& steps, const torch::Tensor& input) {
+  // cuts: before a step on maps where no shortcut is live (a block input kept, a projection's codes)
+  std::vector<size_t> cuts;
+  bool live = false;
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const auto& st = *steps[k];
+    if (st.kind == Step::Dequantize || st.kind == Step::DequantizeMean || st.kind == Step::Float) {
+      if (k > 0 && !live) cuts.push_back(k);
+      break;
+    }
+    if (k > 0 && !live) cuts.push_back(k);
+    if (st.save_input) live = true;
+    if (st.kind == Step::AddShortcut || st.adds_shortcut) live = false;
+  }
+  if (cuts.empty()) return 0;
+  if (!tiling_timed_) return cuts.back();
+  const auto t_whole = detail::average_profile([&](std::vector<StepTiming>* t) { run_plan(steps, input, 0, t); }, 1, 3);
+  // the candidates end at the first cut after the last step whose input holds kTileBytes per image
+  size_t last_big = 0;
+  bool any_big = false;
+  for (size_t k = 1; k < cuts.back(); ++k) {
+    const auto& o = t_whole[k - 1].output_shape;  // step k's input: u8 codes before the head
+    int64_t bytes = 1;
+    for (size_t d = 1; d < o.size(); ++d) bytes *= o[d];
+    if (o.size() == 4 && bytes >= detail::kTileBytes) std::tie(last_big, any_big) = std::make_pair(k, true);
+  }
+  if (!any_big) return 0;
+  std::vector<size_t> candidates;
+  for (const size_t c : cuts) {
+    candidates.push_back(c);
+    if (c > last_big) break;
+  }
+  const size_t end = candidates.back();
+  const auto t_tiled = detail::average_profile([&](std::vector<StepTiming>* t) { run_plan(steps, input, end, t); }, 1, 3);
+  const auto before = [](const std::vector<StepTiming>& t, size_t cut) {
+    double ms = 0;
+    for (size_t k = 0; k < cut && k < t.size(); ++k) ms += t[k].ms;
+    return ms;
+  };
+  double best = 0;
+  size_t cut = 0;
+  for (const size_t c : candidates) {
+    const double saving = before(t_whole, c) - before(t_tiled, c);
+    if (saving > best) std::tie(best, cut) = std::make_pair(saving, c);
+    if (detail::debug_tiling())
+      fmt::print(stderr, "INT8 batch tiling {}: cut {} whole {:.3f} ms tiled {:.3f} ms\n", fmt::join(input.sizes(), "x"),
+                 c, before(t_whole, c), before(t_tiled, c));
+  }
+  if (cut == 0) return 0;
+  const double w = detail::best_ms([&] { run_plan(steps, input, 0, nullptr); });
+  const double t = detail::best_ms([&] { run_plan(steps, input, cut, nullptr); });
+  if (detail::debug_tiling())
+    fmt::print(stderr, "INT8 batch tiling {}: cut {} whole network {:.3f} ms, tiled {:.3f} ms\n",
+               fmt::join(input.sizes(), "x"), cut, w, t);
+  return t < 0.97 * w ? cut : 0;
+}
+
+torch::Tensor Int8Executor::run_plan(const Plan& steps, const torch::Tensor& input, size_t cut,
+                                     std::vector<StepTiming>* timings) {
   // the input: checked, float32 on the CPU (DeployedNetImpl::check_input)
   auto flow = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
+  if (cut > 0) {
+    const int64_t n = flow.size(0);
+    torch::Tensor out;
+    std::vector<StepTiming> sum, one;
+    for (int64_t i = 0; i < n; ++i) {
+      torch::Tensor f = flow.narrow(0, i, 1);
+      one.clear();
+      run_range(steps, f, 0, cut, timings ? &one : nullptr);
+      if (!out.defined())
+        out = at::empty({n, f.size(1), f.size(2), f.size(3)}, f.options().memory_format(torch::MemoryFormat::ChannelsLast));
+      out.narrow(0, i, 1).copy_(f);
+      if (!timings) continue;
+      if (sum.empty()) {
+        sum = std::move(one);
+      } else {
+        for (size_t k = 0; k < sum.size(); ++k) {
+          sum[k].ms += one[k].ms;
+          sum[k].macs += one[k].macs;
+        }
+      }
+    }
+    for (auto& t : sum) {
+      t.name += " (the batch 1 image at a time)";
+      if (!t.output_shape.empty()) t.output_shape[0] = n;
+      timings->push_back(std::move(t));
+    }
+    flow = std::move(out);
+  }
+  run_range(steps, flow, cut, steps.size(), timings);
+  return flow;
+}
+
+void Int8Executor::run_range(const Plan& steps, torch::Tensor& flow, size_t begin, size_t end,
+                             std::vector<StepTiming>* timings) {
+  static const auto qlinear = onednn_op("onednn::qlinear_pointwise");
   torch::Tensor kept, aux;  // a shortcut block's input; its projection's codes and term
-  for (const auto& sp : steps) {
+  for (size_t k = begin; k < end; ++k) {
+    const auto& sp = steps[k];
     const auto& st = *sp;
     const auto t0 = timings ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     bool as_gemm = false;
@@ -780,7 +892,6 @@ torch::Tensor Int8Executor::run_steps(const std::vector<std::shared_ptr<Step>>& 
       timings->push_back(detail::step_timing(step_name(st, as_gemm), st.first, st.last, t0, macs, x));
     }
   }
-  return flow;
 }
 
 }  // namespace
@@ -793,7 +904,8 @@ std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const 
   TORCH_CHECK(options.device().is_cpu(), "the INT8 runtime runs on the CPU (asked for ", options.device(), ")");
   return std::make_shared<Int8Executor>(net, options.small_map_gemm(),
                                         options.onednn_direct() && onednn_direct_available(), options.dirac_shortcuts(),
-                                        options.dirac_shortcuts_timed());
+                                        options.dirac_shortcuts_timed(), options.batch_tiling(),
+                                        options.batch_tiling_timed());
 }
 }  // namespace detail
 

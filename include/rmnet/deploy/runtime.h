@@ -56,6 +56,8 @@ std::vector<std::string> runtime_names();
 bool onednn_direct_default();
 /// DeployOptions::dirac_shortcuts's default: false where the environment has RMNET_DIRAC_SHORTCUTS=0.
 bool dirac_shortcuts_default();
+/// DeployOptions::batch_tiling's default: false where the environment has RMNET_BATCH_TILING=0.
+bool batch_tiling_default();
 
 struct DeployOptions {
   /// Device the prepared network runs on (onednn: CPU only).
@@ -111,6 +113,23 @@ struct DeployOptions {
   /// from then on (on narrow networks at tiny maps the shortcut's extra steps can cost more than the
   /// arithmetic they save). false: the shortcuts always.
   TORCH_ARG(bool, dirac_shortcuts_timed) = true;
+  /// onednn, direct path, batches of more than one image: the first layers, on the biggest maps,
+  /// may run a chunk of the batch at a time (down to the network's end of a block: never inside a
+  /// Dirac shortcut) while the rest runs on the whole batch. A batch's activations on the first
+  /// maps outgrow the caches (the RM mobilenet_v2 at 224x224, batch 8: 19 MB per tensor in bf16),
+  /// one image's stay in them, and convolutions there are bound by memory traffic: those layers ran
+  /// 1.3-2.6x faster per image at batch 1 than at batch 8 on the reference machine. Decided once
+  /// per input shape by timing: each block's layers on the whole batch against one image at a
+  /// time, the prefix with the largest saving kept if the chained prefix is then faster as well;
+  /// otherwise the whole batch throughout. The same products (each image's arithmetic does not
+  /// depend on the batch), up to oneDNN's kernel choice for the smaller shape. false: the whole
+  /// batch at every layer. The default is true unless the environment has RMNET_BATCH_TILING=0
+  /// (RMNET_DEBUG_TILING=1 prints the timings to stderr). A profile names the steps that ran so
+  /// ("... (the batch 1 image at a time)").
+  TORCH_ARG(bool, batch_tiling) = batch_tiling_default();
+  /// batch_tiling without the timing: every layer on maps (up to the global pooling or the first
+  /// Linear) one image at a time, for every batch of more than one image (tests, experiments).
+  TORCH_ARG(bool, batch_tiling_timed) = true;
   /// CPU runtimes (and the INT8 executor): keep activation buffers of at least 256 KiB between forwards,
   /// up to this many MiB, and serve the next forward's allocations from them instead of fresh
   /// pages (glibc returns blocks of more than 32 MB to the system on free, so each forward would
