@@ -75,9 +75,18 @@ def normalize(images_u8, dataset="fashion-mnist"):
     return images_u8.to(torch.float32) * scale + shift
 
 
-def augment(images_u8, gen, padding=2, flip=True, dataset="fashion-mnist"):
+def resize(x, size):
+    """rmnet's then_resize: a bilinear resize of normalised float images [N, C, H, W] to size x size
+    (half-pixel centres); x itself where size is None/0 or already the side."""
+    if not size or (x.shape[-2] == size and x.shape[-1] == size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def augment(images_u8, gen, padding=2, flip=True, dataset="fashion-mnist", size=None):
     """rmnet's random_crop_flip on a batch: a random crop of the image padded with `padding` zero
-    pixels (before normalisation, as rmnet does), mirrored with probability 1/2, normalised."""
+    pixels (before normalisation, as rmnet does), mirrored with probability 1/2, normalised; then
+    resized to `size` (rmnet's --image-size on a fixed-size data set)."""
     n, c, h, w = images_u8.shape
     padded = F.pad(images_u8, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
@@ -89,7 +98,7 @@ def augment(images_u8, gen, padding=2, flip=True, dataset="fashion-mnist"):
     idx_n = torch.arange(n)[:, None, None, None]
     idx_c = torch.arange(c)[None, :, None, None]
     out = padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
-    return normalize(out, dataset)
+    return resize(normalize(out, dataset), size)
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -232,7 +241,7 @@ def evaluate(model, x, y, batch=1000):
     return {"top1": correct / len(x), "correct": correct, "images": len(x), "loss": loss / len(x)}
 
 
-def rmnet_eval(binary, model_file, dataset="fashion-mnist", data=None, runtime="eager"):
+def rmnet_eval(binary, model_file, dataset="fashion-mnist", data=None, runtime="eager", image_size=None):
     """`rmnet eval --json` of a model file: the "model" record (top1 is a fraction)."""
     with tempfile.TemporaryDirectory() as d:
         out = pathlib.Path(d) / "eval.json"
@@ -240,13 +249,15 @@ def rmnet_eval(binary, model_file, dataset="fashion-mnist", data=None, runtime="
                "--runtime", runtime]
         if data:
             cmd += ["--data", str(data)]
+        if image_size:
+            cmd += ["--image-size", str(image_size)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())["model"]
 
 
 # --------------------------------------------------------------------------------------- training
 def finetune(model, images_u8, labels, epochs, lr=0.01, momentum=0.9, weight_decay=5e-4, batch=128,
-             seed=0, padding=2, flip=True, dataset="fashion-mnist", log=None):
+             seed=0, padding=2, flip=True, dataset="fashion-mnist", log=None, size=None):
     """rmnet's fine-tuning recipe: SGD (momentum, weight decay on every parameter), learning rate
     cosine from `lr` to 0 per iteration over `epochs` (fractions allowed), shuffled batches (the
     last partial batch kept), random crop with `padding` zero pixels + horizontal flip. Seeded."""
@@ -268,7 +279,7 @@ def finetune(model, images_u8, labels, epochs, lr=0.01, momentum=0.9, weight_dec
             for g in opt.param_groups:
                 g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * it / total))
             idx = order[i:i + batch]
-            x = augment(images_u8[idx], gen, padding, flip, dataset)
+            x = augment(images_u8[idx], gen, padding, flip, dataset, size)
             loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -71,6 +71,8 @@ def train(a, arch, sparsity, folder):
         cmd = [a.rmnet, "train", "--arch", arch, "--dataset", "fashion-mnist", "--epochs", a.epochs,
                "--batch-size", 128, "--lr", 0.1, "--weight-decay", 5e-4, "--schedule", "cosine",
                "--warmup-epochs", 0.2, "--workers", 2, "--seed", a.seed, "--out", folder]
+        if a.image_size:
+            cmd += ["--image-size", a.image_size]
         if sparsity > 0:
             cmd += ["--sparsity", sparsity]
         run(cmd, folder / "train.log")
@@ -79,7 +81,7 @@ def train(a, arch, sparsity, folder):
 
 def bench(a, model, batch, runtime, work, iters):
     out = work / "bench.json"
-    run([a.rmnet, "bench", "--model", model, "--batch", batch, "--input-size", 28, "--iters", iters,
+    run([a.rmnet, "bench", "--model", model, "--batch", batch, "--input-size", a.image_size or 28, "--iters", iters,
          "--warmup", max(5, iters // 10), "--runtime", runtime, "--json", out], work / "bench.log")
     return json.loads(out.read_text())["models"][0]["images_per_second"]
 
@@ -126,7 +128,8 @@ def time_all(a, net, work):
         for row, prec, runtime, path in items:
             for b in a.batches:
                 if runtime == "ov":
-                    ips = common.openvino_speed(path, b, (1, 28, 28), rounds=1, seconds=a.round_seconds,
+                    side = a.image_size or 28
+                    ips = common.openvino_speed(path, b, (1, side, side), rounds=1, seconds=a.round_seconds,
                                                 warmup=0.2)["images_per_second"]
                 else:
                     ips = bench(a, pathlib.Path(path), b, runtime, work, iters=max(20, int(a.round_seconds * 2000 / b)))
@@ -266,6 +269,9 @@ def main():
     ap.add_argument("--round-seconds", type=float, default=1.0, help="about how long one network is timed per round")
     ap.add_argument("--compress-flags", default="", help="extra rmnet compress flags (quoted)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--image-size", type=int, default=0,
+                    help="train and evaluate at this side (Fashion-MNIST resized: `rmnet train --image-size`; "
+                         "0: 28x28); e.g. 64 for --archs resnet18, torchvision's ImageNet stem")
     ap.add_argument("--rmnet", default=str(common.ROOT / "build" / "rmnet"))
     ap.add_argument("--work", default=str(common.ROOT / "runs" / "study"))
     ap.add_argument("--table")
@@ -284,14 +290,15 @@ def main():
         study["networks"] = json.loads(previous.read_text()).get("networks", {})
     for arch in a.archs:
         for sp in a.sparsity:
-            name = net_name(arch, sp)
+            name = net_name(arch, sp) + (f"_{a.image_size}px" if a.image_size else "")
             folder = work / name
             model = train(a, arch, sp, folder)
             peers_json = folder / "peers.json"
             if not peers_json.exists():
                 run([sys.executable, HERE / "prune_peers.py", model, "--measure", "macs_conv_fc", "--fractions",
                      *a.fractions, "--epochs", a.finetune_epochs, "--int8", "--no-timing", "--save",
-                     folder / "peers_models", "--rmnet", a.rmnet, "--json", peers_json], folder / "peers.log")
+                     folder / "peers_models", "--rmnet", a.rmnet, "--json", peers_json, "--image-size", a.image_size],
+                    folder / "peers.log")
             original, peers = peers_rows(json.loads(peers_json.read_text()))
             rows = [compress(a, model, f, folder) for f in a.fractions]
             net = {"model": str(model), "batches": a.batches, "original": original, "peers": peers, "rmnet": rows}

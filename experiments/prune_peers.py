@@ -92,7 +92,7 @@ def prune_trajectory(tp, base, importance, targets, shape, steps, measure):
     return out
 
 
-def verify(model, binary, model_file, x_test, y_test, data):
+def verify(model, binary, model_file, x_test, y_test, data, image_size=0):
     """Top-1 and per-image predictions of the rebuild against `rmnet eval` (eager runtime)."""
     ours = common.evaluate(model, x_test, y_test)
     preds = common.predict(model, x_test)
@@ -102,6 +102,8 @@ def verify(model, binary, model_file, x_test, y_test, data):
                str(jfile), "--predictions", str(pfile), "--runtime", "eager"]
         if data != common.FASHION_MNIST_DIR:
             cmd += ["--data", str(data)]
+        if image_size:
+            cmd += ["--image-size", str(image_size)]
         import subprocess
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         theirs = json.loads(jfile.read_text())["model"]
@@ -170,6 +172,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (pruning, evaluation, fine-tuning)")
     ap.add_argument("--data", default=common.FASHION_MNIST_DIR, help="Fashion-MNIST IDX folder")
+    ap.add_argument("--image-size", type=int, default=0,
+                    help="resize the images to this side after the augmentation, as `rmnet train --image-size` "
+                         "(0: their own 28x28)")
     ap.add_argument("--rmnet", default=str(common.ROOT / "build" / "rmnet"),
                     help="rmnet binary for the rebuild check (default build/rmnet)")
     ap.add_argument("--no-verify", action="store_true", help="skip the check against `rmnet eval`")
@@ -198,9 +203,10 @@ def main():
     header = base.rmnet_header
     cin = header["options"]["in_channels"]
     x_test_u8, y_test = common.read_mnist(a.data, train=False)
-    shape_chw = (cin, x_test_u8.shape[2], x_test_u8.shape[3])
+    side = a.image_size or x_test_u8.shape[2]
+    shape_chw = (cin, side, side)
     shape = (1, *shape_chw)
-    x_test = common.normalize(x_test_u8)
+    x_test = common.resize(common.normalize(x_test_u8), a.image_size)
 
     report = {"model": str(a.model), "arch": header["options"]["arch"], "options": header["options"],
               "versions": common.versions("torch", "torch-pruning", "openvino", "onnx", "numpy"),
@@ -212,7 +218,7 @@ def main():
         common.log(f"warning: no rmnet binary at {binary}: the rebuild is not checked against `rmnet eval`")
         report["verify"] = None
     else:
-        v = verify(base, binary, a.model, x_test, y_test, a.data)
+        v = verify(base, binary, a.model, x_test, y_test, a.data, a.image_size)
         report["verify"] = v
         common.log(f"rebuild check: rmnet eval top-1 {100 * v['rmnet_top1']:.2f}% ({v['rmnet_correct']}), "
                    f"PyTorch {100 * v['pytorch_top1']:.2f}% ({v['pytorch_correct']}), same prediction on "
@@ -240,7 +246,7 @@ def main():
     if a.int8:
         xtr, _ = common.read_mnist(a.data, train=True)
         pick = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.calib_images]
-        calib = common.normalize(xtr[pick])
+        calib = common.resize(common.normalize(xtr[pick]), a.image_size)
         baseline["int8"] = int8(base, shape_chw, calib, x_test, y_test, a.timing_batches, a.rounds,
                                 a.round_seconds, work.name, "residual", not a.no_timing, a.save)
     report["baseline"] = baseline
@@ -277,7 +283,7 @@ def main():
             if a.epochs > 0:
                 t1 = time.time()
                 common.finetune(model, x_train_u8, y_train, a.epochs, lr=a.lr, weight_decay=a.weight_decay,
-                                batch=a.batch_size, seed=a.seed, log=common.log)
+                                batch=a.batch_size, seed=a.seed, log=common.log, size=a.image_size)
                 row["finetune_seconds"] = time.time() - t1
                 row["top1_after"] = common.evaluate(model, x_test, y_test)["top1"]
                 common.log(f"    after {a.epochs:g} epoch(s): top-1 {100 * row['top1_after']:.2f}% "

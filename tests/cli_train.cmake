@@ -48,6 +48,25 @@ expect_contains("${out}" "fine-tuning")
 rmnet_run(0 out info --model ${WORK}/finetune/final.rmnet)
 expect_contains("${out}" "family plain")
 
+# --image-size on Fashion-MNIST: the images resized to 40x40; the model remembers it (preprocess
+# metadata) and eval uses it without the flag
+rmnet_run(0 out train --arch resnet8 --dataset fashion-mnist --image-size 40 --epochs 1 --max-train-samples 128
+          --batch-size 64 --workers 1 --out ${WORK}/run40)
+rmnet_run(0 out info --model ${WORK}/run40/final.rmnet)
+expect_contains("${out}" "preprocess.crop: 40")
+rmnet_run(0 out eval --model ${WORK}/run40/final.rmnet --json ${WORK}/eval40.json)
+file(READ ${WORK}/eval40.json json)
+string(JSON side GET "${json}" image_size)
+if(NOT side EQUAL 40)
+  message(FATAL_ERROR "eval of a model trained at 40x40 evaluated at ${side}: ${json}")
+endif()
+rmnet_run(0 out eval --model ${WORK}/run/final.rmnet --json ${WORK}/eval28.json)
+file(READ ${WORK}/eval28.json json)
+string(JSON side GET "${json}" image_size)
+if(NOT side EQUAL 28)
+  message(FATAL_ERROR "eval of a model trained at 28x28 evaluated at ${side}: ${json}")
+endif()
+
 # bad input
 rmnet_run(1 out train --arch resnet8 --dataset cifar10 --epochs 1 --out ${WORK}/bad)
 expect_contains("${out}" "--data")

@@ -253,4 +253,52 @@ TEST(Data, PreprocessForADataSet) {
   const auto f = preprocess_for("folder", *test_set, 224);
   EXPECT_EQ(f.crop, 224);
   EXPECT_EQ(f.resize, 256);
+  EXPECT_EQ(preprocess_for("folder", *test_set).crop, 224);  // the folder default
+  const auto r = preprocess_for("fashion-mnist", *test_set, 64);  // resized to 64x64
+  EXPECT_EQ(r.crop, 64);
+  EXPECT_EQ(r.resize, 64);
+  EXPECT_EQ(image_size_for("fashion-mnist", 0), 28);
+  EXPECT_EQ(image_size_for("cifar10", 0), 32);
+  EXPECT_EQ(image_size_for("folder", 0), 224);
+  EXPECT_EQ(image_size_for("mnist", 64), 64);
+  EXPECT_NE(error_of([] { image_size_for("mnist", -1); }).find("image size"), std::string::npos);
+}
+
+// --image-size on a fixed-size data set: the augmented (or plain) image, normalised, then resized
+// bilinearly with half-pixel centres (torchvision's Resize on tensors): a constant image stays
+// constant, a 2x enlargement of [a, b] along a row is [a, .75a+.25b, .25a+.75b, b]; an image of
+// the target side passes unchanged; the training transform's randomness is the native one's.
+TEST(Data, ResizedTransformsOfFixedSizeDataSets) {
+  Rng rng(3);
+  auto img = torch::zeros({1, 2, 2}, torch::kUInt8);
+  img[0][0][1] = 255;
+  img[0][1][1] = 255;  // left column 0, right column 255
+  const auto norm = normalization_for("fashion-mnist");
+  const auto small = eval_transform("fashion-mnist")(img, rng);
+  EXPECT_EQ(small.sizes(), (std::vector<int64_t>{1, 2, 2}));
+  const auto big = eval_transform("fashion-mnist", 4)(img, rng);
+  ASSERT_EQ(big.sizes(), (std::vector<int64_t>{1, 4, 4}));
+  const double a = small[0][0][0].item<double>(), b = small[0][0][1].item<double>();
+  const std::vector<double> row = {a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b};
+  for (int64_t y = 0; y < 4; ++y)
+    for (int64_t x = 0; x < 4; ++x) EXPECT_NEAR(big[0][y][x].item<double>(), row[x], 1e-5) << y << "," << x;
+  EXPECT_NEAR(a, -norm.mean[0] / norm.std[0], 1e-6);
+  EXPECT_TRUE(eval_transform("fashion-mnist", 2)(img, rng).equal(small));  // already that side
+  // training: the same crop and flip draws as without the resize, then the resize
+  const auto plain = train_transform("fashion-mnist")(torch::randint(0, 256, {1, 28, 28}, torch::kUInt8), rng);
+  Rng r1(9), r2(9);
+  const auto x = torch::randint(0, 256, {1, 28, 28}, torch::kUInt8);
+  const auto native = train_transform("fashion-mnist")(x, r1), resized = train_transform("fashion-mnist", 64)(x, r2);
+  ASSERT_EQ(resized.sizes(), (std::vector<int64_t>{1, 64, 64}));
+  namespace F = torch::nn::functional;
+  const auto expect = F::interpolate(native.unsqueeze(0), F::InterpolateFuncOptions()
+                                                              .size(std::vector<int64_t>{64, 64})
+                                                              .mode(torch::kBilinear)
+                                                              .align_corners(false))
+                          .squeeze(0);
+  EXPECT_TRUE(resized.allclose(expect, 1e-6, 1e-6));
+  EXPECT_EQ(plain.size(1), 28);
+  EXPECT_EQ(train_transform("cifar10", 48)(torch::zeros({3, 32, 32}, torch::kUInt8), rng).sizes(),
+            (std::vector<int64_t>{3, 48, 48}));
+  EXPECT_NE(error_of([] { then_resize(normalize({{0.0}, {1.0}}), 0); }).find("positive"), std::string::npos);
 }

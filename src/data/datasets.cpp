@@ -24,25 +24,48 @@ DatasetPtr open_dataset(const std::string& name, const std::string& dir, bool tr
   TORCH_CHECK(false, "unknown data set '", name, "'; available: ", fmt::format("{}", fmt::join(dataset_names(), ", ")));
 }
 
+int64_t native_image_size(const std::string& name) {
+  if (name == "fashion-mnist" || name == "mnist") return 28;
+  if (name == "cifar10" || name == "cifar100") return 32;
+  return 0;
+}
+
+int64_t image_size_for(const std::string& name, int64_t image_size) {
+  TORCH_CHECK(image_size >= 0, "image size must be >= 0 (0: the data set's default), got ", image_size);
+  if (image_size > 0) return image_size;
+  return name == "folder" ? 224 : native_image_size(name);
+}
+
+namespace {
+/// `t`, then resized to image_size where that is given (then_resize passes an image of that side
+/// through unchanged).
+Transform sized(int64_t image_size, Transform t) {
+  return image_size > 0 ? then_resize(std::move(t), image_size) : t;
+}
+}  // namespace
+
 Transform train_transform(const std::string& name, int64_t image_size) {
   const auto norm = normalization_for(name);
-  if (name == "cifar10" || name == "cifar100") return random_crop_flip(4, norm);
-  if (name == "fashion-mnist") return random_crop_flip(2, norm, true);
-  if (name == "mnist") return random_crop_flip(2, norm, false);
-  return random_resized_crop_flip(image_size, norm);
+  if (name == "cifar10" || name == "cifar100") return sized(image_size, random_crop_flip(4, norm));
+  if (name == "fashion-mnist") return sized(image_size, random_crop_flip(2, norm, true));
+  if (name == "mnist") return sized(image_size, random_crop_flip(2, norm, false));
+  return random_resized_crop_flip(image_size_for(name, image_size), norm);
 }
 
 Transform eval_transform(const std::string& name, int64_t image_size) {
   const auto norm = normalization_for(name);
-  if (name == "folder") return resize_center_crop(image_size * 8 / 7, image_size, norm);
-  return normalize(norm);
+  if (name == "folder") {
+    const int64_t size = image_size_for(name, image_size);
+    return resize_center_crop(size * 8 / 7, size, norm);
+  }
+  return sized(image_size, normalize(norm));
 }
 
 Preprocess preprocess_for(const std::string& name, const Dataset& test, int64_t image_size) {
   const auto norm = normalization_for(name);
   Preprocess p;
-  p.crop = name == "folder" ? image_size : test.get(0).image.size(1);
-  p.resize = name == "folder" ? image_size * 8 / 7 : p.crop;
+  p.crop = name == "folder" ? image_size_for(name, image_size) : image_size > 0 ? image_size : test.get(0).image.size(1);
+  p.resize = name == "folder" ? p.crop * 8 / 7 : p.crop;
   p.mean = norm.mean;
   p.std = norm.std;
   return p;

@@ -117,6 +117,21 @@ Transform resize_center_crop(int64_t resize, int64_t crop, Normalization norm) {
   };
 }
 
+Transform then_resize(Transform t, int64_t size) {
+  TORCH_CHECK(size > 0, "then_resize: the size must be positive (got ", size, ")");
+  return [t = std::move(t), size](const torch::Tensor& img, Rng& rng) {
+    auto x = t(img, rng);
+    if (x.size(1) == size && x.size(2) == size) return x;
+    namespace F = torch::nn::functional;
+    return F::interpolate(x.unsqueeze(0), F::InterpolateFuncOptions()
+                                              .size(std::vector<int64_t>{size, size})
+                                              .mode(torch::kBilinear)
+                                              .align_corners(false))
+        .squeeze(0)
+        .contiguous();
+  };
+}
+
 Normalization normalization_for(const std::string& dataset) {
   if (dataset == "cifar10") return {{0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}};
   if (dataset == "cifar100") return {{0.5071, 0.4865, 0.4409}, {0.2673, 0.2564, 0.2762}};

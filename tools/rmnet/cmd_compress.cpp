@@ -18,7 +18,7 @@ struct CompressCliOptions {
   std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "stream";
   std::string runtime = "auto";
   double target_latency = -1.0, target_speedup = -1.0, target_macs = -1.0, max_layer_ratio = 1.0;
-  int64_t batch = 32, image_size = 224, max_train_samples = 0, round_to = 1;
+  int64_t batch = 32, image_size = 0, max_train_samples = 0, round_to = 1;
   bool no_reconstruct = false, no_distill = false, per_cost = false, no_shortcuts = false;
   CompressOptions compress = CompressOptions();
 };
@@ -45,7 +45,8 @@ void run_compress(CompressCliOptions o) {
   po.reconstruct(!o.no_reconstruct).per_cost(o.per_cost).round_to(o.round_to).max_layer_ratio(o.max_layer_ratio).keep_one(true);
   po.latency(LatencyOptions().batch(o.batch).runtime(runtime_from_string(o.runtime)));
   auto& fo = c.finetune();
-  fo.train_transform(train_transform(o.dataset, o.image_size)).test_transform(eval_transform(o.dataset, o.image_size));
+  const int64_t image_size = image_size_flag(o.image_size, model.get());
+  fo.train_transform(train_transform(o.dataset, image_size)).test_transform(eval_transform(o.dataset, image_size));
   c.log([](const std::string& line) { say(line); });
   CompressResult r;
   try {
@@ -122,7 +123,7 @@ Command setup_compress(CLI::App& app) {
   add_optimizer_flags(*cmd, f.train());
   cmd->add_option("--workers", f.workers(), "Data loader threads")->check(CLI::Range(0, 64));
   cmd->add_option("--seed", f.seed(), "Seed of the fine-tuning data order");
-  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--image-size", o->image_size, kImageSizeHelp)->check(CLI::Range(8, 4096));
   cmd->add_option("--max-train-samples", o->max_train_samples, "Fine-tune on the first N training images (0 = all)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_option("--bench-iters", c.bench_iters(), "Timed forwards per images/s figure")

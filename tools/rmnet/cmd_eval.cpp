@@ -15,11 +15,12 @@ namespace {
 
 struct EvalCliOptions {
   std::string model, compare, dataset = "fashion-mnist", data, json, runtime = "auto", predictions, dtype = "fp32";
-  int64_t batch_size = 256, workers = 2, image_size = 224, check_images = 1000;
+  int64_t batch_size = 256, workers = 2, image_size = 0, check_images = 1000;
 };
 
-void run_eval(const EvalCliOptions& o) {
+void run_eval(EvalCliOptions o) {
   auto test_set = open_dataset_flags(o.dataset, o.data, false);
+  if (o.image_size == 0) o.image_size = image_size_flag(0, load_model_flag("--model", o.model).get());
   DataLoader loader(test_set, eval_transform(o.dataset, o.image_size),
                     LoaderOptions().batch_size(o.batch_size).shuffle(false).workers(o.workers));
   std::vector<std::string> files = {o.model};
@@ -85,6 +86,7 @@ void run_eval(const EvalCliOptions& o) {
                     predictions[0].eq(predictions[1]).sum().item<int64_t>(), predictions[0].numel()));
   }
   out["dataset"] = o.dataset;
+  out["image_size"] = image_size_for(o.dataset, o.image_size);  // the side the images were evaluated at
   if (!o.predictions.empty()) {  // the first model's predicted class per test image, one per line
     std::string text;
     const auto p = predictions[0].to(torch::kLong).contiguous();
@@ -106,7 +108,7 @@ Command setup_eval(CLI::App& app) {
   cmd->add_option("--data", o->data, "Data folder (default for fashion-mnist: Debian's package)");
   cmd->add_option("--batch-size", o->batch_size, "Batch size")->check(CLI::Range(1, 65536));
   cmd->add_option("--workers", o->workers, "Data loader threads")->check(CLI::Range(0, 64));
-  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--image-size", o->image_size, kImageSizeHelp)->check(CLI::Range(8, 4096));
   cmd->add_option("--json", o->json, "Write the results as JSON");
   cmd->add_option("--predictions", o->predictions, "Write the model's predicted class per test image (one per line)");
   cmd->add_option("--runtime", o->runtime,

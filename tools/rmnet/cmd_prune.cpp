@@ -33,7 +33,7 @@ struct PruneCliOptions {
        keep_dirac = false;
   bool per_cost = false, executed_macs = false;
   std::string calib_dataset, data;
-  int64_t calib_images = 256, image_size = 224, seed = 0, reconstruct_positions = 32;
+  int64_t calib_images = 256, image_size = 0, seed = 0, reconstruct_positions = 32;
   int64_t bench_iters = 10, bench_batch = 64, input_size = 0;
 };
 
@@ -79,7 +79,7 @@ void run_prune(const PruneCliOptions& o) {
     TORCH_CHECK(train->channels() == model->options().in_channels(), "--model '", o.model, "' takes ",
                 model->options().in_channels(), " input channels, --calib-dataset '", o.calib_dataset, "' has ",
                 train->channels());
-    calibration = calibration_images(*train, eval_transform(o.calib_dataset, o.image_size), o.calib_images,
+    calibration = calibration_images(*train, eval_transform(o.calib_dataset, image_size_flag(o.image_size, model.get())), o.calib_images,
                                      static_cast<uint64_t>(o.seed));
   }
   PruneResult r;
@@ -237,7 +237,7 @@ Command setup_prune(CLI::App& app) {
   cmd->add_option("--reconstruct-positions", o->reconstruct_positions,
                   "Output positions sampled per image and layer for --reconstruct")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--image-size", o->image_size, kImageSizeHelp)->check(CLI::Range(8, 4096));
   cmd->add_option("--seed", o->seed, "Seed of the calibration image choice and the sampled positions");
   cmd->add_flag("--keep-one", o->keep_one,
                 "Where the selection would empty a layer, keep its most important channel instead of failing");

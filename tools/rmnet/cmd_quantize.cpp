@@ -12,7 +12,7 @@ namespace rmnet::cli {
 struct QuantizeCliOptions {
   std::string model, out, dataset, data, observer = "percentile", equalize_by = "activations", json;
   double alpha = 0.5;
-  int64_t calib_images = 512, image_size = 224, seed = 0;
+  int64_t calib_images = 512, image_size = 0, seed = 0;
   double percentile = 99.99;
   bool no_equalize = false, no_exact_copies = false;
 };
@@ -33,7 +33,7 @@ static void run_quantize(const QuantizeCliOptions& o) {
               o.data.empty() ? "" : " in '" + o.data + "'", " is empty");
   TORCH_CHECK(train->channels() == model->options().in_channels(), "'", o.model, "' takes ",
               model->options().in_channels(), " input channels, data set '", o.dataset, "' has ", train->channels());
-  const auto images = calibration_images(*train, eval_transform(o.dataset, o.image_size), o.calib_images,
+  const auto images = calibration_images(*train, eval_transform(o.dataset, image_size_flag(o.image_size, model.get())), o.calib_images,
                                          static_cast<uint64_t>(o.seed));
   QuantizeOptions qo;
   qo.equalize(!o.no_equalize).observer(observer_from_string(o.observer)).percentile(o.percentile);
@@ -106,7 +106,7 @@ Command setup_quantize(CLI::App& app) {
   cmd->add_option("--observer", o->observer, "Activation range observer: percentile (default), minmax, mse")
       ->check(CLI::IsMember({"mse", "percentile", "minmax"}));
   cmd->add_option("--percentile", o->percentile, "Percentile of the percentile observer")->check(CLI::Range(50.0, 100.0));
-  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--image-size", o->image_size, kImageSizeHelp)->check(CLI::Range(8, 4096));
   cmd->add_option("--json", o->json,
                   "Write a report as JSON: passes, fallbacks, per-pair activation range spread before/after equalization");
   cmd->add_option("--seed", o->seed, "Seed of the calibration image choice");

@@ -31,7 +31,7 @@ struct TrainCliOptions {
   ArchFlags arch;
   std::string init, resume, dataset = "fashion-mnist", data, device = "cpu", amp = "off", dist_backend = "auto";
   std::string teacher;
-  int64_t image_size = 224, max_train_samples = 0;
+  int64_t image_size = 0, max_train_samples = 0;
   bool shortcut_scale = false, sync_bn = false, deterministic = false;
   double dist_timeout = 300;  // seconds
   FitOptions fit = FitOptions().workers(2).out("runs/train");
@@ -80,9 +80,11 @@ void run_train(TrainCliOptions o) {
                     teacher->options().arch(), runtime_name(*teacher), to.distill_weight(), to.distill_temperature()));
     to.teacher(teacher);
   }
-  if (!Preprocess::from_metadata(model->metadata()))  // what the Classifier API applies to images
-    preprocess_for(o.dataset, *test_set, o.image_size).to_metadata(model->metadata());
-  o.fit.train_transform(train_transform(o.dataset, o.image_size)).test_transform(eval_transform(o.dataset, o.image_size));
+  // a fine-tuned or resumed model keeps the side it was trained at unless --image-size says otherwise
+  const int64_t image_size = image_size_flag(o.image_size, model.get());
+  if (!Preprocess::from_metadata(model->metadata()) || o.image_size > 0)  // what the Classifier API applies to images
+    preprocess_for(o.dataset, *test_set, image_size).to_metadata(model->metadata());
+  o.fit.train_transform(train_transform(o.dataset, image_size)).test_transform(eval_transform(o.dataset, image_size));
   o.fit.resume(o.resume).config(nlohmann::json{{"arch", o.arch.arch}, {"init", o.init}, {"dataset", o.dataset}, {"data", o.data},
       {"max_train_samples", o.max_train_samples}, {"device", o.device}, {"amp", o.amp}, {"shortcut_scale", o.shortcut_scale},
       {"sync_bn", o.sync_bn}, {"deterministic", o.deterministic}, {"teacher", o.teacher},
@@ -154,7 +156,7 @@ Command setup_train(CLI::App& app) {
   cmd->add_flag("--shortcut-scale", o->shortcut_scale,
                 "ResNet blocks get a learnable shortcut scale (on by default with --sparsity for a new model)");
   cmd->add_option("--workers", f.workers(), "Data loader threads")->check(CLI::Range(0, 64));
-  cmd->add_option("--image-size", o->image_size, "Crop size for folder data sets")->check(CLI::Range(8, 4096));
+  cmd->add_option("--image-size", o->image_size, kImageSizeHelp)->check(CLI::Range(8, 4096));
   cmd->add_option("--max-train-samples", o->max_train_samples, "Use only the first N training images (0 = all)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_option("--seed", f.seed(), "Random seed");

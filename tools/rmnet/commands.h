@@ -74,6 +74,13 @@ torch::Device parse_device(const std::string& name, int default_index = 0);
 
 /// open_dataset (data/datasets.h) with its errors prefixed by the flags (--dataset, --data).
 DatasetPtr open_dataset_flags(const std::string& name, const std::string& dir, bool train);
+/// --image-size's value: the flag where given (> 0), else the side `model` was trained at (its
+/// preprocess metadata's crop), else 0 (the data set's default: datasets.h, image_size_for).
+int64_t image_size_flag(int64_t flag, const ModelImpl* model);
+/// --image-size's help text (the same on every command).
+inline constexpr const char* kImageSizeHelp =
+    "Image side: folder data sets crop to it (default 224); the others are resized to it (default: their own side, "
+    "28 or 32). Default with a --model: the side it was trained at (its preprocess metadata)";
 /// load_model with its errors prefixed by the flag that named the file (e.g. "--model 'x': ...").
 ModelPtr load_model_flag(const std::string& flag, const std::string& path);
 /// The library names options; the CLI user knows them as flags: each (library name, flag) pair's

@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 
 #include "commands.h"
+#include "rmnet/data/preprocess.h"
 #include "rmnet/data/datasets.h"
 #include "rmnet/io/export.h"
 #include "rmnet/io/model_file.h"
@@ -90,6 +91,13 @@ torch::Device parse_device(const std::string& name, int default_index) {
                 " does not exist (", torch::cuda::device_count(), " CUDA devices)");
   }
   return d;
+}
+
+int64_t image_size_flag(int64_t flag, const ModelImpl* model) {
+  if (flag > 0) return flag;
+  if (model)
+    if (const auto p = Preprocess::from_metadata(model->metadata())) return p->crop;
+  return 0;
 }
 
 DatasetPtr open_dataset_flags(const std::string& name, const std::string& dir, bool train) {

@@ -24,6 +24,11 @@ Transform random_resized_crop_flip(int64_t size, Normalization norm);
 /// ImageNet evaluation: resize the shorter side to `resize`, center crop `crop`, normalise.
 Transform resize_center_crop(int64_t resize, int64_t crop, Normalization norm);
 
+/// `t`, then a bilinear resize of its float [C, H, W] output to size x size (half-pixel centres,
+/// as torchvision's Resize on tensors; enlarging, antialiasing changes nothing). Normalisation
+/// commutes with it (an affine map per channel; the weights of a bilinear sample sum to 1).
+Transform then_resize(Transform t, int64_t size);
+
 /// Normalisation constants: "cifar10", "cifar100", "mnist", "fashion-mnist", "imagenet".
 Normalization normalization_for(const std::string& dataset);
 
