@@ -532,6 +532,18 @@ class DnnlExecutor : public Executor {
       sch->cut_sizes = whole.in_sizes[sch->cut];
       return sch;
     }
+    // decided once per input shape for the executor's life (a schedule evicted and made again runs
+    // the same kernels: results stay bit for bit the same)
+    if (const auto it = tiling_cuts_.find(shape); it != tiling_cuts_.end()) {
+      if (it->second > 0) {
+        sch->front = std::make_shared<Plan>(make_plan(one, 0, it->second));
+        sch->cut = it->second;
+        sch->chunk = 1;
+        sch->cut_sizes = whole.in_sizes[it->second];
+      }
+      return sch;
+    }
+    tiling_cuts_[shape] = 0;  // changed below where tiling is kept
     const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype_));
     size_t last_big = 0;
     bool any_big = false;
@@ -579,6 +591,7 @@ class DnnlExecutor : public Executor {
     const double w = best_ms([&] { run_whole(cut, nullptr); }), t = best_ms([&] { run_front(*front, cut, nullptr); });
     if (debug_tiling()) fmt::print(stderr, "batch tiling {}: cut {} chained whole {:.3f} ms tiled {:.3f} ms\n", fmt::join(shape, "x"), cut, w, t);
     if (t < 0.97 * w) {
+      tiling_cuts_[shape] = cut;
       sch->front = std::move(front);
       sch->cut = cut;
       sch->chunk = 1;
@@ -748,6 +761,7 @@ class DnnlExecutor : public Executor {
   std::mutex mutex_;
   std::vector<size_t> cuts_;  // where batch tiling may cut the chain (see the constructor)
   std::list<std::pair<std::vector<int64_t>, std::shared_ptr<const Schedule>>> cache_;
+  mutable std::map<std::vector<int64_t>, size_t> tiling_cuts_;  // make_schedule: input sizes -> cut (0: none)
   mutable std::map<std::vector<int64_t>, bool> choices_;  // choose_libtorch: [input sizes..., step] -> LibTorch's
 };
 
