@@ -525,24 +525,18 @@ class DnnlExecutor : public Executor {
     const auto& whole = *sch->whole;
     std::vector<int64_t> one = shape;
     one[0] = 1;
-    if (!options_.batch_tiling_timed()) {
-      sch->cut = cuts_.back();
-      sch->front = std::make_shared<Plan>(make_plan(one, 0, sch->cut));
+    const auto take = [&](size_t cut, std::shared_ptr<const Plan> front) {  // steps [0, cut) one image at a time
+      sch->front = front ? std::move(front) : std::make_shared<Plan>(make_plan(one, 0, cut));
+      sch->cut = cut;
       sch->chunk = 1;
-      sch->cut_sizes = whole.in_sizes[sch->cut];
+      sch->cut_sizes = whole.in_sizes[cut];
       return sch;
-    }
+    };
+    if (!options_.batch_tiling_timed()) return take(cuts_.back(), nullptr);
     // decided once per input shape for the executor's life (a schedule evicted and made again runs
     // the same kernels: results stay bit for bit the same)
-    if (const auto it = tiling_cuts_.find(shape); it != tiling_cuts_.end()) {
-      if (it->second > 0) {
-        sch->front = std::make_shared<Plan>(make_plan(one, 0, it->second));
-        sch->cut = it->second;
-        sch->chunk = 1;
-        sch->cut_sizes = whole.in_sizes[it->second];
-      }
-      return sch;
-    }
+    if (const auto it = tiling_cuts_.find(shape); it != tiling_cuts_.end())
+      return it->second > 0 ? take(it->second, nullptr) : sch;
     tiling_cuts_[shape] = 0;  // changed below where tiling is kept
     const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype_));
     size_t last_big = 0;
@@ -590,14 +584,9 @@ class DnnlExecutor : public Executor {
     if (cut < end) front = std::make_shared<Plan>(make_plan(one, 0, cut));
     const double w = best_ms([&] { run_whole(cut, nullptr); }), t = best_ms([&] { run_front(*front, cut, nullptr); });
     if (debug_tiling()) fmt::print(stderr, "batch tiling {}: cut {} chained whole {:.3f} ms tiled {:.3f} ms\n", fmt::join(shape, "x"), cut, w, t);
-    if (t < 0.97 * w) {
-      tiling_cuts_[shape] = cut;
-      sch->front = std::move(front);
-      sch->cut = cut;
-      sch->chunk = 1;
-      sch->cut_sizes = whole.in_sizes[cut];
-    }
-    return sch;
+    if (t >= 0.97 * w) return sch;
+    tiling_cuts_[shape] = cut;
+    return take(cut, std::move(front));
   }
 
   /// Whether LibTorch's operator (oneDNN 3, newer kernels) runs conv `node` (with its per-channel
