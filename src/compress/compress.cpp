@@ -135,7 +135,8 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
   if (lo.input_size() == 0) lo.input_size(size);
   BenchOptions bo;
   bo.batch(o.bench_batch()).input_size(size).iters(o.bench_iters()).warmup(std::max<int64_t>(1, o.bench_iters() / 2));
-  const auto measure = [&](const ModelPtr& m, CompressStep& s, Runtime runtime) {
+  // `shortcuts_of`: the float network whose Dirac shortcuts the measured one runs (the INT8 step's)
+  const auto measure = [&](const ModelPtr& m, CompressStep& s, Runtime runtime, const CompressStep* shortcuts_of = nullptr) {
     BenchOptions b_opts = bo;
     auto b = benchmark(m, s.name, b_opts.runtime(runtime));
     s.runtime = b.runtime;
@@ -148,6 +149,10 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
       const auto sc = dirac_shortcuts(*plain);
       s.shortcuts = static_cast<int64_t>(sc.size());
       s.executed_macs = executed_macs(*plain, sc, size);
+    }
+    if (shortcuts_of) {
+      s.executed_macs = shortcuts_of->executed_macs;
+      s.shortcuts = shortcuts_of->shortcuts;
     }
     s.top1 = top1_of(prepare_inference(m, runtime), test, eval_t, workers);
     log(fmt::format("{:<10} top-1 {:.2f}%  {:.0f} images/s ({}, batch {})  MACs {} (executed {})  params {}", s.name,
@@ -239,9 +244,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
     auto q = quantize(*current, calibration, o.quantize());
     CompressStep s;
     s.name = "int8";
-    measure(q.net.ptr(), s, Runtime::Auto);  // the INT8 executor
-    s.executed_macs = result.steps.back().executed_macs;  // its shortcuts are the float network's
-    s.shortcuts = result.steps.back().shortcuts;
+    measure(q.net.ptr(), s, Runtime::Auto, &result.steps.back());  // the INT8 executor: the float network's shortcuts
     s.seconds = seconds_since(t0);
     s.file = save(*q.net, "int8.rmnet");
     result.steps.push_back(s);
