@@ -2,14 +2,17 @@
 // Shared test helpers.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <string>
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "rmnet/convert/rm.h"
 #include "rmnet/data/dataset.h"
+#include "rmnet/deploy/runtime.h"
 #include "rmnet/models/registry.h"
 
 namespace rmnet::test {
@@ -49,6 +52,19 @@ inline double rel_diff(ModelImpl& a, ModelImpl& b, const torch::Tensor& x) {
 }
 
 /// The message (without backtrace) of the c10::Error `f` throws, or "" if it throws none.
+/// A batch-tiled profile (DeployOptions::batch_tiling) against the untiled one of the same input:
+/// the same steps, MACs and output shapes (checked); returns how many steps it names as tiled.
+inline size_t tiled_steps(const std::vector<StepTiming>& tiled, const std::vector<StepTiming>& whole) {
+  EXPECT_EQ(tiled.size(), whole.size());
+  size_t named = 0;
+  for (size_t k = 0; k < std::min(tiled.size(), whole.size()); ++k) {
+    EXPECT_EQ(tiled[k].macs, whole[k].macs) << tiled[k].name;
+    EXPECT_EQ(tiled[k].output_shape, whole[k].output_shape) << tiled[k].name;
+    named += tiled[k].name.find("(the batch 1 image at a time)") != std::string::npos;
+  }
+  return named;
+}
+
 inline std::string error_of(const std::function<void()>& f) {
   try {
     f();

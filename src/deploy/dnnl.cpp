@@ -175,13 +175,11 @@ struct Plan {
   std::vector<std::vector<int64_t>> in_sizes;  // steps_[i]'s input sizes (NCHW), i in [begin, end], on maps
 };
 
-/// How a shape's forward runs: steps [0, cut) on `front`, `chunk` images at a time, into a tensor of
-/// `cut_sizes`, the rest on `whole` (DeployOptions::batch_tiling); no front: `whole` throughout.
+/// How a shape's forward runs: steps [0, cut) on `front`, one image at a time, the rest on `whole`
+/// (DeployOptions::batch_tiling); no front: `whole` throughout.
 struct Schedule {
   std::shared_ptr<const Plan> whole, front;
   size_t cut = 0;
-  int64_t chunk = 0;
-  std::vector<int64_t> cut_sizes;
 };
 
 /// An owned memory in `md` holding `src` (a dense tensor in layout `user_tag`), reordered.
@@ -304,7 +302,7 @@ class DnnlExecutor : public Executor {
     Tensor x = x0.contiguous(torch::MemoryFormat::ChannelsLast);
     bool owned = x.data_ptr() != x0.data_ptr();  // in-place steps never write into the caller's tensor
     if (sch->front) {
-      x = run_tiled(*sch->front, x, sch->cut, sch->chunk, sch->cut_sizes, timings);
+      x = run_tiled(*sch->front, x, sch->cut, timings);
       owned = true;
     }
     run_steps(*sch->whole, x, owned, sch->cut, steps_.size(), timings);
@@ -393,37 +391,15 @@ class DnnlExecutor : public Executor {
     }
   }
 
-  /// Steps [0, cut) of `front` (a plan for `chunk` images) on x, `chunk` images at a time, into one
-  /// tensor of `out_sizes` (the whole batch at the cut). Timings: each step's time summed over the
-  /// chunks.
-  Tensor run_tiled(const Plan& front, const Tensor& x, size_t cut, int64_t chunk, const std::vector<int64_t>& out_sizes,
-                   std::vector<StepTiming>* timings) const {
-    Tensor out = at::empty(out_sizes, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
-    const int64_t n = x.size(0);
-    std::vector<StepTiming> sum, one;
-    for (int64_t i = 0; i < n; i += chunk) {
-      Tensor y = x.narrow(0, i, chunk);  // channels-last: one image after another, a view
-      bool owned = false;
-      one.clear();
-      run_steps(front, y, owned, 0, cut, timings ? &one : nullptr);
-      out.narrow(0, i, chunk).copy_(y);
-      if (!timings) continue;
-      if (sum.empty()) {
-        sum = std::move(one);
-      } else {
-        for (size_t k = 0; k < sum.size(); ++k) {
-          sum[k].ms += one[k].ms;
-          sum[k].macs += one[k].macs;
-        }
-      }
-    }
-    if (timings)
-      for (auto& t : sum) {
-        t.name += fmt::format(" (the batch {} image{} at a time)", chunk, chunk == 1 ? "" : "s");
-        if (!t.output_shape.empty()) t.output_shape[0] = n;
-        timings->push_back(std::move(t));
-      }
-    return out;
+  /// Steps [0, cut) of `front` (a plan for one image) on x, one image at a time (run_per_image).
+  Tensor run_tiled(const Plan& front, const Tensor& x, size_t cut, std::vector<StepTiming>* timings) const {
+    return run_per_image(
+        x,
+        [&](Tensor& y, std::vector<StepTiming>* t) {
+          bool owned = false;  // a view of the caller's batch
+          run_steps(front, y, owned, 0, cut, t);
+        },
+        timings);
   }
 
   /// Whether steps_[i] is a conv whose next step, a per-channel clamp, becomes its post-ops.
@@ -528,8 +504,6 @@ class DnnlExecutor : public Executor {
     const auto take = [&](size_t cut, std::shared_ptr<const Plan> front) {  // steps [0, cut) one image at a time
       sch->front = front ? std::move(front) : std::make_shared<Plan>(make_plan(one, 0, cut));
       sch->cut = cut;
-      sch->chunk = 1;
-      sch->cut_sizes = whole.in_sizes[cut];
       return sch;
     };
     if (!options_.batch_tiling_timed()) return take(cuts_.back(), nullptr);
@@ -539,18 +513,11 @@ class DnnlExecutor : public Executor {
       return it->second > 0 ? take(it->second, nullptr) : sch;
     tiling_cuts_[shape] = 0;  // changed below where tiling is kept
     const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype_));
-    size_t last_big = 0;
-    bool any_big = false;
-    for (size_t i = 0; i < cuts_.back(); ++i) {
+    const auto candidates = tiling_candidates(cuts_, [&](size_t i) {
       const auto& in = whole.in_sizes[i];
-      if (!in.empty() && in[1] * in[2] * in[3] * elem >= kTileBytes) std::tie(last_big, any_big) = std::make_pair(i, true);
-    }
-    if (!any_big) return sch;
-    std::vector<size_t> candidates;
-    for (const size_t c : cuts_) {
-      candidates.push_back(c);
-      if (c > last_big) break;
-    }
+      return in.empty() ? int64_t{0} : in[1] * in[2] * in[3] * elem;
+    });
+    if (candidates.empty()) return sch;
     const size_t end = candidates.back();
     auto front = std::make_shared<Plan>(make_plan(one, 0, end));
     const Tensor x = torch::randn(shape, torch::TensorOptions().dtype(dtype_)).contiguous(torch::MemoryFormat::ChannelsLast);
@@ -559,9 +526,7 @@ class DnnlExecutor : public Executor {
       bool owned = false;
       run_steps(whole, y, owned, 0, cut, t);
     };
-    const auto run_front = [&](const Plan& p, size_t cut, std::vector<StepTiming>* t) {
-      run_tiled(p, x, cut, 1, whole.in_sizes[cut], t);
-    };
+    const auto run_front = [&](const Plan& p, size_t cut, std::vector<StepTiming>* t) { run_tiled(p, x, cut, t); };
     const auto t_whole = average_profile([&](std::vector<StepTiming>* t) { run_whole(end, t); }, 1, 3);
     const auto t_tiled = average_profile([&](std::vector<StepTiming>* t) { run_front(*front, end, t); }, 1, 3);
     const auto before = [&](const std::vector<StepTiming>& t, size_t cut) {  // ms of the steps before the cut
@@ -569,17 +534,9 @@ class DnnlExecutor : public Executor {
       for (const auto& st : t) ms += st.first_layer < steps_[cut].first ? st.ms : 0.0;
       return ms;
     };
-    double best_saving = 0;
-    size_t cut = 0;
-    for (const size_t c : candidates) {
-      const double saving = before(t_whole, c) - before(t_tiled, c);
-      if (saving > best_saving) std::tie(best_saving, cut) = std::make_pair(saving, c);
-    }
-    if (debug_tiling()) {
-      for (const size_t c : candidates)
-        fmt::print(stderr, "batch tiling {}: cut {} whole {:.3f} ms tiled {:.3f} ms\n", fmt::join(shape, "x"), c,
-                   before(t_whole, c), before(t_tiled, c));
-    }
+    const size_t cut = best_tiling_cut(
+        candidates, [&](size_t c) { return before(t_whole, c); }, [&](size_t c) { return before(t_tiled, c); },
+        fmt::format("batch tiling {}", fmt::join(shape, "x")));
     if (cut == 0) return sch;
     if (cut < end) front = std::make_shared<Plan>(make_plan(one, 0, cut));
     const double w = best_ms([&] { run_whole(cut, nullptr); }), t = best_ms([&] { run_front(*front, cut, nullptr); });

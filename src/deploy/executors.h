@@ -83,6 +83,25 @@ std::shared_ptr<Executor> make_int8_executor(const QuantizedNetImpl& net, const 
 std::vector<StepTiming> average_profile(const std::function<void(std::vector<StepTiming>*)>& run, int64_t warmup,
                                         int64_t iters);
 
+/// Batch tiling (DeployOptions::batch_tiling): `run(image, timings)` runs a chain's prefix on one
+/// image of `x` (a view of the channels-last batch, replaced by the prefix's output: a map), image
+/// after image; the outputs are copied into one channels-last tensor for the batch. With `timings`,
+/// each step's record is appended with its time and MACs summed over the images, its output shape
+/// the batch's and " (the batch 1 image at a time)" added to its name.
+torch::Tensor run_per_image(const torch::Tensor& x,
+                            const std::function<void(torch::Tensor&, std::vector<StepTiming>*)>& run,
+                            std::vector<StepTiming>* timings);
+
+/// Batch tiling's candidate cuts: `cuts` (ascending step indices) up to the first one past the last
+/// step before cuts.back() whose input holds at least kTileBytes per image (`input_bytes(step)`);
+/// empty where no step does.
+std::vector<size_t> tiling_candidates(const std::vector<size_t>& cuts, const std::function<int64_t(size_t)>& input_bytes);
+
+/// The candidate cut with the largest saving whole_ms(c) - tiled_ms(c) (the ms of the steps before
+/// c, untiled and tiled), 0 where none saves; RMNET_DEBUG_TILING=1 prints each, after `what`.
+size_t best_tiling_cut(const std::vector<size_t>& candidates, const std::function<double(size_t)>& whole_ms,
+                       const std::function<double(size_t)>& tiled_ms, const std::string& what);
+
 /// One step's timing record: its name and layers, the time since `t0`, its MACs and output shape.
 StepTiming step_timing(std::string name, size_t first, size_t last, std::chrono::steady_clock::time_point t0,
                        int64_t macs, const torch::Tensor& out);

@@ -720,21 +720,14 @@ size_t Int8Executor::choose_cut(const Plan& steps, const torch::Tensor& input) {
   if (cuts.empty()) return 0;
   if (!tiling_timed_) return cuts.back();
   const auto t_whole = detail::average_profile([&](std::vector<StepTiming>* t) { run_plan(steps, input, 0, t); }, 1, 3);
-  // the candidates end at the first cut after the last step whose input holds kTileBytes per image
-  size_t last_big = 0;
-  bool any_big = false;
-  for (size_t k = 1; k < cuts.back(); ++k) {
+  const auto candidates = detail::tiling_candidates(cuts, [&](size_t k) {
+    if (k == 0) return int64_t{0};
     const auto& o = t_whole[k - 1].output_shape;  // step k's input: u8 codes before the head
     int64_t bytes = 1;
     for (size_t d = 1; d < o.size(); ++d) bytes *= o[d];
-    if (o.size() == 4 && bytes >= detail::kTileBytes) std::tie(last_big, any_big) = std::make_pair(k, true);
-  }
-  if (!any_big) return 0;
-  std::vector<size_t> candidates;
-  for (const size_t c : cuts) {
-    candidates.push_back(c);
-    if (c > last_big) break;
-  }
+    return o.size() == 4 ? bytes : int64_t{0};
+  });
+  if (candidates.empty()) return 0;
   const size_t end = candidates.back();
   const auto t_tiled = detail::average_profile([&](std::vector<StepTiming>* t) { run_plan(steps, input, end, t); }, 1, 3);
   const auto before = [](const std::vector<StepTiming>& t, size_t cut) {
@@ -742,15 +735,9 @@ size_t Int8Executor::choose_cut(const Plan& steps, const torch::Tensor& input) {
     for (size_t k = 0; k < cut && k < t.size(); ++k) ms += t[k].ms;
     return ms;
   };
-  double best = 0;
-  size_t cut = 0;
-  for (const size_t c : candidates) {
-    const double saving = before(t_whole, c) - before(t_tiled, c);
-    if (saving > best) std::tie(best, cut) = std::make_pair(saving, c);
-    if (detail::debug_tiling())
-      fmt::print(stderr, "INT8 batch tiling {}: cut {} whole {:.3f} ms tiled {:.3f} ms\n", fmt::join(input.sizes(), "x"),
-                 c, before(t_whole, c), before(t_tiled, c));
-  }
+  const size_t cut = detail::best_tiling_cut(
+      candidates, [&](size_t c) { return before(t_whole, c); }, [&](size_t c) { return before(t_tiled, c); },
+      fmt::format("INT8 batch tiling {}", fmt::join(input.sizes(), "x")));
   if (cut == 0) return 0;
   const double w = detail::best_ms([&] { run_plan(steps, input, 0, nullptr); });
   const double t = detail::best_ms([&] { run_plan(steps, input, cut, nullptr); });
@@ -764,34 +751,9 @@ torch::Tensor Int8Executor::run_plan(const Plan& steps, const torch::Tensor& inp
                                      std::vector<StepTiming>* timings) {
   // the input: checked, float32 on the CPU (DeployedNetImpl::check_input)
   auto flow = quantize_u8(input.contiguous(torch::MemoryFormat::ChannelsLast), in_scale_, in_zp_);
-  if (cut > 0) {
-    const int64_t n = flow.size(0);
-    torch::Tensor out;
-    std::vector<StepTiming> sum, one;
-    for (int64_t i = 0; i < n; ++i) {
-      torch::Tensor f = flow.narrow(0, i, 1);
-      one.clear();
-      run_range(steps, f, 0, cut, timings ? &one : nullptr);
-      if (!out.defined())
-        out = at::empty({n, f.size(1), f.size(2), f.size(3)}, f.options().memory_format(torch::MemoryFormat::ChannelsLast));
-      out.narrow(0, i, 1).copy_(f);
-      if (!timings) continue;
-      if (sum.empty()) {
-        sum = std::move(one);
-      } else {
-        for (size_t k = 0; k < sum.size(); ++k) {
-          sum[k].ms += one[k].ms;
-          sum[k].macs += one[k].macs;
-        }
-      }
-    }
-    for (auto& t : sum) {
-      t.name += " (the batch 1 image at a time)";
-      if (!t.output_shape.empty()) t.output_shape[0] = n;
-      timings->push_back(std::move(t));
-    }
-    flow = std::move(out);
-  }
+  if (cut > 0)
+    flow = detail::run_per_image(flow, [&](torch::Tensor& f, std::vector<StepTiming>* t) { run_range(steps, f, 0, cut, t); },
+                                 timings);
   run_range(steps, flow, cut, steps.size(), timings);
   return flow;
 }

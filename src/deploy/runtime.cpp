@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <tuple>
 
 #include <ATen/Config.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "buffer_cache.h"
@@ -184,6 +186,64 @@ std::vector<StepTiming> average_profile(const std::function<void(std::vector<Ste
   }
   for (auto& s : sum) s.ms /= static_cast<double>(iters);
   return sum;
+}
+
+torch::Tensor run_per_image(const torch::Tensor& x,
+                            const std::function<void(torch::Tensor&, std::vector<StepTiming>*)>& run,
+                            std::vector<StepTiming>* timings) {
+  const int64_t n = x.size(0);
+  torch::Tensor out;
+  std::vector<StepTiming> sum, one;
+  for (int64_t i = 0; i < n; ++i) {
+    torch::Tensor y = x.narrow(0, i, 1);  // channels-last: one image after another, a view
+    one.clear();
+    run(y, timings ? &one : nullptr);
+    if (!out.defined())
+      out = at::empty({n, y.size(1), y.size(2), y.size(3)}, y.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    out.narrow(0, i, 1).copy_(y);
+    if (!timings) continue;
+    if (sum.empty()) {
+      sum = std::move(one);
+    } else {
+      for (size_t k = 0; k < sum.size(); ++k) {
+        sum[k].ms += one[k].ms;
+        sum[k].macs += one[k].macs;
+      }
+    }
+  }
+  for (auto& t : sum) {
+    t.name += " (the batch 1 image at a time)";
+    if (!t.output_shape.empty()) t.output_shape[0] = n;
+    timings->push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<size_t> tiling_candidates(const std::vector<size_t>& cuts, const std::function<int64_t(size_t)>& input_bytes) {
+  if (cuts.empty()) return {};
+  size_t last_big = 0;
+  bool any_big = false;
+  for (size_t k = 0; k < cuts.back(); ++k)
+    if (input_bytes(k) >= kTileBytes) std::tie(last_big, any_big) = std::make_pair(k, true);
+  std::vector<size_t> candidates;
+  if (!any_big) return candidates;
+  for (const size_t c : cuts) {
+    candidates.push_back(c);
+    if (c > last_big) break;
+  }
+  return candidates;
+}
+
+size_t best_tiling_cut(const std::vector<size_t>& candidates, const std::function<double(size_t)>& whole_ms,
+                       const std::function<double(size_t)>& tiled_ms, const std::string& what) {
+  double best = 0;
+  size_t cut = 0;
+  for (const size_t c : candidates) {
+    const double w = whole_ms(c), t = tiled_ms(c);
+    if (w - t > best) std::tie(best, cut) = std::make_pair(w - t, c);
+    if (debug_tiling()) fmt::print(stderr, "{}: cut {} whole {:.3f} ms tiled {:.3f} ms\n", what, c, w, t);
+  }
+  return cut;
 }
 
 StepTiming step_timing(std::string name, size_t first, size_t last, std::chrono::steady_clock::time_point t0,

@@ -1,3 +1,5 @@
+#include <utility>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -20,7 +22,8 @@ struct EvalCliOptions {
 
 void run_eval(EvalCliOptions o) {
   auto test_set = open_dataset_flags(o.dataset, o.data, false);
-  if (o.image_size == 0) o.image_size = image_size_flag(0, load_model_flag("--model", o.model).get());
+  ModelPtr first = load_model_flag("--model", o.model);
+  o.image_size = image_size_flag(o.image_size, first.get());  // the side the model was trained at, by default
   DataLoader loader(test_set, eval_transform(o.dataset, o.image_size),
                     LoaderOptions().batch_size(o.batch_size).shuffle(false).workers(o.workers));
   std::vector<std::string> files = {o.model};
@@ -45,7 +48,7 @@ void run_eval(EvalCliOptions o) {
     return check;
   };
   for (size_t i = 0; i < files.size(); ++i) {
-    auto model = load_model(files[i]);
+    auto model = i == 0 ? std::exchange(first, nullptr) : load_model(files[i]);
     TORCH_CHECK(model->options().in_channels() == test_set->channels(), "'", files[i], "' takes ",
                 model->options().in_channels(), " input channels, data set '", o.dataset, "' has ",
                 test_set->channels());
