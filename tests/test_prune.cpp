@@ -251,14 +251,16 @@ TEST(Prune, ShortcutScaleFoldsExactly) {
       }
     }
   }
-  // the reserved channels' BN gamma carries the scale: gamma = s * sqrt(var + eps)
+  // the reserved channels' BN gamma carries the scale: gamma = max(s, 0) * sqrt(var + eps) (a scale <= 0
+  // reserves relu(s * x) = 0 for the block's non-negative input: an exact zero)
   auto m = scaled_model("resnet20", torch::kDouble);
   auto plain = reserve_merge(*m);
   auto block = m->named_modules()["layer1.0"];
   auto s = block->named_parameters()["shortcut_scale"];
   auto var = block->named_buffers()["rm_in_var"];
   auto bn = plain->layer_as<torch::nn::BatchNorm2dImpl>(4);  // conv, bn, relu, block conv1, its bn
-  EXPECT_TRUE(torch::allclose(bn->weight.slice(0, 16), s * torch::sqrt(var + 1e-5), 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(bn->weight.slice(0, 16), torch::relu(s) * torch::sqrt(var + 1e-5), 1e-12, 1e-12));
+  EXPECT_GT(s.le(0).sum().item<int64_t>(), 0);
 }
 
 TEST(Prune, SparsitySubgradient) {

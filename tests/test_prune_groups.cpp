@@ -406,5 +406,69 @@ TEST(PruneGroups, ShortcutScaledNetworksPruneToExecutedMacs) {
   EXPECT_GT(scaled, 0);
 }
 
+// A shortcut scale s <= 0 reserves relu(s * x) = 0 (x >= 0 after a ResNet block): the conversion makes
+// that an exact zero (BN gamma and beta 0) and pruning removes those channels first, alone (not with
+// their stream group), with nothing changed in what the network computes; removing just them brings
+// the executed MACs to at most the residual network's (they were computed convolution rows).
+TEST(PruneGroups, ZeroShortcutScalesAreRemovedFirstAndExactly) {
+  torch::manual_seed(23);
+  auto residual = create_model(ModelOptions("resnet20").num_classes(10).track_block_stats(true).shortcut_scale(true));
+  randomize_batchnorm(*residual, 24);
+  int64_t negative = 0;
+  {
+    torch::NoGradGuard g;
+    for (auto& p : residual->named_parameters())
+      if (p.key().ends_with("shortcut_scale")) {
+        p.value().uniform_(-1.0, 1.75);
+        negative += p.value().le(0).sum().item<int64_t>();
+      }
+  }
+  ASSERT_GT(negative, 20);
+  residual->to(torch::kDouble);
+  residual->eval();
+  auto net = convert(*residual, ConvertOptions().keep_bn(true)).plain;
+  net->eval();
+  const int64_t size = 32;
+  const auto x = images(3, size) * 4;
+  EXPECT_LT(rel_diff(*residual, *net, x), 1e-12);
+  EXPECT_GT(executed_macs(*net, size), count_flops(*residual, 3, size));
+
+  // the exact zeros: one per scale <= 0, each a reserved channel
+  const auto units = prune_units(*net);
+  int64_t zeros = 0;
+  std::set<std::pair<size_t, int64_t>> zero;
+  for (size_t u = 0; u < units.size(); ++u) {
+    auto bn = net->layer_as<torch::nn::BatchNorm2dImpl>(units[u].importance);
+    for (int64_t c = 0; c < units[u].channels; ++c)
+      if (bn->weight[c].item<double>() == 0.0) {
+        EXPECT_EQ(bn->bias[c].item<double>(), 0.0);
+        EXPECT_EQ(net->origin(units[u].producer).role(c), ChannelRole::Reserved);
+        zero.emplace(u, c);
+        ++zeros;
+      }
+  }
+  EXPECT_EQ(zeros, negative);
+
+  // a threshold just above 0 removes exactly those: the same function
+  auto r = prune(*net, PruneOptions().threshold(1e-300).executed_macs(true));
+  EXPECT_EQ(r.report.channels_removed, zeros);
+  EXPECT_EQ(r.report.folded, 0);
+  EXPECT_LT(rel_diff(*residual, *r.net, x), 1e-12);
+  EXPECT_EQ(r.report.shortcuts_after, 9);
+  EXPECT_LE(executed_macs(*r.net, size), count_flops(*residual, 3, size));
+  bool noted = false;
+  for (const auto& n : r.report.notes) noted |= n.find("exactly zero") != std::string::npos;
+  EXPECT_TRUE(noted);
+
+  // a MACs target with stream groups removes every zero, on its own, even one the target does not need
+  // (0.99: the first block's zeros would do)
+  auto t = prune(*net, PruneOptions().target_macs(0.99).keep_one(true).grouping(PruneGrouping::Stream).executed_macs(true));
+  for (size_t u = 0; u < t.report.units.size(); ++u)
+    for (auto c : t.report.units[u].kept) EXPECT_FALSE(zero.count({u, c})) << "unit " << u << " channel " << c;
+  EXPECT_EQ(t.report.channels_removed, zeros);
+  EXPECT_LT(rel_diff(*residual, *t.net, x), 1e-12);
+  EXPECT_EQ(t.report.shortcuts_after, 9);
+}
+
 }  // namespace
 }  // namespace rmnet

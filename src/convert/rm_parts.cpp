@@ -54,7 +54,10 @@ Stats block_stats(const ResidualBlockBase& block, int64_t in, int64_t out) {
 BNParams reserved_bn(const ResidualBlockBase& b, const Stats& st, double eps) {
   auto p = BNParams::identity(st.in_mean, st.in_var, eps);
   if (b.shortcut_scale.defined()) {
-    const auto s = to_f64(b.shortcut_scale);
+    // relu(s * x) with x >= 0 (a ResNet block's input) is relu(s) * x: a scale s <= 0 reserves an
+    // exact zero (gamma 0, beta 0), which pruning removes first, instead of a channel that is zero
+    // only because its input is nonnegative (as scaled_projection does for a projection)
+    const auto s = torch::relu(to_f64(b.shortcut_scale));
     p.weight = p.weight * s;
     p.bias = p.bias * s;
   }

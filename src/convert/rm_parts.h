@@ -63,7 +63,8 @@ Stats block_stats(const ResidualBlockBase& block, int64_t in, int64_t out);
 /// The identity BN of a block's reserved input channels. With a shortcut scale s (the block's
 /// shortcut sees relu(s * x)) the BN gets gamma = s * sqrt(var + eps), beta = s * mean, i.e. it
 /// outputs s * x, and the ReLU after it gives relu(s * x): exact, and gamma carries s as the
-/// channel's importance for slimming.
+/// channel's importance for slimming. A scale s <= 0 gives gamma = beta = 0 (relu(s * x) = 0 for the
+/// non-negative input of a ResNet block): a channel that is exactly zero, which pruning removes first.
 BNParams reserved_bn(const ResidualBlockBase& b, const Stats& st, double eps);
 
 /// Type 1 downsample: the projection reads x directly, so a shortcut scale is folded into its

@@ -270,6 +270,10 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
     for (auto c : plans[u].ascending) order.push_back({imp[u][c], u});
   std::stable_sort(order.begin(), order.end(), [](const Cand& a, const Cand& b) { return a.v < b.v; });
   rep.channels_total = static_cast<int64_t>(order.size());
+  // channels of importance 0 (an exact zero, a constant, a channel no consumer reads) cost without
+  // contributing: a target removes all of them even where fewer removals would meet it
+  const size_t free_channels = static_cast<size_t>(
+      std::find_if(order.begin(), order.end(), [](const Cand& c) { return c.v > 0.0; }) - order.begin());
 
   // how many of each unit's removable channels go, for the n globally least important (capped)
   const auto global_counts = [&](size_t n) {
@@ -311,6 +315,7 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
     constexpr int kTries = 256;
     int tries = 0;
     for (size_t t = taken.size(); t > 0 && tries < kTries;) {
+      if (order[taken[t - 1]].v <= 0.0) break;  // the free channels stay removed
       size_t first = t - 1;  // the run [first, t) of equal importance
       while (first > 0 && order[taken[first - 1]].v == order[taken[t - 1]].v) --first;
       auto trial = counts;
@@ -343,7 +348,7 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                 "channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
                 o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ",
                 fmt::format("{:.4g}", least), " against ", fmt::format("{:.4g}", value_target->target));
-    r = fill(fewest(order.size(), [&](size_t n) { return value(n) <= value_target->target; }),
+    r = fill(std::max(free_channels, fewest(order.size(), [&](size_t n) { return value(n) <= value_target->target; })),
              [&](const std::vector<int64_t>& c) { return value_target->value(kept_of(choose_all(c))) <= value_target->target; });
   } else if (by_threshold) {
     rep.threshold = o.threshold();
@@ -373,7 +378,8 @@ void select_channels(const PlainNetImpl& net, std::vector<PruneUnit>& units,
                 "removable channel (within max_layer_ratio ", o.max_layer_ratio(), ", at least one channel per group",
                 o.round_to() > 1 ? fmt::format(", multiples of {}", o.round_to()) : "", ") leaves ", least, " of ", full,
                 macs ? " MACs" : " parameters", fmt::format(" ({:.3f})", static_cast<double>(least) / static_cast<double>(full)));
-    r = fill(fewest(order.size(), [&](size_t n) { return measure(n) <= target; }), [&](const std::vector<int64_t>& c) {
+    r = fill(std::max(free_channels, fewest(order.size(), [&](size_t n) { return measure(n) <= target; })),
+             [&](const std::vector<int64_t>& c) {
       const auto cost_c = cost(kept_of(choose_all(c)));
       return (macs ? cost_c.second : cost_c.first) <= target;
     });

@@ -253,6 +253,29 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     }
     constant[u] = constant_at_consumer(ch, units[u]);
   }
+  // Exact zeros: a channel whose BN has gamma 0 and whose constant at the consumer is 0 (the reserve
+  // of a shortcut scale <= 0) contributes nothing; it goes first (importance 0, nothing to fold) and
+  // on its own, not with the stream group its Dirac weights tie it to.
+  std::vector<std::vector<bool>> zero(units.size());
+  int64_t zeros = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    zero[u].assign(units[u].channels, false);
+    const auto gamma = net.layer_as<torch::nn::BatchNorm2dImpl>(units[u].importance)
+                           ->weight.detach()
+                           .to(torch::kCPU, torch::kDouble)
+                           .contiguous();
+    const auto v = constant[u].contiguous();
+    for (int64_t c = 0; c < units[u].channels; ++c)
+      if (!std::isinf(imp[u][c]) && gamma[c].item<double>() == 0.0 && v[c].item<double>() == 0.0) {
+        zero[u][c] = true;
+        imp[u][c] = 0.0;
+        ++zeros;
+      }
+  }
+  if (zeros > 0)
+    rep.notes.push_back(fmt::format("{} channel(s) exactly zero (BN gamma and beta 0: a shortcut scale <= 0), "
+                                    "removed first",
+                                    zeros));
   // executed MACs: an RM block runs as a shortcut only while its first and middle convs keep a
   // branch channel (a conv of copies alone is computed whole), so each keeps its most important one
   const auto shortcuts = dirac_shortcuts(net);
@@ -316,11 +339,12 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     for (const auto& group : prune_groups(net, units)) {
       double sum = 0.0, cost_sum = 0.0;
       for (const auto& [u, c] : group)
-        if (!std::isinf(imp[u][c])) {
+        if (!std::isinf(imp[u][c]) && !zero[u][c]) {
           sum += imp[u][c];
           cost_sum += saving[u];
         }
       for (const auto& [u, c] : group) {
+        if (zero[u][c]) continue;
         grouped[u][c] = true;
         if (!std::isinf(imp[u][c])) imp[u][c] = per_cost ? sum / cost_sum : sum;
       }
