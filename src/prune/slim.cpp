@@ -260,21 +260,19 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   int64_t zeros = 0;
   for (size_t u = 0; u < units.size(); ++u) {
     zero[u].assign(units[u].channels, false);
-    const auto gamma = net.layer_as<torch::nn::BatchNorm2dImpl>(units[u].importance)
-                           ->weight.detach()
-                           .to(torch::kCPU, torch::kDouble)
-                           .contiguous();
-    const auto v = constant[u].contiguous();
+    const auto gamma = ch.layers[units[u].importance].at("weight").to(torch::kDouble).contiguous();
+    const auto v = constant[u].to(torch::kDouble).contiguous();
+    const auto g = gamma.accessor<double, 1>(), k = v.accessor<double, 1>();
     for (int64_t c = 0; c < units[u].channels; ++c)
-      if (!std::isinf(imp[u][c]) && gamma[c].item<double>() == 0.0 && v[c].item<double>() == 0.0) {
+      if (!std::isinf(imp[u][c]) && g[c] == 0.0 && k[c] == 0.0) {
         zero[u][c] = true;
         imp[u][c] = 0.0;
         ++zeros;
       }
   }
   if (zeros > 0)
-    rep.notes.push_back(fmt::format("{} channel(s) exactly zero (BN gamma and beta 0: a shortcut scale <= 0), "
-                                    "removed first",
+    rep.notes.push_back(fmt::format("{} channel(s) exactly zero (BN gamma 0 and nothing left at the consumer, "
+                                    "e.g. the reserve of a shortcut scale <= 0), removed first",
                                     zeros));
   // executed MACs: an RM block runs as a shortcut only while its first and middle convs keep a
   // branch channel (a conv of copies alone is computed whole), so each keeps its most important one
