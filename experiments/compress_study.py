@@ -99,6 +99,16 @@ def compress(a, model, frac, folder):
     row = {"fraction": frac, "executed_macs": last["executed_macs"], "macs": last["macs"], "params": last["params"],
            "fp32": {"top1": last["top1"], "path": str(out / last["file"])},
            "int8": {"top1": steps["int8"]["top1"], "path": str(out / steps["int8"]["file"])}}
+    if a.reeval:  # top-1 on the runtimes of this build (the report holds the build's that compressed)
+        for prec in ("fp32", "int8"):
+            js = out / f"eval_{prec}.json"
+            run([a.rmnet, "eval", "--model", row[prec]["path"], "--dataset", "fashion-mnist", "--json", js]
+                + (["--image-size", a.image_size] if a.image_size else []), folder / "eval.log")
+            top1 = json.loads(js.read_text())["model"]["top1"]
+            common.log(f"{row[prec]['path']}: top-1 {100 * row[prec]['top1']:.2f}% in its report, "
+                       f"{100 * top1:.2f}% now")
+            row[prec]["top1_report"] = row[prec]["top1"]
+            row[prec]["top1"] = top1
     return row
 
 
@@ -268,6 +278,9 @@ def main():
     ap.add_argument("--timing-rounds", type=int, default=3, help="interleaved timing rounds (best of)")
     ap.add_argument("--round-seconds", type=float, default=1.0, help="about how long one network is timed per round")
     ap.add_argument("--compress-flags", default="", help="extra rmnet compress flags (quoted)")
+    ap.add_argument("--reeval", action="store_true",
+                    help="evaluate rmnet's compressed networks (fp32 and INT8) again with this build, as after a "
+                         "runtime change (the reports keep the top-1 of the build that compressed them)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-size", type=int, default=0,
                     help="train and evaluate at this side (Fashion-MNIST resized: `rmnet train --image-size`; "

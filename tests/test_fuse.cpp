@@ -42,6 +42,41 @@ TEST(Fuse, FoldBatchNormIsExact) {
   EXPECT_EQ(count(*net, LayerKind::BatchNorm), 2);
 }
 
+// An identity BN times s (gamma = s sqrt(var + eps), beta = s mean: a reserved channel's, as
+// conversion writes it with --keep-bn) stored in float32 folds to bias 0 exactly, not to a residue of
+// the parameters' rounding; a bias that does not cancel within that rounding is kept, and in
+// float64 the cancellation must be within float64's rounding.
+TEST(Fuse, FoldBatchNormCancelsWithinTheStoredRounding) {
+  for (const auto dtype : {torch::kFloat, torch::kDouble}) {
+    SCOPED_TRACE(torch::toString(dtype));
+    auto net = random_chain({LayerSpec::conv(3, 8, 3, 1, 1, 1, false), LayerSpec::batchnorm(8), LayerSpec::relu()}, dtype);
+    auto bn = net->layer_as<torch::nn::BatchNorm2dImpl>(1);
+    torch::manual_seed(5);
+    const auto mean = torch::randn({8}, torch::kDouble) * 40, var = torch::rand({8}, torch::kDouble) * 9 + 0.1;
+    const auto s = torch::rand({8}, torch::kDouble) * 2 + 0.05;
+    auto beta = s * mean;
+    // channels 6 and 7 off by a relative 1e-5 and 1e-12: a real bias in float32 / float64 alike, and
+    // one below float32's rounding but above float64's
+    beta[6] = beta[6].item<double>() * (1 + 1e-5);
+    beta[7] = beta[7].item<double>() * (1 + 1e-12);
+    {
+      torch::NoGradGuard g;
+      bn->running_mean.copy_(mean);
+      bn->running_var.copy_(var);
+      bn->weight.copy_(s * torch::sqrt(var + bn->options.eps()));
+      bn->bias.copy_(beta);
+    }
+    const auto b = fold_batchnorm(*net)->layer_as<torch::nn::Conv2dImpl>(0)->bias.to(torch::kDouble);
+    for (int64_t c = 0; c < 6; ++c) EXPECT_EQ(b[c].item<double>(), 0.0) << "channel " << c;
+    EXPECT_NEAR(b[6].item<double>(), beta[6].item<double>() * 1e-5 / (1 + 1e-5), std::abs(beta[6].item<double>()) * 1e-6);
+    if (dtype == torch::kFloat) {
+      EXPECT_EQ(b[7].item<double>(), 0.0);
+    } else {
+      EXPECT_NE(b[7].item<double>(), 0.0);
+    }
+  }
+}
+
 TEST(Fuse, PointwiseFusionFollowsTheCostPolicy) {
   // 16 -> 2 -> 16: fused costs 256 MACs/pixel vs 64 for the pair: auto keeps the pair.
   auto bottleneck = random_chain({LayerSpec::conv(3, 16, 1, 1, 0), LayerSpec::conv(16, 2, 1, 1, 0),

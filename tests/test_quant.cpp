@@ -16,6 +16,7 @@
 #include "rmnet/deploy/runtime.h"
 #include "rmnet/deploy/shortcuts.h"
 #include "rmnet/io/model_file.h"
+#include "rmnet/prune/slim.h"
 #include "rmnet/quant/equalize.h"
 #include "rmnet/quant/quantize.h"
 
@@ -620,6 +621,8 @@ TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
       if (b->identity) {
         ASSERT_TRUE(b->add_factor.defined());
         const auto codes = torch::arange(256, torch::kFloat).view({1, -1}) - static_cast<double>(b->add_zp);
+        EXPECT_TRUE(b->add_factor.gt(0).all().item<bool>());  // every row adds its copy
+        EXPECT_TRUE(b->add_bias.eq(0).all().item<bool>());
         EXPECT_TRUE(torch::allclose(b->table, b->add_factor.view({-1, 1}) * codes, 1e-5, 1e-6));
       } else {
         EXPECT_TRUE(b->codes_pass);
@@ -655,6 +658,136 @@ TEST(Quantize, ExactCopiesPassTheBlockInputsCodes) {
       EXPECT_TRUE(torch::equal(on->forward(x), a));
     }
   }
+}
+
+// A pruned RM network's blocks: some merge rows have lost their copy (the pruner removed a reserve
+// that was exactly zero: a shortcut scale <= 0) and some copies are constants (a reserve whose weight
+// is ~0, here a shortcut scale of 1e-8, beside a bias or not: one code whatever the input). Their
+// rows are still linear in the block input's codes (factor 0, the constant term in B's bias), so
+// the merge conv adds the shortcut itself (the direct path's binary add, mul and sub): no table
+// step, the same codes as the table path and as computing every channel, up to rounding ties.
+TEST(Quantize, PrunedAndConstantCopiesAreAddedInTheConv) {
+  if (!int8_runtime_available()) GTEST_SKIP() << "no oneDNN INT8 operators in this LibTorch";
+  torch::manual_seed(31);
+  auto residual = create_model(ModelOptions("resnet20").num_classes(10).track_block_stats(true).shortcut_scale(true));
+  randomize_batchnorm(*residual, 32);
+  {
+    torch::NoGradGuard g;
+    for (auto& p : residual->named_parameters())
+      if (p.key().ends_with("shortcut_scale")) {
+        p.value().uniform_(-1.0, 1.75);
+        p.value()[1] = 1e-8;  // a dead reserve in every block
+      }
+  }
+  residual->eval();
+  auto net = convert(*residual, ConvertOptions().keep_bn(true)).plain;
+  net->eval();
+  // the reserves with a ~0 weight: every other one gets a bias (a constant copy of 3)
+  int64_t constants = 0, dead = 0;
+  {
+    torch::NoGradGuard g;
+    const auto units = prune_units(*net);
+    for (const auto& u : units) {
+      auto bn = net->layer_as<torch::nn::BatchNorm2dImpl>(u.importance);
+      for (int64_t c = 0; c < u.channels; ++c) {
+        const double gamma = bn->weight[c].item<double>();
+        if (net->origin(u.producer).role(c) != ChannelRole::Reserved || gamma <= 0 || gamma > 1e-6) continue;
+        if (dead++ % 2 == 0) {
+          bn->bias[c] = 3.0 + bn->running_mean[c].item<double>() * gamma / std::sqrt(bn->running_var[c].item<double>() + bn->options.eps());
+          ++constants;
+        }
+      }
+    }
+  }
+  ASSERT_GE(dead, 6);
+  // the exact zeros removed (and nothing else): merge rows without a copy
+  auto pr = prune(*net, PruneOptions().threshold(1e-300).executed_macs(true));
+  ASSERT_GT(pr.report.channels_removed, 10);
+  auto& pruned = *pr.net;
+  pruned.eval();
+  torch::manual_seed(33);
+  const auto data = 4 * torch::randn({16, 3, 32, 32});
+  auto q = quantize(pruned, data, QuantizeOptions());
+  const auto blocks = rmnet::detail::find_int8_shortcuts(*q.net);
+  ASSERT_EQ(blocks.size(), 9u);
+  int64_t missing = 0, constant_rows = 0, identity = 0, uncopied = 0;
+  for (const auto& b : blocks) {
+    if (!b->identity) {
+      // a projection: a 1x1 conv of the kept input whose columns are the copies' (zero where a
+      // channel has no copy)
+      ASSERT_TRUE(b->codes_pass) << "block at layer " << b->a;
+      ASSERT_EQ(b->kept_weight_s8.size(1), q.net->spec(b->a).in_channels);
+      const auto kw = b->kept_weight_s8.flatten(1);  // [O, C]
+      const auto constant = b->lut.eq(b->lut.narrow(1, 0, 1)).all(1);
+      std::vector<bool> copied(kw.size(1), false);
+      for (size_t t = 0; t < b->xs.size(); ++t) {
+        if (constant[t].item<bool>()) continue;
+        copied[b->xs[t]] = true;
+        EXPECT_TRUE(kw.select(1, b->xs[t]).equal(b->weight_s8.select(1, t).flatten()));
+      }
+      int64_t zero_cols = 0;
+      for (int64_t ch = 0; ch < kw.size(1); ++ch)
+        if (!copied[ch]) {
+          EXPECT_FALSE(kw.select(1, ch).ne(0).any().item<bool>());
+          ++zero_cols;
+        }
+      EXPECT_GE(zero_cols, kw.size(1) - static_cast<int64_t>(b->xs.size()));
+      uncopied += kw.size(1) - static_cast<int64_t>(b->xs.size());  // channels whose reserve was pruned
+      continue;
+    }
+    ++identity;
+    ASSERT_TRUE(b->add_factor.defined()) << "block at layer " << b->a;
+    EXPECT_TRUE(b->add_factor.ge(0).all().item<bool>());
+    // the table the executor would otherwise read is the linear term, row for row
+    const auto codes = torch::arange(256, torch::kFloat).view({1, -1}) - static_cast<double>(b->add_zp);
+    EXPECT_TRUE(torch::allclose(b->table, b->add_factor.view({-1, 1}) * codes + b->add_bias.view({-1, 1}), 1e-5, 1e-5));
+    for (int64_t o = 0; o < b->add_factor.size(0); ++o) {
+      if (b->add_factor[o].item<float>() > 0) continue;
+      if (b->src[o] < 0) ++missing;
+      if (b->add_bias[o].item<float>() != 0) ++constant_rows;
+    }
+  }
+  EXPECT_EQ(identity, 7);
+  EXPECT_GT(missing, 3);
+  EXPECT_GT(constant_rows, 0);
+  EXPECT_LE(constant_rows, constants);
+  EXPECT_GT(uncopied, 0);
+
+  // codes up to the end of the last block (the head dequantizes): fused, the table path and every channel
+  const size_t cut = q.net->plan().point_of(blocks.back()->b) + 1;
+  QuantizedNet body(std::vector<LayerSpec>(q.net->specs().begin(), q.net->specs().begin() + cut), q.net->options());
+  body->input_scale_tensor.copy_(q.net->input_scale_tensor);
+  body->input_zero_point_tensor.copy_(q.net->input_zero_point_tensor);
+  for (size_t i = 0; i < cut; ++i)
+    for (const auto& [name, t] : q.net->layer(i).tensors()) body->layer(i).get(name).copy_(t);
+  Int8Net on(*body, DeployOptions().dirac_shortcuts_timed(false)), off(*body, DeployOptions().dirac_shortcuts(false));
+  const std::string graph = on->graph();
+  EXPECT_NE(graph.find("9 INT8 Dirac shortcuts\n"), std::string::npos) << graph;
+  if (onednn_direct_available()) EXPECT_EQ(graph.find("per-channel tables"), std::string::npos) << graph;
+  torch::NoGradGuard g;
+  const auto x = 1 * torch::randn({3, 3, 32, 32});
+  const auto a = on->forward(x), b = off->forward(x), ref = body->forward(x);
+  const double half = q.net->out_scale(cut - 1) / 2;
+  const auto differ = [&](const torch::Tensor& u, const torch::Tensor& v) {
+    return (u - v).abs().gt(half).to(torch::kFloat).mean().item<double>();
+  };
+  EXPECT_GT(a.abs().max().item<double>(), 10 * half);  // codes in use
+  // every channel computed: the same codes but where a rounding tie fell the other way (and what that
+  // changed after it, amplified by 19 convs of random weights); the executor no further from its
+  // reference than that plan
+  EXPECT_LE(differ(a, b), 0.01);
+  EXPECT_LE(differ(a, ref), differ(b, ref) + 0.01);
+  if (onednn_direct_available()) {
+    // the table path (B to float32, then the tables and the copies' projection): the same sums
+    ASSERT_EQ(setenv("RMNET_INT8_FUSED_ADD", "0", 1), 0);
+    Int8Net tables(*body, DeployOptions().dirac_shortcuts_timed(false));
+    const auto c = tables->forward(x);
+    unsetenv("RMNET_INT8_FUSED_ADD");
+    EXPECT_LE(differ(a, c), 0.002);
+  }
+  // and the whole network's predictions
+  Int8Net whole(*q.net, DeployOptions().dirac_shortcuts_timed(false));
+  EXPECT_TRUE(whole->forward(x).argmax(1).equal(q.net->forward(x).argmax(1)));
 }
 
 TEST(Quantize, SEAndNoHeadChains) {

@@ -736,17 +736,22 @@ class DnnlQConv final : public U8Primitive {
       add_md_ = dnnl::memory::desc({n, oc, ho, wo}, dt::f32, tag::nhwc);
       po.append_binary(dnnl::algorithm::binary_add, add_md_);
     } else if (add_) {
-      // out code = h (y / (s_out h) + a) with h = add_factor / s_out, i.e. y / s_out + h (a - add_zp)
-      // with add_zp folded into the bias: a binary add of the u8 tensor, a per-channel binary mul
+      // out code = y / s_out + h (a - add_zp) with h = add_factor / s_out, add_zp folded into the
+      // bias. Every h > 0: h (y / (s_out h) + a), a binary add of the u8 tensor and a per-channel
+      // binary mul. Some h == 0 (rows that add nothing): v (y / (s_out v) + a) - a with v = 1 + h,
+      // the same sum, a binary sub of the u8 tensor after the mul.
       const Tensor hf = p.add_factor.to(torch::kDouble) / p.out_scale;
-      oscale = oscale / hf;
+      subtract_ = !(hf > 0).all().item<bool>();
+      const Tensor mul = subtract_ ? hf + 1.0 : hf;
+      oscale = oscale / mul;
       bias_acc = bias_acc - hf * static_cast<double>(p.add_zp) * p.out_scale / acc_scale;
       add_md_ = dnnl::memory::desc({n, oc, ho, wo}, dt::u8, tag::nhwc);
       po.append_binary(dnnl::algorithm::binary_add, add_md_);
       const dnnl::memory::desc h_md({1, oc, 1, 1}, dt::f32, tag::abcd);
       po.append_binary(dnnl::algorithm::binary_mul, h_md);
+      if (subtract_) po.append_binary(dnnl::algorithm::binary_sub, add_md_);
       h_ = dnnl::memory(h_md, cpu_engine());
-      const Tensor hc = hf.to(torch::kFloat).contiguous();
+      const Tensor hc = mul.to(torch::kFloat).contiguous();
       std::memcpy(h_.get_data_handle(), hc.data_ptr(), oc * sizeof(float));
     }
     oscale = oscale.to(torch::kFloat).contiguous();
@@ -768,6 +773,7 @@ class DnnlQConv final : public U8Primitive {
       std::memset(zeros.get_data_handle(), 0, add_md_.get_size());
       extra = {{DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, zeros}};
       if (!p.add_float) extra.emplace_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, h_);
+      if (subtract_) extra.emplace_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1, zeros);
     }
     prim_ = first_runnable<dnnl::convolution_forward>(pd, extra);
     scratch_md_ = pd.scratchpad_desc();
@@ -802,6 +808,7 @@ class DnnlQConv final : public U8Primitive {
     if (add_) {
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, wrap(add_md_, a));
       if (add_dtype_ == torch::kByte) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, h_);
+      if (subtract_) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1, wrap(add_md_, a));
     }
     execute_primitive(prim_, args, scratch_md_, [&] { return c10::str("INT8 runtime (direct): a qconv on input ", x.sizes()); });
     return y;
@@ -812,6 +819,7 @@ class DnnlQConv final : public U8Primitive {
   dnnl::convolution_forward prim_;
   dnnl::memory::desc src_md_, dst_md_, scratch_md_, add_md_;
   dnnl::memory weights_, bias_, h_;
+  bool subtract_ = false;  // some add_factor 0: the u8 operand is subtracted again (see the constructor)
   std::vector<int64_t> out_;
 };
 
@@ -860,7 +868,7 @@ std::shared_ptr<const U8Primitive> make_dnnl_u8_maxpool(int64_t kernel, int64_t 
 std::shared_ptr<const U8Primitive> make_dnnl_qconv(const QConvParams& p, at::IntArrayRef sizes) {
   if (!(p.w_scale > 0).all().item<bool>() || !(p.x_scale > 0) || (!p.float_out && !(p.out_scale > 0))) return nullptr;
   if (p.add_factor.defined() && (p.float_out || p.add_float || p.add_factor.numel() != p.weight_s8.size(0) ||
-                                 !(p.add_factor > 0).all().item<bool>()))
+                                 !(p.add_factor >= 0).all().item<bool>()))
     return nullptr;
   if (p.add_float && p.float_out) return nullptr;
   try {

@@ -42,7 +42,7 @@ struct QConvParams {
   /// Defined: the conv also adds a u8 tensor `a` of its output's shape (run_add's second argument),
   /// per output channel o as add_factor[o] * (a - add_zp), before the ReLU and the quantization
   /// (a Dirac shortcut's identity merge whose copies reached it as the block input's codes).
-  /// [Cout] float32, every factor > 0; u8 output only.
+  /// [Cout] float32, every factor >= 0 (0: the row adds nothing); u8 output only.
   torch::Tensor add_factor;
   int64_t add_zp = 0;
   /// The conv also adds a float32 tensor of its output's shape, in output code units (run_add's

@@ -244,6 +244,7 @@ std::shared_ptr<const detail::U8Primitive> direct_for(Int8Step& st, const torch:
   if (st.adds_shortcut && st.shortcut->identity) {
     p.add_factor = st.shortcut->add_factor;
     p.add_zp = st.shortcut->add_zp;
+    p.bias = st.bias + st.shortcut->add_bias;  // the constant terms (dead reserves)
   } else if (st.adds_shortcut) {
     p.add_float = true;
   }
@@ -427,12 +428,14 @@ class Int8PlanBuilder {
     p->on_aux = true;
     p->reads_kept = reads_kept;
     p->shortcut = sc;
-    const int64_t out = sc->weight_s8.size(0);
-    p->spec = LayerSpec::conv(sc->weight_s8.size(1), out, 1, reads_kept ? sc->stride : 1, 0);
-    p->weight_s8 = sc->weight_s8;
+    const auto& w = reads_kept ? sc->kept_weight_s8 : sc->weight_s8;
+    const int64_t out = w.size(0);
+    p->spec = LayerSpec::conv(w.size(1), out, 1, reads_kept ? sc->stride : 1, 0);
+    p->weight_s8 = w;
     p->w_scale = unit == 1.0 ? sc->w_scale : (sc->w_scale.to(torch::kDouble) / unit).to(torch::kFloat).contiguous();
     p->w_zp = torch::zeros({out}, torch::kLong);
-    p->bias = torch::zeros({out}, torch::kFloat);
+    p->bias = reads_kept ? (sc->kept_bias.to(torch::kDouble) / unit).to(torch::kFloat).contiguous()
+                         : torch::zeros({out}, torch::kFloat);
     p->x_scale = sc->code_scale;
     p->x_zp = sc->code_zp;
     p->float_out = true;

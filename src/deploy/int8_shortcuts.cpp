@@ -227,9 +227,12 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
       sc->code_scale = s_in[b];
       sc->code_zp = zp_in[b];
       const Tensor lut = codes.index_select(0, ci);  // [copies, 256]
-      // every copy reaches B as the block input's code itself (the quantizer's exact copies)
-      const bool codes_unchanged =
-          lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all().item<bool>();
+      // per copy: whether it reaches B as the block input's code itself (the quantizer's exact
+      // copies) or as one code whatever the input (a dead reserve)
+      const Tensor ident = lut.eq(torch::arange(256, torch::kLong).to(torch::kByte).view({1, -1})).all(1);
+      const Tensor constant = lut.eq(lut.narrow(1, 0, 1)).all(1);
+      const auto ia = ident.accessor<bool, 1>();
+      const auto ca = constant.accessor<bool, 1>();
       if (sc->identity) {
         // term[o][q] = w[o, j] * dequantize(code of copy j for block-input code q), j: row o's copy
         const Tensor w = vb.wdeq.index_select(1, ci).select(2, vb.centre);  // [O, copies]
@@ -244,12 +247,31 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         sc->src.assign(sb.out_channels, -1);
         for (int64_t o = 0; o < sb.out_channels; ++o)
           if (ha[o]) sc->src[o] = xs[ja[o]];
-        // the linear case B adds itself: codes unchanged along the copies, row o adds channel o
-        bool linear = sc->stride == 1 && sb.out_channels == sa.in_channels && wj.gt(0).all().item<bool>() && codes_unchanged;
-        for (int64_t o = 0; o < sb.out_channels && linear; ++o) linear = sc->src[o] == o;
+        // the linear case B adds itself: per row o, a term add_factor[o] * (code of channel o -
+        // zp) (its copy passed the block input's codes unchanged, weight > 0), or a constant (a copy
+        // whose table gives one code whatever the input: a dead reserve) or no term at all (its copy
+        // was pruned): factor 0 and the constant in B's bias (add_bias)
+        bool linear = sc->stride == 1 && sb.out_channels == sa.in_channels;
         if (linear) {
-          sc->add_factor = (wj.view({-1}) * sc->code_scale).to(torch::kFloat).contiguous();
-          sc->add_zp = sc->code_zp;
+          const auto wa = wj.accessor<float, 2>();
+          const auto ta = sc->table.accessor<float, 2>();
+          std::vector<float> factor(sb.out_channels, 0.f), bias(sb.out_channels, 0.f);
+          for (int64_t o = 0; o < sb.out_channels && linear; ++o) {
+            if (!ha[o]) continue;
+            const int64_t c = ja[o];
+            if (ca[c]) {
+              bias[o] = ta[o][0];
+            } else if (ia[c] && sc->src[o] == o && wa[o][0] > 0) {
+              factor[o] = static_cast<float>(wa[o][0] * sc->code_scale);
+            } else {
+              linear = false;
+            }
+          }
+          if (linear) {
+            sc->add_factor = torch::tensor(factor, torch::kFloat);
+            sc->add_bias = torch::tensor(bias, torch::kFloat);
+            sc->add_zp = sc->code_zp;
+          }
         }
       } else {
         sc->xs = xs;
@@ -257,10 +279,35 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         sc->lut32 = lut.to(torch::kInt).contiguous();
         sc->straight = true;
         for (size_t t = 0; t < xs.size(); ++t) sc->straight = sc->straight && xs[t] == static_cast<int64_t>(t);
-        sc->codes_pass = sc->straight && static_cast<int64_t>(xs.size()) == sa.in_channels && codes_unchanged;
         const auto k = sb.kernel;
         sc->weight_s8 = net.tensor(b, "weight").index_select(1, ci).narrow(2, k / 2, 1).narrow(3, k / 2, 1).contiguous();
         sc->w_scale = net.tensor(b, "weight_scale").to(torch::kFloat).contiguous();
+        // codes_pass: every copy passes its block-input channel's code unchanged (one copy per
+        // channel at most) or is a constant; the projection is then a 1x1 conv of the kept input
+        // (zero columns where a channel has no copy) plus the constants' term as its bias
+        std::vector<bool> taken(sa.in_channels, false);
+        bool pass = true;
+        for (size_t t = 0; t < xs.size() && pass; ++t) {
+          pass = ca[t] || (ia[t] && !taken[xs[t]]);
+          if (!ca[t]) taken[xs[t]] = true;
+        }
+        if (pass) {
+          sc->codes_pass = true;
+          const int64_t o = sb.out_channels;
+          Tensor kw = torch::zeros({o, sa.in_channels, 1, 1}, torch::kChar);
+          Tensor kb = torch::zeros({o}, torch::kDouble);
+          const Tensor wdeq = sc->weight_s8.to(torch::kDouble).view({o, -1}) * sc->w_scale.to(torch::kDouble).view({-1, 1});
+          for (size_t t = 0; t < xs.size(); ++t) {
+            const int64_t ti = static_cast<int64_t>(t);
+            if (ca[t]) {
+              kb += wdeq.select(1, ti) * ((lut[ti][0].item<int64_t>() - sc->code_zp) * sc->code_scale);
+            } else {
+              kw.select(1, xs[t]).copy_(sc->weight_s8.select(1, ti));
+            }
+          }
+          sc->kept_weight_s8 = kw.contiguous();
+          sc->kept_bias = kb.to(torch::kFloat).contiguous();
+        }
       }
       merged = true;
       break;

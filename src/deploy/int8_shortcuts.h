@@ -39,11 +39,13 @@ struct Int8Shortcut {
   // float32 for each of the 256 codes [B.out, 256]
   std::vector<int64_t> src;
   torch::Tensor table;
-  // identity whose copies reach B as the block input's codes unchanged (every copy's table is the
-  // identity on codes: the quantizer's exact copies), every row o adding channel o with a weight
-  // > 0: term[o] = add_factor[o] * (code - add_zp), which B's conv adds itself (a oneDNN binary
-  // post-op on the kept input, QConvParams::add_factor). Undefined otherwise.
-  torch::Tensor add_factor;
+  // identity whose every row o's term is linear in channel o's code: term[o] = add_factor[o] *
+  // (code - add_zp) + add_bias[o], which B's conv adds itself (a oneDNN binary post-op on the kept
+  // input, QConvParams::add_factor; add_bias joins B's bias). A row whose copy reaches B as the
+  // block input's code unchanged (the quantizer's exact copies) with a weight > 0 has a factor > 0
+  // and bias 0; a row whose copy's table is one code (a dead reserve) or with no copy has factor 0
+  // and its constant term (or 0) as bias. Undefined otherwise.
+  torch::Tensor add_factor, add_bias;
   int64_t add_zp = 0;
   // projection: per copy column of B, the block-input channel it carries and its code for each
   // block-input code [copies, 256] u8; B's weights of those columns at the centre tap [B.out,
@@ -52,10 +54,14 @@ struct Int8Shortcut {
   torch::Tensor lut, weight_s8, w_scale;
   torch::Tensor lut32;    ///< lut as int32 (the AVX-512 kernel's gather table)
   bool straight = false;  ///< xs[t] == t: copy t carries block-input channel t
-  /// Projection whose copies reach B as the block input's codes unchanged (identity tables), one
-  /// copy per block-input channel, straight: the projection is a 1x1 conv of the kept input at the
-  /// stride, and B adds its float32 result itself (QConvParams::add_float).
+  /// Projection whose copies reach B as the block input's codes unchanged (identity tables, one copy
+  /// per block-input channel at most) or as constants (a dead reserve): the projection is a 1x1
+  /// conv of the kept input at the stride, kept_weight_s8 [B.out, block-input channels, 1, 1] (B's
+  /// copy-column weights at their channels, zero where a channel has no copy or a constant one),
+  /// kept_bias [B.out] float32 the constants' term, and B adds its float32 result itself
+  /// (QConvParams::add_float).
   bool codes_pass = false;
+  torch::Tensor kept_weight_s8, kept_bias;
   double code_scale = 1;
   int64_t code_zp = 0;
 };

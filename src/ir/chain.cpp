@@ -1,6 +1,7 @@
 #include "rmnet/ir/chain.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace rmnet::ir {
 
@@ -35,7 +36,19 @@ BNParams BNParams::from(const torch::nn::BatchNorm2dImpl& bn) {
   p.mean = to_f64(bn.running_mean);
   p.var = to_f64(bn.running_var);
   p.eps = o.eps();
+  p.stored = bn.running_mean.scalar_type();
   return p;
+}
+
+torch::Tensor BNParams::fold_bias(const torch::Tensor& b) const {
+  const auto t = ((b.defined() ? b : torch::zeros_like(mean)) - mean) * scale();
+  const auto r = t + bias;
+  const int digits = stored == torch::kFloat   ? 24
+                     : stored == torch::kHalf  ? 11
+                     : stored == torch::kBFloat16 ? 8
+                                               : 53;
+  const double ulps = 4 * std::ldexp(1.0, 1 - digits);
+  return torch::where(r.abs() <= ulps * (t.abs() + bias.abs()), torch::zeros_like(r), r);
 }
 
 BNParams BNParams::identity(const torch::Tensor& mean, const torch::Tensor& var, double eps) {
@@ -145,6 +158,8 @@ Chain Chain::from(const PlainNetImpl& net) {
     for (const auto& p : m->named_parameters(false))
       l.tensors[p.key()] = is_weight(l.spec, p.key()) ? to_work(p.value()) : to_f64(p.value());
     for (const auto& b : m->named_buffers(false)) l.tensors[b.key()] = to_f64(b.value());
+    for (const auto& p : m->parameters(false))
+      if (p.is_floating_point()) c.stored = p.scalar_type();
     l.origin = net.origin(i);
     c.layers.push_back(std::move(l));
   }

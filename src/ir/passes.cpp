@@ -45,13 +45,14 @@ torch::Tensor bias_or_zeros(const ChainLayer& l) {
 
 Chain fold_batchnorm(const Chain& in) {
   Chain out;
+  out.stored = in.stored;
   for (size_t i = 0; i < in.layers.size(); ++i) {
     const auto& l = in.layers[i];
     if (l.spec.kind == LayerKind::Conv && i + 1 < in.layers.size() &&
         in.layers[i + 1].spec.kind == LayerKind::BatchNorm) {
       const auto& bl = in.layers[i + 1];
       BNParams bn{to_f64(bl.at("weight")), to_f64(bl.at("bias")), to_f64(bl.at("running_mean")),
-                  to_f64(bl.at("running_var")), bl.spec.eps};
+                  to_f64(bl.at("running_var")), bl.spec.eps, in.stored};
       const auto a = bn.scale();
       // W' = a W,  b' = a (b - mean) + beta  (a in float64, rounded once to the weight's dtype)
       const auto& w = l.at("weight");
@@ -68,6 +69,7 @@ Chain fold_batchnorm(const Chain& in) {
 
 Chain fuse_pointwise(const Chain& in, PointwiseFusion policy) {
   Chain out;
+  out.stored = in.stored;
   for (const auto& l : in.layers) {
     if (policy != PointwiseFusion::Never && is_pointwise(l.spec) && !out.layers.empty() &&
         is_pointwise(out.layers.back().spec)) {
@@ -92,6 +94,7 @@ Chain fuse_pointwise(const Chain& in, PointwiseFusion policy) {
 
 Chain simplify_activations(const Chain& in) {
   Chain out;
+  out.stored = in.stored;
   const double inf = std::numeric_limits<double>::infinity();
   for (const auto& l : in.layers) {
     if (l.spec.kind == LayerKind::Clamp) {

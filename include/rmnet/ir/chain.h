@@ -30,13 +30,17 @@ struct ChainLayer {
 struct BNParams {
   torch::Tensor weight, bias, mean, var;
   double eps = 1e-5;
+  /// The dtype the BN's parameters were stored in (the precision of their rounding; fold_bias).
+  torch::ScalarType stored = torch::kDouble;
   torch::Tensor scale() const { return weight / torch::sqrt(var + eps); }  // a
   torch::Tensor shift() const { return bias - mean * scale(); }            // beta - mean * a
   /// The bias of a conv (bias b, undefined: none) with this BN folded in: a (b - mean) + beta.
-  /// The one formula of every fold (fold_batchnorm, the onednn runtime's conv steps).
-  torch::Tensor fold_bias(const torch::Tensor& b) const {
-    return ((b.defined() ? b : torch::zeros_like(mean)) - mean) * scale() + bias;
-  }
+  /// The one formula of every fold (fold_batchnorm, the onednn runtime's conv steps). Where the two
+  /// terms cancel to within the rounding of the stored parameters (4 units in the last place of
+  /// `stored`, relative to the terms) the bias is 0 exactly: an identity BN (a reserved channel,
+  /// BNParams::identity) stored in float32 folds to bias 0 as it does in float64, not to a residue
+  /// of its rounding (which would make its channel a computed one rather than a copy).
+  torch::Tensor fold_bias(const torch::Tensor& b) const;
   static BNParams from(const torch::nn::BatchNorm2dImpl& bn);
   /// A BN that is the identity in eval mode yet carries real statistics: w = sqrt(var+eps), b = mean.
   static BNParams identity(const torch::Tensor& mean, const torch::Tensor& var, double eps = 1e-5);
@@ -64,6 +68,10 @@ struct Chain {
   std::vector<ChainLayer> layers;
   /// Qualified names of the source model's modules ("layer1.0.conv1"), for provenance.
   std::map<const torch::nn::Module*, std::string> names;
+  /// The dtype the source network's floating tensors were stored in (Chain::from: the net's; a chain
+  /// built by conversion holds float64 values): the precision of their rounding, which fold_batchnorm
+  /// hands to BNParams::fold_bias. Passes keep it.
+  torch::ScalarType stored = torch::kDouble;
 
   void conv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t stride, int64_t padding,
             int64_t groups = 1);
