@@ -806,9 +806,10 @@ class DnnlQConv final : public U8Primitive {
                                                {DNNL_ARG_BIAS, bias_},
                                                {DNNL_ARG_DST, wrap(dst_md_, y)}};
     if (add_) {
-      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, wrap(add_md_, a));
+      const dnnl::memory operand = wrap(add_md_, a);
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, operand);
       if (add_dtype_ == torch::kByte) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, h_);
-      if (subtract_) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1, wrap(add_md_, a));
+      if (subtract_) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1, operand);
     }
     execute_primitive(prim_, args, scratch_md_, [&] { return c10::str("INT8 runtime (direct): a qconv on input ", x.sizes()); });
     return y;

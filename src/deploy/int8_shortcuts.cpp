@@ -294,19 +294,24 @@ std::vector<std::shared_ptr<const Int8Shortcut>> find_int8_shortcuts(const Quant
         if (pass) {
           sc->codes_pass = true;
           const int64_t o = sb.out_channels;
-          Tensor kw = torch::zeros({o, sa.in_channels, 1, 1}, torch::kChar);
-          Tensor kb = torch::zeros({o}, torch::kDouble);
-          const Tensor wdeq = sc->weight_s8.to(torch::kDouble).view({o, -1}) * sc->w_scale.to(torch::kDouble).view({-1, 1});
+          std::vector<int64_t> passing, channels, constants;
           for (size_t t = 0; t < xs.size(); ++t) {
-            const int64_t ti = static_cast<int64_t>(t);
             if (ca[t]) {
-              kb += wdeq.select(1, ti) * ((lut[ti][0].item<int64_t>() - sc->code_zp) * sc->code_scale);
+              constants.push_back(static_cast<int64_t>(t));
             } else {
-              kw.select(1, xs[t]).copy_(sc->weight_s8.select(1, ti));
+              passing.push_back(static_cast<int64_t>(t));
+              channels.push_back(xs[t]);
             }
           }
-          sc->kept_weight_s8 = kw.contiguous();
-          sc->kept_bias = kb.to(torch::kFloat).contiguous();
+          sc->kept_weight_s8 = torch::zeros({o, sa.in_channels, 1, 1}, torch::kChar)
+                                   .index_copy_(1, index_of(channels), sc->weight_s8.index_select(1, index_of(passing)))
+                                   .contiguous();
+          // the constants' term: B's dequantized copy-column weights times their copies' values
+          const Tensor ck = index_of(constants);
+          const Tensor wdeq = sc->weight_s8.index_select(1, ck).to(torch::kDouble).view({o, -1}) *
+                              sc->w_scale.to(torch::kDouble).view({-1, 1});
+          const Tensor value = (lut.index_select(0, ck).select(1, 0).to(torch::kDouble) - sc->code_zp) * sc->code_scale;
+          sc->kept_bias = wdeq.matmul(value).to(torch::kFloat).contiguous();
         }
       }
       merged = true;

@@ -158,11 +158,14 @@ Chain Chain::from(const PlainNetImpl& net) {
     for (const auto& p : m->named_parameters(false))
       l.tensors[p.key()] = is_weight(l.spec, p.key()) ? to_work(p.value()) : to_f64(p.value());
     for (const auto& b : m->named_buffers(false)) l.tensors[b.key()] = to_f64(b.value());
-    for (const auto& p : m->parameters(false))
-      if (p.is_floating_point()) c.stored = p.scalar_type();
     l.origin = net.origin(i);
     c.layers.push_back(std::move(l));
   }
+  for (const auto& p : net.parameters())
+    if (p.is_floating_point()) {
+      c.stored = p.scalar_type();
+      break;
+    }
   return c;
 }
 
