@@ -49,8 +49,16 @@ if(NOT grouping STREQUAL "none")
   message(FATAL_ERROR "expected grouping none in ${json}")
 endif()
 rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/grp.rmnet --target-macs 0.5 --keep-one --grouping stream
-          --per-cost --bench-iters 0 --json ${WORK}/grp.json)
+          --per-cost --group-reduction mean --bench-iters 0 --json ${WORK}/grp.json)
 expect_contains("${out}" "stream groups ranked as one")
+file(READ ${WORK}/grp.json json)
+string(JSON reduction GET "${json}" group_reduction)
+if(NOT reduction STREQUAL "mean")
+  message(FATAL_ERROR "expected group_reduction mean in ${json}")
+endif()
+rmnet_run(1 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/bad.rmnet --target-macs 0.5 --grouping stream
+          --group-reduction max)
+expect_contains("${out}" "--group-reduction")
 # executed MACs: stream groups keep resnet8's three shortcuts and meet the target as the runtime executes
 rmnet_run(0 out prune --model ${WORK}/r8_bn.rmnet --out ${WORK}/exe.rmnet --target-macs 0.6 --keep-one --grouping stream
           --executed-macs --bench-iters 0 --json ${WORK}/exe.json)

@@ -83,6 +83,7 @@ TEST(Compress, MacsTargetInRoundsWithInt8WritesAWholeReport) {
   EXPECT_EQ(report["target"]["macs"], 0.7);
   EXPECT_EQ(report["keep_shortcuts"], true);
   EXPECT_EQ(report["grouping"], "stream");
+  EXPECT_EQ(report["group_reduction"], "mean");
   EXPECT_TRUE(fs::exists(dir.path / "accuracy_vs_speed.png") || !RMNET_WITH_OPENCV);
   for (const char* f : {"converted.rmnet", "round_1.rmnet", "round_2.rmnet", "int8.rmnet"})
     EXPECT_TRUE(fs::exists(dir.path / f)) << f;

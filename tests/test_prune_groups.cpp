@@ -76,7 +76,9 @@ TEST(PruneGroups, StreamGroupsAreRemovedTogether) {
     }
     return split;
   };
-  auto stream = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::Stream).per_cost(true));
+  // (the sum: the mean cuts resnet20's first stage to one channel here, and keep_one splits those groups)
+  auto stream = prune(*net, PruneOptions().target_macs(0.5).keep_one(true).grouping(PruneGrouping::Stream).per_cost(true)
+                                .group_reduction(PruneGroupReduction::Sum));
   EXPECT_EQ(stream.report.stream_groups, static_cast<int64_t>(groups.size()));
   EXPECT_LE(split_groups(stream), 1);
   EXPECT_GT(stream.report.removed_by_role["merged"], 0);
@@ -86,6 +88,46 @@ TEST(PruneGroups, StreamGroupsAreRemovedTogether) {
   EXPECT_GT(split_groups(none), 10);
   EXPECT_EQ(prune_grouping_from_string("none"), PruneGrouping::None);
   EXPECT_NE(error_of([] { prune_grouping_from_string("depgraph"); }).find("stream or none"), std::string::npos);
+}
+
+// Per cost, each channel is scored by what removing it saves in the cost model, not by what its unit's
+// first channel saves. In executed MACs a reserved copy is a shortcut (free): removing it alone saves
+// nothing and breaks its block's shortcut, so without stream groups a per-cost target takes branch
+// channels only and every block still runs as a shortcut; with stream groups a whole stream channel
+// (all its copies and merge rows) is scored by what the group saves, and goes when it is cheap per MAC.
+TEST(PruneGroups, PerCostScoresEachChannelByItsOwnSaving) {
+  auto net = plain_bn_of("resnet20");
+  const auto base = PruneOptions().target_macs(0.8).keep_one(true).executed_macs(true).per_cost(true);
+  auto none = prune(*net, base);
+  EXPECT_GT(none.report.removed_by_role["branch"], 0);
+  EXPECT_EQ(none.report.removed_by_role["reserved"], 0);
+  EXPECT_EQ(none.report.removed_by_role["merged"], 0);
+  EXPECT_EQ(none.report.shortcuts_after, none.report.shortcuts_before);
+  EXPECT_LE(none.report.executed_macs_after, 0.8 * none.report.executed_macs_before);
+  auto stream = prune(*net, PruneOptions(base).grouping(PruneGrouping::Stream));
+  EXPECT_EQ(stream.report.shortcuts_after, stream.report.shortcuts_before);
+  EXPECT_LE(stream.report.executed_macs_after, 0.8 * stream.report.executed_macs_before);
+  EXPECT_EQ(stream.report.removed_by_role["reserved"] > 0, stream.report.removed_by_role["merged"] > 0);
+}
+
+// A stream group's score: the sum of its members' importances (a stream channel weighs as all its
+// copies together, so it goes last) or their mean (one copy's weight, Torch-Pruning's "mean"), under
+// which stream channels compete with branch channels and more of them go at the same target.
+TEST(PruneGroups, MeanReductionScoresAStreamChannelAsOneCopy) {
+  auto net = plain_bn_of("resnet20");
+  const auto base = PruneOptions().target_macs(0.3).keep_one(true).executed_macs(true).grouping(PruneGrouping::Stream);
+  auto sum = prune(*net, PruneOptions(base).group_reduction(PruneGroupReduction::Sum));
+  auto mean = prune(*net, base);  // the default
+  EXPECT_GT(mean.report.removed_by_role["merged"], sum.report.removed_by_role["merged"]);
+  EXPECT_LT(mean.report.removed_by_role["branch"], sum.report.removed_by_role["branch"]);
+  for (const auto* r : {&sum, &mean}) {
+    EXPECT_LE(r->report.executed_macs_after, 0.3 * r->report.executed_macs_before);
+    EXPECT_EQ(r->report.shortcuts_after, r->report.shortcuts_before);
+  }
+  EXPECT_EQ(sum.net->metadata().at("prune_group_reduction"), "sum");
+  EXPECT_EQ(mean.net->metadata().at("prune_group_reduction"), "mean");
+  EXPECT_EQ(prune_group_reduction_from_string("mean"), PruneGroupReduction::Mean);
+  EXPECT_NE(error_of([] { prune_group_reduction_from_string("max"); }).find("sum or mean"), std::string::npos);
 }
 
 // A branch channel that duplicates another (same filter, same BN) carries no information of its own:

@@ -266,6 +266,7 @@ CompressResult compress(const ModelImpl& trained, const DatasetPtr& train, const
       {"int8", o.int8()},
       {"importance", to_string(o.prune().importance())},
       {"grouping", to_string(o.prune().grouping())},
+      {"group_reduction", to_string(o.prune().group_reduction())},
       {"per_cost", o.prune().per_cost()},
       {"reconstruct", o.prune().reconstruct()},
       {"keep_shortcuts", o.keep_shortcuts()},

@@ -306,7 +306,8 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
     all.emplace_back(u.channels);
     std::iota(all.back().begin(), all.back().end(), int64_t{0});
   }
-  std::tie(rep.params_before, rep.macs_before) = cost(all);
+  const auto cost_before = cost(all);  // {parameters, MACs} as the cost model counts them (executed or not)
+  std::tie(rep.params_before, rep.macs_before) = cost_before;
   if (o.executed_macs()) {
     TORCH_CHECK(rep.macs_before == rep.executed_macs_before, "internal: the pruning cost model counts ", rep.macs_before,
                 " executed MACs for the original, the runtime's shortcuts ", rep.executed_macs_before);
@@ -315,36 +316,40 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
 
   // Targets: importance per unit of what removing the channel saves (MACs, or parameters for a
   // parameter target), so a cheap channel is not kept over an expensive one of about the same
-  // importance. Stream groups (targets only: a threshold or ratio keeps its per-channel meaning):
-  // one score, the sum of the members' importances over the sum of their savings (without cost:
-  // the sum of the importances). A member that may not be removed stays +inf.
+  // importance. The saving is the cost model's, per channel (a unit's channels may differ: a reserved
+  // copy the runtime runs as a shortcut saves no executed MACs, a branch channel its row and column)
+  // and per stream group (its members removed together). Stream groups (targets only: a threshold or a
+  // ratio keeps its per-channel meaning): one score, the sum or the mean of the members' importances
+  // (group_reduction; per cost: over the group's saving). A member that may not be removed stays +inf.
   const bool by_target = o.target_macs() >= 0 || o.target_params() >= 0 || o.target_latency_ms() >= 0 ||
                          o.target_speedup() >= 0;
   const bool per_cost = by_target && o.per_cost();
-  std::vector<double> saving(units.size(), 1.0);
-  if (per_cost) {
-    for (size_t u = 0; u < units.size(); ++u) {
-      auto k = all;
-      k[u].erase(k[u].begin());
-      const auto [p, m] = cost(k);
-      saving[u] = static_cast<double>(o.target_params() >= 0 ? rep.params_before - p : rep.macs_before - m);
-      saving[u] = std::max(saving[u], 1.0);
-    }
-  }
+  const bool by_params = o.target_params() >= 0;
+  const auto saving_of = [&](const std::vector<std::pair<size_t, int64_t>>& removed) {
+    auto k = all;
+    for (const auto& [u, c] : removed) k[u].erase(std::find(k[u].begin(), k[u].end(), c));
+    const auto [p, m] = cost(k);
+    return std::max(static_cast<double>(by_params ? cost_before.first - p : cost_before.second - m), 1.0);
+  };
   std::vector<std::vector<bool>> grouped(units.size());
   for (size_t u = 0; u < units.size(); ++u) grouped[u].assign(units[u].channels, false);
   if (o.grouping() == PruneGrouping::Stream && by_target) {
     for (const auto& group : prune_groups(net, units)) {
-      double sum = 0.0, cost_sum = 0.0;
+      double sum = 0.0;
+      std::vector<std::pair<size_t, int64_t>> members;
       for (const auto& [u, c] : group)
         if (!std::isinf(imp[u][c]) && !zero[u][c]) {
           sum += imp[u][c];
-          cost_sum += saving[u];
+          members.emplace_back(u, c);
         }
+      const double reduced = o.group_reduction() == PruneGroupReduction::Mean && !members.empty()
+                                 ? sum / static_cast<double>(members.size())
+                                 : sum;
+      const double score = per_cost && !members.empty() ? reduced / saving_of(members) : reduced;
       for (const auto& [u, c] : group) {
         if (zero[u][c]) continue;
         grouped[u][c] = true;
-        if (!std::isinf(imp[u][c])) imp[u][c] = per_cost ? sum / cost_sum : sum;
+        if (!std::isinf(imp[u][c])) imp[u][c] = score;
       }
       ++rep.stream_groups;
     }
@@ -352,7 +357,7 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   if (per_cost)
     for (size_t u = 0; u < units.size(); ++u)
       for (int64_t c = 0; c < units[u].channels; ++c)
-        if (!grouped[u][c] && !std::isinf(imp[u][c])) imp[u][c] /= saving[u];
+        if (!grouped[u][c] && !std::isinf(imp[u][c]) && !zero[u][c]) imp[u][c] /= saving_of({{u, c}});
   // fold, then slice (folding reads the consumer's weights before they are sliced); builds the
   // network the units' current selection gives
   const auto apply = [&](const std::vector<PruneUnit>& us, PruneReport& rp) {
@@ -476,6 +481,7 @@ PruneResult prune_plain(const PlainNetImpl& net, const PruneOptions& o, const El
   md["prune_criterion"] = describe_criterion(o);
   md["prune_importance"] = to_string(o.importance());
   md["prune_grouping"] = to_string(o.grouping());
+  if (o.grouping() == PruneGrouping::Stream) md["prune_group_reduction"] = to_string(o.group_reduction());
   if (o.reconstruct()) md["prune_reconstructed"] = fmt::format("{}", rep.reconstructed);
   md["prune_threshold"] = fmt::format("{}", rep.threshold);
   r.net->train(net.is_training());

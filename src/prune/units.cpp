@@ -20,6 +20,8 @@ constexpr std::pair<PruneImportance, const char*> kImportanceNames[] = {
     {PruneImportance::Measured, "measured"}};
 constexpr std::pair<PruneGrouping, const char*> kGroupingNames[] = {{PruneGrouping::Stream, "stream"},
                                                                     {PruneGrouping::None, "none"}};
+constexpr std::pair<PruneGroupReduction, const char*> kReductionNames[] = {{PruneGroupReduction::Sum, "sum"},
+                                                                         {PruneGroupReduction::Mean, "mean"}};
 constexpr std::pair<PruneScope, const char*> kScopeNames[] = {{PruneScope::Global, "global"},
                                                               {PruneScope::Layer, "layer"}};
 
@@ -49,6 +51,10 @@ PruneGrouping prune_grouping_from_string(const std::string& name) {
   return from_name(kGroupingNames, name, "pruning grouping");
 }
 std::string to_string(PruneGrouping grouping) { return name_of(kGroupingNames, grouping); }
+PruneGroupReduction prune_group_reduction_from_string(const std::string& name) {
+  return from_name(kReductionNames, name, "group reduction");
+}
+std::string to_string(PruneGroupReduction reduction) { return name_of(kReductionNames, reduction); }
 PruneScope prune_scope_from_string(const std::string& name) { return from_name(kScopeNames, name, "pruning scope"); }
 std::string to_string(PruneScope scope) { return name_of(kScopeNames, scope); }
 

@@ -15,7 +15,8 @@ namespace rmnet::cli {
 namespace {
 
 struct CompressCliOptions {
-  std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "stream";
+  std::string model, out, dataset = "fashion-mnist", data, importance = "contribution", grouping = "stream",
+              group_reduction = "mean";
   std::string runtime = "auto";
   double target_latency = -1.0, target_speedup = -1.0, target_macs = -1.0, max_layer_ratio = 1.0;
   int64_t batch = 32, image_size = 0, max_train_samples = 0, round_to = 1;
@@ -42,6 +43,7 @@ void run_compress(CompressCliOptions o) {
   c.bench_batch(o.batch).distill(!o.no_distill).keep_shortcuts(!o.no_shortcuts);
   auto& po = c.prune();
   po.importance(prune_importance_from_string(o.importance)).grouping(prune_grouping_from_string(o.grouping));
+  po.group_reduction(prune_group_reduction_from_string(o.group_reduction));
   po.reconstruct(!o.no_reconstruct).per_cost(o.per_cost).round_to(o.round_to).max_layer_ratio(o.max_layer_ratio).keep_one(true);
   po.latency(LatencyOptions().batch(o.batch).runtime(runtime_from_string(o.runtime)));
   auto& fo = c.finetune();
@@ -102,6 +104,9 @@ Command setup_compress(CLI::App& app) {
       ->check(CLI::IsMember({"gamma", "contribution", "measured"}));
   cmd->add_option("--grouping", o->grouping, "stream (default): stream channels go together; none: every channel alone")
       ->check(CLI::IsMember({"stream", "none"}));
+  cmd->add_option("--group-reduction", o->group_reduction,
+                  "A stream channel's score: the mean (default) or the sum of its plain channels' importances")
+      ->check(CLI::IsMember({"sum", "mean"}));
   cmd->add_flag("--no-shortcuts", o->no_shortcuts,
                 "Count, refit and fine-tune the RM blocks' reserved channels as convolutions (by default they stay "
                 "Dirac copies the runtime runs as shortcuts, and --target-macs counts executed MACs)");

@@ -23,7 +23,8 @@ namespace rmnet::cli {
 namespace {
 
 struct PruneCliOptions {
-  std::string model, out, json, scope = "global", importance = "contribution", grouping = "none";
+  std::string model, out, json, scope = "global", importance = "contribution", grouping = "none",
+              group_reduction = "mean";
   double threshold = -1.0, ratio = -1.0, target_macs = -1.0, target_params = -1.0, max_layer_ratio = 1.0;
   double target_latency = -1.0, target_speedup = -1.0;
   int64_t batch = 32;
@@ -59,6 +60,7 @@ void run_prune(const PruneCliOptions& o) {
   po.scope(prune_scope_from_string(o.scope)).max_layer_ratio(o.max_layer_ratio).round_to(o.round_to);
   po.importance(prune_importance_from_string(o.importance)).fold_removed(!o.no_fold).keep_one(o.keep_one);
   po.input_size(o.input_size).grouping(prune_grouping_from_string(o.grouping)).per_cost(o.per_cost);
+  po.group_reduction(prune_group_reduction_from_string(o.group_reduction));
   const bool plain_model = dynamic_cast<const PlainNetImpl*>(model.get()) != nullptr;
   TORCH_CHECK(o.residual_baseline || plain_model, "--model '", o.model, "' is a residual ", model->options().arch(),
               " model: prune its plain form (rmnet convert --keep-bn) or pass --residual-baseline");
@@ -110,7 +112,7 @@ void run_prune(const PruneCliOptions& o) {
   if (o.residual_baseline) before = reserve_merge(*model, DownsampleMode::Type2, false).ptr();
   nlohmann::json js = {{"model", o.model}, {"out", o.out}, {"input_size", size},
                        {"criterion", r.net->metadata().at("prune_criterion")},
-                       {"importance", o.importance}, {"grouping", o.grouping},
+                       {"importance", o.importance}, {"grouping", o.grouping}, {"group_reduction", o.group_reduction},
                        {"stream_groups", r.report.stream_groups}, {"per_cost", o.per_cost},
                        {"fold_removed", !o.no_fold},
                        {"reconstructed", r.report.reconstructed},
@@ -214,6 +216,10 @@ Command setup_prune(CLI::App& app) {
                   "stream: the plain channels carrying one residual-stream channel are ranked and removed together "
                   "(targets); none (default): every channel on its own")
       ->check(CLI::IsMember({"stream", "none"}));
+  cmd->add_option("--group-reduction", o->group_reduction,
+                  "With --grouping stream: a stream channel's score is the mean (default) or the sum of its plain "
+                  "channels' importances")
+      ->check(CLI::IsMember({"sum", "mean"}));
   cmd->add_flag("--executed-macs", o->executed_macs,
                 "--target-macs and --per-cost count MACs as the onednn runtime executes them: the reserved channels of "
                 "an RM block kept whole are a shortcut (free), a projection a 1x1 conv; the fraction is of the "

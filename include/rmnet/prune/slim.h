@@ -60,9 +60,13 @@
 // reserved copy of a removed channel is a constant. With Stream grouping the plain channels tied by
 // such Dirac links (a producer row with one nonzero centre tap reading a channel of the previous
 // unit; a consumer column with one nonzero centre tap writing one output of the next unit) are one
-// group, ranked by the sum of their members' importances, so they are removed together -- what a
-// residual-aware pruner (DepGraph) removes in the residual network -- while branch channels stay
-// free. Grouping applies to the targets (MACs, parameters, latency); a threshold or a ratio keeps its
+// group, ranked by one score, so they are removed together -- what a residual-aware pruner
+// (DepGraph) removes in the residual network -- while branch channels stay free. The score
+// (PruneOptions::group_reduction) is the sum of the members' importances (a stream channel weighs as
+// all its copies together: the stream goes last) or their mean (as one of its copies, Torch-Pruning's
+// "mean": stream and branch channels compete, and a deep stage's stream, which saves MACs in every
+// block, is cut like the residual pruner cuts it); per cost, either is divided by what removing the
+// whole group saves. Grouping applies to the targets (MACs, parameters, latency); a threshold or a ratio keeps its
 // per-channel meaning. `prune_groups` lists the groups.
 //
 // Reconstruction (PruneOptions::reconstruct; needs calibration images). After removal, every consumer
@@ -127,6 +131,14 @@ enum class PruneGrouping {
 PruneGrouping prune_grouping_from_string(const std::string& name);
 std::string to_string(PruneGrouping grouping);
 
+/// How a stream group's members' importances make its one score (grouping Stream).
+enum class PruneGroupReduction {
+  Sum,   ///< the sum: a stream channel scores as the total of what its copies carry (goes last)
+  Mean,  ///< the mean (default): a stream channel scores as one of its copies (Torch-Pruning's "mean")
+};
+PruneGroupReduction prune_group_reduction_from_string(const std::string& name);
+std::string to_string(PruneGroupReduction reduction);
+
 /// Where a ratio applies.
 enum class PruneScope {
   Global,  ///< one percentile over all prunable channels
@@ -183,10 +195,15 @@ struct PruneOptions {
   /// How channels are ranked.
   TORCH_ARG(PruneImportance, importance) = PruneImportance::Contribution;
   /// Targets (MACs, parameters, latency): rank by importance per MAC (parameter) removing the channel
-  /// saves; for a stream group, the members' summed importance over their summed savings.
+  /// saves in the cost model (with executed_macs: executed MACs, so a reserved copy the runtime runs as
+  /// a shortcut saves nothing alone); for a stream group, its reduced importance over what removing the
+  /// whole group saves.
   TORCH_ARG(bool, per_cost) = false;
   /// Rank and remove stream groups together (see the header comment).
   TORCH_ARG(PruneGrouping, grouping) = PruneGrouping::None;
+  /// How a stream group's score is made of its members' importances (per cost: then divided by what
+  /// removing the whole group saves).
+  TORCH_ARG(PruneGroupReduction, group_reduction) = PruneGroupReduction::Mean;
   /// Fold the constant a removed channel leaves behind (act(beta)) into the consumer (see above).
   TORCH_ARG(bool, fold_removed) = true;
   /// A selection that would empty a unit keeps its most important channel (per group) instead of
